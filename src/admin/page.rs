@@ -1,0 +1,1248 @@
+//! The HTML status page of the admin listener (served at `/`).
+//!
+//! Owns only rendering: it turns a [`ClusterSnapshot`] into one
+//! self-contained HTML document (inline CSS, no scripts, no external assets)
+//! that refreshes itself every two seconds. Every piece of text that comes
+//! from a node or from the config (names, versions, scoreboards, errors) goes
+//! through maud's escaping; the only unescaped output is the static
+//! stylesheet below. The small formatting helpers (bytes, durations,
+//! percentages, UTC times) live at the end of this file with their tests.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use crate::cluster::snapshot::{ClusterSnapshot, GroupSnapshot, NodeSnapshot, NodeState, Totals};
+
+/// Seconds between automatic reloads of the page.
+const REFRESH_SECONDS: u32 = 2;
+
+/// Scoreboard letters drawn at most (about five lines of the strip); the
+/// rest is counted, not drawn. A trailing run of open slots (`.`) longer
+/// than [`OPEN_TAIL_MIN`] is summarised as a count before this cap applies.
+const SCOREBOARD_CAP: usize = 160;
+
+/// A trailing run of `.` at least this long is shown as `+N open`.
+const OPEN_TAIL_MIN: usize = 8;
+
+/// Characters of the config hash shown on the page (the full hash is in the
+/// tooltip and in `/status.json`).
+const HASH_SHORT: usize = 12;
+
+/// What each scoreboard letter means (Apache mod_status).
+const SCOREBOARD_LEGEND: [(char, &str); 11] = [
+    ('_', "waiting for connection"),
+    ('S', "starting up"),
+    ('R', "reading request"),
+    ('W', "sending reply"),
+    ('K', "keepalive (read)"),
+    ('D', "DNS lookup"),
+    ('C', "closing connection"),
+    ('L', "logging"),
+    ('G', "gracefully finishing"),
+    ('I', "idle cleanup of worker"),
+    ('.', "open slot with no current process"),
+];
+
+/// Render the whole status page.
+pub fn render(s: &ClusterSnapshot) -> String {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content=(REFRESH_SECONDS);
+                meta name="color-scheme" content="light dark";
+                title { "webcluster status" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                (header(s))
+                main {
+                    @if let Some(err) = &s.config.last_reload_error {
+                        div.alert role="alert" {
+                            strong { "Last config reload failed: " }
+                            span.mono { (err) }
+                            div.sub {
+                                "Still running the configuration loaded "
+                                (fmt_utc(s.config.loaded_unix))
+                                "."
+                            }
+                        }
+                    }
+                    (totals_cards(s))
+                    @if s.groups.is_empty() {
+                        p.empty { "No groups configured." }
+                    }
+                    @for g in &s.groups {
+                        (group_section(g))
+                    }
+                    (legend())
+                }
+                footer {
+                    "webcluster " (s.version)
+                    " · snapshot " (fmt_utc(s.time_unix))
+                    " · refreshes every " (REFRESH_SECONDS) " s"
+                }
+            }
+        }
+    };
+    page.into_string()
+}
+
+fn header(s: &ClusterSnapshot) -> Markup {
+    html! {
+        header.top {
+            div {
+                h1 { "webcluster status" }
+                div.sub {
+                    "webcluster " (s.version)
+                    " · up " (human_duration(s.uptime_seconds))
+                    " · " (fmt_utc(s.time_unix))
+                }
+            }
+            nav {
+                a href="/status.json" { "status.json" }
+                a href="/server-status?auto" { "server-status?auto" }
+                a href="/metrics" { "metrics" }
+            }
+        }
+    }
+}
+
+fn totals_cards(s: &ClusterSnapshot) -> Markup {
+    let t = &s.totals;
+    let c = &s.config;
+    let reload_age = s.time_unix - c.loaded_unix;
+    html! {
+        section.cards aria-label="Cluster totals" {
+            div.card {
+                div.label { "Nodes up" }
+                div.big {
+                    (t.nodes_up) span.of { " / " (t.nodes) }
+                }
+                div.sub { (nodes_note(t)) }
+            }
+            div.card.wide {
+                div.label title="Sums over the nodes with a fresh status" { "Workers" }
+                div.big {
+                    (t.busy_workers) span.of { " busy" }
+                }
+                (worker_bar(Some(t.busy_workers), Some(t.idle_workers), Some(t.capacity)))
+                div.sub {
+                    (t.idle_workers) " idle · " (t.capacity) " capacity"
+                }
+            }
+            div.card {
+                div.label { "Requests" }
+                div.big { (human_count(t.requests_per_second)) span.of { " req/s" } }
+                div.sub title="Sum of the nodes' own Total Accesses counters" {
+                    (human_count(t.node_accesses_total as f64)) " served by nodes"
+                }
+            }
+            div.card {
+                div.label { "Traffic" }
+                div.big { (human_bytes(t.bytes_per_second)) span.of { "/s" } }
+                div.sub title="Sum of the nodes' own Total kBytes counters" {
+                    (human_bytes(t.node_bytes_total as f64)) " sent by nodes"
+                }
+            }
+            div.card {
+                div.label { "In flight" }
+                div.big { (t.inflight) }
+                div.sub { (human_count(t.proxied_total as f64)) " proxied since start" }
+            }
+            div.card.wide {
+                div.label { "Config" }
+                div.big.mono title=(c.hash) { (short_hash(&c.hash)) }
+                div.sub.mono.path { (c.path) }
+                div.sub {
+                    "loaded " (fmt_utc(c.loaded_unix))
+                    " (" (human_duration(reload_age)) " ago)"
+                }
+                div.sub {
+                    "reloads: " (c.reloads_ok) " ok · "
+                    span.bad[c.reloads_failed > 0] { (c.reloads_failed) " failed" }
+                }
+            }
+        }
+    }
+}
+
+fn nodes_note(t: &Totals) -> String {
+    let down = t.nodes.saturating_sub(t.nodes_up);
+    if t.nodes == 0 {
+        "no nodes".to_string()
+    } else if down == 0 {
+        "all up".to_string()
+    } else {
+        format!("{down} not up")
+    }
+}
+
+fn group_section(g: &GroupSnapshot) -> Markup {
+    let t = &g.totals;
+    html! {
+        section.group {
+            div.group-head {
+                h2 { (g.name) }
+                span.tag title="Balancing method" { (g.balance) }
+                span.gstat { strong { (t.nodes_up) " / " (t.nodes) } " up" }
+                span.gstat {
+                    strong { (t.busy_workers) } " busy · " (t.idle_workers) " idle · "
+                    (t.capacity) " cap"
+                }
+                span.gstat { strong { (human_count(t.requests_per_second)) } " req/s" }
+                span.gstat { strong { (human_bytes(t.bytes_per_second)) } "/s" }
+                span.gstat { strong { (t.inflight) } " in flight" }
+            }
+            div.scroll {
+                table {
+                    colgroup {
+                        col.c-node;
+                        col.c-uptime;
+                        col.c-workers;
+                        col.c-sb;
+                        col.c-rps;
+                        col.c-bps;
+                        col.c-cpu;
+                        col.c-share;
+                        col.c-inflight;
+                        col.c-errors;
+                        col.c-weight;
+                        col.c-scrape;
+                    }
+                    thead {
+                        tr {
+                            th.first { "Node" }
+                            th { "Uptime" }
+                            th { "Workers" }
+                            th title="Apache scoreboard, one letter per worker slot: see the legend below" {
+                                a href="#legend" { "Scoreboard" }
+                            }
+                            th.num { "Req/s" }
+                            th.num { "Bytes/s" }
+                            th.num title="Apache CPULoad (percent, may exceed 100) and 1-minute load average" { "CPU" }
+                            th.num title="Share of this group's requests sent by this proxy over the last minute" { "Share" }
+                            th.num title="Requests this proxy has in flight to the node" { "In flight" }
+                            th.num title="Failed requests: connect errors, timeouts, 5xx from the proxy's view" { "Errors" }
+                            th.num title="Effective weight (after slow start) / configured weight" { "Weight" }
+                            th { "Last scrape" }
+                        }
+                    }
+                    tbody {
+                        @if g.nodes.is_empty() {
+                            tr { td.empty colspan="12" { "No nodes in this group." } }
+                        }
+                        @for n in &g.nodes {
+                            (node_row(n))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn node_row(n: &NodeSnapshot) -> Markup {
+    let (word, class) = state_word(n.state);
+    let server = server_line(n);
+    html! {
+        tr class=(format!("row {class}")) {
+            td.first {
+                div.node-head {
+                    span class=(format!("pill {class}")) { span.dot {} (word) }
+                    strong.name { (n.name) }
+                    @if n.backup { span.tag { "backup" } }
+                }
+                div.sub.mono title=(format!("status: {}", n.status_url)) { (n.address) }
+                @if let Some(server) = server {
+                    div.sub.server title=(server) { (server) }
+                }
+                @if let Some(reason) = &n.down_reason {
+                    div.reason { (reason) }
+                }
+            }
+            td.nowrap {
+                @match n.node_uptime_seconds {
+                    Some(up) => (human_duration(up as f64)),
+                    None => span.muted { "—" },
+                }
+            }
+            td.workers title=(format!("balancer's estimate now: {:.1} busy", finite(n.estimated_busy))) {
+                (worker_bar(n.busy_workers.map(u64::from), n.idle_workers.map(u64::from), n.capacity.map(u64::from)))
+                @if n.busy_workers.is_some() || n.idle_workers.is_some() {
+                    div.sub.nowrap { (worker_text(n)) }
+                }
+            }
+            td { (scoreboard(n.scoreboard.as_deref())) }
+            td.num { (opt(n.requests_per_second.map(human_count))) }
+            td.num { (opt(n.bytes_per_second.map(|b| format!("{}/s", human_bytes(b))))) }
+            td.num {
+                (opt(n.cpu_load.map(fmt_percent)))
+                @if let Some(l) = n.load1 {
+                    div.sub { "load " (format!("{:.2}", finite(l))) }
+                }
+            }
+            td.num { (fmt_percent(n.share_last_minute * 100.0)) }
+            td.num {
+                (n.inflight)
+                div.sub title="Requests this proxy sent to the node since start" {
+                    (human_count(n.proxied_total as f64)) " total"
+                }
+            }
+            td.num {
+                span.bad[n.errors_total > 0] { (n.errors_total) }
+            }
+            td.num { (weight_text(n)) }
+            td.scrape {
+                (scrape_age(n))
+                @if let Some(err) = &n.last_scrape_error {
+                    div.reason { (err) }
+                }
+            }
+        }
+    }
+}
+
+/// The word and CSS class of a state: the word is always shown, so the
+/// page reads the same without colour.
+fn state_word(state: NodeState) -> (&'static str, &'static str) {
+    match state {
+        NodeState::Up => ("up", "st-up"),
+        NodeState::Down => ("down", "st-down"),
+        NodeState::Draining => ("draining", "st-draining"),
+        NodeState::Stale => ("stale", "st-stale"),
+        NodeState::Unknown => ("unknown", "st-unknown"),
+    }
+}
+
+/// `event · Apache/2.4.71 (Debian)`: MPM first (it is short and the
+/// version may be cut off on screen), then the version, or the kind when the
+/// version is not known; None when nothing is known yet.
+fn server_line(n: &NodeSnapshot) -> Option<String> {
+    let version = n
+        .server_version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .or(n.server_kind.as_deref());
+    let parts: Vec<&str> = [n.mpm.as_deref(), version]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(" · "))
+    }
+}
+
+fn worker_text(n: &NodeSnapshot) -> String {
+    let num = |v: Option<u32>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+    match (n.busy_workers, n.idle_workers, n.capacity) {
+        (None, None, None) => "—".to_string(),
+        (busy, idle, cap) => format!("{} busy · {} idle / {}", num(busy), num(idle), num(cap)),
+    }
+}
+
+/// A horizontal bar: busy, then idle, then the open rest of the capacity.
+/// With no capacity the bar spans busy + idle.
+fn worker_bar(busy: Option<u64>, idle: Option<u64>, capacity: Option<u64>) -> Markup {
+    let b = busy.unwrap_or(0);
+    let i = idle.unwrap_or(0);
+    let total = capacity.filter(|c| *c > 0).unwrap_or(b + i);
+    if busy.is_none() && idle.is_none() {
+        return html! { span.muted { "—" } };
+    }
+    let busy_pct = width_percent(b, total);
+    let idle_pct = width_percent(i, total).min(100.0 - busy_pct);
+    let heat = if busy_pct >= 90.0 {
+        "hot"
+    } else if busy_pct >= 70.0 {
+        "warm"
+    } else {
+        "ok"
+    };
+    html! {
+        div.bar role="img" aria-label=(format!("{b} busy, {i} idle of {total}")) {
+            span class=(format!("busy {heat}")) style=(format!("width:{busy_pct:.1}%")) {}
+            span.idle style=(format!("width:{idle_pct:.1}%")) {}
+        }
+    }
+}
+
+/// `part` as a percentage of `total`, clamped to 0..=100 (0 when total is 0).
+fn width_percent(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (part as f64 * 100.0 / total as f64).clamp(0.0, 100.0)
+    }
+}
+
+/// The scoreboard as runs of coloured letters: the trailing open slots
+/// counted rather than drawn, the rest capped at [`SCOREBOARD_CAP`]. The
+/// tooltip has the count of every letter.
+fn scoreboard(sb: Option<&str>) -> Markup {
+    let Some(sb) = sb.filter(|s| !s.is_empty()) else {
+        return html! { span.muted { "—" } };
+    };
+    let (body, open_tail) = split_open_tail(sb);
+    let body_len = body.chars().count();
+    let shown: String = body.chars().take(SCOREBOARD_CAP).collect();
+    let cut = body_len.saturating_sub(SCOREBOARD_CAP);
+    html! {
+        div.sb title=(scoreboard_counts(sb)) {
+            @for (c, len) in char_runs(&shown) {
+                span class=(sb_class(c)) { (c.to_string().repeat(len)) }
+            }
+            @if cut > 0 {
+                " " span.more { "+" (cut) " more" }
+            }
+            @if open_tail > 0 {
+                " " span.more { "+" (open_tail) " open" }
+            }
+        }
+    }
+}
+
+/// `("__W", 75)` for `__W` followed by 75 dots; the tail is only split off
+/// when it is at least [`OPEN_TAIL_MIN`] long.
+fn split_open_tail(sb: &str) -> (&str, usize) {
+    let body = sb.trim_end_matches('.');
+    let tail = sb.len() - body.len(); // '.' is one byte
+    if tail >= OPEN_TAIL_MIN {
+        (body, tail)
+    } else {
+        (sb, 0)
+    }
+}
+
+/// Split into runs of the same character: `__WW_` -> `[('_',2),('W',2),('_',1)]`.
+fn char_runs(s: &str) -> Vec<(char, usize)> {
+    let mut runs: Vec<(char, usize)> = Vec::new();
+    for c in s.chars() {
+        match runs.last_mut() {
+            Some((last, len)) if *last == c => *len += 1,
+            _ => runs.push((c, 1)),
+        }
+    }
+    runs
+}
+
+/// `W sending reply: 9 · _ waiting for connection: 66 · ...` for the tooltip,
+/// in legend order; letters not in the legend are counted last.
+fn scoreboard_counts(sb: &str) -> String {
+    let mut parts = Vec::new();
+    for (c, what) in SCOREBOARD_LEGEND {
+        let n = sb.chars().filter(|x| *x == c).count();
+        if n > 0 {
+            parts.push(format!("{c} {what}: {n}"));
+        }
+    }
+    let other = sb
+        .chars()
+        .filter(|x| !SCOREBOARD_LEGEND.iter().any(|(c, _)| c == x))
+        .count();
+    if other > 0 {
+        parts.push(format!("other: {other}"));
+    }
+    parts.join(" · ")
+}
+
+fn sb_class(c: char) -> &'static str {
+    match c {
+        'W' => "sb-w",
+        'K' => "sb-k",
+        'R' => "sb-r",
+        '_' => "sb-wait",
+        '.' => "sb-open",
+        _ => "sb-other",
+    }
+}
+
+fn weight_text(n: &NodeSnapshot) -> Markup {
+    let eff = finite(n.effective_weight);
+    let conf = f64::from(n.weight);
+    if (eff - conf).abs() < 0.005 {
+        html! { (n.weight) }
+    } else {
+        html! {
+            (trim_number(eff, 2)) span.muted { " / " (n.weight) }
+            div.sub { "slow start" }
+        }
+    }
+}
+
+fn scrape_age(n: &NodeSnapshot) -> Markup {
+    let failures = if n.scrape_failures_total > 0 {
+        Some(format!(
+            "{} of {} failed",
+            n.scrape_failures_total, n.scrapes_total
+        ))
+    } else {
+        None
+    };
+    html! {
+        @match n.last_scrape_age_seconds {
+            Some(age) => span.nowrap.age { (human_age(age)) },
+            None => span.muted {
+                @if n.state == NodeState::Unknown { "not yet" } @else { "never" }
+            },
+        }
+        @if let Some(d) = n.last_scrape_duration_seconds {
+            div.sub.nowrap { "took " (human_short_duration(d)) }
+        }
+        @if let Some(f) = failures {
+            div.sub.nowrap { (f) }
+        }
+    }
+}
+
+fn legend() -> Markup {
+    html! {
+        section.legend id="legend" {
+            h3 { "Scoreboard letters" }
+            ul {
+                @for (c, what) in SCOREBOARD_LEGEND {
+                    li {
+                        code class=(format!("key {}", sb_class(c))) { (c) }
+                        " " (what)
+                    }
+                }
+            }
+            p.sub {
+                "Workers: busy / idle / capacity as each node reports them (nginx has no capacity). "
+                "States: up = healthy with a fresh status; stale = usable but its status page "
+                "stopped answering (balanced by in-flight counts); draining = no new requests; "
+                "down = failed health checks; unknown = not checked yet."
+            }
+        }
+    }
+}
+
+fn opt(v: Option<String>) -> Markup {
+    match v {
+        Some(v) => html! { (v) },
+        None => html! { span.muted { "—" } },
+    }
+}
+
+// ---- formatting helpers ---------------------------------------------------
+
+/// NaN and infinities become 0 so that nothing odd reaches the page.
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// Decimal (SI) byte sizes: `512 B`, `1.2 kB`, `34.5 MB`, `123 GB`.
+fn human_bytes(bytes: f64) -> String {
+    si(bytes, "B", true)
+}
+
+/// Counts and rates with SI suffixes: `0.4`, `12.3`, `456`, `1.2k`, `3.4M`.
+fn human_count(n: f64) -> String {
+    si(n, "", false)
+}
+
+/// Shared by [`human_bytes`] and [`human_count`]: one decimal below 100,
+/// none from 100 on; plain integers below 1000 for bytes.
+fn si(value: f64, unit: &str, bytes: bool) -> String {
+    const PREFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
+    let v = finite(value).max(0.0);
+    let sep = if unit.is_empty() { "" } else { " " };
+    if v < 1000.0 {
+        return if bytes || v >= 100.0 || v == v.trunc() {
+            format!("{v:.0}{sep}{unit}")
+        } else {
+            format!("{v:.1}{sep}{unit}")
+        };
+    }
+    let mut scaled = v;
+    let mut i = 0;
+    while scaled >= 999.95 && i + 1 < PREFIXES.len() {
+        scaled /= 1000.0;
+        i += 1;
+    }
+    let p = PREFIXES[i];
+    if scaled >= 99.95 {
+        format!("{scaled:.0}{sep}{p}{unit}")
+    } else {
+        format!("{scaled:.1}{sep}{p}{unit}")
+    }
+}
+
+/// The two largest units: `45s`, `5m 2s`, `2h 0m`, `3d 4h`.
+fn human_duration(seconds: f64) -> String {
+    let s = finite(seconds).max(0.0) as u64;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+/// Sub-second precision for short spans: `12 ms`, `0.4 s`, `3.2 s`, `42 s`.
+fn human_short_duration(seconds: f64) -> String {
+    let s = finite(seconds).max(0.0);
+    if s < 0.1 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 60.0 {
+        format!("{s:.0} s")
+    } else {
+        human_duration(s)
+    }
+}
+
+/// `0.4 s ago`, `12 s ago`, `5m 2s ago`.
+fn human_age(seconds: f64) -> String {
+    let s = finite(seconds).max(0.0);
+    if s < 0.1 {
+        // Milliseconds look jittery on a page refreshing every 2 s.
+        format!("{s:.1} s ago")
+    } else {
+        format!("{} ago", human_short_duration(s))
+    }
+}
+
+/// A value that is already in percent: `0%`, `0.5%`, `42.1%`, `107%`.
+fn fmt_percent(percent: f64) -> String {
+    let p = finite(percent).max(0.0);
+    if p == 0.0 {
+        "0%".to_string()
+    } else if p < 100.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+/// At most `decimals` decimals, trailing zeros dropped: `3.20` -> `3.2`.
+fn trim_number(x: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, finite(x));
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn short_hash(hash: &str) -> String {
+    hash.chars().take(HASH_SHORT).collect()
+}
+
+/// Unix seconds as `2026-11-27 02:39:17 UTC`.
+fn fmt_utc(unix: f64) -> String {
+    let t = finite(unix).floor() as i64;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // Both are small by construction.
+    (y, m as u32, d as u32)
+}
+
+// ---- stylesheet -----------------------------------------------------------
+
+const CSS: &str = r#"
+:root{--fg:#1f2328;--muted:#656d76;--border:#d0d7de;--bg:#fff;--panel:#f6f8fa;--bar:#eaeef2;
+--up:#1a7f37;--down:#cf222e;--drain:#9a6700;--stale:#bc4c00;--unknown:#6e7781;
+--busy:#0969da;--warm:#d4a72c;--hot:#cf222e;--idle:#8ddb9f;--link:#0969da;
+--sb-w:#0969da;--sb-k:#8250df;--sb-r:#bc4c00;--sb-wait:#8c959f;--sb-open:#c8d1da}
+@media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#8d96a0;--border:#30363d;--bg:#0d1117;
+--panel:#161b22;--bar:#21262d;--up:#3fb950;--down:#f85149;--drain:#d29922;--stale:#db6d28;--unknown:#8d96a0;
+--busy:#2f81f7;--idle:#2ea04366;--link:#4493f8;--sb-w:#4493f8;--sb-k:#a371f7;--sb-r:#db6d28;--sb-wait:#6e7681;--sb-open:#30363d}}
+*{box-sizing:border-box}
+body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}
+.mono,.sb,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
+header.top{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:center;justify-content:space-between;padding:12px 20px;border-bottom:1px solid var(--border);background:var(--panel)}
+h1{font-size:18px;margin:0;font-weight:600}
+nav{display:flex;gap:14px;flex-wrap:wrap}
+main{padding:16px 20px;max-width:1600px}
+footer{padding:8px 20px 20px;color:var(--muted);font-size:12px}
+.sub{color:var(--muted);font-size:12px}
+.muted{color:var(--muted)}
+.bad{color:var(--down);font-weight:600}
+.nowrap{white-space:nowrap}
+.alert{border:1px solid var(--down);border-left-width:4px;border-radius:6px;padding:8px 12px;margin-bottom:14px;background:color-mix(in srgb,var(--down) 8%,var(--bg));overflow-wrap:anywhere}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(136px,1fr));gap:10px;margin-bottom:20px}
+.card{border:1px solid var(--border);border-radius:8px;padding:10px 12px;min-width:0}
+.card.wide{grid-column:span 2}
+.label{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
+.big{font-size:22px;font-weight:600;margin:2px 0 4px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.big .of{font-size:13px;font-weight:400;color:var(--muted)}
+.path{overflow-wrap:anywhere}
+.group{margin-bottom:22px}
+.group-head{display:flex;flex-wrap:wrap;align-items:baseline;gap:4px 14px;margin-bottom:6px}
+h2{font-size:16px;margin:0;font-weight:600;overflow-wrap:anywhere}
+h3{font-size:13px;margin:0 0 6px}
+.gstat{color:var(--muted)}.gstat strong{color:var(--fg);font-weight:600}
+.tag{display:inline-block;font-size:11px;line-height:16px;padding:0 6px;border:1px solid var(--border);border-radius:9px;color:var(--muted);background:var(--panel);white-space:nowrap}
+.scroll{overflow-x:auto;border:1px solid var(--border);border-radius:8px;-webkit-overflow-scrolling:touch}
+table{border-collapse:separate;border-spacing:0;width:100%;table-layout:fixed;min-width:1200px}
+col.c-node{width:auto}/* the rest: at least 150px (140px on phones) by the table's min-width */
+col.c-uptime{width:64px}col.c-workers{width:150px}col.c-sb{width:224px}
+col.c-rps{width:62px}col.c-bps{width:82px}col.c-cpu{width:68px}col.c-share{width:62px}
+col.c-inflight{width:78px}col.c-errors{width:64px}col.c-weight{width:72px}col.c-scrape{width:124px}
+th,td{padding:6px 8px;text-align:left;vertical-align:top;border-bottom:1px solid var(--border);overflow-wrap:anywhere}
+tbody tr:last-child td{border-bottom:0}
+th{font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;color:var(--muted);background:var(--panel);white-space:nowrap}
+th a{color:inherit}
+.num{text-align:right;white-space:nowrap}
+td.first,th.first{position:sticky;left:0;z-index:1;border-right:1px solid var(--border)}
+td.first{background:var(--bg)}
+th.first{background:var(--panel)}
+tr.row td.first{box-shadow:inset 3px 0 0 var(--rowc,transparent)}
+.node-head{display:flex;align-items:center;gap:6px;flex-wrap:wrap}
+.name{overflow-wrap:anywhere}
+.pill{display:inline-flex;align-items:center;gap:4px;font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;padding:0 7px;line-height:18px;border-radius:9px;color:var(--c);background:color-mix(in srgb,var(--c) 12%,transparent);border:1px solid color-mix(in srgb,var(--c) 35%,transparent)}
+.dot{width:7px;height:7px;border-radius:50%;background:var(--c)}
+.st-up{--c:var(--up)}.st-down{--c:var(--down)}.st-draining{--c:var(--drain)}.st-stale{--c:var(--stale)}.st-unknown{--c:var(--unknown)}
+tr.st-down{--rowc:var(--down)}tr.st-draining{--rowc:var(--drain)}tr.st-stale{--rowc:var(--stale)}tr.st-unknown{--rowc:var(--unknown)}
+tr.st-down td:not(.first){background:color-mix(in srgb,var(--down) 4%,transparent)}
+.reason{color:var(--down);font-size:12px;margin-top:2px;overflow-wrap:anywhere}
+.server{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+tr.st-stale .bar,tr.st-stale .sb,tr.st-down .bar,tr.st-down .sb{opacity:.5}
+tr.st-stale .age{color:var(--stale);font-weight:600}
+.bar{display:flex;height:8px;border-radius:4px;background:var(--bar);overflow:hidden;margin:5px 0 3px}
+.bar span{display:block;height:100%}
+.bar .busy.ok{background:var(--busy)}.bar .busy.warm{background:var(--warm)}.bar .busy.hot{background:var(--hot)}
+.bar .idle{background:var(--idle)}
+.sb{font-size:11px;line-height:1.3;letter-spacing:.5px;word-break:break-all;white-space:normal;padding-top:1px}
+.sb-w{color:var(--sb-w);font-weight:700}.sb-k{color:var(--sb-k);font-weight:700}.sb-r{color:var(--sb-r);font-weight:700}
+.sb-wait{color:var(--sb-wait)}.sb-open{color:var(--sb-open)}.sb-other{color:var(--fg);font-weight:700}
+.more{color:var(--muted);font-family:system-ui,sans-serif;letter-spacing:0;white-space:nowrap}
+.empty{color:var(--muted);text-align:center;padding:14px}
+.legend{border:1px solid var(--border);border-radius:8px;padding:10px 12px}
+.legend ul{list-style:none;margin:0 0 6px;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px}
+.legend code.key{display:inline-block;min-width:1.4em;text-align:center;background:var(--panel);border:1px solid var(--border);border-radius:4px;font-size:12px}
+@media (max-width:600px){header.top,main{padding-left:10px;padding-right:10px}.card.wide{grid-column:span 1}
+.cards{grid-template-columns:repeat(auto-fill,minmax(150px,1fr))}table{min-width:1190px}.big{font-size:19px}}
+"#;
+
+#[cfg(test)]
+pub(crate) mod sample {
+    //! A hand-built snapshot shared by the page and `?auto` tests: two groups,
+    //! five nodes, one in each state, one with hostile text.
+
+    use crate::cluster::snapshot::*;
+
+    pub(crate) const HOSTILE_NAME: &str = "<script>alert('name')</script>";
+    pub(crate) const HOSTILE_ERROR: &str =
+        "connect refused <img src=x onerror=alert(1)> & \"quoted\"";
+
+    fn node(name: &str, address: &str, state: NodeState) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.to_string(),
+            address: address.to_string(),
+            status_url: format!("http://{address}/server-status?auto"),
+            state,
+            backup: false,
+            weight: 10,
+            effective_weight: 10.0,
+            server_kind: None,
+            server_version: None,
+            mpm: None,
+            node_uptime_seconds: None,
+            busy_workers: None,
+            idle_workers: None,
+            capacity: None,
+            estimated_busy: 0.0,
+            scoreboard: None,
+            node_accesses_total: None,
+            node_bytes_total: None,
+            requests_per_second: None,
+            bytes_per_second: None,
+            cpu_load: None,
+            load1: None,
+            inflight: 0,
+            proxied_total: 0,
+            share_last_minute: 0.0,
+            errors_total: 0,
+            scrapes_total: 0,
+            scrape_failures_total: 0,
+            last_scrape_age_seconds: None,
+            last_scrape_duration_seconds: None,
+            last_scrape_error: None,
+            down_reason: None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apache(
+        mut n: NodeSnapshot,
+        mpm: &str,
+        busy: u32,
+        idle: u32,
+        scoreboard: String,
+        accesses: u64,
+        bytes: u64,
+        rps: f64,
+        bps: f64,
+    ) -> NodeSnapshot {
+        n.server_kind = Some("apache".into());
+        n.server_version = Some("Apache/2.4.71 (Debian) OpenSSL/3.0.19".into());
+        n.mpm = Some(mpm.into());
+        n.capacity = Some(scoreboard.chars().count() as u32);
+        n.busy_workers = Some(busy);
+        n.idle_workers = Some(idle);
+        n.estimated_busy = f64::from(busy) - 1.0 + n.inflight as f64;
+        n.scoreboard = Some(scoreboard);
+        n.node_accesses_total = Some(accesses);
+        n.node_bytes_total = Some(bytes);
+        n.requests_per_second = Some(rps);
+        n.bytes_per_second = Some(bps);
+        n
+    }
+
+    /// Totals as the cluster computes them: sums over nodes with a fresh
+    /// status (here: every node whose state is up or draining).
+    fn totals(nodes: &[&NodeSnapshot]) -> Totals {
+        let mut t = Totals::default();
+        for n in nodes {
+            t.nodes += 1;
+            t.inflight += n.inflight;
+            t.proxied_total += n.proxied_total;
+            if n.state == NodeState::Up {
+                t.nodes_up += 1;
+            }
+            if matches!(n.state, NodeState::Up | NodeState::Draining) {
+                t.busy_workers += u64::from(n.busy_workers.unwrap_or(0));
+                t.idle_workers += u64::from(n.idle_workers.unwrap_or(0));
+                t.capacity += u64::from(n.capacity.unwrap_or(0));
+                t.node_accesses_total += n.node_accesses_total.unwrap_or(0);
+                t.node_bytes_total += n.node_bytes_total.unwrap_or(0);
+                t.requests_per_second += n.requests_per_second.unwrap_or(0.0);
+                t.bytes_per_second += n.bytes_per_second.unwrap_or(0.0);
+            }
+        }
+        t
+    }
+
+    pub(crate) fn snapshot() -> ClusterSnapshot {
+        // web-1: event, busy, healthy.
+        let mut web1 = node("web-1", "10.0.0.11:80", NodeState::Up);
+        web1.inflight = 4;
+        web1 = apache(
+            web1,
+            "event",
+            9,
+            66,
+            format!(
+                "{}{}",
+                "_____________________W____________________________W_W_______W_W__W____WW_W_",
+                ".".repeat(75)
+            ),
+            45_107,
+            18_043 * 1024,
+            15_035.7,
+            6_158_680.0,
+        );
+        web1.node_uptime_seconds = Some(3 * 86_400 + 4 * 3600 + 17);
+        web1.cpu_load = Some(69.3333);
+        web1.load1 = Some(1.01);
+        web1.proxied_total = 1_234_567;
+        web1.share_last_minute = 0.62;
+        web1.errors_total = 0;
+        web1.scrapes_total = 4210;
+        web1.last_scrape_age_seconds = Some(0.4);
+        web1.last_scrape_duration_seconds = Some(0.003);
+
+        // web-2: prefork with keep-alive and reading slots, slow start.
+        let mut web2 = node("web-2", "10.0.0.12:80", NodeState::Up);
+        web2.inflight = 2;
+        web2 = apache(
+            web2,
+            "prefork",
+            9,
+            0,
+            format!("KKKKKKRRSWR{}", ".".repeat(139)),
+            67,
+            97 * 1024,
+            13.4,
+            19_865.6,
+        );
+        web2.node_uptime_seconds = Some(5 * 60 + 2);
+        web2.cpu_load = Some(0.2);
+        web2.load1 = Some(3.38);
+        web2.effective_weight = 3.25;
+        web2.proxied_total = 812;
+        web2.share_last_minute = 0.38;
+        web2.scrapes_total = 150;
+        web2.scrape_failures_total = 2;
+        web2.last_scrape_age_seconds = Some(1.2);
+        web2.last_scrape_duration_seconds = Some(0.012);
+
+        // web-3: hostile name and error, down, backup.
+        let mut web3 = node(HOSTILE_NAME, "10.0.0.13:80", NodeState::Down);
+        web3.backup = true;
+        web3.errors_total = 17;
+        web3.scrapes_total = 99;
+        web3.scrape_failures_total = 99;
+        web3.last_scrape_error = Some(HOSTILE_ERROR.to_string());
+        web3.down_reason = Some("3 failed health checks (fall = 3): <b>timeout</b>".to_string());
+
+        // web-4: draining, still reporting.
+        let mut web4 = node("web-4", "10.0.0.14:8080", NodeState::Draining);
+        web4.inflight = 1;
+        web4 = apache(
+            web4,
+            "worker",
+            1,
+            49,
+            format!("{}W{}{}", "_".repeat(31), "_".repeat(18), ".".repeat(100)),
+            10,
+            3 * 1024,
+            5.0,
+            1536.0,
+        );
+        web4.node_uptime_seconds = Some(2 * 3600 + 59);
+        web4.weight = 5;
+        web4.effective_weight = 5.0;
+        web4.last_scrape_age_seconds = Some(0.9);
+        web4.last_scrape_duration_seconds = Some(0.002);
+        web4.scrapes_total = 300;
+
+        // static-1: nginx, stale (its status page stopped answering).
+        let mut static1 = node("static-1", "10.0.1.21:80", NodeState::Stale);
+        static1.server_kind = Some("nginx".into());
+        static1.busy_workers = Some(3);
+        static1.idle_workers = Some(12);
+        static1.node_accesses_total = Some(998_877);
+        static1.requests_per_second = Some(120.5);
+        static1.inflight = 3;
+        static1.estimated_busy = 3.0;
+        static1.proxied_total = 55_000;
+        static1.share_last_minute = 1.0;
+        static1.errors_total = 2;
+        static1.scrapes_total = 800;
+        static1.scrape_failures_total = 6;
+        static1.last_scrape_age_seconds = Some(12.7);
+        static1.last_scrape_duration_seconds = Some(2.0);
+        static1.last_scrape_error = Some("timed out after 2 s".to_string());
+
+        // static-2: just added, not checked yet.
+        let static2 = node("static-2", "[2001:db8::22]:80", NodeState::Unknown);
+
+        let web_nodes = vec![web1, web2, web3, web4];
+        let static_nodes = vec![static1, static2];
+        let web_totals = totals(&web_nodes.iter().collect::<Vec<_>>());
+        let static_totals = totals(&static_nodes.iter().collect::<Vec<_>>());
+        let all: Vec<&NodeSnapshot> = web_nodes.iter().chain(static_nodes.iter()).collect();
+        let cluster_totals = totals(&all);
+
+        ClusterSnapshot {
+            version: "0.1.0".to_string(),
+            time_unix: 1_795_747_157.25,
+            uptime_seconds: 93_784.6,
+            config: ConfigInfo {
+                path: "/etc/webcluster/webcluster.toml".to_string(),
+                hash: "9f2c4e1ab37d55e0c0ffee1234567890abcdef".to_string(),
+                loaded_unix: 1_795_746_857.0,
+                reloads_ok: 3,
+                reloads_failed: 1,
+                last_reload_error: Some(
+                    "line 12: unknown key `wieght` <in [[group.node]]>".to_string(),
+                ),
+            },
+            totals: cluster_totals,
+            groups: vec![
+                GroupSnapshot {
+                    name: "web".to_string(),
+                    balance: "busyness".to_string(),
+                    totals: web_totals,
+                    nodes: web_nodes,
+                },
+                GroupSnapshot {
+                    name: "static".to_string(),
+                    balance: "round_robin".to_string(),
+                    totals: static_totals,
+                    nodes: static_nodes,
+                },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_shows_every_node_and_state() {
+        let s = sample::snapshot();
+        let html = render(&s);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("<title>webcluster status</title>"));
+        for name in ["web-1", "web-2", "web-4", "static-1", "static-2"] {
+            assert!(html.contains(name), "missing node {name}");
+        }
+        for word in ["up", "down", "draining", "stale", "unknown"] {
+            assert!(
+                html.contains(&format!("<span class=\"dot\"></span>{word}</span>")),
+                "missing state word {word}"
+            );
+        }
+        for group in ["web", "static", "busyness", "round_robin"] {
+            assert!(html.contains(&format!(">{group}<")), "missing {group}");
+        }
+        assert!(html.contains(">backup<"));
+        assert!(html.contains("10.0.0.11:80"));
+        assert!(html.contains("[2001:db8::22]:80"));
+    }
+
+    #[test]
+    fn hostile_text_is_escaped() {
+        let s = sample::snapshot();
+        let html = render(&s);
+        assert!(!html.contains("<script"), "unescaped script tag");
+        assert!(!html.contains("<img"), "unescaped img tag");
+        assert!(!html.contains("<b>timeout"), "unescaped down reason");
+        assert!(!html.contains("<in [[group"), "unescaped reload error");
+        assert!(html.contains("&lt;script&gt;alert('name')&lt;/script&gt;"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt; &amp; &quot;quoted&quot;"));
+    }
+
+    #[test]
+    fn hostile_scoreboard_and_version_are_escaped() {
+        let mut s = sample::snapshot();
+        let n = &mut s.groups[0].nodes[0];
+        n.scoreboard = Some("__W<script>x</script>".to_string());
+        n.server_version = Some("Apache\"><script>".to_string());
+        s.version = "<i>1</i>".to_string();
+        s.groups[1].name = "<h1>g</h1>".to_string();
+        let html = render(&s);
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("<i>1"));
+        assert!(!html.contains("<h1>g"));
+    }
+
+    #[test]
+    fn page_is_self_contained_and_refreshes() {
+        let html = render(&sample::snapshot());
+        assert!(html.contains(r#"<meta http-equiv="refresh" content="2">"#));
+        assert!(html.contains(r#"name="viewport""#));
+        assert!(html.contains("<style>"));
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("<link"));
+        assert!(!html.contains("src=\""), "no external images or scripts");
+        assert!(!html.contains("href=\"http"), "no external links");
+        assert!(!html.contains("url("), "no external CSS resources");
+        for link in ["/status.json", "/server-status?auto", "/metrics"] {
+            assert!(html.contains(&format!("href=\"{link}\"")), "missing {link}");
+        }
+    }
+
+    #[test]
+    fn totals_and_config_are_shown() {
+        let s = sample::snapshot();
+        let html = render(&s);
+        assert!(html.contains("9f2c4e1ab37d"), "short hash");
+        assert!(
+            !html.contains(">9f2c4e1ab37d55e0"),
+            "hash must be shortened in text"
+        );
+        assert!(html.contains("/etc/webcluster/webcluster.toml"));
+        assert!(html.contains("Last config reload failed"));
+        assert!(html.contains("1 failed"));
+        assert!(html.contains("up 1d 2h"), "process uptime");
+        // Node-level figures.
+        assert!(html.contains("3d 4h"), "node uptime");
+        assert!(html.contains("6.2 MB/s"));
+        assert!(html.contains("15.0k"));
+        assert!(html.contains("62.0%"), "share");
+        assert!(html.contains("69.3%"), "cpu");
+        assert!(html.contains("0.4 s ago"));
+        assert!(html.contains("3.25"), "effective weight");
+        assert!(html.contains("slow start"));
+        assert!(html.contains("timed out after 2 s"));
+    }
+
+    #[test]
+    fn no_reload_error_no_alert() {
+        let mut s = sample::snapshot();
+        s.config.last_reload_error = None;
+        let html = render(&s);
+        assert!(!html.contains("Last config reload failed"));
+    }
+
+    #[test]
+    fn empty_cluster_renders() {
+        let mut s = sample::snapshot();
+        s.groups.clear();
+        s.totals = Totals::default();
+        let html = render(&s);
+        assert!(html.contains("No groups configured."));
+        assert!(html.contains("no nodes"));
+        let mut s = sample::snapshot();
+        s.groups[1].nodes.clear();
+        assert!(render(&s).contains("No nodes in this group."));
+    }
+
+    #[test]
+    fn odd_numbers_do_not_break_the_page() {
+        let mut s = sample::snapshot();
+        let n = &mut s.groups[0].nodes[0];
+        n.requests_per_second = Some(f64::NAN);
+        n.bytes_per_second = Some(f64::INFINITY);
+        n.cpu_load = Some(-3.0);
+        n.effective_weight = f64::NAN;
+        n.busy_workers = Some(500); // more than capacity
+        n.last_scrape_age_seconds = Some(-1.0);
+        s.time_unix = f64::NAN;
+        let html = render(&s);
+        assert!(!html.contains("NaN"));
+        assert!(
+            !html.contains(">inf") && !html.contains("inf "),
+            "infinity leaked"
+        );
+        assert!(html.contains("width:100.0%"));
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0.0), "0 B");
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(999.0), "999 B");
+        assert_eq!(human_bytes(1000.0), "1.0 kB");
+        assert_eq!(human_bytes(1234.0), "1.2 kB");
+        assert_eq!(human_bytes(3_400_000.0), "3.4 MB");
+        assert_eq!(human_bytes(99_940.0), "99.9 kB");
+        assert_eq!(human_bytes(123_456_789.0), "123 MB");
+        assert_eq!(human_bytes(999_999.0), "1.0 MB");
+        assert_eq!(human_bytes(2.5e12), "2.5 TB");
+        assert_eq!(human_bytes(f64::NAN), "0 B");
+        assert_eq!(human_bytes(-5.0), "0 B");
+    }
+
+    #[test]
+    fn counts_are_human() {
+        assert_eq!(human_count(0.0), "0");
+        assert_eq!(human_count(0.44), "0.4");
+        assert_eq!(human_count(13.4), "13.4");
+        assert_eq!(human_count(7.0), "7");
+        assert_eq!(human_count(456.7), "457");
+        assert_eq!(human_count(15_035.7), "15.0k");
+        assert_eq!(human_count(1_234_567.0), "1.2M");
+        assert_eq!(human_count(f64::INFINITY), "0");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(human_duration(0.0), "0s");
+        assert_eq!(human_duration(45.9), "45s");
+        assert_eq!(human_duration(302.0), "5m 2s");
+        assert_eq!(human_duration(7200.0), "2h 0m");
+        assert_eq!(
+            human_duration(3.0 * 86_400.0 + 4.0 * 3600.0 + 17.0),
+            "3d 4h"
+        );
+        assert_eq!(human_duration(-4.0), "0s");
+        assert_eq!(human_short_duration(0.003), "3 ms");
+        assert_eq!(human_short_duration(0.4), "0.4 s");
+        assert_eq!(human_short_duration(42.4), "42 s");
+        assert_eq!(human_short_duration(75.0), "1m 15s");
+        assert_eq!(human_age(0.4), "0.4 s ago");
+        assert_eq!(human_age(0.04), "0.0 s ago");
+        assert_eq!(human_age(12.7), "13 s ago");
+        assert_eq!(human_age(302.0), "5m 2s ago");
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(fmt_percent(0.0), "0%");
+        assert_eq!(fmt_percent(0.5), "0.5%");
+        assert_eq!(fmt_percent(62.0), "62.0%");
+        assert_eq!(fmt_percent(107.667), "108%");
+        assert_eq!(fmt_percent(f64::NAN), "0%");
+        assert_eq!(width_percent(1, 4), 25.0);
+        assert_eq!(width_percent(5, 0), 0.0);
+        assert_eq!(width_percent(9, 3), 100.0);
+        assert_eq!(trim_number(3.25, 2), "3.25");
+        assert_eq!(trim_number(3.2, 2), "3.2");
+        assert_eq!(trim_number(3.0, 2), "3");
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(fmt_utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_utc(1_795_747_157.9), "2026-11-27 02:39:17 UTC");
+        assert_eq!(fmt_utc(-1.0), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn scoreboard_runs_counts_and_cap() {
+        assert_eq!(char_runs("__WW_"), vec![('_', 2), ('W', 2), ('_', 1)]);
+        assert_eq!(char_runs(""), vec![]);
+        let counts = scoreboard_counts("_W_K.?");
+        assert_eq!(
+            counts,
+            "_ waiting for connection: 2 · W sending reply: 1 · K keepalive (read): 1 · \
+             . open slot with no current process: 1 · other: 1"
+        );
+        let long = "_".repeat(SCOREBOARD_CAP + 25);
+        let html = scoreboard(Some(&long)).into_string();
+        assert!(html.contains("+25 more"));
+        assert!(scoreboard(None).into_string().contains('—'));
+        let short = scoreboard(Some("_W_")).into_string();
+        assert!(short.contains(r#"<span class="sb-w">W</span>"#));
+    }
+
+    #[test]
+    fn open_tail_is_counted_not_drawn() {
+        let sb = format!("__W{}", ".".repeat(75));
+        assert_eq!(split_open_tail(&sb), ("__W", 75));
+        assert_eq!(split_open_tail("_W...."), ("_W....", 0));
+        assert_eq!(split_open_tail("........"), ("", 8));
+        let html = scoreboard(Some(&sb)).into_string();
+        assert!(html.contains("+75 open"));
+        assert!(!html.contains("...."));
+    }
+
+    #[test]
+    fn short_hash_is_char_safe() {
+        assert_eq!(short_hash("abc"), "abc");
+        assert_eq!(short_hash("ääääääääääääää"), "ää".repeat(6));
+    }
+
+    /// Writes the sample page to the path in `WEBCLUSTER_PAGE_PREVIEW`, to
+    /// look at it in a browser: `WEBCLUSTER_PAGE_PREVIEW=/tmp/page.html cargo
+    /// test page_preview`.
+    #[test]
+    fn page_preview() {
+        if let Some(path) = std::env::var_os("WEBCLUSTER_PAGE_PREVIEW") {
+            std::fs::write(path, render(&sample::snapshot())).expect("write preview");
+        }
+    }
+}

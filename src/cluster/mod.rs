@@ -1,0 +1,334 @@
+//! The live cluster model: groups, nodes and their live state, behind one
+//! atomic pointer.
+//!
+//! Data flows one way: the config becomes a `ClusterState`; the scraper and
+//! the proxy write live state into its nodes; the proxy reads it to pick a
+//! node; the admin side renders `snapshot()`. A reload builds a new state
+//! from the new config and swaps it in with `apply`, carrying over the live
+//! state of every node that stays (same group, name and address).
+
+pub mod group;
+pub mod node;
+pub mod recent;
+pub mod router;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::proxy::guard::StatusGuard;
+use group::Group;
+use node::{Node, NodeLive};
+use router::Router;
+use snapshot::{ClusterSnapshot, ConfigInfo, GroupSnapshot, NodeState, Totals};
+
+/// One configuration generation, ready to serve.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub config: Arc<Config>,
+    pub groups: Vec<Group>,
+    pub router: Router,
+    pub guard: StatusGuard,
+    /// Unix time this state was built.
+    pub loaded_unix: f64,
+}
+
+impl ClusterState {
+    fn build(config: Config, previous: Option<&ClusterState>) -> ClusterState {
+        let mut kept: HashMap<(&str, &str), &Node> = HashMap::new();
+        if let Some(prev) = previous {
+            for g in &prev.groups {
+                for n in &g.nodes {
+                    kept.insert((g.name(), n.config.name.as_str()), n);
+                }
+            }
+        }
+        let groups: Vec<Group> = config
+            .groups
+            .iter()
+            .map(|gc| {
+                let nodes = gc
+                    .nodes
+                    .iter()
+                    .map(|nc| {
+                        let live = match kept.get(&(gc.name.as_str(), nc.name.as_str())) {
+                            Some(old) if old.config.address == nc.address => Arc::clone(&old.live),
+                            _ => Arc::new(NodeLive::new(previous.is_some())),
+                        };
+                        Node {
+                            config: nc.clone(),
+                            live,
+                        }
+                    })
+                    .collect();
+                Group::new(gc.clone(), nodes)
+            })
+            .collect();
+        let index = |name: &str| groups.iter().position(|g| g.name() == name);
+        let default = index(&config.default_group).unwrap_or(0);
+        let router = Router::new(&config.routes, default, index);
+        let guard = StatusGuard::new(&config.protected_paths);
+        ClusterState {
+            config: Arc::new(config),
+            groups,
+            router,
+            guard,
+            loaded_unix: unix_now(),
+        }
+    }
+}
+
+/// What a reload changed, for the log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadDiff {
+    pub groups_added: Vec<String>,
+    pub groups_removed: Vec<String>,
+    pub nodes_added: Vec<String>,
+    pub nodes_removed: Vec<String>,
+    /// `group/node: what` for nodes that stay with changed settings.
+    pub nodes_changed: Vec<String>,
+    pub other_changes: bool,
+}
+
+impl ReloadDiff {
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadDiff::default()
+    }
+
+    fn between(old: &Config, new: &Config) -> ReloadDiff {
+        let mut d = ReloadDiff::default();
+        for g in &new.groups {
+            match old.group(&g.name) {
+                None => {
+                    d.groups_added.push(g.name.clone());
+                    d.nodes_added
+                        .extend(g.nodes.iter().map(|n| format!("{}/{}", g.name, n.name)));
+                }
+                Some(og) => {
+                    for n in &g.nodes {
+                        let id = format!("{}/{}", g.name, n.name);
+                        match og.nodes.iter().find(|o| o.name == n.name) {
+                            None => d.nodes_added.push(id),
+                            Some(o) if o.address != n.address => {
+                                d.nodes_removed.push(format!("{id} ({})", o.address));
+                                d.nodes_added.push(format!("{id} ({})", n.address));
+                            }
+                            Some(o) => {
+                                let mut what = Vec::new();
+                                if o.weight != n.weight {
+                                    what.push(format!("weight {} -> {}", o.weight, n.weight));
+                                }
+                                if o.backup != n.backup {
+                                    what.push(format!("backup {} -> {}", o.backup, n.backup));
+                                }
+                                if o.drain != n.drain {
+                                    what.push(format!("drain {} -> {}", o.drain, n.drain));
+                                }
+                                if o != n && what.is_empty() {
+                                    what.push("settings".to_string());
+                                }
+                                if !what.is_empty() {
+                                    d.nodes_changed.push(format!("{id}: {}", what.join(", ")));
+                                }
+                            }
+                        }
+                    }
+                    for o in &og.nodes {
+                        if !g.nodes.iter().any(|n| n.name == o.name) {
+                            d.nodes_removed.push(format!("{}/{}", g.name, o.name));
+                        }
+                    }
+                    let strip = |g: &crate::config::GroupConfig| crate::config::GroupConfig {
+                        nodes: Vec::new(),
+                        ..g.clone()
+                    };
+                    if strip(og) != strip(g) {
+                        d.other_changes = true;
+                    }
+                }
+            }
+        }
+        for og in &old.groups {
+            if new.group(&og.name).is_none() {
+                d.groups_removed.push(og.name.clone());
+                d.nodes_removed
+                    .extend(og.nodes.iter().map(|n| format!("{}/{}", og.name, n.name)));
+            }
+        }
+        let without_groups = |c: &Config| Config {
+            groups: Vec::new(),
+            hash: String::new(),
+            ..c.clone()
+        };
+        if without_groups(old) != without_groups(new) {
+            d.other_changes = true;
+        }
+        d
+    }
+}
+
+impl fmt::Display for ReloadDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut parts = Vec::new();
+        let mut list = |label: &str, items: &[String]| {
+            if !items.is_empty() {
+                parts.push(format!("{label}: {}", items.join(", ")));
+            }
+        };
+        list("groups added", &self.groups_added);
+        list("groups removed", &self.groups_removed);
+        list("nodes added", &self.nodes_added);
+        list("nodes removed", &self.nodes_removed);
+        list("nodes changed", &self.nodes_changed);
+        if self.other_changes {
+            parts.push("other settings changed".to_string());
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+#[derive(Debug, Default)]
+struct ReloadStats {
+    ok: u64,
+    failed: u64,
+    last_error: Option<String>,
+}
+
+/// The cluster behind one atomic pointer.
+#[derive(Debug)]
+pub struct Cluster {
+    state: ArcSwap<ClusterState>,
+    started: Instant,
+    reloads: Mutex<ReloadStats>,
+}
+
+impl Cluster {
+    pub fn new(config: Config) -> Cluster {
+        Cluster {
+            state: ArcSwap::from_pointee(ClusterState::build(config, None)),
+            started: Instant::now(),
+            reloads: Mutex::new(ReloadStats::default()),
+        }
+    }
+
+    /// The current state. Cheap; hold it for the length of one request.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.load_full()
+    }
+
+    /// Swap in a new configuration, keeping the live state of nodes that
+    /// stay. Requests in flight finish on the state they started with.
+    pub fn apply(&self, config: Config) -> ReloadDiff {
+        let old = self.state.load_full();
+        let diff = ReloadDiff::between(&old.config, &config);
+        let new = ClusterState::build(config, Some(&old));
+        self.state.store(Arc::new(new));
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        r.ok += 1;
+        r.last_error = None;
+        diff
+    }
+
+    /// Count a reload that was refused (the old config keeps serving).
+    pub fn reload_failed(&self, error: String) {
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        r.failed += 1;
+        r.last_error = Some(error);
+    }
+
+    /// (successful, failed) reloads since start.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        let r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        (r.ok, r.failed)
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything the admin side shows, as plain data.
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        let state = self.state();
+        let now = Instant::now();
+        let groups: Vec<GroupSnapshot> = state
+            .groups
+            .iter()
+            .map(|g| {
+                let recent: u64 = g.nodes.iter().map(|n| n.live.recent_requests()).sum();
+                let nodes: Vec<_> = g
+                    .nodes
+                    .iter()
+                    .map(|n| n.live.snapshot(&g.config, &n.config, recent, now))
+                    .collect();
+                let mut totals = Totals::default();
+                for n in &nodes {
+                    add_node(&mut totals, n);
+                }
+                GroupSnapshot {
+                    name: g.name().to_string(),
+                    balance: g.config.balance.as_str().to_string(),
+                    totals,
+                    nodes,
+                }
+            })
+            .collect();
+        let mut totals = Totals::default();
+        for g in &groups {
+            for n in &g.nodes {
+                add_node(&mut totals, n);
+            }
+        }
+        let r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        ClusterSnapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time_unix: unix_now(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            config: ConfigInfo {
+                path: state.config.source.display().to_string(),
+                hash: state.config.hash.clone(),
+                loaded_unix: state.loaded_unix,
+                reloads_ok: r.ok,
+                reloads_failed: r.failed,
+                last_reload_error: r.last_error.clone(),
+            },
+            totals,
+            groups,
+        }
+    }
+}
+
+/// Add a node to totals: counts always, load figures only from nodes whose
+/// status is fresh (up or draining).
+fn add_node(t: &mut Totals, n: &snapshot::NodeSnapshot) {
+    t.nodes += 1;
+    t.inflight += n.inflight;
+    t.proxied_total += n.proxied_total;
+    let fresh = matches!(n.state, NodeState::Up | NodeState::Draining);
+    if n.state == NodeState::Up {
+        t.nodes_up += 1;
+    }
+    if !fresh {
+        return;
+    }
+    t.busy_workers += u64::from(n.busy_workers.unwrap_or(0));
+    t.idle_workers += u64::from(n.idle_workers.unwrap_or(0));
+    t.capacity += u64::from(n.capacity.unwrap_or(0));
+    t.node_accesses_total += n.node_accesses_total.unwrap_or(0);
+    t.node_bytes_total += n.node_bytes_total.unwrap_or(0);
+    t.requests_per_second += n.requests_per_second.unwrap_or(0.0);
+    t.bytes_per_second += n.bytes_per_second.unwrap_or(0.0);
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,441 @@
+//! One node of a group: its configuration plus the live state every other
+//! part reads and writes.
+//!
+//! The live state (`NodeLive`) outlives a reload when the node stays (same
+//! group, name and address): in-flight counts, counters, health and the last
+//! scraped status carry over. The proxy updates the counters, the scraper
+//! records scrapes, the balancer reads `load()`, the admin side reads
+//! `snapshot()`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::cluster::recent::RecentCounter;
+use crate::cluster::snapshot::{NodeSnapshot, NodeState};
+use crate::config::{GroupConfig, NodeConfig};
+use crate::status::rates::{self, Rates, Sample};
+use crate::status::{ServerKind, StatusReport};
+
+/// Smallest share a node gets while slow start ramps it up.
+const SLOW_START_FLOOR: f64 = 0.1;
+
+/// A node as one configuration generation sees it.
+#[derive(Debug)]
+pub struct Node {
+    pub config: NodeConfig,
+    pub live: Arc<NodeLive>,
+}
+
+/// What the balancer needs to know of a node's load right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Estimated busy workers now, not counting the status request itself.
+    pub busy: f64,
+    /// Worker capacity, when known from a fresh status.
+    pub capacity: Option<u32>,
+    /// Requests this proxy has in flight to the node.
+    pub inflight: u64,
+    /// Requests this proxy sent since the last scrape (or since start when
+    /// there is none): breaks ties between equally loaded nodes, so idle
+    /// nodes take turns instead of being picked at random.
+    pub sent_since_scrape: u64,
+}
+
+/// Active health as the scrapes see it (HAProxy's rise/fall).
+#[derive(Debug, Clone, PartialEq)]
+enum Health {
+    Unknown,
+    Up,
+    Down { reason: String },
+}
+
+/// Live state of a node, shared across config generations.
+#[derive(Debug)]
+pub struct NodeLive {
+    inflight: AtomicU64,
+    proxied: AtomicU64,
+    errors: AtomicU64,
+    recent: RecentCounter,
+    started: Instant,
+    state: Mutex<LiveState>,
+}
+
+#[derive(Debug)]
+struct LiveState {
+    health: Health,
+    ok_streak: u32,
+    fail_streak: u32,
+    /// Slow start runs from here, when set.
+    ramp_from: Option<Instant>,
+    // passive health (nginx's max_fails / fail_timeout)
+    passive_fails: u32,
+    passive_window_start: Option<Instant>,
+    passive_down_until: Option<Instant>,
+    passive_reason: Option<String>,
+    // scraping
+    last: Option<Sample>,
+    rates: Option<Rates>,
+    inflight_at_scrape: u64,
+    proxied_at_scrape: u64,
+    scrapes: u64,
+    scrape_failures: u64,
+    last_scrape_duration: Option<Duration>,
+    last_error: Option<String>,
+}
+
+impl NodeLive {
+    /// Fresh state for a node seen for the first time. `added_by_reload`
+    /// nodes ramp up through slow start once they are first seen healthy.
+    pub fn new(added_by_reload: bool) -> NodeLive {
+        let now = Instant::now();
+        NodeLive {
+            inflight: AtomicU64::new(0),
+            proxied: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            recent: RecentCounter::new(),
+            started: now,
+            state: Mutex::new(LiveState {
+                health: Health::Unknown,
+                ok_streak: 0,
+                fail_streak: 0,
+                ramp_from: added_by_reload.then_some(now),
+                passive_fails: 0,
+                passive_window_start: None,
+                passive_down_until: None,
+                passive_reason: None,
+                last: None,
+                rates: None,
+                inflight_at_scrape: 0,
+                proxied_at_scrape: 0,
+                scrapes: 0,
+                scrape_failures: 0,
+                last_scrape_duration: None,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        // A panic while holding this lock cannot leave the plain data in a
+        // state worse than stale, so a poisoned lock is still used.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- counters the proxy keeps ------------------------------------------
+
+    /// A request was sent to this node; the returned guard counts it in
+    /// flight until dropped.
+    pub fn begin_request(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.proxied.fetch_add(1, Ordering::Relaxed);
+        self.recent.add(1);
+        InflightGuard(Arc::clone(self))
+    }
+
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn proxied(&self) -> u64 {
+        self.proxied.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent over the last minute.
+    pub fn recent_requests(&self) -> u64 {
+        self.recent.sum()
+    }
+
+    /// A request to the node failed (connect error, timeout): counts towards
+    /// passive health.
+    pub fn record_failure(&self, group: &GroupConfig, reason: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if group.max_fails == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = self.lock();
+        let window_open = s
+            .passive_window_start
+            .is_some_and(|t| now.duration_since(t) < group.fail_timeout);
+        if !window_open {
+            s.passive_window_start = Some(now);
+            s.passive_fails = 0;
+        }
+        s.passive_fails += 1;
+        if s.passive_fails >= group.max_fails {
+            s.passive_down_until = Some(now + group.fail_timeout);
+            s.passive_reason = Some(format!(
+                "{} failed request(s) within {:?}: {reason}",
+                s.passive_fails, group.fail_timeout
+            ));
+            s.passive_fails = 0;
+            s.passive_window_start = None;
+        }
+    }
+
+    /// A request got a response: the node is reachable again.
+    pub fn record_success(&self) {
+        let mut s = self.lock();
+        if s.passive_fails > 0 {
+            s.passive_fails = 0;
+            s.passive_window_start = None;
+        }
+    }
+
+    // ---- scrapes -----------------------------------------------------------
+
+    /// Record a successful scrape.
+    pub fn record_scrape(&self, group: &GroupConfig, report: StatusReport, took: Duration) {
+        let now = Instant::now();
+        let inflight = self.inflight();
+        let mut s = self.lock();
+        s.scrapes += 1;
+        s.last_scrape_duration = Some(took);
+        s.last_error = None;
+        let sample = Sample { at: now, report };
+        s.rates = s.last.as_ref().and_then(|prev| rates::between(prev, &sample));
+        s.last = Some(sample);
+        s.inflight_at_scrape = inflight;
+        s.proxied_at_scrape = self.proxied();
+        s.fail_streak = 0;
+        s.ok_streak = s.ok_streak.saturating_add(1);
+        match s.health {
+            Health::Unknown => s.health = Health::Up,
+            Health::Down { .. } if s.ok_streak >= group.scrape.rise => {
+                s.health = Health::Up;
+                s.ramp_from = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Record a failed scrape with its reason in words.
+    pub fn record_scrape_failure(&self, group: &GroupConfig, reason: String, took: Duration) {
+        let mut s = self.lock();
+        s.scrapes += 1;
+        s.scrape_failures += 1;
+        s.last_scrape_duration = Some(took);
+        s.ok_streak = 0;
+        s.fail_streak = s.fail_streak.saturating_add(1);
+        if s.fail_streak >= group.scrape.fall && !matches!(s.health, Health::Down { .. }) {
+            s.health = Health::Down {
+                reason: format!("{} status checks failed in a row: {reason}", s.fail_streak),
+            };
+        }
+        s.last_error = Some(reason);
+    }
+
+    // ---- what the balancer reads -------------------------------------------
+
+    /// Whether the node may get a new request now.
+    pub fn usable(&self, now: Instant) -> bool {
+        let s = self.lock();
+        !matches!(s.health, Health::Down { .. }) && !s.passive_down(now)
+    }
+
+    /// Whether its active health is known good (not merely unknown).
+    pub fn known_up(&self) -> bool {
+        matches!(self.lock().health, Health::Up)
+    }
+
+    /// Share factor in (0, 1] while slow start ramps the node up.
+    pub fn ramp(&self, group: &GroupConfig, now: Instant) -> f64 {
+        let s = self.lock();
+        ramp_factor(s.ramp_from, group.slow_start, now)
+    }
+
+    /// The node's load now: the last fresh scrape corrected by what this
+    /// proxy sent since, or this proxy's own in-flight count when the status
+    /// is stale or not scraped.
+    pub fn load(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Load {
+        let inflight = self.inflight();
+        let s = self.lock();
+        let sent_since_scrape = self.proxied().saturating_sub(s.proxied_at_scrape);
+        match s.fresh(group, now) {
+            Some(sample) => {
+                let r = &sample.report;
+                // Apache and nginx both count the status request itself as busy.
+                let own = 1;
+                let scraped = f64::from(r.busy_workers.saturating_sub(own));
+                let since = inflight as f64 - s.inflight_at_scrape as f64;
+                Load {
+                    busy: (scraped + since).max(inflight as f64),
+                    capacity: r.capacity(node.max_workers),
+                    inflight,
+                    sent_since_scrape,
+                }
+            }
+            None => Load {
+                busy: inflight as f64,
+                capacity: None,
+                inflight,
+                sent_since_scrape,
+            },
+        }
+    }
+
+    // ---- what the admin side reads -----------------------------------------
+
+    /// Render the live state as plain data.
+    pub fn snapshot(
+        &self,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        group_recent: u64,
+        now: Instant,
+    ) -> NodeSnapshot {
+        let load = self.load(group, node, now);
+        let ramp = self.ramp(group, now);
+        let s = self.lock();
+        let fresh = s.fresh(group, now).is_some();
+        let state = if node.drain {
+            NodeState::Draining
+        } else if matches!(s.health, Health::Down { .. }) || s.passive_down(now) {
+            NodeState::Down
+        } else if !group.scrape.enabled {
+            NodeState::Up
+        } else if matches!(s.health, Health::Unknown) {
+            NodeState::Unknown
+        } else if !fresh {
+            NodeState::Stale
+        } else {
+            NodeState::Up
+        };
+        let down_reason = match &s.health {
+            Health::Down { reason } => Some(reason.clone()),
+            _ if s.passive_down(now) => s.passive_reason.clone(),
+            _ => None,
+        };
+        let report = s.last.as_ref().map(|l| &l.report);
+        let recent = self.recent_requests();
+        NodeSnapshot {
+            name: node.name.clone(),
+            address: node.address.to_string(),
+            status_url: node.status.url.clone(),
+            state,
+            backup: node.backup,
+            weight: node.weight,
+            effective_weight: f64::from(node.weight) * ramp,
+            server_kind: report.map(|r| kind_name(r.kind).to_string()),
+            server_version: report.and_then(|r| r.server_version.clone()),
+            mpm: report.and_then(|r| r.mpm.clone()),
+            node_uptime_seconds: report.and_then(|r| r.uptime_seconds),
+            busy_workers: report.map(|r| r.busy_workers),
+            idle_workers: report.and_then(|r| r.idle_workers),
+            capacity: report.and_then(|r| r.capacity(node.max_workers)),
+            estimated_busy: load.busy,
+            scoreboard: report.and_then(|r| r.scoreboard.clone()),
+            node_accesses_total: report.and_then(|r| r.total_accesses),
+            node_bytes_total: report.and_then(|r| r.total_bytes()),
+            requests_per_second: s.rates.map(|r| r.requests_per_second),
+            bytes_per_second: s.rates.and_then(|r| r.bytes_per_second),
+            cpu_load: report.and_then(|r| r.cpu_load),
+            load1: report.and_then(|r| r.load1),
+            inflight: load.inflight,
+            proxied_total: self.proxied(),
+            share_last_minute: if group_recent == 0 {
+                0.0
+            } else {
+                recent as f64 / group_recent as f64
+            },
+            errors_total: self.errors(),
+            scrapes_total: s.scrapes,
+            scrape_failures_total: s.scrape_failures,
+            last_scrape_age_seconds: s.last.as_ref().map(|l| (now - l.at).as_secs_f64()),
+            last_scrape_duration_seconds: s.last_scrape_duration.map(|d| d.as_secs_f64()),
+            last_scrape_error: s.last_error.clone(),
+            down_reason,
+        }
+    }
+
+    /// How long this state has existed (for tests and the page).
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl LiveState {
+    fn passive_down(&self, now: Instant) -> bool {
+        self.passive_down_until.is_some_and(|t| now < t)
+    }
+
+    /// The last scrape, if it is recent enough to balance by.
+    fn fresh(&self, group: &GroupConfig, now: Instant) -> Option<&Sample> {
+        if !group.scrape.enabled {
+            return None;
+        }
+        let max_age = group.scrape.interval * group.scrape.stale_after;
+        self.last
+            .as_ref()
+            .filter(|l| now.saturating_duration_since(l.at) <= max_age)
+    }
+}
+
+fn kind_name(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Apache => "apache",
+        ServerKind::Nginx => "nginx",
+    }
+}
+
+/// Linear ramp from `SLOW_START_FLOOR` to 1 over `slow_start` since `from`.
+fn ramp_factor(from: Option<Instant>, slow_start: Duration, now: Instant) -> f64 {
+    match from {
+        Some(from) if !slow_start.is_zero() => {
+            let f = now.saturating_duration_since(from).as_secs_f64() / slow_start.as_secs_f64();
+            f.clamp(SLOW_START_FLOOR, 1.0)
+        }
+        _ => 1.0,
+    }
+}
+
+/// Counts one request in flight to a node until dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<NodeLive>);
+
+impl InflightGuard {
+    pub fn node(&self) -> &Arc<NodeLive> {
+        &self.0
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_is_linear_with_a_floor() {
+        let t0 = Instant::now();
+        let ss = Duration::from_secs(10);
+        assert_eq!(ramp_factor(None, ss, t0), 1.0);
+        assert_eq!(ramp_factor(Some(t0), Duration::ZERO, t0), 1.0);
+        assert_eq!(ramp_factor(Some(t0), ss, t0), SLOW_START_FLOOR);
+        let half = ramp_factor(Some(t0), ss, t0 + Duration::from_secs(5));
+        assert!((half - 0.5).abs() < 1e-9);
+        assert_eq!(ramp_factor(Some(t0), ss, t0 + Duration::from_secs(60)), 1.0);
+    }
+
+    #[test]
+    fn inflight_guard_counts_until_dropped() {
+        let live = Arc::new(NodeLive::new(false));
+        let g1 = live.begin_request();
+        let g2 = live.begin_request();
+        assert_eq!(live.inflight(), 2);
+        drop(g1);
+        assert_eq!(live.inflight(), 1);
+        drop(g2);
+        assert_eq!(live.inflight(), 0);
+        assert_eq!(live.proxied(), 2);
+    }
+}

@@ -1,0 +1,136 @@
+//! A point-in-time copy of the live cluster model, as plain data.
+//!
+//! The admin side renders only this (HTML page, JSON, Apache `?auto`,
+//! Prometheus gauges); it never touches the live atomics or picks a node.
+//! The JSON served at `/status.json` is exactly this structure serialised,
+//! so field names here are a public interface: documented in the README.
+
+use serde::Serialize;
+
+/// The whole cluster as the proxy sees it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSnapshot {
+    /// `webcluster` version.
+    pub version: String,
+    /// Unix time of this snapshot, seconds.
+    pub time_unix: f64,
+    /// Seconds since this process started.
+    pub uptime_seconds: f64,
+    /// Config file path, its hash and when it was last (re)loaded.
+    pub config: ConfigInfo,
+    /// Sums over every node with a fresh status.
+    pub totals: Totals,
+    pub groups: Vec<GroupSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigInfo {
+    pub path: String,
+    pub hash: String,
+    /// Unix time of the last successful (re)load, seconds.
+    pub loaded_unix: f64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// The error of the last failed reload, if the last attempt failed.
+    pub last_reload_error: Option<String>,
+}
+
+/// Cluster or group totals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub nodes: u32,
+    pub nodes_up: u32,
+    pub busy_workers: u64,
+    pub idle_workers: u64,
+    pub capacity: u64,
+    /// Sum of the nodes' own `Total Accesses` counters.
+    pub node_accesses_total: u64,
+    /// Sum of the nodes' own `Total kBytes`, in bytes.
+    pub node_bytes_total: u64,
+    pub requests_per_second: f64,
+    pub bytes_per_second: f64,
+    /// Requests this proxy has in flight.
+    pub inflight: u64,
+    /// Requests this proxy has sent (all nodes, since start).
+    pub proxied_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSnapshot {
+    pub name: String,
+    /// `busyness`, `round_robin` or `least_inflight`.
+    pub balance: String,
+    pub totals: Totals,
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+/// Overall state of a node, as the page's indicator shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Health checks pass and its status is fresh.
+    Up,
+    /// Failed active (`fall`) or passive (`max_fails`) health checks.
+    Down,
+    /// Configured to drain: no new requests, in-flight ones finish.
+    Draining,
+    /// Usable, but its status page has not answered for several intervals:
+    /// balanced by this proxy's own in-flight counts.
+    Stale,
+    /// Not checked yet (just started or just added).
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSnapshot {
+    pub name: String,
+    pub address: String,
+    pub status_url: String,
+    pub state: NodeState,
+    pub backup: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight after slow start, as the balancer uses it now.
+    pub effective_weight: f64,
+    /// `apache` or `nginx` once known.
+    pub server_kind: Option<String>,
+    pub server_version: Option<String>,
+    pub mpm: Option<String>,
+    /// The node's own uptime, seconds.
+    pub node_uptime_seconds: Option<u64>,
+    pub busy_workers: Option<u32>,
+    pub idle_workers: Option<u32>,
+    pub capacity: Option<u32>,
+    /// The balancer's estimate of busy workers now (scraped busy corrected by
+    /// this proxy's requests since the scrape).
+    pub estimated_busy: f64,
+    /// Apache's scoreboard string as scraped.
+    pub scoreboard: Option<String>,
+    pub node_accesses_total: Option<u64>,
+    pub node_bytes_total: Option<u64>,
+    /// From the difference of the last two scrapes.
+    pub requests_per_second: Option<f64>,
+    pub bytes_per_second: Option<f64>,
+    /// Apache `CPULoad` (percent, may exceed 100).
+    pub cpu_load: Option<f64>,
+    /// 1-minute load average (Apache `Load1`).
+    pub load1: Option<f64>,
+    /// Requests this proxy has in flight to the node.
+    pub inflight: u64,
+    /// Requests this proxy sent to the node since start.
+    pub proxied_total: u64,
+    /// This node's share of the group's proxied requests over the last minute (0..1).
+    pub share_last_minute: f64,
+    /// Failed requests (connect errors, timeouts, 5xx from the proxy's view).
+    pub errors_total: u64,
+    pub scrapes_total: u64,
+    pub scrape_failures_total: u64,
+    /// Seconds since the last successful scrape.
+    pub last_scrape_age_seconds: Option<f64>,
+    /// Duration of the last scrape attempt, seconds.
+    pub last_scrape_duration_seconds: Option<f64>,
+    /// Why the last scrape failed, in words (None if it succeeded).
+    pub last_scrape_error: Option<String>,
+    /// Why the node is down, if it is.
+    pub down_reason: Option<String>,
+}

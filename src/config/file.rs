@@ -1,0 +1,1117 @@
+//! The configuration file as written, and its validation into the model.
+//!
+//! The `*File` types mirror the TOML one to one (`deny_unknown_fields`
+//! everywhere, so a misspelt key is an error rather than silently ignored).
+//! Every optional key is an `Option` here: defaults are filled in, and every
+//! rule is checked, in one place, `ConfigFile::into_model`. Values that
+//! can be wrong in ways serde cannot see (durations, addresses, names) are
+//! kept as `Spanned` strings so the error can name their line.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::error::ConfigError;
+use super::model::{
+    AccessLog, AdminSettings, BalanceMethod, Config, GroupConfig, NodeConfig, Retries, RouteConfig,
+    ScrapeSettings, ServerSettings, StatusKind, StatusUrl, Timeouts,
+};
+
+// ---------------------------------------------------------------------------
+// Defaults (the reference config, conf/webcluster.toml, documents the same).
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_THREADS: usize = 1;
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/webcluster_upgrade.sock";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_ADMIN_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLIENT_KEEPALIVE: Duration = Duration::from_secs(75);
+pub const DEFAULT_TRIES: u32 = 3;
+pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
+    "/server-status",
+    "/server-info",
+    "/nginx_status",
+    "/stub_status",
+    "/balancer-manager",
+];
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// The scrape timeout defaults to this, or to the interval if shorter.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_FALL: u32 = 3;
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_STALE_AFTER: u32 = 3;
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Weights above this are rejected, so sums over a group cannot overflow.
+pub const MAX_WEIGHT: u32 = 10_000;
+pub const DEFAULT_STATUS_PATH: &str = "/server-status?auto";
+
+// ---------------------------------------------------------------------------
+// The file format.
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub protected_paths: Option<Vec<Spanned<String>>>,
+    pub default_group: Option<Spanned<String>>,
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub access_log: AccessLogFile,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub retries: RetriesFile,
+    #[serde(default, rename = "group")]
+    pub groups: Vec<Spanned<GroupFile>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub threads: Option<Spanned<usize>>,
+    pub grace_period: Option<Spanned<String>>,
+    pub log_level: Option<Spanned<String>>,
+    pub pid_file: Option<Spanned<String>>,
+    pub upgrade_sock: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub enabled: Option<bool>,
+    pub listen: Option<Spanned<String>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    pub target: Option<Spanned<String>>,
+}
+
+/// `[timeouts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Option<Spanned<String>>,
+    pub read: Option<Spanned<String>>,
+    pub write: Option<Spanned<String>>,
+    pub idle: Option<Spanned<String>>,
+    pub client_read: Option<Spanned<String>>,
+    pub client_write: Option<Spanned<String>>,
+    pub client_keepalive: Option<Spanned<String>>,
+}
+
+/// `[retries]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    pub tries: Option<Spanned<u32>>,
+    pub idempotent_on_error: Option<bool>,
+}
+
+/// `[[group]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    pub name: Spanned<String>,
+    pub balance: Option<Spanned<String>>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Spanned<String>>,
+    pub slow_start: Option<Spanned<String>>,
+    pub scrape: Option<bool>,
+    pub scrape_interval: Option<Spanned<String>>,
+    pub scrape_timeout: Option<Spanned<String>>,
+    pub fall: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+    pub stale_after: Option<Spanned<u32>>,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<Spanned<NodeFile>>,
+}
+
+/// `[[group.node]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+    pub backup: Option<bool>,
+    pub drain: Option<bool>,
+    pub status_url: Option<Spanned<String>>,
+    pub status_kind: Option<Spanned<String>>,
+    pub max_workers: Option<Spanned<u32>>,
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub group: Spanned<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+/// Builds errors that point into the file being validated.
+pub(crate) struct Checker<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+impl Checker<'_> {
+    fn err(
+        &self,
+        span: Option<Range<usize>>,
+        context: &str,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::at(self.path, self.text, span, context, Some(key), message)
+    }
+
+    /// An error about a spanned value.
+    fn bad<T>(
+        &self,
+        value: &Spanned<T>,
+        context: &str,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.err(Some(value.span()), context, key, message)
+    }
+
+    /// 1-based line of a span (for "already used on line N").
+    fn line_of(&self, span: Range<usize>) -> usize {
+        super::error::line_col(self.text, span.start).0
+    }
+
+    fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+        context: &str,
+        key: &str,
+    ) -> Result<Duration> {
+        match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v.get_ref()).map_err(|e| self.bad(v, context, key, e)),
+        }
+    }
+
+    /// A duration that must be above zero.
+    fn positive_duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+        context: &str,
+        key: &str,
+    ) -> Result<Duration> {
+        let d = self.duration(value, default, context, key)?;
+        match value {
+            Some(v) if d.is_zero() => Err(self.bad(v, context, key, "must be longer than 0s")),
+            _ => Ok(d),
+        }
+    }
+
+    /// A count that must be at least 1.
+    fn at_least_one<T: Copy + PartialEq + From<u8>>(
+        &self,
+        value: &Option<Spanned<T>>,
+        default: T,
+        context: &str,
+        key: &str,
+    ) -> Result<T> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == T::from(0) => {
+                Err(self.bad(v, context, key, "must be at least 1"))
+            }
+            Some(v) => Ok(*v.get_ref()),
+        }
+    }
+
+    fn address(&self, value: &Spanned<String>, context: &str, key: &str) -> Result<SocketAddr> {
+        parse_address(value.get_ref()).map_err(|why| {
+            self.bad(
+                value,
+                context,
+                key,
+                format!("{:?} is not a valid address: {why}", value.get_ref()),
+            )
+        })
+    }
+
+    fn cidrs(&self, values: &[Spanned<String>], context: &str, key: &str) -> Result<Vec<IpNet>> {
+        values
+            .iter()
+            .map(|v| parse_cidr(v.get_ref()).map_err(|e| self.bad(v, context, key, e)))
+            .collect()
+    }
+
+    fn name(&self, value: &Spanned<String>, context: &str, what: &str) -> Result<String> {
+        check_name(value.get_ref())
+            .map(|()| value.get_ref().clone())
+            .map_err(|e| self.bad(value, context, "name", format!("{what} name {e}")))
+    }
+}
+
+impl ConfigFile {
+    /// Check every rule and fill in every default.
+    pub(crate) fn into_model(self, cx: &Checker<'_>, hash: String) -> Result<Config> {
+        let server = self.server.into_model(cx)?;
+        let admin = self.admin.into_model(cx, &server)?;
+        let access_log = self.access_log.into_model(cx)?;
+        let timeouts = self.timeouts.into_model(cx)?;
+        let retries = self.retries.into_model(cx)?;
+        let protected_paths = protected_paths(cx, self.protected_paths)?;
+
+        if self.groups.is_empty() {
+            return Err(ConfigError::at(
+                cx.path,
+                cx.text,
+                None,
+                "",
+                None,
+                "no [[group]] defined: at least one group with one node is required",
+            ));
+        }
+        let mut groups = Vec::with_capacity(self.groups.len());
+        let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+        for group in self.groups {
+            let span = group.span();
+            let group = group.into_inner();
+            let name = group.name.get_ref().clone();
+            if let Some(first) = seen.get(&name) {
+                return Err(cx.bad(
+                    &group.name,
+                    &format!("group {name:?}"),
+                    "name",
+                    format!(
+                        "group name {name:?} is already used on line {}",
+                        cx.line_of(first.clone())
+                    ),
+                ));
+            }
+            seen.insert(name, group.name.span());
+            groups.push(group.into_model(cx, span)?);
+        }
+
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (index, route) in self.routes.into_iter().enumerate() {
+            routes.push(route.into_inner().into_model(cx, index + 1, &groups)?);
+        }
+
+        let default_group = match self.default_group {
+            None => groups[0].name.clone(),
+            Some(name) => {
+                if !groups.iter().any(|g| g.name == *name.get_ref()) {
+                    return Err(cx.bad(
+                        &name,
+                        "",
+                        "default_group",
+                        format!("there is no group named {:?}", name.get_ref()),
+                    ));
+                }
+                name.into_inner()
+            }
+        };
+
+        Ok(Config {
+            source: cx.path.to_path_buf(),
+            hash,
+            server,
+            admin,
+            access_log,
+            timeouts,
+            retries,
+            protected_paths,
+            groups,
+            routes,
+            default_group,
+        })
+    }
+}
+
+impl ServerFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<ServerSettings> {
+        const CX: &str = "[server]";
+        let listen = match &self.listen {
+            None => vec![parse_address(DEFAULT_LISTEN).map_err(|e| cx.err(None, CX, "listen", e))?],
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(cx.bad(list, CX, "listen", "at least one listener is required"));
+                }
+                let mut out: Vec<SocketAddr> = Vec::new();
+                for item in list.get_ref() {
+                    let addr = cx.address(item, CX, "listen")?;
+                    if out.contains(&addr) {
+                        return Err(cx.bad(item, CX, "listen", format!("{addr} is listed twice")));
+                    }
+                    out.push(addr);
+                }
+                out
+            }
+        };
+        let threads = cx.at_least_one(&self.threads, DEFAULT_THREADS, CX, "threads")?;
+        let grace_period =
+            cx.duration(&self.grace_period, DEFAULT_GRACE_PERIOD, CX, "grace_period")?;
+        let log_level = match self.log_level {
+            None => DEFAULT_LOG_LEVEL.to_owned(),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                return Err(cx.bad(&v, CX, "log_level", "must not be empty (e.g. \"info\")"));
+            }
+            Some(v) => v.into_inner().trim().to_owned(),
+        };
+        let pid_file = self
+            .pid_file
+            .map(Spanned::into_inner)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let upgrade_sock = match self.upgrade_sock {
+            None => PathBuf::from(DEFAULT_UPGRADE_SOCK),
+            Some(v) if v.get_ref().is_empty() => {
+                return Err(cx.bad(&v, CX, "upgrade_sock", "must not be empty"));
+            }
+            Some(v) => PathBuf::from(v.into_inner()),
+        };
+        let trusted_proxies = match &self.trusted_proxies {
+            None => Vec::new(),
+            Some(list) => cx.cidrs(list, CX, "trusted_proxies")?,
+        };
+        Ok(ServerSettings {
+            listen,
+            threads,
+            grace_period,
+            log_level,
+            pid_file,
+            upgrade_sock,
+            trusted_proxies,
+        })
+    }
+}
+
+impl AdminFile {
+    fn into_model(self, cx: &Checker<'_>, server: &ServerSettings) -> Result<AdminSettings> {
+        const CX: &str = "[admin]";
+        let listen = match (self.enabled, &self.listen) {
+            (Some(false), _) => None,
+            (_, None) => Some(
+                parse_address(DEFAULT_ADMIN_LISTEN).map_err(|e| cx.err(None, CX, "listen", e))?,
+            ),
+            (_, Some(v)) if v.get_ref().is_empty() => None,
+            (_, Some(v)) => {
+                let addr = cx.address(v, CX, "listen")?;
+                if server.listen.contains(&addr) {
+                    return Err(cx.bad(
+                        v,
+                        CX,
+                        "listen",
+                        format!("{addr} is already a proxy listener ([server] listen)"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let allow = match &self.allow {
+            None => DEFAULT_ADMIN_ALLOW
+                .iter()
+                .map(|s| parse_cidr(s).map_err(|e| cx.err(None, CX, "allow", e)))
+                .collect::<Result<_>>()?,
+            Some(list) => cx.cidrs(list, CX, "allow")?,
+        };
+        Ok(AdminSettings { listen, allow })
+    }
+}
+
+impl AccessLogFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<AccessLog> {
+        let Some(target) = self.target else {
+            return Ok(AccessLog::Off);
+        };
+        Ok(match target.get_ref().as_str() {
+            "off" => AccessLog::Off,
+            "stdout" => AccessLog::Stdout,
+            "" => {
+                return Err(cx.bad(
+                    &target,
+                    "[access_log]",
+                    "target",
+                    "must not be empty: write \"off\", \"stdout\" or a file path",
+                ))
+            }
+            path => AccessLog::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl TimeoutsFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<Timeouts> {
+        const CX: &str = "[timeouts]";
+        let t =
+            |v: &Option<Spanned<String>>, default, key| cx.positive_duration(v, default, CX, key);
+        Ok(Timeouts {
+            connect: t(&self.connect, DEFAULT_CONNECT_TIMEOUT, "connect")?,
+            read: t(&self.read, DEFAULT_READ_TIMEOUT, "read")?,
+            write: t(&self.write, DEFAULT_WRITE_TIMEOUT, "write")?,
+            idle: t(&self.idle, DEFAULT_IDLE_TIMEOUT, "idle")?,
+            client_read: t(
+                &self.client_read,
+                DEFAULT_CLIENT_READ_TIMEOUT,
+                "client_read",
+            )?,
+            client_write: t(
+                &self.client_write,
+                DEFAULT_CLIENT_WRITE_TIMEOUT,
+                "client_write",
+            )?,
+            client_keepalive: t(
+                &self.client_keepalive,
+                DEFAULT_CLIENT_KEEPALIVE,
+                "client_keepalive",
+            )?,
+        })
+    }
+}
+
+impl RetriesFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<Retries> {
+        Ok(Retries {
+            tries: cx.at_least_one(&self.tries, DEFAULT_TRIES, "[retries]", "tries")?,
+            idempotent_on_error: self.idempotent_on_error.unwrap_or(true),
+        })
+    }
+}
+
+fn protected_paths(cx: &Checker<'_>, value: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+    let Some(list) = value else {
+        return Ok(DEFAULT_PROTECTED_PATHS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in list {
+        let path = normalize_protected_path(item.get_ref())
+            .map_err(|e| cx.bad(&item, "", "protected_paths", e))?;
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+impl GroupFile {
+    fn into_model(self, cx: &Checker<'_>, header: Range<usize>) -> Result<GroupConfig> {
+        let context = format!("group {:?}", self.name.get_ref());
+        let cxs = context.as_str();
+        let name = cx.name(&self.name, cxs, "group")?;
+
+        let balance = match &self.balance {
+            None => BalanceMethod::Busyness,
+            Some(v) => parse_balance(v.get_ref()).map_err(|e| cx.bad(v, cxs, "balance", e))?,
+        };
+        let max_fails = self.max_fails.unwrap_or(DEFAULT_MAX_FAILS);
+        let fail_timeout = cx.positive_duration(
+            &self.fail_timeout,
+            DEFAULT_FAIL_TIMEOUT,
+            cxs,
+            "fail_timeout",
+        )?;
+        let slow_start = cx.duration(&self.slow_start, DEFAULT_SLOW_START, cxs, "slow_start")?;
+
+        let interval = cx.positive_duration(
+            &self.scrape_interval,
+            DEFAULT_SCRAPE_INTERVAL,
+            cxs,
+            "scrape_interval",
+        )?;
+        let timeout = cx.positive_duration(
+            &self.scrape_timeout,
+            DEFAULT_SCRAPE_TIMEOUT.min(interval),
+            cxs,
+            "scrape_timeout",
+        )?;
+        if let Some(v) = &self.scrape_timeout {
+            if timeout > interval {
+                return Err(cx.bad(
+                    v,
+                    cxs,
+                    "scrape_timeout",
+                    format!(
+                        "{} is longer than scrape_interval ({}): a scrape must end before the next one starts",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
+        }
+        let scrape = ScrapeSettings {
+            enabled: self.scrape.unwrap_or(true),
+            interval,
+            timeout,
+            fall: cx.at_least_one(&self.fall, DEFAULT_FALL, cxs, "fall")?,
+            rise: cx.at_least_one(&self.rise, DEFAULT_RISE, cxs, "rise")?,
+            stale_after: cx.at_least_one(
+                &self.stale_after,
+                DEFAULT_STALE_AFTER,
+                cxs,
+                "stale_after",
+            )?,
+        };
+
+        if self.nodes.is_empty() {
+            return Err(cx.err(
+                Some(header),
+                cxs,
+                "node",
+                "the group has no nodes: add at least one [[group.node]] after it",
+            ));
+        }
+        let mut nodes: Vec<NodeConfig> = Vec::with_capacity(self.nodes.len());
+        let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+        for node in self.nodes {
+            let node = node.into_inner();
+            let node_name = node.name.get_ref().clone();
+            if let Some(first) = seen.get(&node_name) {
+                return Err(cx.bad(
+                    &node.name,
+                    &format!("{context} node {node_name:?}"),
+                    "name",
+                    format!(
+                        "node name {node_name:?} is already used in this group on line {}",
+                        cx.line_of(first.clone())
+                    ),
+                ));
+            }
+            seen.insert(node_name, node.name.span());
+            nodes.push(node.into_model(cx, &context)?);
+        }
+        if nodes.iter().all(|n| n.weight == 0) {
+            return Err(cx.err(
+                Some(header),
+                cxs,
+                "weight",
+                "every node of the group has weight 0: at least one needs a weight above 0",
+            ));
+        }
+
+        Ok(GroupConfig {
+            name,
+            balance,
+            nodes,
+            max_fails,
+            fail_timeout,
+            scrape,
+            slow_start,
+        })
+    }
+}
+
+impl NodeFile {
+    fn into_model(self, cx: &Checker<'_>, group_context: &str) -> Result<NodeConfig> {
+        let context = format!("{group_context} node {:?}", self.name.get_ref());
+        let cxs = context.as_str();
+        let name = cx.name(&self.name, cxs, "node")?;
+        let address = cx.address(&self.address, cxs, "address")?;
+        let weight = match &self.weight {
+            None => DEFAULT_WEIGHT,
+            Some(w) if *w.get_ref() > MAX_WEIGHT => {
+                return Err(cx.bad(w, cxs, "weight", format!("must be at most {MAX_WEIGHT}")));
+            }
+            Some(w) => *w.get_ref(),
+        };
+        let status = match &self.status_url {
+            None => {
+                let url = format!(
+                    "http://{}{DEFAULT_STATUS_PATH}",
+                    self.address.get_ref().trim()
+                );
+                parse_status_url(&url).map_err(|e| cx.bad(&self.address, cxs, "address", e))?
+            }
+            Some(v) => {
+                parse_status_url(v.get_ref()).map_err(|e| cx.bad(v, cxs, "status_url", e))?
+            }
+        };
+        let status_kind = match &self.status_kind {
+            None => StatusKind::Auto,
+            Some(v) => {
+                parse_status_kind(v.get_ref()).map_err(|e| cx.bad(v, cxs, "status_kind", e))?
+            }
+        };
+        let max_workers = match &self.max_workers {
+            None => None,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(cx.bad(v, cxs, "max_workers", "must be at least 1 (or left out)"));
+            }
+            Some(v) => Some(*v.get_ref()),
+        };
+        Ok(NodeConfig {
+            name,
+            address,
+            weight,
+            backup: self.backup.unwrap_or(false),
+            drain: self.drain.unwrap_or(false),
+            status,
+            status_kind,
+            max_workers,
+        })
+    }
+}
+
+impl RouteFile {
+    fn into_model(
+        self,
+        cx: &Checker<'_>,
+        index: usize,
+        groups: &[GroupConfig],
+    ) -> Result<RouteConfig> {
+        let context = format!("route #{index}");
+        let cxs = context.as_str();
+        let host = match &self.host {
+            None => None,
+            Some(v) => {
+                Some(normalize_route_host(v.get_ref()).map_err(|e| cx.bad(v, cxs, "host", e))?)
+            }
+        };
+        let path_prefix = match &self.path {
+            None => "/".to_owned(),
+            Some(v) if !v.get_ref().starts_with('/') => {
+                return Err(cx.bad(
+                    v,
+                    cxs,
+                    "path",
+                    format!("{:?} must start with \"/\"", v.get_ref()),
+                ));
+            }
+            Some(v) => v.get_ref().clone(),
+        };
+        if !groups.iter().any(|g| g.name == *self.group.get_ref()) {
+            return Err(cx.bad(
+                &self.group,
+                cxs,
+                "group",
+                format!("there is no group named {:?}", self.group.get_ref()),
+            ));
+        }
+        Ok(RouteConfig {
+            host,
+            path_prefix,
+            group: self.group.into_inner(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers: plain functions from text to value or a reason.
+
+/// `"1s"`, `"250ms"`, `"1m30s"`, ... (humantime syntax).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        // humantime lists every unit it knows; the examples say enough.
+        let why = e.to_string();
+        let why = why.split(", supported units").next().unwrap_or_default();
+        format!(
+            "{text:?} is not a valid duration ({why}): write e.g. \"1s\", \"250ms\" or \"1m30s\""
+        )
+    })
+}
+
+/// `host:port` to a socket address; names are resolved now, first address.
+pub fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = split_host_port(text)?;
+    resolve(host, port)
+}
+
+/// Split `host:port` / `[v6]:port`, checking the port.
+fn split_host_port(text: &str) -> std::result::Result<(&str, u16), String> {
+    if text.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in IPv6 address".to_owned())?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| "no port: write host:port, e.g. \"[::1]:80\"".to_owned())?;
+        (host, port)
+    } else {
+        match text.rsplit_once(':') {
+            None => return Err(format!("no port: write host:port, e.g. \"{text}:80\"")),
+            Some((host, _)) if host.contains(':') => {
+                return Err(
+                    "write IPv6 addresses in brackets with a port, e.g. \"[::1]:80\"".to_owned(),
+                )
+            }
+            Some(pair) => pair,
+        }
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    Ok((host, port))
+}
+
+/// Resolve `host` (an IP address or a DNS name) with `port`.
+fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+/// A network like `10.0.0.0/8`, or a bare IP taken as a single host.
+pub fn parse_cidr(text: &str) -> std::result::Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{text:?} is not a valid network: write e.g. \"10.0.0.0/8\", \"::1/128\" or a single IP"
+    ))
+}
+
+/// A status page URL: `http://host[:port]/path?query`.
+pub fn parse_status_url(text: &str) -> std::result::Result<StatusUrl, String> {
+    let text = text.trim();
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https status URLs are not supported".to_owned()),
+        Some(other) => {
+            return Err(format!(
+                "{text:?}: scheme {other:?} is not supported, write http://host:port/path"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{text:?} is not an absolute URL, write http://host:port/path"
+            ))
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: user names in status URLs are not supported"
+        ));
+    }
+    let host = authority.host();
+    // `Authority::port` hides a port that is out of range, so split by hand
+    // (there is no user info, so the authority starts with the host).
+    let port = match authority
+        .as_str()
+        .get(host.len()..)
+        .and_then(|r| r.strip_prefix(':'))
+    {
+        None | Some("") => 80,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{text:?}: port {port:?} is not a number from 1 to 65535"))?,
+    };
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let address = resolve(bare_host, port).map_err(|e| format!("{text:?}: {e}"))?;
+    let path_and_query = match uri.path_and_query().map(|pq| pq.as_str()) {
+        None | Some("") => "/".to_owned(),
+        Some(pq) if pq.starts_with('/') => pq.to_owned(),
+        Some(pq) => format!("/{pq}"),
+    };
+    Ok(StatusUrl {
+        url: text.to_owned(),
+        address,
+        host: authority.as_str().to_owned(),
+        path_and_query,
+    })
+}
+
+/// Group and node names: non-empty, `[A-Za-z0-9_.-]` (safe in metric labels
+/// and URLs). The error completes "group name ...".
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(c) => Err(format!(
+            "{name:?} contains {c:?}: use only letters, digits, '_', '.' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn parse_balance(text: &str) -> std::result::Result<BalanceMethod, String> {
+    [
+        BalanceMethod::Busyness,
+        BalanceMethod::RoundRobin,
+        BalanceMethod::LeastInflight,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| {
+        format!(
+            "unknown balance method {text:?}: expected \"busyness\", \"round_robin\" or \"least_inflight\""
+        )
+    })
+}
+
+fn parse_status_kind(text: &str) -> std::result::Result<StatusKind, String> {
+    match text {
+        "auto" => Ok(StatusKind::Auto),
+        "apache" => Ok(StatusKind::Apache),
+        "nginx" => Ok(StatusKind::Nginx),
+        _ => Err(format!(
+            "unknown status kind {text:?}: expected \"auto\", \"apache\" or \"nginx\""
+        )),
+    }
+}
+
+/// Lower case, port stripped, trailing dot removed; `*.` prefix kept.
+fn normalize_route_host(text: &str) -> std::result::Result<String, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let without_port = if lower.starts_with('[') {
+        match lower.find(']') {
+            Some(end) => &lower[..=end],
+            None => return Err(format!("{text:?}: unclosed '[' in IPv6 address")),
+        }
+    } else {
+        match lower.rsplit_once(':') {
+            Some((host, port))
+                if !host.contains(':') && port.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => lower.as_str(),
+        }
+    };
+    let host = without_port.trim_end_matches('.');
+    let (wildcard, rest) = match host.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", host),
+    };
+    let bracketed_v6 = rest
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    let valid = bracketed_v6
+        || (!rest.is_empty()
+            && rest.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }));
+    if !valid || (bracketed_v6 && !wildcard.is_empty()) {
+        return Err(format!(
+            "{text:?} is not a valid host: write e.g. \"example.com\" or \"*.example.com\""
+        ));
+    }
+    Ok(format!("{wildcard}{rest}"))
+}
+
+/// Lower case, no trailing slash, must start with `/` and not be just `/`.
+fn normalize_protected_path(text: &str) -> std::result::Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?} must start with \"/\""));
+    }
+    let path = text.trim_end_matches('/').to_ascii_lowercase();
+    if path.is_empty() {
+        return Err("\"/\" would block every request".to_owned());
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        let err = parse_duration("10 parsecs").unwrap_err();
+        assert!(
+            err.contains("\"10 parsecs\" is not a valid duration"),
+            "{err}"
+        );
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("127.0.0.1:8001"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8001)))
+        );
+        assert_eq!(parse_address(" [::1]:80 ").map(|a| a.port()), Ok(80));
+        assert_eq!(parse_address("localhost:8001").map(|a| a.port()), Ok(8001));
+        assert!(parse_address("10.0.0.1").unwrap_err().contains("no port"));
+        assert!(parse_address("[::1]").unwrap_err().contains("no port"));
+        assert!(parse_address("::1").unwrap_err().contains("brackets"));
+        assert!(parse_address("10.0.0.1:http").unwrap_err().contains("port"));
+        assert!(parse_address("10.0.0.1:70000")
+            .unwrap_err()
+            .contains("port"));
+        assert!(parse_address("bad host!:80")
+            .unwrap_err()
+            .contains("neither"));
+        assert!(parse_address("").is_err());
+        assert!(parse_address(":80").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr("10.1.2.3/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr("10.0.0.1").map(|n| n.to_string()),
+            Ok("10.0.0.1/32".into())
+        );
+        assert_eq!(
+            parse_cidr("::1").map(|n| n.to_string()),
+            Ok("::1/128".into())
+        );
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("ten").is_err());
+    }
+
+    #[test]
+    fn status_urls() {
+        let s = parse_status_url("http://127.0.0.1:8001/server-status?auto").unwrap();
+        assert_eq!(s.address, SocketAddr::from(([127, 0, 0, 1], 8001)));
+        assert_eq!(s.host, "127.0.0.1:8001");
+        assert_eq!(s.path_and_query, "/server-status?auto");
+        let s = parse_status_url("http://127.0.0.1").unwrap();
+        assert_eq!(s.address.port(), 80);
+        assert_eq!(s.host, "127.0.0.1");
+        assert_eq!(s.path_and_query, "/");
+        let s = parse_status_url("http://[::1]:81/nginx_status").unwrap();
+        assert_eq!(s.address, "[::1]:81".parse().unwrap());
+        assert_eq!(s.host, "[::1]:81");
+        assert_eq!(
+            parse_status_url("https://127.0.0.1/server-status").unwrap_err(),
+            "https status URLs are not supported"
+        );
+        assert!(parse_status_url("/server-status").is_err());
+        assert!(parse_status_url("ftp://127.0.0.1/").is_err());
+        assert!(parse_status_url("http://u:p@127.0.0.1/").is_err());
+        assert!(parse_status_url("http://not a url/").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("web-1.eu_west").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("web 1").is_err());
+        assert!(check_name("wéb").is_err());
+        assert!(check_name("a/b").is_err());
+    }
+
+    #[test]
+    fn balance_and_status_kind() {
+        assert_eq!(parse_balance("round_robin"), Ok(BalanceMethod::RoundRobin));
+        assert_eq!(parse_balance("busyness"), Ok(BalanceMethod::Busyness));
+        assert_eq!(
+            parse_balance("least_inflight"),
+            Ok(BalanceMethod::LeastInflight)
+        );
+        assert!(parse_balance("random").is_err());
+        assert_eq!(parse_status_kind("nginx"), Ok(StatusKind::Nginx));
+        assert!(parse_status_kind("iis").is_err());
+    }
+
+    #[test]
+    fn route_hosts() {
+        let n = |s| normalize_route_host(s);
+        assert_eq!(n("Example.COM"), Ok("example.com".into()));
+        assert_eq!(n("example.com:8080"), Ok("example.com".into()));
+        assert_eq!(n("example.com."), Ok("example.com".into()));
+        assert_eq!(n("*.Example.com"), Ok("*.example.com".into()));
+        assert_eq!(n("[::1]:8080"), Ok("[::1]".into()));
+        assert_eq!(n("10.0.0.1:80"), Ok("10.0.0.1".into()));
+        assert!(n("").is_err());
+        assert!(n("exa mple.com").is_err());
+        assert!(n("a.*.com").is_err());
+        assert!(n("*").is_err());
+    }
+
+    #[test]
+    fn protected_path_normalization() {
+        let n = |s| normalize_protected_path(s);
+        assert_eq!(n("/Server-Status/"), Ok("/server-status".into()));
+        assert_eq!(n("/a//"), Ok("/a".into()));
+        assert!(n("server-status").is_err());
+        assert!(n("/").is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! The validated internal configuration model.
+//!
+//! Everything outside `config/` reads these types, never the TOML file
+//! types: a `Config` is only ever built by [`crate::config::load`] /
+//! [`crate::config::parse`], which check every rule in one place, so code
+//! holding a `Config` may rely on its invariants (every group has at least one
+//! node, at least one node of a group has a weight above 0, routes name
+//! existing groups, names are unique).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from (for messages).
+    pub source: PathBuf,
+    /// A hex digest of the file's bytes, shown on the status page and in
+    /// metrics so an operator can tell which config is live.
+    pub hash: String,
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub access_log: AccessLog,
+    pub timeouts: Timeouts,
+    pub retries: Retries,
+    /// Paths of node status pages that visitors may never reach through the
+    /// proxy (already normalised: lower case, no trailing slash).
+    pub protected_paths: Vec<String>,
+    pub groups: Vec<GroupConfig>,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Group that serves requests no route matches.
+    pub default_group: String,
+}
+
+/// Process-wide settings (`[server]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Proxy listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    pub grace_period: Duration,
+    /// Default log filter (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Where the pid is written (for `webcluster reload`), if anywhere.
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket used to hand listening sockets to a new binary on upgrade.
+    pub upgrade_sock: PathBuf,
+    /// Clients whose own `X-Forwarded-For` is kept and appended to.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The admin listener (`[admin]`): status page, JSON, `?auto`, metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// `None` when the admin listener is disabled.
+    pub listen: Option<SocketAddr>,
+    /// Source networks allowed to read it; everyone else gets 403.
+    pub allow: Vec<IpNet>,
+}
+
+/// Where the access log goes (`[access_log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// Upstream and client-side timeouts (`[timeouts]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a node.
+    pub connect: Duration,
+    /// Waiting for each read from a node (response header and body).
+    pub read: Duration,
+    /// Waiting for each write to a node.
+    pub write: Duration,
+    /// How long an idle pooled connection to a node is kept.
+    pub idle: Duration,
+    /// Waiting for each read from a client (request header and body).
+    pub client_read: Duration,
+    /// Waiting for each write to a client.
+    pub client_write: Duration,
+    /// How long an idle client keep-alive connection is kept open.
+    pub client_keepalive: Duration,
+}
+
+/// Retry policy (`[retries]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Total attempts per request, the first included (nginx's
+    /// `proxy_next_upstream_tries`); 1 disables retries.
+    pub tries: u32,
+    /// Also retry idempotent requests (GET, HEAD, ...) whose connection
+    /// failed after it was established, or timed out, on another node.
+    pub idempotent_on_error: bool,
+}
+
+/// How a group picks a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BalanceMethod {
+    /// By the live load the nodes report (power of two choices).
+    Busyness,
+    /// Smooth weighted round robin, like nginx's.
+    RoundRobin,
+    /// Fewest requests in flight from this proxy, relative to weight.
+    LeastInflight,
+}
+
+impl BalanceMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalanceMethod::Busyness => "busyness",
+            BalanceMethod::RoundRobin => "round_robin",
+            BalanceMethod::LeastInflight => "least_inflight",
+        }
+    }
+}
+
+/// Which status page format a node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusKind {
+    /// Detected from the page itself.
+    Auto,
+    /// Apache `mod_status` `?auto`.
+    Apache,
+    /// nginx `stub_status`.
+    Nginx,
+}
+
+/// A named group of nodes (`[[group]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub name: String,
+    pub balance: BalanceMethod,
+    pub nodes: Vec<NodeConfig>,
+    /// Passive health: this many failures within `fail_timeout` take a node
+    /// out for `fail_timeout` (nginx semantics); 0 disables.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub scrape: ScrapeSettings,
+    /// A node coming back up ramps its share up over this long.
+    pub slow_start: Duration,
+}
+
+/// Polling of the nodes' status pages (the active health check too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeSettings {
+    /// Off: no status pages are read; health is passive only and busyness
+    /// falls back to this proxy's own in-flight counts.
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed scrapes that mark a node down.
+    pub fall: u32,
+    /// Consecutive good scrapes that bring it back.
+    pub rise: u32,
+    /// A status older than this many intervals is stale.
+    pub stale_after: u32,
+}
+
+/// One web node (`[[group.node]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Unique within its group.
+    pub name: String,
+    /// Where requests go.
+    pub address: SocketAddr,
+    /// Relative share; 0 means never chosen (but still monitored).
+    pub weight: u32,
+    /// Serves only when no primary node of the group is usable.
+    pub backup: bool,
+    /// Stop sending new requests (in-flight ones finish).
+    pub drain: bool,
+    pub status: StatusUrl,
+    pub status_kind: StatusKind,
+    /// Worker capacity where the page cannot tell it (Apache 2.2, nginx).
+    pub max_workers: Option<u32>,
+}
+
+/// A node's status page location, parsed from `status_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUrl {
+    /// The URL as written (or defaulted), for display.
+    pub url: String,
+    /// Address to connect to.
+    pub address: SocketAddr,
+    /// `Host` header to send.
+    pub host: String,
+    /// Path and query to request.
+    pub path_and_query: String,
+}
+
+/// A routing rule (`[[route]]`): the first whose host and path prefix match
+/// picks the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Lower-case host without port; `None` matches any host. A leading
+    /// `*.` matches any subdomain.
+    pub host: Option<String>,
+    /// Path prefix; `/` matches everything.
+    pub path_prefix: String,
+    pub group: String,
+}
+
+impl Config {
+    /// The group with this name.
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}

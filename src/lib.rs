@@ -1,0 +1,33 @@
+//! webcluster: a front proxy for clusters of web servers that balances each
+//! request by the live load the nodes report themselves (Apache
+//! `mod_status`, nginx `stub_status`).
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config file --config::load--> Config --Cluster::new/apply--> Cluster (groups, nodes, live state)
+//!                                                                ^            |            |
+//!                                      status::scraper writes ---+   proxy picks a node   admin renders
+//! ```
+//!
+//! - [`config`]: the file format and its validation into the internal model;
+//! - [`cluster`]: groups, nodes and their live state behind one atomic pointer;
+//! - [`status`]: parsing the nodes' status pages and polling them;
+//! - [`balance`]: choosing a node among the usable ones;
+//! - [`proxy`]: the pingora request phases;
+//! - [`admin`]: status page, JSON, `?auto` and metrics;
+//! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
+//! - [`demo`], [`demo_node`]: the embedded demo cluster.
+
+pub mod access_log;
+pub mod admin;
+pub mod balance;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod demo_node;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod status;

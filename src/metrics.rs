@@ -1,0 +1,275 @@
+//! Prometheus metrics: the counters the proxy keeps per request, and the
+//! per-node gauges rendered from a cluster snapshot at scrape time.
+//!
+//! Naming follows Prometheus conventions: `webcluster_` prefix, base units
+//! (seconds, bytes), `_total` for counters, no lifetime averages. Everything
+//! lives in this process's own `Registry` (nothing global), encoded as the
+//! text format on `/metrics`.
+
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::cluster::snapshot::{ClusterSnapshot, NodeState};
+
+/// Request duration buckets, seconds: from 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    // kept by the proxy, per request
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub retries: IntCounterVec,
+    pub connect_failures: IntCounterVec,
+    pub no_node: IntCounterVec,
+    pub denied_status_paths: IntCounter,
+    pub reloads: IntCounterVec,
+    pub last_reload: IntGauge,
+    pub config_info: IntGaugeVec,
+}
+
+const NODE_LABELS: &[&str] = &["group", "node"];
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
+    // Names are static and registered once per Registry: this cannot fail.
+    if let Err(e) = r.register(Box::new(metric.clone())) {
+        tracing::error!("registering a metric failed: {e}");
+    }
+    metric
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+    )
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            requests: counter(
+                &r,
+                "webcluster_requests_total",
+                "Requests answered, by group, node and status class (node \"-\" when no node answered).",
+                &["group", "node", "code"],
+            ),
+            request_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "webcluster_request_duration_seconds",
+                        "Time from receiving a request to the end of its response, by group and node.",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    NODE_LABELS,
+                )
+                .expect("static metric definition"),
+            ),
+            retries: counter(
+                &r,
+                "webcluster_retries_total",
+                "Requests retried on another node, by group.",
+                &["group"],
+            ),
+            connect_failures: counter(
+                &r,
+                "webcluster_upstream_connect_failures_total",
+                "Failed connection attempts to a node.",
+                NODE_LABELS,
+            ),
+            no_node: counter(
+                &r,
+                "webcluster_no_usable_node_total",
+                "Requests answered 502/504 because no node of the group could serve them.",
+                &["group"],
+            ),
+            denied_status_paths: register(
+                &r,
+                IntCounter::new(
+                    "webcluster_denied_status_path_requests_total",
+                    "Requests refused with 403 because they asked for a node status page.",
+                )
+                .expect("static metric definition"),
+            ),
+            reloads: counter(
+                &r,
+                "webcluster_config_reloads_total",
+                "Config reloads, by result (success, failure).",
+                &["result"],
+            ),
+            last_reload: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful config load.",
+                )
+                .expect("static metric definition"),
+            ),
+            config_info: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webcluster_config_info",
+                        "Always 1; the labels say which config file and hash are live.",
+                    ),
+                    &["path", "hash"],
+                )
+                .expect("static metric definition"),
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric, with the per-node families
+    /// built from `snap`.
+    pub fn render(&self, snap: &ClusterSnapshot) -> String {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[snap.config.path.as_str(), snap.config.hash.as_str()])
+            .set(1);
+        let mut families = self.registry.gather();
+        families.extend(node_families(snap));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!("encoding metrics failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One per-node metric family being built.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    metrics: Vec<Metric>,
+}
+
+impl Family {
+    fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family { name, help, counter: false, metrics: Vec::new() }
+    }
+
+    fn counter(name: &'static str, help: &'static str) -> Family {
+        Family { name, help, counter: true, metrics: Vec::new() }
+    }
+
+    fn add(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
+        let Some(value) = value else { return };
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        if self.counter {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        self.metrics.push(m);
+    }
+
+    fn into_proto(self) -> Option<MetricFamily> {
+        if self.metrics.is_empty() {
+            return None;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(self.name.to_string());
+        f.set_help(self.help.to_string());
+        f.set_field_type(if self.counter { MetricType::COUNTER } else { MetricType::GAUGE });
+        f.set_metric(self.metrics);
+        Some(f)
+    }
+}
+
+/// Per-node families, read from a snapshot (nodes removed by a reload
+/// disappear from them at once).
+fn node_families(snap: &ClusterSnapshot) -> Vec<MetricFamily> {
+    let mut up = Family::gauge("webcluster_node_up", "1 if the node may get requests (up, stale or unknown), 0 if down or draining.");
+    let mut state = Family::gauge("webcluster_node_state", "1 for the node's current state: up, down, draining, stale or unknown.");
+    let mut busy = Family::gauge("webcluster_node_busy_workers", "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).");
+    let mut idle = Family::gauge("webcluster_node_idle_workers", "Idle workers in the node's last status (IdleWorkers).");
+    let mut capacity = Family::gauge("webcluster_node_capacity_workers", "Worker capacity of the node (scoreboard length, or the configured max_workers).");
+    let mut estimated = Family::gauge("webcluster_node_estimated_busy_workers", "The balancer's estimate of the node's busy workers now.");
+    let mut weight = Family::gauge("webcluster_node_effective_weight", "Weight the balancer uses now (configured weight x slow-start ramp).");
+    let mut inflight = Family::gauge("webcluster_node_inflight_requests", "Requests this proxy has in flight to the node.");
+    let mut scrape_duration = Family::gauge("webcluster_node_scrape_duration_seconds", "Duration of the last status page scrape.");
+    let mut age = Family::gauge("webcluster_node_status_age_seconds", "Age of the last successful status page scrape.");
+    let mut accesses = Family::counter("webcluster_node_accesses_total", "The node's own request counter (Apache Total Accesses; nginx requests).");
+    let mut bytes = Family::counter("webcluster_node_sent_bytes_total", "The node's own counter of bytes served (Apache Total kBytes x 1024).");
+    let mut scrapes = Family::counter("webcluster_node_scrapes_total", "Status page scrapes attempted.");
+    let mut failures = Family::counter("webcluster_node_scrape_failures_total", "Status page scrapes that failed.");
+    for group in &snap.groups {
+        for n in &group.nodes {
+            let l = [("group", group.name.as_str()), ("node", n.name.as_str())];
+            let usable = matches!(n.state, NodeState::Up | NodeState::Stale | NodeState::Unknown);
+            up.add(&l, Some(f64::from(u8::from(usable))));
+            for (s, word) in [
+                (NodeState::Up, "up"),
+                (NodeState::Down, "down"),
+                (NodeState::Draining, "draining"),
+                (NodeState::Stale, "stale"),
+                (NodeState::Unknown, "unknown"),
+            ] {
+                state.add(&[l[0], l[1], ("state", word)], Some(f64::from(u8::from(n.state == s))));
+            }
+            busy.add(&l, n.busy_workers.map(f64::from));
+            idle.add(&l, n.idle_workers.map(f64::from));
+            capacity.add(&l, n.capacity.map(f64::from));
+            estimated.add(&l, Some(n.estimated_busy));
+            weight.add(&l, Some(n.effective_weight));
+            inflight.add(&l, Some(n.inflight as f64));
+            scrape_duration.add(&l, n.last_scrape_duration_seconds);
+            age.add(&l, n.last_scrape_age_seconds);
+            accesses.add(&l, n.node_accesses_total.map(|x| x as f64));
+            bytes.add(&l, n.node_bytes_total.map(|x| x as f64));
+            scrapes.add(&l, Some(n.scrapes_total as f64));
+            failures.add(&l, Some(n.scrape_failures_total as f64));
+        }
+    }
+    [
+        up, state, busy, idle, capacity, estimated, weight, inflight, scrape_duration, age,
+        accesses, bytes, scrapes, failures,
+    ]
+    .into_iter()
+    .filter_map(Family::into_proto)
+    .collect()
+}
+
+/// `2xx`, `4xx`, ... for a status code.
+pub fn code_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}

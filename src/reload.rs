@@ -1,0 +1,125 @@
+//! Config reload: on SIGHUP (or `webcluster reload`), read and validate the
+//! whole file; if it is wrong keep serving with the old config and say why;
+//! if it is right, swap it in (`Cluster::apply` keeps the live state of the
+//! nodes that stay). Listener addresses cannot move without a restart or a
+//! binary upgrade: the old ones are kept and the log says so.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cluster::{Cluster, ReloadDiff};
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+
+pub struct Reloader {
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    path: PathBuf,
+}
+
+/// Settings a reload cannot change in a running process.
+fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut kept = Vec::new();
+    if new.server.listen != old.server.listen {
+        kept.push(format!(
+            "proxy listeners {:?} -> {:?}",
+            old.server.listen, new.server.listen
+        ));
+        new.server.listen = old.server.listen.clone();
+    }
+    if new.admin.listen != old.admin.listen {
+        kept.push(format!(
+            "admin listener {:?} -> {:?}",
+            old.admin.listen, new.admin.listen
+        ));
+        new.admin.listen = old.admin.listen;
+    }
+    if new.server.threads != old.server.threads {
+        kept.push(format!("threads {} -> {}", old.server.threads, new.server.threads));
+        new.server.threads = old.server.threads;
+    }
+    if new.access_log != old.access_log {
+        kept.push("access_log target".to_string());
+        new.access_log = old.access_log.clone();
+    }
+    if new.server.upgrade_sock != old.server.upgrade_sock || new.server.pid_file != old.server.pid_file {
+        kept.push("pid_file / upgrade_sock".to_string());
+        new.server.upgrade_sock = old.server.upgrade_sock.clone();
+        new.server.pid_file = old.server.pid_file.clone();
+    }
+    kept
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Reloader {
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, path: PathBuf) -> Reloader {
+        Reloader {
+            cluster,
+            metrics,
+            path,
+        }
+    }
+
+    /// Reload once; the outcome is logged and counted either way.
+    pub fn reload(&self) -> Result<ReloadDiff, ConfigError> {
+        match config::load(&self.path) {
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays in force: {e}");
+                self.cluster.reload_failed(e.to_string());
+                self.metrics.reloads.with_label_values(&["failure"]).inc();
+                Err(e)
+            }
+            Ok(mut new) => {
+                let old = self.cluster.state();
+                for what in keep_fixed_settings(&old.config, &mut new) {
+                    tracing::warn!(
+                        "reload: {what} cannot change without a restart or binary upgrade; keeping the running value"
+                    );
+                }
+                let hash = new.hash.clone();
+                let diff = self.cluster.apply(new);
+                tracing::info!(
+                    "config reloaded from {} (sha256 {}): {diff}",
+                    self.path.display(),
+                    hash.get(..12).unwrap_or(&hash)
+                );
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                self.metrics.last_reload.set(unix_now());
+                Ok(diff)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP, reload is unavailable: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP received, reloading {}", self.path.display());
+                    let _ = self.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

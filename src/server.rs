@@ -1,0 +1,198 @@
+//! Builds the pingora server from a `Config` and runs it until shutdown.
+//!
+//! Services: the proxy on each listener, the admin listener, the status
+//! scraper and the SIGHUP reloader. pingora's own config file and command
+//! line are kept out of the user's way: its `ServerConf` is built here.
+//! SIGTERM stops accepting, lets in-flight requests finish and exits as
+//! soon as they are done, or at the configured grace period at the latest
+//! (pingora alone would sleep the whole grace period).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pingora::apps::http_app::HttpServer;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::AdminApp;
+use crate::cluster::Cluster;
+use crate::config::{AccessLog as AccessLogTarget, Config};
+use crate::metrics::Metrics;
+use crate::proxy::{ActiveRequests, Proxy};
+use crate::reload::{unix_now, Reloader};
+use crate::status::scraper::Scraper;
+
+/// How the process was started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running old process
+    /// (pingora's graceful binary upgrade).
+    pub upgrade: bool,
+}
+
+/// Everything the services share; handy for tests and the demo.
+pub struct Shared {
+    pub cluster: Arc<Cluster>,
+    pub metrics: Arc<Metrics>,
+    pub active: Arc<ActiveRequests>,
+}
+
+fn check_bind(config: &Config) -> anyhow::Result<()> {
+    let admin = config.admin.listen.iter();
+    for addr in config.server.listen.iter().chain(admin) {
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    Ok(())
+}
+
+/// Build the pingora server with every service added.
+pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Shared)> {
+    if !opts.upgrade {
+        check_bind(&config)?;
+    }
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        AccessLogTarget::Stdout => Some(AccessLog::stdout()),
+        AccessLogTarget::File(p) => Some(
+            AccessLog::file(p)
+                .with_context(|| format!("cannot open the access log {}", p.display()))?,
+        ),
+    };
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        daemon: false,
+        ..ServerConf::default()
+    };
+    conf.work_stealing = true;
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    server.bootstrap();
+
+    let source = config.source.clone();
+    let listen = config.server.listen.clone();
+    let admin_listen = config.admin.listen;
+    let cluster = Arc::new(Cluster::new(config));
+    let metrics = Arc::new(Metrics::new());
+    metrics.last_reload.set(unix_now());
+    let active = Arc::new(ActiveRequests::default());
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(
+            Arc::clone(&cluster),
+            Arc::clone(&metrics),
+            access_log,
+            Arc::clone(&active),
+        ),
+        "webcluster proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = admin_listen {
+        let mut admin = Service::new(
+            "webcluster admin".to_string(),
+            HttpServer::new_app(AdminApp::new(Arc::clone(&cluster), Arc::clone(&metrics))),
+        );
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    server.add_service(background_service(
+        "status scraper",
+        Scraper::new(Arc::clone(&cluster)),
+    ));
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source),
+    ));
+    Ok((
+        server,
+        Shared {
+            cluster,
+            metrics,
+            active,
+        },
+    ))
+}
+
+/// Build and run until shutdown. Blocks.
+pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    if config.server.listen.is_empty() {
+        bail!("no proxy listener configured");
+    }
+    let pid_file = config.server.pid_file.clone();
+    let grace = config.server.grace_period;
+    let (server, shared) = build(config, &opts)?;
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", p.display()))?;
+    }
+    exit_when_drained(&server, Arc::clone(&shared.active), grace, pid_file.clone());
+    tracing::info!("webcluster {} started", env!("CARGO_PKG_VERSION"));
+    server.run(RunArgs::default());
+    remove_pid_file(pid_file.as_deref());
+    Ok(())
+}
+
+fn remove_pid_file(p: Option<&Path>) {
+    if let Some(p) = p {
+        // Only our own pid: a new process after a binary upgrade owns it now.
+        let ours = std::fs::read_to_string(p)
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// pingora sleeps the whole grace period after SIGTERM/SIGQUIT, drained or
+/// not. Watch its phases instead and exit once no request is in flight.
+fn exit_when_drained(
+    server: &Server,
+    active: Arc<ActiveRequests>,
+    grace: Duration,
+    pid_file: Option<PathBuf>,
+) {
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("drain-watch".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let deadline = Instant::now() + grace;
+                    let mut idle_polls = 0;
+                    while Instant::now() < deadline && idle_polls < 3 {
+                        idle_polls = if active.get() == 0 { idle_polls + 1 } else { 0 };
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    tracing::info!(
+                        "graceful shutdown: {} request(s) still in flight, exiting",
+                        active.get()
+                    );
+                    remove_pid_file(pid_file.as_deref());
+                    std::process::exit(0);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch the shutdown, it will take the whole grace period: {e}");
+    }
+}

@@ -1,0 +1,212 @@
+//! Polling the nodes' status pages.
+//!
+//! One background task walks the current cluster state every tick and
+//! starts a scrape for each node that is due: at most one at a time per
+//! node, every `scrape_interval` with +/-10% jitter (and a random first
+//! offset) so nodes are not polled in lockstep. A scrape is a GET over a
+//! pooled keep-alive connection with the group's timeout, a body capped at
+//! `MAX_PAGE_BYTES`, then `status::parse`. The result goes to the node's
+//! live state, where it doubles as the active health check (rise/fall).
+//! Nodes added by a reload are picked up on the next tick; removed ones are
+//! forgotten.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::connectors::http::v1::Connector;
+use pingora::http::RequestHeader;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::cluster::node::NodeLive;
+use crate::cluster::Cluster;
+use crate::config::{GroupConfig, StatusKind, StatusUrl};
+use crate::status::{self, ServerKind, MAX_PAGE_BYTES};
+
+/// How often the scheduler looks for due nodes.
+const TICK: Duration = Duration::from_millis(50);
+/// Idle pooled status connections are closed before Apache's default
+/// `KeepAliveTimeout` (5 s) would close them under us.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
+pub struct Scraper {
+    cluster: Arc<Cluster>,
+    connector: Arc<Connector>,
+}
+
+impl Scraper {
+    pub fn new(cluster: Arc<Cluster>) -> Scraper {
+        Scraper {
+            cluster,
+            connector: Arc::new(Connector::new(None)),
+        }
+    }
+
+    /// One scheduler pass: start the scrapes that are due.
+    fn start_due(&self, next: &mut HashMap<usize, Instant>, running: &Arc<Mutex<HashSet<usize>>>) {
+        let state = self.cluster.state();
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
+            let interval = group.config.scrape.interval;
+            for node in &group.nodes {
+                let key = Arc::as_ptr(&node.live) as usize;
+                seen.insert(key);
+                let due = *next
+                    .entry(key)
+                    .or_insert_with(|| now + interval.mul_f64(fastrand::f64() * 0.1));
+                if now < due {
+                    continue;
+                }
+                {
+                    let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if !r.insert(key) {
+                        continue;
+                    }
+                }
+                next.insert(key, now + interval.mul_f64(0.9 + fastrand::f64() * 0.2));
+                let job = Job {
+                    live: Arc::clone(&node.live),
+                    group: group.config.clone(),
+                    url: node.config.status.clone(),
+                    kind: node.config.status_kind,
+                };
+                let connector = Arc::clone(&self.connector);
+                let running = Arc::clone(running);
+                tokio::spawn(async move {
+                    job.run(&connector).await;
+                    running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                });
+            }
+        }
+        next.retain(|k, _| seen.contains(k));
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Scraper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut next = HashMap::new();
+        let running = Arc::new(Mutex::new(HashSet::new()));
+        loop {
+            self.start_due(&mut next, &running);
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// One scrape of one node.
+struct Job {
+    live: Arc<NodeLive>,
+    group: GroupConfig,
+    url: StatusUrl,
+    kind: StatusKind,
+}
+
+impl Job {
+    async fn run(self, connector: &Connector) {
+        let started = Instant::now();
+        let timeout = self.group.scrape.timeout;
+        let result = match tokio::time::timeout(timeout, fetch(connector, &self.url, timeout)).await
+        {
+            Ok(Ok(body)) => {
+                let hint = match self.kind {
+                    StatusKind::Auto => None,
+                    StatusKind::Apache => Some(ServerKind::Apache),
+                    StatusKind::Nginx => Some(ServerKind::Nginx),
+                };
+                status::parse(hint, &body).map_err(|e| e.to_string())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        let took = started.elapsed();
+        match result {
+            Ok(report) => self.live.record_scrape(&self.group, report, took),
+            Err(reason) => {
+                tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
+                self.live.record_scrape_failure(&self.group, reason, took)
+            }
+        }
+    }
+}
+
+/// GET the status page; a pooled connection the node closed meanwhile is
+/// retried once on a new one.
+async fn fetch(connector: &Connector, url: &StatusUrl, timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut peer = HttpPeer::new(url.address, false, String::new());
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.total_connection_timeout = Some(timeout);
+    peer.options.read_timeout = Some(timeout);
+    peer.options.write_timeout = Some(timeout);
+    peer.options.idle_timeout = Some(POOL_IDLE);
+    match fetch_once(connector, &peer, url).await {
+        Err((reused, _)) if reused => fetch_once(connector, &peer, url).await.map_err(|(_, e)| e),
+        other => other.map_err(|(_, e)| e),
+    }
+}
+
+/// Err carries whether the connection was a reused one.
+async fn fetch_once(
+    connector: &Connector,
+    peer: &HttpPeer,
+    url: &StatusUrl,
+) -> Result<Vec<u8>, (bool, String)> {
+    let (mut session, reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|e| (false, format!("cannot connect to {}: {}", url.address, e.etype().as_str())))?;
+    let fail = |what: &str, e: pingora::BError| (reused, format!("{what}: {}", e.etype().as_str()));
+    let mut req = RequestHeader::build("GET", url.path_and_query.as_bytes(), Some(3))
+        .map_err(|e| fail("bad status path", e))?;
+    req.insert_header("host", url.host.as_str())
+        .map_err(|e| fail("bad Host", e))?;
+    req.insert_header("user-agent", concat!("webcluster/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| fail("bad header", e))?;
+    req.insert_header("accept", "text/plain")
+        .map_err(|e| fail("bad header", e))?;
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| fail("sending the request failed", e))?;
+    session
+        .read_response()
+        .await
+        .map_err(|e| fail("reading the response failed", e))?;
+    let code = session.get_status().map_or(0, |s| s.as_u16());
+    if code != 200 {
+        let hint = match code {
+            401 | 403 => " (does the node allow the proxy's address to read it?)",
+            404 => " (is mod_status / stub_status enabled at this path?)",
+            _ => "",
+        };
+        return Err((false, format!("HTTP {code} from the status page{hint}")));
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_body_ref().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                    return Err((false, format!("status page over {MAX_PAGE_BYTES} bytes")));
+                }
+                body.extend_from_slice(chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(fail("reading the page failed", e)),
+        }
+    }
+    session.respect_keepalive();
+    if session.will_keepalive() {
+        connector.release_http_session(session, peer, Some(POOL_IDLE)).await;
+    }
+    Ok(body)
+}

@@ -1,0 +1,405 @@
+//! The proxy end to end: the real binary in front of demo nodes (and one
+//! real Apache node), on ephemeral loopback ports.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::webcluster::{base_config, binary, node, Webcluster};
+use support::{http_get, http_get_from, http_request, ApacheNode, ApacheOpts};
+use webcluster::demo_node::{DemoNode, DemoNodeConfig};
+
+/// Demo nodes on a runtime of their own, alive as long as this is.
+struct Nodes {
+    rt: tokio::runtime::Runtime,
+    nodes: Vec<Option<DemoNode>>,
+}
+
+impl Nodes {
+    fn start(names: &[&str]) -> Nodes {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let nodes = names
+            .iter()
+            .map(|name| {
+                Some(
+                    rt.block_on(DemoNode::start(DemoNodeConfig {
+                        name: name.to_string(),
+                        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                        workers: 16,
+                        delay: Duration::ZERO,
+                    }))
+                    .expect("demo node"),
+                )
+            })
+            .collect();
+        Nodes { rt, nodes }
+    }
+
+    fn node(&self, i: usize) -> &DemoNode {
+        self.nodes[i].as_ref().expect("node still running")
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.node(i).addr()
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            self.rt.block_on(n.shutdown());
+        }
+    }
+}
+
+/// A `[[group]]` with the given nodes as (name, address, extra keys).
+fn group(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
+    let mut s = format!(
+        "[[group]]\nname = \"{name}\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n{extra}\n"
+    );
+    for (n, addr, more) in nodes {
+        s.push_str(&format!(
+            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n"
+        ));
+    }
+    s
+}
+
+fn get_node_name(wc: &Webcluster, headers: &[(&str, &str)]) -> String {
+    let r = http_get(wc.listen, "/node", headers).expect("GET /node through the proxy");
+    assert_eq!(r.status, 200, "body: {}", r.body);
+    r.body
+}
+
+fn tally(wc: &Webcluster, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(get_node_name(wc, &[])).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn round_robin_spreads_by_weight() {
+    let nodes = Nodes::start(&["a", "b", "c"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "balance = \"round_robin\"",
+                &[
+                    ("a", nodes.addr(0), "weight = 1"),
+                    ("b", nodes.addr(1), "weight = 2"),
+                    ("c", nodes.addr(2), "weight = 3"),
+                ],
+            )
+    });
+    wc.wait_all_up();
+    let counts = tally(&wc, 60);
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&30), "{counts:?}");
+}
+
+#[test]
+fn busyness_and_least_inflight_use_every_idle_node() {
+    for method in ["busyness", "least_inflight"] {
+        let nodes = Nodes::start(&["a", "b", "c"]);
+        let wc = Webcluster::start(|l, a| {
+            base_config(l, a, "")
+                + &group(
+                    "web",
+                    &format!("balance = \"{method}\""),
+                    &[
+                        ("a", nodes.addr(0), ""),
+                        ("b", nodes.addr(1), ""),
+                        ("c", nodes.addr(2), ""),
+                    ],
+                )
+        });
+        wc.wait_all_up();
+        let counts = tally(&wc, 60);
+        for n in ["a", "b", "c"] {
+            assert!(
+                counts.get(n).copied().unwrap_or(0) >= 5,
+                "{method}: node {n} got too few of 60 sequential requests: {counts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn host_and_forwarded_headers() {
+    let nodes = Nodes::start(&["a"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "") + &group("web", "", &[("a", nodes.addr(0), "")])
+    });
+    let r = http_get(
+        wc.listen,
+        "/headers",
+        &[
+            ("Host", "www.example.com"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+    )
+    .expect("GET /headers");
+    assert_eq!(r.status, 200);
+    let h = |name: &str| r.echoed(name).map(str::to_string);
+    assert_eq!(h("host").as_deref(), Some("www.example.com"), "{}", r.body);
+    // spoofed values from an untrusted client are replaced
+    assert_eq!(h("x-forwarded-for").as_deref(), Some("127.0.0.1"), "{}", r.body);
+    assert_eq!(h("x-real-ip").as_deref(), Some("127.0.0.1"), "{}", r.body);
+    assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"), "{}", r.body);
+    // hop-by-hop headers are not forwarded
+    let r = http_get(
+        wc.listen,
+        "/headers",
+        &[("Connection", "close, X-Secret"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5")],
+    )
+    .expect("GET /headers");
+    assert_eq!(r.echoed("x-secret"), None, "{}", r.body);
+    assert_eq!(r.echoed("keep-alive"), None, "{}", r.body);
+}
+
+#[test]
+fn trusted_proxy_keeps_and_appends_x_forwarded_for() {
+    let nodes = Nodes::start(&["a"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "trusted_proxies = [\"127.0.0.2/32\"]")
+            + &group("web", "", &[("a", nodes.addr(0), "")])
+    });
+    let from = support::loopback(2);
+    let r = http_get_from(
+        from,
+        wc.listen,
+        "/headers",
+        &[("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-Proto", "https")],
+    )
+    .expect("GET /headers from 127.0.0.2");
+    assert_eq!(r.echoed("x-forwarded-for"), Some("198.51.100.7, 127.0.0.2"), "{}", r.body);
+    assert_eq!(r.echoed("x-real-ip"), Some("198.51.100.7"), "{}", r.body);
+    assert_eq!(r.echoed("x-forwarded-proto"), Some("https"), "{}", r.body);
+    // the same headers from 127.0.0.1 (not trusted) are replaced
+    let r = http_get(wc.listen, "/headers", &[("X-Forwarded-For", "198.51.100.7")])
+        .expect("GET /headers");
+    assert_eq!(r.echoed("x-forwarded-for"), Some("127.0.0.1"), "{}", r.body);
+}
+
+#[test]
+fn killed_node_is_skipped_and_gets_requests_retried() {
+    let mut nodes = Nodes::start(&["a", "b", "c"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "balance = \"round_robin\"\nscrape = false",
+                &[
+                    ("a", nodes.addr(0), ""),
+                    ("b", nodes.addr(1), ""),
+                    ("c", nodes.addr(2), ""),
+                ],
+            )
+    });
+    let before = tally(&wc, 9);
+    assert_eq!(before.len(), 3, "{before:?}");
+    nodes.stop(1);
+    // every GET still succeeds: the failed connect is retried elsewhere
+    let after = tally(&wc, 30);
+    assert_eq!(after.get("b"), None, "{after:?}");
+    assert_eq!(after.values().sum::<usize>(), 30);
+    let s = wc.status();
+    assert_eq!(node(&s, "b")["state"], "down", "{s:#}");
+    assert!(node(&s, "b")["errors_total"].as_u64() >= Some(1));
+}
+
+#[test]
+fn all_nodes_down_gives_502_with_a_plain_body() {
+    let mut nodes = Nodes::start(&["a", "b"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "",
+                &[("a", nodes.addr(0), ""), ("b", nodes.addr(1), "")],
+            )
+    });
+    nodes.stop(0);
+    nodes.stop(1);
+    for _ in 0..3 {
+        let r = http_get(wc.listen, "/", &[]).expect("GET /");
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert!(r.body.starts_with("502 Bad Gateway"), "{}", r.body);
+    }
+    assert!(wc.log().contains("answered 502"), "{}", wc.log());
+}
+
+#[test]
+fn node_that_never_answers_gives_504() {
+    let nodes = Nodes::start(&["slow"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + "[timeouts]\nread = \"500ms\"\n\n"
+            + &group("web", "", &[("slow", nodes.addr(0), "")])
+    });
+    wc.wait_all_up();
+    nodes.node(0).set_stall(true);
+    let r = http_get(wc.listen, "/", &[]).expect("GET /");
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.starts_with("504 Gateway Timeout"), "{}", r.body);
+    nodes.node(0).set_stall(false);
+}
+
+#[test]
+fn backup_serves_only_when_primaries_are_down() {
+    let mut nodes = Nodes::start(&["p1", "p2", "backup"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "fall = 1",
+                &[
+                    ("p1", nodes.addr(0), ""),
+                    ("p2", nodes.addr(1), ""),
+                    ("backup", nodes.addr(2), "backup = true"),
+                ],
+            )
+    });
+    wc.wait_all_up();
+    let counts = tally(&wc, 30);
+    assert_eq!(counts.get("backup"), None, "{counts:?}");
+    nodes.stop(0);
+    nodes.stop(1);
+    wc.wait_status("primaries down", |s| {
+        node(s, "p1")["state"] == "down" && node(s, "p2")["state"] == "down"
+    });
+    let counts = tally(&wc, 10);
+    assert_eq!(counts.get("backup"), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn routes_by_host_and_path() {
+    let nodes = Nodes::start(&["www", "static", "api"]);
+    let wc = Webcluster::start(|l, a| {
+        "default_group = \"www\"\n".to_string()
+            + &base_config(l, a, "")
+            + &group("www", "", &[("www", nodes.addr(0), "")])
+            + &group("static", "", &[("static", nodes.addr(1), "")])
+            + &group("api", "", &[("api", nodes.addr(2), "")])
+            + "[[route]]\nhost = \"static.example.com\"\ngroup = \"static\"\n\n"
+            + "[[route]]\npath = \"/api/\"\ngroup = \"api\"\n"
+    });
+    let get = |host: &str, path: &str| {
+        http_get(wc.listen, path, &[("Host", host)])
+            .expect("GET")
+            .header("x-demo-node")
+            .map(str::to_string)
+    };
+    assert_eq!(get("static.example.com", "/x").as_deref(), Some("static"));
+    assert_eq!(get("STATIC.example.com:80", "/api/v1").as_deref(), Some("static"));
+    assert_eq!(get("www.example.com", "/api/v1").as_deref(), Some("api"));
+    assert_eq!(get("www.example.com", "/apix").as_deref(), Some("www"));
+    assert_eq!(get("other", "/").as_deref(), Some("www"));
+}
+
+#[test]
+fn post_is_proxied_with_its_body() {
+    let nodes = Nodes::start(&["a"]);
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "") + &group("web", "", &[("a", nodes.addr(0), "")])
+    });
+    let r = http_request(wc.listen, "POST", "/node", &[], b"hello").expect("POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "a");
+}
+
+#[test]
+fn real_apache_node_through_the_proxy() {
+    let apache = ApacheNode::start(ApacheOpts::event("apache1", 8));
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group("web", "", &[("apache1", apache.addr(), "")])
+    });
+    let s = wc.wait_all_up();
+    let n = node(&s, "apache1");
+    assert_eq!(n["server_kind"], "apache", "{n:#}");
+    assert_eq!(n["capacity"], 8, "{n:#}");
+    let r = http_get(wc.listen, "/node", &[]).expect("GET /node");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.trim(), "apache1");
+    let r = http_get(wc.listen, "/headers", &[("X-Forwarded-For", "1.2.3.4")]).expect("GET /headers");
+    assert_eq!(r.echoed("x-forwarded-for"), Some("127.0.0.1"), "{}", r.body);
+}
+
+#[test]
+fn check_command_validates_the_reference_config() {
+    let out = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/webcluster.toml"))
+        .output()
+        .expect("run webcluster check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(stdout.contains("group"), "{stdout}");
+}
+
+#[test]
+fn check_command_rejects_a_bad_config_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:80\"\n  wieght = 2\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run webcluster check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}:6:", path.display())), "{stderr}");
+    assert!(stderr.contains("wieght"), "{stderr}");
+}
+
+#[test]
+fn demo_answers_through_the_proxy() {
+    let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let mut child = std::process::Command::new(binary())
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start demo");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        if let Ok(r) = http_get(listen, "/node", &[]) {
+            if r.status == 200 {
+                seen.insert(r.body);
+            }
+        }
+        if seen.len() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let page = http_get(admin, "/", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen.len(), 3, "demo nodes seen: {seen:?}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(seen.contains(n), "{seen:?}");
+    }
+    let page = page.expect("admin page");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("node1"));
+}

@@ -1,0 +1,189 @@
+//! Starting the real `webcluster` binary for a test: a config written to a
+//! temp dir, ephemeral loopback ports, readiness by polling the admin
+//! listener, signals, the log, and the status JSON. Killed when dropped.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+use super::http::http_get;
+
+pub struct Webcluster {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_webcluster")
+}
+
+/// `[server]` and `[admin]` sections for the given ports; tests append
+/// their groups (and may add keys to `[server]` with `extra_server`).
+pub fn base_config(listen: SocketAddr, admin: SocketAddr, extra_server: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"{listen}\"]\nthreads = 2\ngrace_period = \"5s\"\nlog_level = \"info\"\n{extra_server}\n\n[admin]\nlisten = \"{admin}\"\n\n"
+    )
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Webcluster {
+    /// Start with a config made by `make(listen, admin)`; waits until the
+    /// admin listener answers.
+    pub fn start(make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Webcluster {
+        let listen = loopback(free_port());
+        let admin = loopback(free_port());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("webcluster.toml");
+        fs::write(&config_path, make(listen, admin)).expect("write config");
+        let mut wc = Webcluster {
+            child: None,
+            dir,
+            config_path,
+            listen,
+            admin,
+        };
+        wc.spawn(&[]);
+        wc
+    }
+
+    /// Start the binary (again) with `run -c <config>` plus `extra` args.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config_path)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start webcluster");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("webcluster.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("webcluster exited early ({status}):\n{}", self.log());
+            }
+            if http_get(self.admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("webcluster did not come up within 20 s:\n{}", self.log());
+    }
+
+    /// The admin listener's `/status.json`.
+    pub fn status(&self) -> serde_json::Value {
+        let r = http_get(self.admin, "/status.json", &[]).expect("GET /status.json");
+        assert_eq!(r.status, 200, "status.json: {}", r.body);
+        serde_json::from_str(&r.body).expect("status.json is JSON")
+    }
+
+    /// Poll `/status.json` until `cond` holds (bounded); panics with the
+    /// last status and the log otherwise.
+    pub fn wait_status(&self, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            last = self.status();
+            if cond(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for: {what}\nlast status: {last:#}\nlog:\n{}",
+            self.log()
+        );
+    }
+
+    /// Wait until every node of every group is `up`.
+    pub fn wait_all_up(&self) -> serde_json::Value {
+        self.wait_status("all nodes up", |s| {
+            nodes(s).iter().all(|n| n["state"] == "up")
+        })
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
+    }
+
+    /// Wait (bounded) for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Take the child out (for upgrade tests that start a second process).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+}
+
+impl Drop for Webcluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- webcluster log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Every node object of a status JSON, all groups.
+pub fn nodes(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["nodes"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The node object named `name` (first match in any group).
+pub fn node(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    nodes(status)
+        .into_iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or(serde_json::Value::Null)
+}
