@@ -95,7 +95,13 @@ pub fn format_line(e: &Entry<'_>, at: OffsetDateTime) -> String {
             "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
         ))
         .unwrap_or_default();
-    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { escape(s) };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            escape(s)
+        }
+    };
     let upstream = e
         .upstream_seconds
         .map_or("-".to_string(), |s| format!("{s:.3}"));

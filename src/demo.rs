@@ -87,7 +87,10 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let text = demo_config(&opts, &addrs);
     let config = config::parse(&text, Path::new("<demo>"))
         .context("the generated demo config is invalid")?;
-    println!("webcluster demo: three demo nodes, each with {} workers:", opts.workers);
+    println!(
+        "webcluster demo: three demo nodes, each with {} workers:",
+        opts.workers
+    );
     for (name, addr) in &addrs {
         println!("  {name}  http://{addr}/  (status: http://{addr}/server-status?auto)");
     }
@@ -98,7 +101,10 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("  ?auto totals  http://{}/server-status?auto", opts.admin);
     println!("  metrics       http://{}/metrics", opts.admin);
     println!();
-    println!("  try: for i in 1 2 3 4 5 6; do curl -s http://{}/node; echo; done", opts.listen);
+    println!(
+        "  try: for i in 1 2 3 4 5 6; do curl -s http://{}/node; echo; done",
+        opts.listen
+    );
     println!("  Ctrl-C stops everything.");
     let result = server::run(config, RunOptions::default());
     drop(nodes);

@@ -69,7 +69,9 @@ enum Command {
 
 fn init_logging(default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},pingora_core=warn,pingora_proxy=warn"))
+        EnvFilter::new(format!(
+            "{default_level},pingora_core=warn,pingora_proxy=warn"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

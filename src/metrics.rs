@@ -162,11 +162,21 @@ struct Family {
 
 impl Family {
     fn gauge(name: &'static str, help: &'static str) -> Family {
-        Family { name, help, counter: false, metrics: Vec::new() }
+        Family {
+            name,
+            help,
+            counter: false,
+            metrics: Vec::new(),
+        }
     }
 
     fn counter(name: &'static str, help: &'static str) -> Family {
-        Family { name, help, counter: true, metrics: Vec::new() }
+        Family {
+            name,
+            help,
+            counter: true,
+            metrics: Vec::new(),
+        }
     }
 
     fn add(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
@@ -202,7 +212,11 @@ impl Family {
         let mut f = MetricFamily::default();
         f.set_name(self.name.to_string());
         f.set_help(self.help.to_string());
-        f.set_field_type(if self.counter { MetricType::COUNTER } else { MetricType::GAUGE });
+        f.set_field_type(if self.counter {
+            MetricType::COUNTER
+        } else {
+            MetricType::GAUGE
+        });
         f.set_metric(self.metrics);
         Some(f)
     }
@@ -211,24 +225,69 @@ impl Family {
 /// Per-node families, read from a snapshot (nodes removed by a reload
 /// disappear from them at once).
 fn node_families(snap: &ClusterSnapshot) -> Vec<MetricFamily> {
-    let mut up = Family::gauge("webcluster_node_up", "1 if the node may get requests (up, stale or unknown), 0 if down or draining.");
-    let mut state = Family::gauge("webcluster_node_state", "1 for the node's current state: up, down, draining, stale or unknown.");
-    let mut busy = Family::gauge("webcluster_node_busy_workers", "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).");
-    let mut idle = Family::gauge("webcluster_node_idle_workers", "Idle workers in the node's last status (IdleWorkers).");
-    let mut capacity = Family::gauge("webcluster_node_capacity_workers", "Worker capacity of the node (scoreboard length, or the configured max_workers).");
-    let mut estimated = Family::gauge("webcluster_node_estimated_busy_workers", "The balancer's estimate of the node's busy workers now.");
-    let mut weight = Family::gauge("webcluster_node_effective_weight", "Weight the balancer uses now (configured weight x slow-start ramp).");
-    let mut inflight = Family::gauge("webcluster_node_inflight_requests", "Requests this proxy has in flight to the node.");
-    let mut scrape_duration = Family::gauge("webcluster_node_scrape_duration_seconds", "Duration of the last status page scrape.");
-    let mut age = Family::gauge("webcluster_node_status_age_seconds", "Age of the last successful status page scrape.");
-    let mut accesses = Family::counter("webcluster_node_accesses_total", "The node's own request counter (Apache Total Accesses; nginx requests).");
-    let mut bytes = Family::counter("webcluster_node_sent_bytes_total", "The node's own counter of bytes served (Apache Total kBytes x 1024).");
-    let mut scrapes = Family::counter("webcluster_node_scrapes_total", "Status page scrapes attempted.");
-    let mut failures = Family::counter("webcluster_node_scrape_failures_total", "Status page scrapes that failed.");
+    let mut up = Family::gauge(
+        "webcluster_node_up",
+        "1 if the node may get requests (up, stale or unknown), 0 if down or draining.",
+    );
+    let mut state = Family::gauge(
+        "webcluster_node_state",
+        "1 for the node's current state: up, down, draining, stale or unknown.",
+    );
+    let mut busy = Family::gauge(
+        "webcluster_node_busy_workers",
+        "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).",
+    );
+    let mut idle = Family::gauge(
+        "webcluster_node_idle_workers",
+        "Idle workers in the node's last status (IdleWorkers).",
+    );
+    let mut capacity = Family::gauge(
+        "webcluster_node_capacity_workers",
+        "Worker capacity of the node (scoreboard length, or the configured max_workers).",
+    );
+    let mut estimated = Family::gauge(
+        "webcluster_node_estimated_busy_workers",
+        "The balancer's estimate of the node's busy workers now.",
+    );
+    let mut weight = Family::gauge(
+        "webcluster_node_effective_weight",
+        "Weight the balancer uses now (configured weight x slow-start ramp).",
+    );
+    let mut inflight = Family::gauge(
+        "webcluster_node_inflight_requests",
+        "Requests this proxy has in flight to the node.",
+    );
+    let mut scrape_duration = Family::gauge(
+        "webcluster_node_scrape_duration_seconds",
+        "Duration of the last status page scrape.",
+    );
+    let mut age = Family::gauge(
+        "webcluster_node_status_age_seconds",
+        "Age of the last successful status page scrape.",
+    );
+    let mut accesses = Family::counter(
+        "webcluster_node_accesses_total",
+        "The node's own request counter (Apache Total Accesses; nginx requests).",
+    );
+    let mut bytes = Family::counter(
+        "webcluster_node_sent_bytes_total",
+        "The node's own counter of bytes served (Apache Total kBytes x 1024).",
+    );
+    let mut scrapes = Family::counter(
+        "webcluster_node_scrapes_total",
+        "Status page scrapes attempted.",
+    );
+    let mut failures = Family::counter(
+        "webcluster_node_scrape_failures_total",
+        "Status page scrapes that failed.",
+    );
     for group in &snap.groups {
         for n in &group.nodes {
             let l = [("group", group.name.as_str()), ("node", n.name.as_str())];
-            let usable = matches!(n.state, NodeState::Up | NodeState::Stale | NodeState::Unknown);
+            let usable = matches!(
+                n.state,
+                NodeState::Up | NodeState::Stale | NodeState::Unknown
+            );
             up.add(&l, Some(f64::from(u8::from(usable))));
             for (s, word) in [
                 (NodeState::Up, "up"),
@@ -237,7 +296,10 @@ fn node_families(snap: &ClusterSnapshot) -> Vec<MetricFamily> {
                 (NodeState::Stale, "stale"),
                 (NodeState::Unknown, "unknown"),
             ] {
-                state.add(&[l[0], l[1], ("state", word)], Some(f64::from(u8::from(n.state == s))));
+                state.add(
+                    &[l[0], l[1], ("state", word)],
+                    Some(f64::from(u8::from(n.state == s))),
+                );
             }
             busy.add(&l, n.busy_workers.map(f64::from));
             idle.add(&l, n.idle_workers.map(f64::from));
@@ -254,8 +316,20 @@ fn node_families(snap: &ClusterSnapshot) -> Vec<MetricFamily> {
         }
     }
     [
-        up, state, busy, idle, capacity, estimated, weight, inflight, scrape_duration, age,
-        accesses, bytes, scrapes, failures,
+        up,
+        state,
+        busy,
+        idle,
+        capacity,
+        estimated,
+        weight,
+        inflight,
+        scrape_duration,
+        age,
+        accesses,
+        bytes,
+        scrapes,
+        failures,
     ]
     .into_iter()
     .filter_map(Family::into_proto)

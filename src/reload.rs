@@ -41,14 +41,19 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         new.admin.listen = old.admin.listen;
     }
     if new.server.threads != old.server.threads {
-        kept.push(format!("threads {} -> {}", old.server.threads, new.server.threads));
+        kept.push(format!(
+            "threads {} -> {}",
+            old.server.threads, new.server.threads
+        ));
         new.server.threads = old.server.threads;
     }
     if new.access_log != old.access_log {
         kept.push("access_log target".to_string());
         new.access_log = old.access_log.clone();
     }
-    if new.server.upgrade_sock != old.server.upgrade_sock || new.server.pid_file != old.server.pid_file {
+    if new.server.upgrade_sock != old.server.upgrade_sock
+        || new.server.pid_file != old.server.pid_file
+    {
         kept.push("pid_file / upgrade_sock".to_string());
         new.server.upgrade_sock = old.server.upgrade_sock.clone();
         new.server.pid_file = old.server.pid_file.clone();

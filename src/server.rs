@@ -152,8 +152,8 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 fn remove_pid_file(p: Option<&Path>) {
     if let Some(p) = p {
         // Only our own pid: a new process after a binary upgrade owns it now.
-        let ours = std::fs::read_to_string(p)
-            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|s| s.trim() == std::process::id().to_string());
         if ours {
             let _ = std::fs::remove_file(p);
         }

@@ -153,14 +153,28 @@ fn host_and_forwarded_headers() {
     let h = |name: &str| r.echoed(name).map(str::to_string);
     assert_eq!(h("host").as_deref(), Some("www.example.com"), "{}", r.body);
     // spoofed values from an untrusted client are replaced
-    assert_eq!(h("x-forwarded-for").as_deref(), Some("127.0.0.1"), "{}", r.body);
+    assert_eq!(
+        h("x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "{}",
+        r.body
+    );
     assert_eq!(h("x-real-ip").as_deref(), Some("127.0.0.1"), "{}", r.body);
-    assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"), "{}", r.body);
+    assert_eq!(
+        h("x-forwarded-proto").as_deref(),
+        Some("http"),
+        "{}",
+        r.body
+    );
     // hop-by-hop headers are not forwarded
     let r = http_get(
         wc.listen,
         "/headers",
-        &[("Connection", "close, X-Secret"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5")],
+        &[
+            ("Connection", "close, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+        ],
     )
     .expect("GET /headers");
     assert_eq!(r.echoed("x-secret"), None, "{}", r.body);
@@ -179,15 +193,27 @@ fn trusted_proxy_keeps_and_appends_x_forwarded_for() {
         from,
         wc.listen,
         "/headers",
-        &[("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-Proto", "https")],
+        &[
+            ("X-Forwarded-For", "198.51.100.7"),
+            ("X-Forwarded-Proto", "https"),
+        ],
     )
     .expect("GET /headers from 127.0.0.2");
-    assert_eq!(r.echoed("x-forwarded-for"), Some("198.51.100.7, 127.0.0.2"), "{}", r.body);
+    assert_eq!(
+        r.echoed("x-forwarded-for"),
+        Some("198.51.100.7, 127.0.0.2"),
+        "{}",
+        r.body
+    );
     assert_eq!(r.echoed("x-real-ip"), Some("198.51.100.7"), "{}", r.body);
     assert_eq!(r.echoed("x-forwarded-proto"), Some("https"), "{}", r.body);
     // the same headers from 127.0.0.1 (not trusted) are replaced
-    let r = http_get(wc.listen, "/headers", &[("X-Forwarded-For", "198.51.100.7")])
-        .expect("GET /headers");
+    let r = http_get(
+        wc.listen,
+        "/headers",
+        &[("X-Forwarded-For", "198.51.100.7")],
+    )
+    .expect("GET /headers");
     assert_eq!(r.echoed("x-forwarded-for"), Some("127.0.0.1"), "{}", r.body);
 }
 
@@ -302,7 +328,10 @@ fn routes_by_host_and_path() {
             .map(str::to_string)
     };
     assert_eq!(get("static.example.com", "/x").as_deref(), Some("static"));
-    assert_eq!(get("STATIC.example.com:80", "/api/v1").as_deref(), Some("static"));
+    assert_eq!(
+        get("STATIC.example.com:80", "/api/v1").as_deref(),
+        Some("static")
+    );
     assert_eq!(get("www.example.com", "/api/v1").as_deref(), Some("api"));
     assert_eq!(get("www.example.com", "/apix").as_deref(), Some("www"));
     assert_eq!(get("other", "/").as_deref(), Some("www"));
@@ -323,8 +352,7 @@ fn post_is_proxied_with_its_body() {
 fn real_apache_node_through_the_proxy() {
     let apache = ApacheNode::start(ApacheOpts::event("apache1", 8));
     let wc = Webcluster::start(|l, a| {
-        base_config(l, a, "")
-            + &group("web", "", &[("apache1", apache.addr(), "")])
+        base_config(l, a, "") + &group("web", "", &[("apache1", apache.addr(), "")])
     });
     let s = wc.wait_all_up();
     let n = node(&s, "apache1");
@@ -333,7 +361,8 @@ fn real_apache_node_through_the_proxy() {
     let r = http_get(wc.listen, "/node", &[]).expect("GET /node");
     assert_eq!(r.status, 200);
     assert_eq!(r.body.trim(), "apache1");
-    let r = http_get(wc.listen, "/headers", &[("X-Forwarded-For", "1.2.3.4")]).expect("GET /headers");
+    let r =
+        http_get(wc.listen, "/headers", &[("X-Forwarded-For", "1.2.3.4")]).expect("GET /headers");
     assert_eq!(r.echoed("x-forwarded-for"), Some("127.0.0.1"), "{}", r.body);
 }
 
@@ -345,7 +374,11 @@ fn check_command_validates_the_reference_config() {
         .output()
         .expect("run webcluster check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stdout.contains("group"), "{stdout}");
 }
@@ -366,7 +399,10 @@ fn check_command_rejects_a_bad_config_with_file_line_and_key() {
         .expect("run webcluster check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("{}:6:", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:6:", path.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("wieght"), "{stderr}");
 }
 
@@ -375,7 +411,13 @@ fn demo_answers_through_the_proxy() {
     let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let mut child = std::process::Command::new(binary())
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -34,7 +34,10 @@ impl View {
     /// Map a request target to a view (`?format=json` also selects JSON).
     pub fn of(path: &str, query: Option<&str>) -> View {
         let has = |k: &str| {
-            query.is_some_and(|q| q.split('&').any(|p| p == k || p.starts_with(&format!("{k}="))))
+            query.is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == k || p.starts_with(&format!("{k}=")))
+            })
         };
         match path.trim_end_matches('/') {
             "" | "/index.html" if has("format=json") || query == Some("json") => View::Json,
@@ -106,7 +109,9 @@ fn response(code: StatusCode, content_type: &str, body: Vec<u8>, head: bool) -> 
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-content-type-options", "nosniff");
     let body = if head { Vec::new() } else { body };
-    builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
 #[async_trait]
@@ -118,7 +123,12 @@ impl ServeHttp for AdminApp {
             .map(|a| a.ip());
         if !self.allowed(ip) {
             tracing::info!(client = ?ip, "admin request refused: not in the allow list");
-            return response(StatusCode::FORBIDDEN, "text/plain", b"403 Forbidden\n".to_vec(), false);
+            return response(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                b"403 Forbidden\n".to_vec(),
+                false,
+            );
         }
         let req = session.req_header();
         let head = req.method == Method::HEAD;
@@ -146,7 +156,10 @@ mod tests {
         assert_eq!(View::of("/", Some("format=json")), View::Json);
         assert_eq!(View::of("/status.json", None), View::Json);
         assert_eq!(View::of("/server-status", Some("auto")), View::Auto);
-        assert_eq!(View::of("/server-status", Some("refresh=5&auto")), View::Auto);
+        assert_eq!(
+            View::of("/server-status", Some("refresh=5&auto")),
+            View::Auto
+        );
         assert_eq!(View::of("/server-status", None), View::Page);
         assert_eq!(View::of("/metrics", None), View::Metrics);
         assert_eq!(View::of("/healthz", None), View::Health);

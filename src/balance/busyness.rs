@@ -49,7 +49,10 @@ fn less_loaded(x: &Candidate, y: &Candidate) -> bool {
             (x.load.busy + 1.0) / (f64::from(cx) * x.weight),
             (y.load.busy + 1.0) / (f64::from(cy) * y.weight),
         ),
-        _ => ((x.load.busy + 1.0) / x.weight, (y.load.busy + 1.0) / y.weight),
+        _ => (
+            (x.load.busy + 1.0) / x.weight,
+            (y.load.busy + 1.0) / y.weight,
+        ),
     };
     if lx != ly {
         return lx < ly;
@@ -89,7 +92,11 @@ mod tests {
 
     #[test]
     fn a_busy_node_gets_few_requests() {
-        let c = [cand(0, 14.0, Some(16)), cand(1, 2.0, Some(16)), cand(2, 3.0, Some(16))];
+        let c = [
+            cand(0, 14.0, Some(16)),
+            cand(1, 2.0, Some(16)),
+            cand(2, 3.0, Some(16)),
+        ];
         let n = shares(&c, 3000);
         // the busy node only wins when drawn with... never: it is the most loaded
         assert_eq!(n[0], 0, "{n:?}");
@@ -107,7 +114,11 @@ mod tests {
 
     #[test]
     fn equal_nodes_share_evenly() {
-        let c = [cand(0, 0.0, Some(8)), cand(1, 0.0, Some(8)), cand(2, 0.0, Some(8))];
+        let c = [
+            cand(0, 0.0, Some(8)),
+            cand(1, 0.0, Some(8)),
+            cand(2, 0.0, Some(8)),
+        ];
         let n = shares(&c, 3000);
         assert!(n.iter().all(|&k| k > 800), "{n:?}");
     }

@@ -38,9 +38,7 @@ impl Balancer {
     pub fn new(method: BalanceMethod, nodes: usize) -> Balancer {
         match method {
             BalanceMethod::Busyness => Balancer::Busyness,
-            BalanceMethod::RoundRobin => {
-                Balancer::RoundRobin(SmoothWeightedRoundRobin::new(nodes))
-            }
+            BalanceMethod::RoundRobin => Balancer::RoundRobin(SmoothWeightedRoundRobin::new(nodes)),
             BalanceMethod::LeastInflight => Balancer::LeastInflight,
         }
     }

@@ -198,7 +198,10 @@ impl NodeLive {
         s.last_scrape_duration = Some(took);
         s.last_error = None;
         let sample = Sample { at: now, report };
-        s.rates = s.last.as_ref().and_then(|prev| rates::between(prev, &sample));
+        s.rates = s
+            .last
+            .as_ref()
+            .and_then(|prev| rates::between(prev, &sample));
         s.last = Some(sample);
         s.inflight_at_scrape = inflight;
         s.proxied_at_scrape = self.proxied();

@@ -45,7 +45,8 @@ impl RecentCounter {
         let mut cur = slot.load(Ordering::Relaxed);
         loop {
             let next = if cur >> 32 == sec {
-                cur.saturating_add(u64::from(n)).min((sec << 32) | 0xffff_ffff)
+                cur.saturating_add(u64::from(n))
+                    .min((sec << 32) | 0xffff_ffff)
             } else {
                 (sec << 32) | u64::from(n)
             };

@@ -83,7 +83,13 @@ mod tests {
 
     #[test]
     fn untrusted_client_cannot_spoof() {
-        let f = forwarded(ip("203.0.113.9"), &["1.2.3.4"], Some("https"), &nets(&["10.0.0.0/8"]), "http");
+        let f = forwarded(
+            ip("203.0.113.9"),
+            &["1.2.3.4"],
+            Some("https"),
+            &nets(&["10.0.0.0/8"]),
+            "http",
+        );
         assert_eq!(f.x_forwarded_for, "203.0.113.9");
         assert_eq!(f.x_real_ip, "203.0.113.9");
         assert_eq!(f.x_forwarded_proto, "http");
@@ -92,8 +98,17 @@ mod tests {
     #[test]
     fn trusted_proxy_chain_is_kept_and_appended() {
         let t = nets(&["10.0.0.0/8"]);
-        let f = forwarded(ip("10.0.0.5"), &["198.51.100.7, 10.0.0.9", "10.1.1.1"], Some("HTTPS"), &t, "http");
-        assert_eq!(f.x_forwarded_for, "198.51.100.7, 10.0.0.9, 10.1.1.1, 10.0.0.5");
+        let f = forwarded(
+            ip("10.0.0.5"),
+            &["198.51.100.7, 10.0.0.9", "10.1.1.1"],
+            Some("HTTPS"),
+            &t,
+            "http",
+        );
+        assert_eq!(
+            f.x_forwarded_for,
+            "198.51.100.7, 10.0.0.9, 10.1.1.1, 10.0.0.5"
+        );
         assert_eq!(f.x_real_ip, "198.51.100.7");
         assert_eq!(f.x_forwarded_proto, "https");
     }
@@ -107,7 +122,13 @@ mod tests {
 
     #[test]
     fn garbage_in_chain_stops_the_walk() {
-        let f = forwarded(ip("10.0.0.5"), &["1.1.1.1, junk"], Some("gopher"), &nets(&["10.0.0.0/8"]), "http");
+        let f = forwarded(
+            ip("10.0.0.5"),
+            &["1.1.1.1, junk"],
+            Some("gopher"),
+            &nets(&["10.0.0.0/8"]),
+            "http",
+        );
         assert_eq!(f.x_real_ip, "10.0.0.5");
         assert_eq!(f.x_forwarded_for, "1.1.1.1, junk, 10.0.0.5");
         assert_eq!(f.x_forwarded_proto, "http");

@@ -197,7 +197,11 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let state = self.cluster.state();
         let t = state.config.timeouts;
         session.set_read_timeout(Some(t.client_read));
@@ -249,7 +253,10 @@ impl ProxyHttp for Proxy {
             .get(ctx.group)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "routed to no group"))?;
         if !ctx.tried.is_empty() {
-            self.metrics.retries.with_label_values(&[group.name()]).inc();
+            self.metrics
+                .retries
+                .with_label_values(&[group.name()])
+                .inc();
         }
         let Some(index) = group.pick(&ctx.tried, Instant::now()) else {
             let code = if ctx.last_failure == Some(Failure::Timeout) {
@@ -257,9 +264,15 @@ impl ProxyHttp for Proxy {
             } else {
                 502
             };
-            self.metrics.no_node.with_label_values(&[group.name()]).inc();
+            self.metrics
+                .no_node
+                .with_label_values(&[group.name()])
+                .inc();
             let why = if ctx.tried.is_empty() {
-                format!("no usable node in group \"{}\" (all down, draining or weight 0)", group.name())
+                format!(
+                    "no usable node in group \"{}\" (all down, draining or weight 0)",
+                    group.name()
+                )
             } else {
                 format!(
                     "no node of group \"{}\" left to try after {} attempt(s)",
@@ -307,7 +320,13 @@ impl ProxyHttp for Proxy {
             .headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok());
-        let f = forwarded::forwarded(client, &xff, proto, &state.config.server.trusted_proxies, "http");
+        let f = forwarded::forwarded(
+            client,
+            &xff,
+            proto,
+            &state.config.server.trusted_proxies,
+            "http",
+        );
         upstream_request.insert_header("x-forwarded-for", f.x_forwarded_for)?;
         upstream_request.insert_header("x-real-ip", f.x_real_ip)?;
         upstream_request.insert_header("x-forwarded-proto", f.x_forwarded_proto)?;
@@ -382,7 +401,12 @@ impl ProxyHttp for Proxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => 504,
@@ -420,9 +444,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let group = ctx.group_name().to_string();
         let node = ctx.node_name().to_string();
         let elapsed = ctx.started.elapsed();

@@ -142,7 +142,11 @@ impl Job {
 
 /// GET the status page; a pooled connection the node closed meanwhile is
 /// retried once on a new one.
-async fn fetch(connector: &Connector, url: &StatusUrl, timeout: Duration) -> Result<Vec<u8>, String> {
+async fn fetch(
+    connector: &Connector,
+    url: &StatusUrl,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let mut peer = HttpPeer::new(url.address, false, String::new());
     peer.options.connection_timeout = Some(timeout);
     peer.options.total_connection_timeout = Some(timeout);
@@ -161,17 +165,22 @@ async fn fetch_once(
     peer: &HttpPeer,
     url: &StatusUrl,
 ) -> Result<Vec<u8>, (bool, String)> {
-    let (mut session, reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|e| (false, format!("cannot connect to {}: {}", url.address, e.etype().as_str())))?;
+    let (mut session, reused) = connector.get_http_session(peer).await.map_err(|e| {
+        (
+            false,
+            format!("cannot connect to {}: {}", url.address, e.etype().as_str()),
+        )
+    })?;
     let fail = |what: &str, e: pingora::BError| (reused, format!("{what}: {}", e.etype().as_str()));
     let mut req = RequestHeader::build("GET", url.path_and_query.as_bytes(), Some(3))
         .map_err(|e| fail("bad status path", e))?;
     req.insert_header("host", url.host.as_str())
         .map_err(|e| fail("bad Host", e))?;
-    req.insert_header("user-agent", concat!("webcluster/", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| fail("bad header", e))?;
+    req.insert_header(
+        "user-agent",
+        concat!("webcluster/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| fail("bad header", e))?;
     req.insert_header("accept", "text/plain")
         .map_err(|e| fail("bad header", e))?;
     session
@@ -206,7 +215,9 @@ async fn fetch_once(
     }
     session.respect_keepalive();
     if session.will_keepalive() {
-        connector.release_http_session(session, peer, Some(POOL_IDLE)).await;
+        connector
+            .release_http_session(session, peer, Some(POOL_IDLE))
+            .await;
     }
     Ok(body)
 }

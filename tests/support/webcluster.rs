@@ -112,7 +112,11 @@ impl Webcluster {
 
     /// Poll `/status.json` until `cond` holds (bounded); panics with the
     /// last status and the log otherwise.
-    pub fn wait_status(&self, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_status(
+        &self,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = serde_json::Value::Null;
         while Instant::now() < deadline {
