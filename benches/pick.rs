@@ -24,6 +24,7 @@ fn candidates() -> Vec<Candidate> {
                 capacity: Some(150),
                 inflight: rng.u64(..20),
                 sent_since_scrape: rng.u64(..50),
+                fresh: true,
             },
         })
         .collect()

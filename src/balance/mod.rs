@@ -5,6 +5,7 @@
 //! candidates it is given. Each method lives in its own file; adding one
 //! touches this enum and a new file.
 
+pub mod affinity;
 mod busyness;
 mod least_inflight;
 mod round_robin;

@@ -40,6 +40,9 @@ pub struct Load {
     /// there is none): breaks ties between equally loaded nodes, so idle
     /// nodes take turns instead of being picked at random.
     pub sent_since_scrape: u64,
+    /// Whether `busy` comes from a fresh status; if not, it is only this
+    /// proxy's in-flight count.
+    pub fresh: bool,
 }
 
 /// Active health as the scrapes see it (HAProxy's rise/fall).
@@ -82,6 +85,8 @@ struct LiveState {
     scrape_failures: u64,
     last_scrape_duration: Option<Duration>,
     last_error: Option<String>,
+    /// Whether the scraper kept its connection open after the last scrape.
+    status_conn_kept: bool,
 }
 
 impl NodeLive {
@@ -112,6 +117,7 @@ impl NodeLive {
                 scrape_failures: 0,
                 last_scrape_duration: None,
                 last_error: None,
+                status_conn_kept: false,
             }),
         }
     }
@@ -189,14 +195,22 @@ impl NodeLive {
 
     // ---- scrapes -----------------------------------------------------------
 
-    /// Record a successful scrape.
-    pub fn record_scrape(&self, group: &GroupConfig, report: StatusReport, took: Duration) {
+    /// Record a successful scrape; `conn_kept` tells whether the scraper
+    /// kept its connection to the status page open for the next scrape.
+    pub fn record_scrape(
+        &self,
+        group: &GroupConfig,
+        report: StatusReport,
+        took: Duration,
+        conn_kept: bool,
+    ) {
         let now = Instant::now();
         let inflight = self.inflight();
         let mut s = self.lock();
         s.scrapes += 1;
         s.last_scrape_duration = Some(took);
         s.last_error = None;
+        s.status_conn_kept = conn_kept;
         let sample = Sample { at: now, report };
         s.rates = s
             .last
@@ -241,6 +255,18 @@ impl NodeLive {
         !matches!(s.health, Health::Down { .. }) && !s.passive_down(now)
     }
 
+    /// Whether each connection open to the node, idle keep-alive ones
+    /// included, holds one of its workers (Apache prefork and worker MPMs),
+    /// as far as the last status page tells. The proxy does not keep idle
+    /// connections to such nodes: they would hold workers other clients
+    /// wait for, and make the node look busier than it is.
+    pub fn worker_per_connection(&self) -> bool {
+        self.lock()
+            .last
+            .as_ref()
+            .is_some_and(|l| holds_worker_per_connection(&l.report))
+    }
+
     /// Whether its active health is known good (not merely unknown).
     pub fn known_up(&self) -> bool {
         matches!(self.lock().health, Health::Up)
@@ -262,15 +288,18 @@ impl NodeLive {
         match s.fresh(group, now) {
             Some(sample) => {
                 let r = &sample.report;
-                // Apache and nginx both count the status request itself as busy.
-                let own = 1;
-                let scraped = f64::from(r.busy_workers.saturating_sub(own));
+                let freed = status_worker_freed(r, s.status_conn_kept);
+                let scraped = f64::from(r.busy_workers.saturating_sub(freed));
                 let since = inflight as f64 - s.inflight_at_scrape as f64;
+                // Whatever the page showed, each request in flight holds a
+                // worker (or waits for one), and so may the scraper.
+                let floor = (inflight + u64::from(1 - freed)) as f64;
                 Load {
-                    busy: (scraped + since).max(inflight as f64),
+                    busy: (scraped + since).max(floor),
                     capacity: r.capacity(node.max_workers),
                     inflight,
                     sent_since_scrape,
+                    fresh: true,
                 }
             }
             None => Load {
@@ -278,6 +307,7 @@ impl NodeLive {
                 capacity: None,
                 inflight,
                 sent_since_scrape,
+                fresh: false,
             },
         }
     }
@@ -379,6 +409,29 @@ impl LiveState {
     }
 }
 
+/// See [`NodeLive::worker_per_connection`]. An Apache page that does not
+/// name its MPM (2.2) counts as one that does, to be safe.
+fn holds_worker_per_connection(report: &StatusReport) -> bool {
+    report.kind == ServerKind::Apache
+        && !report
+            .mpm
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("event"))
+}
+
+/// How many of the scraped busy workers are the status request's own and
+/// free again for other requests: Apache and nginx both count the status
+/// request as busy, but when the scraper keeps its connection open to a
+/// node where a connection holds a worker, that worker stays taken (by the
+/// scraper, between scrapes) and is not free for anyone else.
+fn status_worker_freed(report: &StatusReport, conn_kept: bool) -> u32 {
+    if conn_kept && holds_worker_per_connection(report) {
+        0
+    } else {
+        1
+    }
+}
+
 fn kind_name(kind: ServerKind) -> &'static str {
     match kind {
         ServerKind::Apache => "apache",
@@ -427,6 +480,56 @@ mod tests {
         let half = ramp_factor(Some(t0), ss, t0 + Duration::from_secs(5));
         assert!((half - 0.5).abs() < 1e-9);
         assert_eq!(ramp_factor(Some(t0), ss, t0 + Duration::from_secs(60)), 1.0);
+    }
+
+    fn config() -> crate::config::Config {
+        let text = "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
+        crate::config::parse(text, std::path::Path::new("test.toml")).expect("config")
+    }
+
+    fn report(mpm: Option<&str>, busy: u32, slots: u32) -> StatusReport {
+        let mut r = StatusReport::new(ServerKind::Apache);
+        r.mpm = mpm.map(str::to_string);
+        r.busy_workers = busy;
+        r.scoreboard_capacity = Some(slots);
+        r
+    }
+
+    #[test]
+    fn the_status_worker_counts_as_taken_where_the_scraper_holds_it() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let now = Instant::now;
+        // prefork, scrape connection kept open: the scraper holds a worker
+        let live = NodeLive::new(false);
+        live.record_scrape(group, report(Some("prefork"), 4, 4), Duration::ZERO, true);
+        assert_eq!(live.load(group, node, now()).busy, 4.0);
+        assert!(live.worker_per_connection());
+        // not kept open: the status request's worker is free again
+        live.record_scrape(group, report(Some("prefork"), 4, 4), Duration::ZERO, false);
+        assert_eq!(live.load(group, node, now()).busy, 3.0);
+        // event: keep-alive connections hold no worker
+        let live = NodeLive::new(false);
+        live.record_scrape(group, report(Some("event"), 4, 4), Duration::ZERO, true);
+        assert_eq!(live.load(group, node, now()).busy, 3.0);
+        assert!(!live.worker_per_connection());
+        let mut nginx = StatusReport::new(ServerKind::Nginx);
+        nginx.busy_workers = 1;
+        live.record_scrape(group, nginx, Duration::ZERO, true);
+        assert!(!live.worker_per_connection());
+    }
+
+    #[test]
+    fn each_request_in_flight_holds_a_worker_whatever_the_page_showed() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = Arc::new(NodeLive::new(false));
+        let _g: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
+        // the page was made before the two requests reached the node
+        live.record_scrape(group, report(Some("prefork"), 1, 4), Duration::ZERO, true);
+        let _more: Vec<_> = (0..1).map(|_| live.begin_request()).collect();
+        // 3 in flight + the scraper's worker, not 1 + 1
+        assert_eq!(live.load(group, node, Instant::now()).busy, 4.0);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! pooled keep-alive connection with the group's timeout, a body capped at
 //! `MAX_PAGE_BYTES`, then `status::parse`. The result goes to the node's
 //! live state, where it doubles as the active health check (rise/fall).
+//! On Apache prefork/worker the kept-open status connection holds one
+//! worker between scrapes: the status page still answers when every other
+//! worker is taken (full is not down), and the load estimate counts that
+//! worker as taken (`NodeLive::load`).
 //! Nodes added by a reload are picked up on the next tick; removed ones are
 //! forgotten.
 
@@ -118,20 +122,22 @@ impl Job {
         let timeout = self.group.scrape.timeout;
         let result = match tokio::time::timeout(timeout, fetch(connector, &self.url, timeout)).await
         {
-            Ok(Ok(body)) => {
+            Ok(Ok((body, kept))) => {
                 let hint = match self.kind {
                     StatusKind::Auto => None,
                     StatusKind::Apache => Some(ServerKind::Apache),
                     StatusKind::Nginx => Some(ServerKind::Nginx),
                 };
-                status::parse(hint, &body).map_err(|e| e.to_string())
+                status::parse(hint, &body)
+                    .map(|report| (report, kept))
+                    .map_err(|e| e.to_string())
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         };
         let took = started.elapsed();
         match result {
-            Ok(report) => self.live.record_scrape(&self.group, report, took),
+            Ok((report, kept)) => self.live.record_scrape(&self.group, report, took, kept),
             Err(reason) => {
                 tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
                 self.live.record_scrape_failure(&self.group, reason, took)
@@ -141,12 +147,13 @@ impl Job {
 }
 
 /// GET the status page; a pooled connection the node closed meanwhile is
-/// retried once on a new one.
+/// retried once on a new one. Ok carries the body and whether the connection
+/// was kept open for the next scrape.
 async fn fetch(
     connector: &Connector,
     url: &StatusUrl,
     timeout: Duration,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, bool), String> {
     let mut peer = HttpPeer::new(url.address, false, String::new());
     peer.options.connection_timeout = Some(timeout);
     peer.options.total_connection_timeout = Some(timeout);
@@ -159,19 +166,38 @@ async fn fetch(
     }
 }
 
-/// Err carries whether the connection was a reused one.
+/// A transport error in words, for the status page (`connection refused`
+/// rather than pingora's `ConnectRefused`).
+fn in_words(e: &pingora::Error) -> &'static str {
+    use pingora::ErrorType as E;
+    match e.etype() {
+        E::ConnectTimedout => "connect timed out",
+        E::ConnectRefused => "connection refused",
+        E::ConnectNoRoute => "no route to host",
+        E::ReadTimedout => "read timed out",
+        E::WriteTimedout => "write timed out",
+        E::ConnectionClosed => "connection closed by the node",
+        E::ReadError => "read error",
+        E::WriteError => "write error",
+        E::InvalidHTTPHeader | E::H1Error => "invalid HTTP response",
+        other => other.as_str(),
+    }
+}
+
+/// Ok carries the body and whether the connection went back to the pool;
+/// Err whether the connection was a reused one.
 async fn fetch_once(
     connector: &Connector,
     peer: &HttpPeer,
     url: &StatusUrl,
-) -> Result<Vec<u8>, (bool, String)> {
+) -> Result<(Vec<u8>, bool), (bool, String)> {
     let (mut session, reused) = connector.get_http_session(peer).await.map_err(|e| {
         (
             false,
-            format!("cannot connect to {}: {}", url.address, e.etype().as_str()),
+            format!("cannot connect to {}: {}", url.address, in_words(&e)),
         )
     })?;
-    let fail = |what: &str, e: pingora::BError| (reused, format!("{what}: {}", e.etype().as_str()));
+    let fail = |what: &str, e: pingora::BError| (reused, format!("{what}: {}", in_words(&e)));
     let mut req = RequestHeader::build("GET", url.path_and_query.as_bytes(), Some(3))
         .map_err(|e| fail("bad status path", e))?;
     req.insert_header("host", url.host.as_str())
@@ -214,10 +240,11 @@ async fn fetch_once(
         }
     }
     session.respect_keepalive();
-    if session.will_keepalive() {
+    let kept = session.will_keepalive();
+    if kept {
         connector
             .release_http_session(session, peer, Some(POOL_IDLE))
             .await;
     }
-    Ok(body)
+    Ok((body, kept))
 }
