@@ -29,6 +29,8 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     pub no_node: IntCounterVec,
     pub denied_status_paths: IntCounter,
+    pub affinity_switches: IntCounterVec,
+    pub retry_on_404: IntCounterVec,
     pub reloads: IntCounterVec,
     pub last_reload: IntGauge,
     pub config_info: IntGaugeVec,
@@ -60,7 +62,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        Metrics {
+        let m = Metrics {
             requests: counter(
                 &r,
                 "webcluster_requests_total",
@@ -130,13 +132,42 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            affinity_switches: counter(
+                &r,
+                "webcluster_affinity_switches_total",
+                "Session requests sent to another node than their session's, by group and reason (down, saturated, draining).",
+                &["group", "reason"],
+            ),
+            retry_on_404: counter(
+                &r,
+                "webcluster_retry_on_404_total",
+                "404 answers retried on another node of the group (retry_on_404 routes).",
+                &["group"],
+            ),
             registry: r,
+        };
+        // Every known label value exists from the start, at 0, so that
+        // `rate()` and `increase()` see the first event (Prometheus practice).
+        for result in ["success", "failure"] {
+            m.reloads.with_label_values(&[result]);
         }
+        m
     }
 
     /// The text exposition of every metric, with the per-node families
     /// built from `snap`.
     pub fn render(&self, snap: &ClusterSnapshot) -> String {
+        // Counters of the configured groups and nodes exist at 0 before
+        // their first event (a node's first connect failure is then an
+        // increase, not a new series).
+        for group in &snap.groups {
+            self.retries.with_label_values(&[group.name.as_str()]);
+            self.no_node.with_label_values(&[group.name.as_str()]);
+            for n in &group.nodes {
+                self.connect_failures
+                    .with_label_values(&[group.name.as_str(), n.name.as_str()]);
+            }
+        }
         self.config_info.reset();
         self.config_info
             .with_label_values(&[snap.config.path.as_str(), snap.config.hash.as_str()])

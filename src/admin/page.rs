@@ -262,22 +262,22 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                     div.reason { (reason) }
                 }
             }
-            td.nowrap {
+            td.nowrap.fig {
                 @match n.node_uptime_seconds {
                     Some(up) => (human_duration(up as f64)),
                     None => span.muted { "—" },
                 }
             }
-            td.workers title=(format!("balancer's estimate now: {:.1} busy", finite(n.estimated_busy))) {
+            td.workers.fig title=(format!("balancer's estimate now: {:.1} busy", finite(n.estimated_busy))) {
                 (worker_bar(n.busy_workers.map(u64::from), n.idle_workers.map(u64::from), n.capacity.map(u64::from)))
                 @if n.busy_workers.is_some() || n.idle_workers.is_some() {
                     div.sub.nowrap { (worker_text(n)) }
                 }
             }
-            td { (scoreboard(n.scoreboard.as_deref())) }
-            td.num { (opt(n.requests_per_second.map(human_count))) }
-            td.num { (opt(n.bytes_per_second.map(|b| format!("{}/s", human_bytes(b))))) }
-            td.num {
+            td.fig { (scoreboard(n.scoreboard.as_deref())) }
+            td.num.fig { (opt(n.requests_per_second.map(human_count))) }
+            td.num.fig { (opt(n.bytes_per_second.map(|b| format!("{}/s", human_bytes(b))))) }
+            td.num.fig {
                 (opt(n.cpu_load.map(fmt_percent)))
                 @if let Some(l) = n.load1 {
                     div.sub { "load " (format!("{:.2}", finite(l))) }
@@ -296,7 +296,10 @@ fn node_row(n: &NodeSnapshot) -> Markup {
             td.num { (weight_text(n)) }
             td.scrape {
                 (scrape_age(n))
-                @if let Some(err) = &n.last_scrape_error {
+                // Not repeated when the down reason (first column) says it.
+                @if let Some(err) = n.last_scrape_error.as_ref().filter(|e| {
+                    !n.down_reason.as_deref().is_some_and(|r| r.contains(e.as_str()))
+                }) {
                     div.reason { (err) }
                 }
             }
@@ -732,6 +735,7 @@ tr.st-down{--rowc:var(--down)}tr.st-draining{--rowc:var(--drain)}tr.st-stale{--r
 tr.st-down td:not(.first){background:color-mix(in srgb,var(--down) 4%,transparent)}
 .reason{color:var(--down);font-size:12px;margin-top:2px;overflow-wrap:anywhere}
 .server{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+tr.st-stale td.fig,tr.st-down td.fig{color:var(--muted)}
 tr.st-stale .bar,tr.st-stale .sb,tr.st-down .bar,tr.st-down .sb{opacity:.5}
 tr.st-stale .age{color:var(--stale);font-weight:600}
 .bar{display:flex;height:8px;border-radius:4px;background:var(--bar);overflow:hidden;margin:5px 0 3px}
@@ -982,12 +986,16 @@ pub(crate) mod sample {
                     balance: "busyness".to_string(),
                     totals: web_totals,
                     nodes: web_nodes,
+                    affinity: Default::default(),
+                    content_sync: Default::default(),
                 },
                 GroupSnapshot {
                     name: "static".to_string(),
                     balance: "round_robin".to_string(),
                     totals: static_totals,
                     nodes: static_nodes,
+                    affinity: Default::default(),
+                    content_sync: Default::default(),
                 },
             ],
         }
@@ -1019,6 +1027,23 @@ mod tests {
         assert!(html.contains(">backup<"));
         assert!(html.contains("10.0.0.11:80"));
         assert!(html.contains("[2001:db8::22]:80"));
+    }
+
+    #[test]
+    fn scrape_error_is_not_repeated_by_the_down_reason() {
+        let mut s = sample::snapshot();
+        let n = &mut s.groups[0].nodes[0];
+        n.state = NodeState::Down;
+        n.last_scrape_error = Some("cannot connect to 10.0.0.11:80: refused".to_string());
+        n.down_reason =
+            Some("3 status checks failed in a row: cannot connect to 10.0.0.11:80: refused".into());
+        let html = render(&s);
+        assert_eq!(html.matches("cannot connect to 10.0.0.11:80").count(), 1);
+        // a different error is still shown next to the reason
+        s.groups[0].nodes[0].last_scrape_error = Some("HTTP 403 from the status page".into());
+        let html = render(&s);
+        assert!(html.contains("HTTP 403 from the status page"));
+        assert!(html.contains("3 status checks failed in a row"));
     }
 
     #[test]
