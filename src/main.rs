@@ -35,6 +35,8 @@ enum Command {
         config: PathBuf,
         /// Take over the listening sockets of a running webcluster (send it
         /// SIGQUIT right after starting this): zero-downtime binary upgrade.
+        /// This process waits about 5 s on `upgrade_sock` for the sockets;
+        /// the old one keeps serving 5 s more, then drains and exits.
         #[arg(short, long)]
         upgrade: bool,
     },
@@ -114,11 +116,13 @@ fn main() -> ExitCode {
             print!("{}", c.summary());
             println!("{}: configuration is valid", config.display());
         }),
-        Command::Reload { config } => load(&config).and_then(|c| {
-            let pid = send_hup(&c)?;
-            println!("sent SIGHUP to webcluster (pid {pid})");
-            Ok(())
-        }),
+        Command::Reload { config } => load(&config)
+            .context("the config has an error, the running webcluster was not signalled")
+            .and_then(|c| {
+                let pid = send_hup(&c)?;
+                println!("sent SIGHUP to webcluster (pid {pid})");
+                Ok(())
+            }),
         Command::Demo {
             listen,
             admin,

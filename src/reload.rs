@@ -47,6 +47,22 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         ));
         new.server.threads = old.server.threads;
     }
+    if new.server.grace_period != old.server.grace_period {
+        // pingora's shutdown timers are set when the server is built.
+        kept.push(format!(
+            "grace_period {:?} -> {:?}",
+            old.server.grace_period, new.server.grace_period
+        ));
+        new.server.grace_period = old.server.grace_period;
+    }
+    if new.server.log_level != old.server.log_level {
+        // The log filter is installed once, at start.
+        kept.push(format!(
+            "log_level {:?} -> {:?}",
+            old.server.log_level, new.server.log_level
+        ));
+        new.server.log_level = old.server.log_level.clone();
+    }
     if new.access_log != old.access_log {
         kept.push("access_log target".to_string());
         new.access_log = old.access_log.clone();
@@ -76,13 +92,29 @@ impl Reloader {
         }
     }
 
+    /// Whether the file's bytes differ from the running config's (a file
+    /// that cannot be read counts as unchanged: nothing to catch up with).
+    fn file_changed(&self) -> bool {
+        use sha2::{Digest, Sha256};
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return false;
+        };
+        let hash: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        hash != self.cluster.state().config.hash
+    }
+
     /// Reload once; the outcome is logged and counted either way.
     pub fn reload(&self) -> Result<ReloadDiff, ConfigError> {
         match config::load(&self.path) {
             Err(e) => {
-                tracing::error!("reload refused, the running config stays in force: {e}");
-                self.cluster.reload_failed(e.to_string());
+                // Counted before it is logged: whoever sees the log line sees
+                // the counts too.
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
+                self.cluster.reload_failed(e.to_string());
+                tracing::error!("reload refused, the running config stays in force: {e}");
                 Err(e)
             }
             Ok(mut new) => {
@@ -94,13 +126,13 @@ impl Reloader {
                 }
                 let hash = new.hash.clone();
                 let diff = self.cluster.apply(new);
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                self.metrics.last_reload.set(unix_now());
                 tracing::info!(
                     "config reloaded from {} (sha256 {}): {diff}",
                     self.path.display(),
                     hash.get(..12).unwrap_or(&hash)
                 );
-                self.metrics.reloads.with_label_values(&["success"]).inc();
-                self.metrics.last_reload.set(unix_now());
                 Ok(diff)
             }
         }
@@ -117,6 +149,12 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        // SIGHUP was ignored until now (see `server::run`): catch up with a
+        // reload asked for while starting.
+        if self.file_changed() {
+            tracing::info!("{} changed while starting, reloading", self.path.display());
+            let _ = self.reload();
+        }
         loop {
             tokio::select! {
                 Some(()) = hup.recv() => {

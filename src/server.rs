@@ -137,6 +137,7 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let pid_file = config.server.pid_file.clone();
     let grace = config.server.grace_period;
+    ignore_sighup_until_the_reloader_listens();
     let (server, shared) = build(config, &opts)?;
     if let Some(p) = &pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
@@ -147,6 +148,20 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     remove_pid_file(pid_file.as_deref());
     Ok(())
+}
+
+/// SIGHUP's default action ends the process, and `webcluster reload` (or
+/// systemd's `ExecReload`) may send it as soon as the pid file exists, before
+/// the reloader service has installed its handler: ignore it until then (the
+/// reloader's handler replaces this, and it catches up with a file changed
+/// meanwhile).
+fn ignore_sighup_until_the_reloader_listens() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN runs no code in the signal context; nothing else in
+    // the process has a SIGHUP handler yet.
+    if let Err(e) = unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) } {
+        tracing::warn!("cannot ignore SIGHUP while starting: {e}");
+    }
 }
 
 fn remove_pid_file(p: Option<&Path>) {
