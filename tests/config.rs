@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use webcluster::config::{load, parse, AccessLog, BalanceMethod, Config, ConfigError, StatusKind};
+use webcluster::config::{
+    load, parse, AccessLog, AffinityMode, BalanceMethod, Config, ConfigError, StatusKind,
+};
 
 const FILE: &str = "conf/test.toml";
 
@@ -153,7 +155,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(t.connect, Duration::from_secs(2));
     assert_eq!(t.read, Duration::from_secs(30));
     assert_eq!(t.write, Duration::from_secs(30));
-    assert_eq!(t.idle, Duration::from_secs(60));
+    assert_eq!(t.idle, Duration::from_secs(4));
     assert_eq!(t.client_read, Duration::from_secs(60));
     assert_eq!(t.client_write, Duration::from_secs(60));
     assert_eq!(t.client_keepalive, Duration::from_secs(75));
@@ -660,4 +662,167 @@ fn toml_syntax_error() {
 fn duplicate_key_is_a_syntax_error_naming_the_key() {
     let text = format!("[server]\nthreads = 2\nthreads = 3\n{MINIMAL}");
     assert_error(&text, 3, "threads", "duplicate key");
+}
+
+// ---------------------------------------------------------------------------
+// Session affinity and content sync (issue 7).
+
+#[test]
+fn affinity_and_route_sync_defaults() {
+    let c = ok(&format!("{MINIMAL}[[route]]\ngroup = \"web\"\n"));
+    let a = &c.groups[0].affinity;
+    assert_eq!(a.mode, AffinityMode::Off);
+    assert_eq!(
+        a.cookies,
+        [
+            "PHPSESSID",
+            "JSESSIONID",
+            "ASP.NET_SessionId",
+            "laravel_session",
+            "sessionid"
+        ]
+    );
+    assert_eq!(a.insert_cookie, "WCNODE");
+    assert!(!a.strict);
+    let r = &c.routes[0];
+    assert!(!r.retry_on_404);
+    assert_eq!(r.primary, None);
+    assert!(r.write_paths.is_empty());
+    assert!(!r.primary_fallback);
+
+    // The reference file spells out the same defaults.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/webcluster.toml");
+    let reference = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reference.groups[0].affinity, *a);
+    let rr = &reference.routes[0];
+    assert_eq!(
+        (
+            rr.retry_on_404,
+            &rr.primary,
+            &rr.write_paths,
+            rr.primary_fallback
+        ),
+        (false, &None, &Vec::new(), false)
+    );
+}
+
+#[test]
+fn affinity_and_route_sync_settings_are_read() {
+    let text = r#"[[group]]
+name = "web"
+affinity = "insert"
+affinity_cookies = ["PHPSESSID", "BITRIX_SM_LOGIN", "PHPSESSID"]
+affinity_insert_cookie = "SRV"
+affinity_strict = true
+  [[group.node]]
+  name = "web1"
+  address = "127.0.0.1:8001"
+  [[group.node]]
+  name = "web2"
+  address = "127.0.0.1:8002"
+
+[[route]]
+path = "/upload/"
+group = "web"
+retry_on_404 = true
+primary = "web2"
+write_paths = ["/bitrix/admin/", "/upload/tmp/"]
+primary_fallback = true
+"#;
+    let c = ok(text);
+    let a = &c.groups[0].affinity;
+    assert_eq!(a.mode, AffinityMode::Insert);
+    assert_eq!(a.cookies, ["PHPSESSID", "BITRIX_SM_LOGIN"]);
+    assert_eq!(a.insert_cookie, "SRV");
+    assert!(a.strict);
+    let r = &c.routes[0];
+    assert!(r.retry_on_404);
+    assert_eq!(r.primary.as_deref(), Some("web2"));
+    assert_eq!(r.write_paths, ["/bitrix/admin/", "/upload/tmp/"]);
+    assert!(r.primary_fallback);
+    let c = ok(&text.replace("\"insert\"", "\"cookie\""));
+    assert_eq!(c.groups[0].affinity.mode, AffinityMode::Cookie);
+}
+
+#[test]
+fn bad_affinity_mode() {
+    let text = MINIMAL.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\naffinity = \"sticky\"\n",
+    );
+    let msg = assert_error(&text, 3, "affinity", "unknown affinity mode \"sticky\"");
+    assert!(msg.contains("group \"web\""), "{msg}");
+}
+
+#[test]
+fn bad_affinity_cookie_names() {
+    let text = MINIMAL.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\naffinity = \"cookie\"\naffinity_cookies = [\"PHPSESSID\", \"my session\"]\n",
+    );
+    assert_error(&text, 4, "affinity_cookies", "not a valid cookie name");
+    let text = MINIMAL.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\naffinity_cookies = []\n",
+    );
+    assert_error(&text, 3, "affinity_cookies", "at least one cookie name");
+    let text = MINIMAL.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\naffinity_insert_cookie = \"a=b\"\n",
+    );
+    assert_error(
+        &text,
+        3,
+        "affinity_insert_cookie",
+        "not a valid cookie name",
+    );
+}
+
+#[test]
+fn route_primary_must_be_a_node_of_the_group() {
+    let text = format!("{MINIMAL}[[route]]\ngroup = \"web\"\nprimary = \"web9\"\n");
+    let msg = assert_error(
+        &text,
+        line_of(&text, "web9"),
+        "primary",
+        "there is no node named \"web9\" in group \"web\"",
+    );
+    assert!(msg.contains("route #1"), "{msg}");
+    // A node of another group does not count.
+    let text = format!(
+        "{MINIMAL}[[group]]\nname = \"static\"\n  [[group.node]]\n  name = \"s1\"\n  address = \"127.0.0.1:8009\"\n[[route]]\ngroup = \"web\"\nprimary = \"s1\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "primary = "),
+        "primary",
+        "no node named \"s1\" in group \"web\"",
+    );
+}
+
+#[test]
+fn write_paths_and_fallback_need_a_primary() {
+    let text = format!("{MINIMAL}[[route]]\ngroup = \"web\"\nwrite_paths = [\"/admin/\"]\n");
+    assert_error(
+        &text,
+        line_of(&text, "write_paths"),
+        "write_paths",
+        "set `primary` too",
+    );
+    let text = format!(
+        "{MINIMAL}[[route]]\ngroup = \"web\"\nprimary = \"web1\"\nwrite_paths = [\"admin/\"]\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "write_paths"),
+        "write_paths",
+        "must start with \"/\"",
+    );
+    let text = format!("{MINIMAL}[[route]]\ngroup = \"web\"\nprimary_fallback = true\n");
+    assert_error(
+        &text,
+        line_of(&text, "primary_fallback"),
+        "primary_fallback",
+        "has no effect without `primary`",
+    );
 }

@@ -35,6 +35,7 @@ mod tests {
                 capacity: None,
                 inflight,
                 sent_since_scrape: 0,
+                fresh: true,
             },
         }
     }

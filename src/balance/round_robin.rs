@@ -59,6 +59,7 @@ mod tests {
                 capacity: None,
                 inflight: 0,
                 sent_since_scrape: 0,
+                fresh: true,
             },
         }
     }

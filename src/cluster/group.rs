@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::balance::{Balancer, Candidate};
+use crate::cluster::affinity::GroupStats;
 use crate::cluster::node::Node;
 use crate::config::GroupConfig;
 
@@ -16,15 +17,19 @@ pub struct Group {
     pub config: GroupConfig,
     pub nodes: Vec<Node>,
     pub balancer: Balancer,
+    /// What affinity and content-sync handling did; carried over reloads
+    /// by group name, like the nodes' live state.
+    pub stats: Arc<GroupStats>,
 }
 
 impl Group {
-    pub fn new(config: GroupConfig, nodes: Vec<Node>) -> Group {
+    pub fn new(config: GroupConfig, nodes: Vec<Node>, stats: Arc<GroupStats>) -> Group {
         let balancer = Balancer::new(config.balance, nodes.len());
         Group {
             config,
             nodes,
             balancer,
+            stats,
         }
     }
 

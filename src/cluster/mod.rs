@@ -7,6 +7,7 @@
 //! from the new config and swaps it in with `apply`, carrying over the live
 //! state of every node that stays (same group, name and address).
 
+pub mod affinity;
 pub mod group;
 pub mod node;
 pub mod recent;
@@ -66,7 +67,10 @@ impl ClusterState {
                         }
                     })
                     .collect();
-                Group::new(gc.clone(), nodes)
+                let stats = previous
+                    .and_then(|p| p.groups.iter().find(|g| g.name() == gc.name))
+                    .map_or_else(Default::default, |g| Arc::clone(&g.stats));
+                Group::new(gc.clone(), nodes, stats)
             })
             .collect();
         let index = |name: &str| groups.iter().position(|g| g.name() == name);
@@ -227,11 +231,14 @@ impl Cluster {
     /// Swap in a new configuration, keeping the live state of nodes that
     /// stay. Requests in flight finish on the state they started with.
     pub fn apply(&self, config: Config) -> ReloadDiff {
+        // Swap and count under the lock `snapshot` reads both under, so a
+        // snapshot never shows the new count with the old state (and two
+        // applies cannot interleave).
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.state.load_full();
         let diff = ReloadDiff::between(&old.config, &config);
         let new = ClusterState::build(config, Some(&old));
         self.state.store(Arc::new(new));
-        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
         r.ok += 1;
         r.last_error = None;
         diff
@@ -256,7 +263,11 @@ impl Cluster {
 
     /// Everything the admin side shows, as plain data.
     pub fn snapshot(&self) -> ClusterSnapshot {
-        let state = self.state();
+        // The state and the reload counters that go with it, read together.
+        let (state, reloads) = {
+            let r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+            (self.state(), (r.ok, r.failed, r.last_error.clone()))
+        };
         let now = Instant::now();
         let groups: Vec<GroupSnapshot> = state
             .groups
@@ -277,6 +288,8 @@ impl Cluster {
                     balance: g.config.balance.as_str().to_string(),
                     totals,
                     nodes,
+                    affinity: affinity::affinity_snapshot(g),
+                    content_sync: affinity::content_sync_snapshot(g, &state.config),
                 }
             })
             .collect();
@@ -286,7 +299,7 @@ impl Cluster {
                 add_node(&mut totals, n);
             }
         }
-        let r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        let (reloads_ok, reloads_failed, last_reload_error) = reloads;
         ClusterSnapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             time_unix: unix_now(),
@@ -295,9 +308,9 @@ impl Cluster {
                 path: state.config.source.display().to_string(),
                 hash: state.config.hash.clone(),
                 loaded_unix: state.loaded_unix,
-                reloads_ok: r.ok,
-                reloads_failed: r.failed,
-                last_reload_error: r.last_error.clone(),
+                reloads_ok,
+                reloads_failed,
+                last_reload_error,
             },
             totals,
             groups,
@@ -331,4 +344,50 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(nodes: usize) -> Config {
+        let mut text = "[[group]]\nname = \"web\"\n".to_string();
+        for i in 0..nodes {
+            text.push_str(&format!(
+                "[[group.node]]\nname = \"n{i}\"\naddress = \"127.0.0.1:{}\"\n",
+                9000 + i
+            ));
+        }
+        crate::config::parse(&text, Path::new("t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn snapshot_counts_match_the_state_they_describe() {
+        // Odd reload counts have 2 nodes, even ones 1: a snapshot taken while
+        // reloads run must never mix the two.
+        let cluster = Arc::new(Cluster::new(config(1)));
+        let writer = {
+            let cluster = Arc::clone(&cluster);
+            std::thread::spawn(move || {
+                for i in 1..=400 {
+                    cluster.apply(config(if i % 2 == 1 { 2 } else { 1 }));
+                }
+            })
+        };
+        let mut seen = 0;
+        while !writer.is_finished() || seen == 0 {
+            let s = cluster.snapshot();
+            let expected = if s.config.reloads_ok % 2 == 1 { 2 } else { 1 };
+            assert_eq!(
+                s.groups[0].nodes.len(),
+                expected,
+                "after {} reloads",
+                s.config.reloads_ok
+            );
+            seen += 1;
+        }
+        writer.join().expect("writer");
+        assert_eq!(cluster.reload_counts(), (400, 0));
+    }
 }

@@ -19,6 +19,8 @@ struct Route {
     host: HostMatch,
     prefix: String,
     group: usize,
+    /// Index of the route in the config (`Config::routes`).
+    index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +39,8 @@ impl Router {
     ) -> Router {
         let routes = routes
             .iter()
-            .filter_map(|r| {
+            .enumerate()
+            .filter_map(|(index, r)| {
                 let group = group_index(&r.group)?;
                 let host = match r.host.as_deref() {
                     None => HostMatch::Any,
@@ -50,6 +53,7 @@ impl Router {
                     host,
                     prefix: r.path_prefix.clone(),
                     group,
+                    index,
                 })
             })
             .collect();
@@ -64,6 +68,16 @@ impl Router {
             .iter()
             .find(|r| host_matches(&r.host, host.as_deref()) && path.starts_with(&r.prefix))
             .map_or(self.default, |r| r.group)
+    }
+
+    /// The group index and, when a route matched, that route's index in
+    /// `Config::routes` (for its per-route settings).
+    pub fn route_with_index(&self, host: Option<&str>, path: &str) -> (usize, Option<usize>) {
+        let host = host.map(normalise_host);
+        self.routes
+            .iter()
+            .find(|r| host_matches(&r.host, host.as_deref()) && path.starts_with(&r.prefix))
+            .map_or((self.default, None), |r| (r.group, Some(r.index)))
     }
 }
 
@@ -96,6 +110,10 @@ mod tests {
             host: host.map(str::to_string),
             path_prefix: path.to_string(),
             group: group.to_string(),
+            retry_on_404: false,
+            primary: None,
+            write_paths: Vec::new(),
+            primary_fallback: false,
         }
     }
 
@@ -123,6 +141,8 @@ mod tests {
         assert_eq!(r.route(Some("shop.example"), "/"), 0);
         assert_eq!(r.route(Some("www.example.com"), "/apix"), 0);
         assert_eq!(r.route(None, "/"), 0);
+        assert_eq!(r.route_with_index(None, "/api/v1"), (2, Some(1)));
+        assert_eq!(r.route_with_index(None, "/"), (0, None));
     }
 
     #[test]

@@ -62,6 +62,76 @@ pub struct GroupSnapshot {
     pub balance: String,
     pub totals: Totals,
     pub nodes: Vec<NodeSnapshot>,
+    /// Session affinity: mode and what it did since start.
+    pub affinity: AffinitySnapshot,
+    /// Content sync lag tolerance: 404 retries and primary-node writes.
+    pub content_sync: ContentSyncSnapshot,
+}
+
+/// A group's session affinity (counters since this process started).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AffinitySnapshot {
+    /// `off`, `cookie` or `insert`.
+    pub mode: String,
+    /// 503 instead of moving a session off its node.
+    pub strict: bool,
+    /// Cookies that carry the session: the application's (`cookie` mode) or
+    /// the proxy's own (`insert` mode); empty when off.
+    pub cookies: Vec<String>,
+    /// Requests that carried a session and were routed by it.
+    pub session_requests_total: u64,
+    /// Cookies set naming a node: `insert` mode's (new or moved sessions)
+    /// and `cookie` mode's pins (sessions started off their hash node).
+    pub cookies_set_total: u64,
+    /// Requests sent to another node than their session's, by reason.
+    pub switches_total: SwitchCounts,
+    /// Requests refused with 503 by `affinity_strict`.
+    pub strict_refusals_total: u64,
+    /// Per node: session requests it served and sessions moved off it.
+    pub nodes: Vec<AffinityNodeSnapshot>,
+}
+
+/// Switches by reason (the labels of `webcluster_affinity_switches_total`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SwitchCounts {
+    /// The session's node was down (or failed this request).
+    pub down: u64,
+    /// The session's node was known to have no idle worker.
+    pub saturated: u64,
+    /// The node was draining and the session new.
+    pub draining: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AffinityNodeSnapshot {
+    pub name: String,
+    /// Opaque id of the node in the `insert` mode cookie.
+    pub id: String,
+    /// Session requests this node served.
+    pub session_requests_total: u64,
+    /// Session requests that should have gone to this node but went to
+    /// another (it was down, saturated or draining).
+    pub sessions_switched_total: u64,
+}
+
+/// A group's handling of content sync lag (counters since start).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContentSyncSnapshot {
+    /// Whether a route to this group has `retry_on_404`.
+    pub retry_on_404: bool,
+    /// 404 answers that were retried on another node.
+    pub retry_on_404_total: u64,
+    /// Requests answered with a non-404 after at least one 404 retry.
+    pub retry_on_404_recovered_total: u64,
+    /// Primary nodes named by routes to this group.
+    pub primaries: Vec<String>,
+    /// Write requests sent to a primary node.
+    pub primary_requests_total: u64,
+    /// Write requests answered 503 because the primary was not usable.
+    pub primary_unavailable_total: u64,
+    /// Write requests sent to another node because the primary was not
+    /// usable and `primary_fallback` is on.
+    pub primary_fallback_total: u64,
 }
 
 /// Overall state of a node, as the page's indicator shows it.

@@ -20,8 +20,9 @@ use serde_spanned::Spanned;
 
 use super::error::ConfigError;
 use super::model::{
-    AccessLog, AdminSettings, BalanceMethod, Config, GroupConfig, NodeConfig, Retries, RouteConfig,
-    ScrapeSettings, ServerSettings, StatusKind, StatusUrl, Timeouts,
+    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Config, GroupConfig,
+    NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerSettings, StatusKind, StatusUrl,
+    Timeouts,
 };
 
 // ---------------------------------------------------------------------------
@@ -62,6 +63,16 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Weights above this are rejected, so sums over a group cannot overflow.
 pub const MAX_WEIGHT: u32 = 10_000;
 pub const DEFAULT_STATUS_PATH: &str = "/server-status?auto";
+/// Session cookies of common platforms (PHP/Bitrix, Java, ASP.NET, Laravel,
+/// Django), looked for in `affinity = "cookie"` mode.
+pub const DEFAULT_AFFINITY_COOKIES: &[&str] = &[
+    "PHPSESSID",
+    "JSESSIONID",
+    "ASP.NET_SessionId",
+    "laravel_session",
+    "sessionid",
+];
+pub const DEFAULT_AFFINITY_INSERT_COOKIE: &str = "WCNODE";
 
 // ---------------------------------------------------------------------------
 // The file format.
@@ -153,6 +164,10 @@ pub struct GroupFile {
     pub fall: Option<Spanned<u32>>,
     pub rise: Option<Spanned<u32>>,
     pub stale_after: Option<Spanned<u32>>,
+    pub affinity: Option<Spanned<String>>,
+    pub affinity_cookies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub affinity_insert_cookie: Option<Spanned<String>>,
+    pub affinity_strict: Option<bool>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<Spanned<NodeFile>>,
 }
@@ -178,6 +193,10 @@ pub struct RouteFile {
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub group: Spanned<String>,
+    pub retry_on_404: Option<bool>,
+    pub primary: Option<Spanned<String>>,
+    pub write_paths: Option<Vec<Spanned<String>>>,
+    pub primary_fallback: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -592,6 +611,8 @@ impl GroupFile {
             )?,
         };
 
+        let affinity = affinity(cx, cxs, &self)?;
+
         if self.nodes.is_empty() {
             return Err(cx.err(
                 Some(header),
@@ -636,6 +657,7 @@ impl GroupFile {
             fail_timeout,
             scrape,
             slow_start,
+            affinity,
         })
     }
 }
@@ -718,20 +740,117 @@ impl RouteFile {
             }
             Some(v) => v.get_ref().clone(),
         };
-        if !groups.iter().any(|g| g.name == *self.group.get_ref()) {
+        let Some(group) = groups.iter().find(|g| g.name == *self.group.get_ref()) else {
             return Err(cx.bad(
                 &self.group,
                 cxs,
                 "group",
                 format!("there is no group named {:?}", self.group.get_ref()),
             ));
+        };
+        let primary = match &self.primary {
+            None => None,
+            Some(v) if !group.nodes.iter().any(|n| n.name == *v.get_ref()) => {
+                return Err(cx.bad(
+                    v,
+                    cxs,
+                    "primary",
+                    format!(
+                        "there is no node named {:?} in group {:?}",
+                        v.get_ref(),
+                        group.name
+                    ),
+                ));
+            }
+            Some(v) => Some(v.get_ref().clone()),
+        };
+        let mut write_paths: Vec<String> = Vec::new();
+        for item in self.write_paths.iter().flatten() {
+            if !item.get_ref().starts_with('/') {
+                return Err(cx.bad(
+                    item,
+                    cxs,
+                    "write_paths",
+                    format!("{:?} must start with \"/\"", item.get_ref()),
+                ));
+            }
+            if primary.is_none() {
+                return Err(cx.bad(
+                    item,
+                    cxs,
+                    "write_paths",
+                    "write paths go to the route's primary node: set `primary` too",
+                ));
+            }
+            if !write_paths.contains(item.get_ref()) {
+                write_paths.push(item.get_ref().clone());
+            }
+        }
+        if let (Some(v), None) = (&self.primary_fallback, &primary) {
+            return Err(cx.bad(
+                v,
+                cxs,
+                "primary_fallback",
+                "has no effect without `primary`: set the route's primary node",
+            ));
         }
         Ok(RouteConfig {
             host,
             path_prefix,
             group: self.group.into_inner(),
+            retry_on_404: self.retry_on_404.unwrap_or(false),
+            primary,
+            write_paths,
+            primary_fallback: self.primary_fallback.is_some_and(|v| *v.get_ref()),
         })
     }
+}
+
+/// The `affinity*` keys of a group.
+fn affinity(cx: &Checker<'_>, cxs: &str, group: &GroupFile) -> Result<Affinity> {
+    let mode = match &group.affinity {
+        None => AffinityMode::Off,
+        Some(v) => parse_affinity_mode(v.get_ref()).map_err(|e| cx.bad(v, cxs, "affinity", e))?,
+    };
+    let cookies = match &group.affinity_cookies {
+        None => DEFAULT_AFFINITY_COOKIES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect(),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.bad(
+                    list,
+                    cxs,
+                    "affinity_cookies",
+                    "at least one cookie name is required (e.g. [\"PHPSESSID\"])",
+                ));
+            }
+            let mut out: Vec<String> = Vec::new();
+            for item in list.get_ref() {
+                check_cookie_name(item.get_ref())
+                    .map_err(|e| cx.bad(item, cxs, "affinity_cookies", e))?;
+                if !out.contains(item.get_ref()) {
+                    out.push(item.get_ref().clone());
+                }
+            }
+            out
+        }
+    };
+    let insert_cookie = match &group.affinity_insert_cookie {
+        None => DEFAULT_AFFINITY_INSERT_COOKIE.to_owned(),
+        Some(v) => {
+            check_cookie_name(v.get_ref())
+                .map_err(|e| cx.bad(v, cxs, "affinity_insert_cookie", e))?;
+            v.get_ref().clone()
+        }
+    };
+    Ok(Affinity {
+        mode,
+        cookies,
+        insert_cookie,
+        strict: group.affinity_strict.unwrap_or(false),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -915,6 +1034,35 @@ fn parse_balance(text: &str) -> std::result::Result<BalanceMethod, String> {
             "unknown balance method {text:?}: expected \"busyness\", \"round_robin\" or \"least_inflight\""
         )
     })
+}
+
+fn parse_affinity_mode(text: &str) -> std::result::Result<AffinityMode, String> {
+    [
+        AffinityMode::Off,
+        AffinityMode::Cookie,
+        AffinityMode::Insert,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| {
+        format!("unknown affinity mode {text:?}: expected \"off\", \"cookie\" or \"insert\"")
+    })
+}
+
+/// A cookie name: an RFC 6265 token (visible ASCII except separators).
+fn check_cookie_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("a cookie name must not be empty".to_owned());
+    }
+    match name
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || "()<>@,;:\\\"/[]?={}".contains(*c))
+    {
+        Some(c) => Err(format!(
+            "{name:?} is not a valid cookie name: it contains {c:?}"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn parse_status_kind(text: &str) -> std::result::Result<StatusKind, String> {

@@ -147,6 +147,43 @@ pub struct GroupConfig {
     pub scrape: ScrapeSettings,
     /// A node coming back up ramps its share up over this long.
     pub slow_start: Duration,
+    /// Session affinity (sticky sessions); off by default.
+    pub affinity: Affinity,
+}
+
+/// How a group keeps a visitor's session on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AffinityMode {
+    /// Every request is balanced by load.
+    Off,
+    /// Requests carrying one of the application's session cookies go to the
+    /// node chosen by rendezvous hashing of the cookie's value.
+    Cookie,
+    /// The proxy sets its own cookie naming the node (an opaque id).
+    Insert,
+}
+
+impl AffinityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AffinityMode::Off => "off",
+            AffinityMode::Cookie => "cookie",
+            AffinityMode::Insert => "insert",
+        }
+    }
+}
+
+/// Session affinity settings of a group (`affinity*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub mode: AffinityMode,
+    /// Session cookie names looked for in `cookie` mode, in order.
+    pub cookies: Vec<String>,
+    /// Name of the cookie the proxy sets in `insert` mode.
+    pub insert_cookie: String,
+    /// When the session's node cannot take it: 503 instead of moving the
+    /// session to the next node of its hash order.
+    pub strict: bool,
 }
 
 /// Polling of the nodes' status pages (the active health check too).
@@ -207,6 +244,17 @@ pub struct RouteConfig {
     /// Path prefix; `/` matches everything.
     pub path_prefix: String,
     pub group: String,
+    /// A GET or HEAD answered 404 by a node is tried on the group's other
+    /// nodes (content not synced there yet); the first non-404 answer wins.
+    pub retry_on_404: bool,
+    /// Name of the node (of `group`) that takes the requests that change
+    /// content: methods other than GET/HEAD/OPTIONS and `write_paths`.
+    pub primary: Option<String>,
+    /// Path prefixes whose requests (any method) go to the primary too.
+    pub write_paths: Vec<String>,
+    /// When the primary is not usable: send writes to any node (true) or
+    /// answer 503 (false).
+    pub primary_fallback: bool,
 }
 
 impl Config {

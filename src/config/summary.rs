@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::model::{AccessLog, Config, GroupConfig, StatusKind};
+use super::model::{AccessLog, AffinityMode, Config, GroupConfig, RouteConfig, StatusKind};
 
 fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -94,10 +94,11 @@ impl Config {
         for route in &self.routes {
             writeln!(
                 out,
-                "route {}{} -> {}",
+                "route {}{} -> {}{}",
                 route.host.as_deref().unwrap_or("*"),
                 route.path_prefix,
-                route.group
+                route.group,
+                route_extras(route)
             )?;
         }
         writeln!(out, "default group {}", self.default_group)
@@ -128,9 +129,20 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     } else {
         format!(", slow start {}", dur(g.slow_start))
     };
+    let a = &g.affinity;
+    let affinity = match a.mode {
+        AffinityMode::Off => String::new(),
+        AffinityMode::Cookie => format!(", affinity cookie ({})", a.cookies.join(", ")),
+        AffinityMode::Insert => format!(", affinity insert (cookie {})", a.insert_cookie),
+    };
+    let strict = if a.strict && a.mode != AffinityMode::Off {
+        " strict"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "group {} ({}): {passive}, {scrape}{slow}",
+        "group {} ({}): {passive}, {scrape}{slow}{affinity}{strict}",
         g.name,
         g.balance.as_str()
     )?;
@@ -163,6 +175,24 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     Ok(())
 }
 
+/// `, retry on 404, writes to web1 (and /admin/), fallback` for a route.
+fn route_extras(r: &RouteConfig) -> String {
+    let mut out = String::new();
+    if r.retry_on_404 {
+        out.push_str(", retry on 404");
+    }
+    if let Some(p) = &r.primary {
+        let _ = write!(out, ", writes to {p}");
+        if !r.write_paths.is_empty() {
+            let _ = write!(out, " (and {})", r.write_paths.join(", "));
+        }
+        if r.primary_fallback {
+            out.push_str(", fallback to any node");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -173,6 +203,8 @@ mod tests {
 [[group]]
 name = "web"
 balance = "round_robin"
+affinity = "cookie"
+affinity_cookies = ["PHPSESSID"]
   [[group.node]]
   name = "web1"
   address = "127.0.0.1:8001"
@@ -186,6 +218,9 @@ balance = "round_robin"
 host = "example.com"
 path = "/api"
 group = "web"
+retry_on_404 = true
+primary = "web1"
+write_paths = ["/admin/"]
 "#;
         let config = crate::config::parse(text, Path::new("x.toml")).expect("valid");
         let s = config.summary();
@@ -197,7 +232,8 @@ group = "web"
             "group web (round_robin): max_fails 1 per 10s, scrape every 1s",
             "  node web1   127.0.0.1:8001  weight 1  status http://127.0.0.1:8001/server-status?auto (auto, Host: 127.0.0.1:8001)",
             "  node web22  127.0.0.1:8002  weight 3 backup drain  status",
-            "route example.com/api -> web",
+            "route example.com/api -> web, retry on 404, writes to web1 (and /admin/)",
+            "scrape every 1s (timeout 1s, fall 3, rise 2, stale after 3), affinity cookie (PHPSESSID)",
             "default group web",
         ] {
             assert!(s.contains(needle), "missing {needle:?} in\n{s}");

@@ -20,12 +20,15 @@ use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::FailToProxy;
+use pingora::proxy::{FailToProxy, ProxyWarnLogContext};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{AccessLog, Entry};
+use crate::cluster::affinity::SwitchReason;
+use crate::cluster::group::Group;
 use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
+use crate::config::{AffinityMode, RouteConfig};
 use crate::metrics::{code_class, Metrics};
 
 /// The visitor-facing proxy.
@@ -75,6 +78,38 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
     last_failure: Option<Failure>,
+    /// Index of the matched route in `Config::routes`, if any.
+    route: Option<usize>,
+    /// A write with a primary node: its index in the group.
+    primary: Option<usize>,
+    /// The session this request belongs to, if the group keeps sessions.
+    session: Option<SessionKey>,
+    /// `Set-Cookie` value to add to the response (`insert` mode).
+    set_cookie: Option<String>,
+    /// `cookie` mode: the pin cookie (`affinity_insert_cookie`) naming the
+    /// node that created the session, when that is not its hash node.
+    pin: Option<String>,
+    /// A 404 from a node may be retried on another node (route setting,
+    /// GET/HEAD, not a primary write).
+    retry_on_404: bool,
+    /// 404 answers retried so far.
+    retried_404: u32,
+    /// The error now on its way from `upstream_response_filter` to
+    /// `error_while_proxy` is our own 404 retry.
+    retrying_404: bool,
+    /// Body of a local error answer, when more specific than the code's.
+    error_body: Option<String>,
+}
+
+/// What ties a request to a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SessionKey {
+    /// `cookie` mode: the value of the application's session cookie.
+    Hash(String),
+    /// `insert` mode: the value of the proxy's own cookie (may be unknown).
+    NodeId(String),
+    /// `insert` mode, no cookie yet: balanced by load, a cookie is set.
+    NewInsert,
 }
 
 impl RequestCtx {
@@ -109,6 +144,159 @@ impl Proxy {
             metrics,
             access_log,
             active,
+        }
+    }
+
+    /// The node for this attempt: a write's primary, a session's node, or
+    /// the balancer's choice. `Err(body)` answers 503 (primary down without
+    /// fallback, or a strict session whose node cannot serve).
+    fn choose(
+        &self,
+        group: &Group,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Option<usize>, String> {
+        let now = Instant::now();
+        if ctx.retried_404 > 0 {
+            // Looking for the file on the other nodes: any node will do.
+            return Ok(group.pick(&ctx.tried, now));
+        }
+        if let Some(primary) = ctx.primary {
+            if group.node_available(primary, &ctx.tried, now) {
+                return Ok(Some(primary));
+            }
+            let fallback = ctx
+                .state
+                .as_ref()
+                .and_then(|s| ctx.route.and_then(|i| s.config.routes.get(i)))
+                .is_some_and(|r| r.primary_fallback);
+            let st = &group.stats;
+            if fallback {
+                st.primary_fallback();
+                return Ok(group.pick(&ctx.tried, now));
+            }
+            st.primary_unavailable();
+            return Err(primary_down_body(&group.nodes[primary].config.name));
+        }
+        let strict = group.config.affinity.strict;
+        let switch = |home: usize, reason: SwitchReason| {
+            self.metrics
+                .affinity_switches
+                .with_label_values(&[group.name(), reason.as_str()])
+                .inc();
+            tracing::debug!(
+                group = group.name(),
+                node = group.nodes[home].config.name.as_str(),
+                reason = reason.as_str(),
+                "session moved to another node"
+            );
+        };
+        match ctx.session.clone() {
+            None => Ok(group.pick(&ctx.tried, now)),
+            Some(SessionKey::Hash(key)) => {
+                let st = &group.stats;
+                // A pin (the session was created on another node than its
+                // hash node) names the session's node.
+                let pinned = ctx.pin.as_deref().and_then(|id| group.node_by_id(id));
+                let mut tried = ctx.tried.clone();
+                let mut pin_switch = None;
+                if let Some(pin) = pinned {
+                    match self.named_node_reason(group, pin, &ctx.tried, now) {
+                        None => {
+                            st.session_request(&group.nodes[pin].config.name, None);
+                            return Ok(Some(pin));
+                        }
+                        Some(reason) => {
+                            tried.push(pin);
+                            pin_switch = Some((pin, reason));
+                        }
+                    }
+                }
+                let Some(mut p) = group.pick_for_session(key.as_bytes(), true, &tried, now) else {
+                    return Ok(None);
+                };
+                if let Some((pin, reason)) = pin_switch {
+                    p.home = pin;
+                    p.switched = Some(reason);
+                }
+                let home = group.nodes[p.home].config.name.as_str();
+                if let Some(reason) = p.switched {
+                    if strict {
+                        st.strict_refusal();
+                        return Err(session_down_body(home));
+                    }
+                    switch(p.home, reason);
+                }
+                st.session_request(
+                    &group.nodes[p.index].config.name,
+                    p.switched.map(|r| (home, r)),
+                );
+                Ok(Some(p.index))
+            }
+            Some(SessionKey::NodeId(id)) => {
+                let st = &group.stats;
+                let Some(home) = group.node_by_id(&id) else {
+                    // Unknown id (node removed, other cluster, forged):
+                    // a new session.
+                    let picked = group.pick(&ctx.tried, now);
+                    if let Some(i) = picked {
+                        ctx.set_cookie = Some(insert_cookie(group, i));
+                        st.cookie_set();
+                    }
+                    return Ok(picked);
+                };
+                let name = group.nodes[home].config.name.as_str();
+                let Some(reason) = self.named_node_reason(group, home, &ctx.tried, now) else {
+                    st.session_request(name, None);
+                    return Ok(Some(home));
+                };
+                if strict {
+                    st.strict_refusal();
+                    return Err(session_down_body(name));
+                }
+                let picked = group.pick(&[&ctx.tried[..], &[home]].concat(), now);
+                if let Some(i) = picked {
+                    switch(home, reason);
+                    st.session_request(&group.nodes[i].config.name, Some((name, reason)));
+                    if reason == SwitchReason::Down {
+                        // The session moves for good: name its new node.
+                        ctx.set_cookie = Some(insert_cookie(group, i));
+                        st.cookie_set();
+                    }
+                }
+                Ok(picked)
+            }
+            Some(SessionKey::NewInsert) => {
+                let picked = group.pick(&ctx.tried, now);
+                if let Some(i) = picked {
+                    ctx.set_cookie = Some(insert_cookie(group, i));
+                    if ctx.tried.is_empty() {
+                        group.stats.cookie_set();
+                    }
+                }
+                Ok(picked)
+            }
+        }
+    }
+
+    /// Why a session's node named by a cookie (insert id or pin) cannot take
+    /// this request; None when it can. An existing session keeps its node
+    /// even while it drains.
+    fn named_node_reason(
+        &self,
+        group: &Group,
+        index: usize,
+        tried: &[usize],
+        now: Instant,
+    ) -> Option<SwitchReason> {
+        let up = !tried.contains(&index) && group.nodes[index].live.usable(now);
+        if !up {
+            Some(SwitchReason::Down)
+        } else if group.saturated(index, now)
+            && group.any_unsaturated(&[tried, &[index]].concat(), now)
+        {
+            Some(SwitchReason::Saturated)
+        } else {
+            None
         }
     }
 
@@ -160,8 +348,131 @@ async fn respond_plain(session: &mut Session, code: u16, body: &'static str) -> 
     Ok(())
 }
 
+/// Write a short plain-text response with a body made for this request.
+async fn respond_plain_owned(session: &mut Session, code: u16, body: String) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+fn primary_down_body(node: &str) -> String {
+    format!(
+        "503 Service Unavailable: the write target of this site (primary node \"{node}\") is unavailable; nothing was changed, try again later\n"
+    )
+}
+
+fn session_down_body(node: &str) -> String {
+    format!(
+        "503 Service Unavailable: the node that holds this session (\"{node}\") is unavailable\n"
+    )
+}
+
+/// Whether the request changes content: any method but GET, HEAD and
+/// OPTIONS, or a path under the route's write prefixes.
+fn is_write(route: &RouteConfig, req: &RequestHeader) -> bool {
+    let m = &req.method;
+    let safe = m == http::Method::GET || m == http::Method::HEAD || m == http::Method::OPTIONS;
+    !safe
+        || route
+            .write_paths
+            .iter()
+            .any(|p| req.uri.path().starts_with(p.as_str()))
+}
+
+/// The primary node (index in `group`) a write must go to, if any.
+fn write_target(route: &RouteConfig, group: &Group, req: &RequestHeader) -> Option<usize> {
+    let primary = route.primary.as_deref()?;
+    if !is_write(route, req) {
+        return None;
+    }
+    group.node_index(primary)
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// The session a request belongs to under its group's affinity mode.
+fn session_key(group: &Group, req: &RequestHeader) -> Option<SessionKey> {
+    let a = &group.config.affinity;
+    match a.mode {
+        AffinityMode::Off => None,
+        AffinityMode::Cookie => a
+            .cookies
+            .iter()
+            .find_map(|name| cookie_value(req, name))
+            .map(|v| SessionKey::Hash(v.to_owned())),
+        AffinityMode::Insert => Some(
+            cookie_value(req, &a.insert_cookie)
+                .map_or(SessionKey::NewInsert, |v| SessionKey::NodeId(v.to_owned())),
+        ),
+    }
+}
+
+/// The `Set-Cookie` value naming node `index` of `group` (`insert` mode).
+fn insert_cookie(group: &Group, index: usize) -> String {
+    format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Lax",
+        group.config.affinity.insert_cookie,
+        group.node_id(index)
+    )
+}
+
+/// `cookie` mode: when the node's response starts a session (sets one of
+/// the session cookies) and that node is not the session's hash node, the
+/// `Set-Cookie` that pins the session to it, so the state the application
+/// stored there during this request is not lost (and a new session never
+/// lands on a draining node). When the node is the hash node and the request
+/// carried a pin, the `Set-Cookie` that removes the pin.
+fn pin_cookie(resp: &ResponseHeader, ctx: &RequestCtx) -> Option<String> {
+    let group = ctx.state.as_ref()?.groups.get(ctx.group)?;
+    let a = &group.config.affinity;
+    if a.mode != AffinityMode::Cookie || ctx.current.is_none() {
+        return None;
+    }
+    let served = *ctx.tried.last()?;
+    let value = resp
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+        .find(|(name, _)| a.cookies.iter().any(|c| c == name))
+        .map(|(_, v)| v.trim().trim_matches('"'))?;
+    if value.is_empty() || value == "deleted" {
+        return None;
+    }
+    if group.session_order(value.as_bytes()).first() != Some(&served) {
+        group.stats.cookie_set();
+        Some(insert_cookie(group, served))
+    } else if ctx.pin.is_some() {
+        Some(format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+            a.insert_cookie
+        ))
+    } else {
+        None
+    }
+}
+
 fn plain_body(code: u16) -> &'static str {
     match code {
+        404 => "404 Not Found\n",
         403 => "403 Forbidden\n",
         502 => "502 Bad Gateway: no node of this site could be reached\n",
         503 => "503 Service Unavailable\n",
@@ -194,6 +505,15 @@ impl ProxyHttp for Proxy {
             upstream_started: None,
             upstream_time: None,
             last_failure: None,
+            route: None,
+            primary: None,
+            session: None,
+            set_cookie: None,
+            pin: None,
+            retry_on_404: false,
+            retried_404: 0,
+            retrying_404: false,
+            error_body: None,
         }
     }
 
@@ -235,7 +555,46 @@ impl ProxyHttp for Proxy {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host());
-        ctx.group = state.router.route(host, req.uri.path());
+        let (group, route) = state.router.route_with_index(host, req.uri.path());
+        ctx.group = group;
+        ctx.route = route;
+        let Some(group) = state.groups.get(ctx.group) else {
+            return Ok(false);
+        };
+        let route = route.and_then(|i| state.config.routes.get(i));
+        if let Some(route) = route {
+            if let Some(primary) = write_target(route, group, session.req_header()) {
+                let st = &group.stats;
+                if group.node_available(primary, &[], Instant::now()) {
+                    st.primary_request();
+                    ctx.primary = Some(primary);
+                } else if route.primary_fallback {
+                    st.primary_fallback();
+                } else {
+                    st.primary_unavailable();
+                    let name = &group.nodes[primary].config.name;
+                    tracing::warn!(
+                        group = group.name(),
+                        node = name.as_str(),
+                        "refused a write: the primary node is not usable"
+                    );
+                    let body = primary_down_body(name);
+                    respond_plain_owned(session, 503, body).await?;
+                    return Ok(true);
+                }
+            }
+            let method = &session.req_header().method;
+            ctx.retry_on_404 = route.retry_on_404
+                && ctx.primary.is_none()
+                && (method == http::Method::GET || method == http::Method::HEAD);
+        }
+        if ctx.primary.is_none() {
+            ctx.session = session_key(group, session.req_header());
+            let a = &group.config.affinity;
+            if a.mode == AffinityMode::Cookie {
+                ctx.pin = cookie_value(session.req_header(), &a.insert_cookie).map(str::to_owned);
+            }
+        }
         Ok(false)
     }
 
@@ -258,7 +617,24 @@ impl ProxyHttp for Proxy {
                 .with_label_values(&[group.name()])
                 .inc();
         }
-        let Some(index) = group.pick(&ctx.tried, Instant::now()) else {
+        let picked = match self.choose(group, ctx) {
+            Ok(picked) => picked,
+            Err(body) => {
+                ctx.error_body = Some(body);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "the request's node (session or primary) is not usable",
+                ));
+            }
+        };
+        let Some(index) = picked else {
+            if ctx.retried_404 > 0 {
+                // Every node that could be asked answered 404.
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(404),
+                    "404 on every node tried",
+                ));
+            }
             let code = if ctx.last_failure == Some(Failure::Timeout) {
                 504
             } else {
@@ -302,6 +678,15 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An idle pooled connection to an Apache prefork/worker node holds
+        // one of its workers: ask the node to close after the response.
+        if ctx
+            .current
+            .as_ref()
+            .is_some_and(|g| g.node().worker_per_connection())
+        {
+            upstream_request.insert_header(header::CONNECTION, "close")?;
+        }
         let Some(state) = &ctx.state else {
             return Ok(());
         };
@@ -336,7 +721,7 @@ impl ProxyHttp for Proxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(node) = &ctx.current {
@@ -345,7 +730,61 @@ impl ProxyHttp for Proxy {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_time = Some(t.elapsed());
         }
+        let status = upstream_response.status.as_u16();
+        if ctx.retry_on_404 {
+            if let Some(group) = ctx.state.as_ref().and_then(|s| s.groups.get(ctx.group)) {
+                if status == 404 && group.any_available(&ctx.tried, Instant::now()) {
+                    // Nothing was sent to the client yet: an error here makes
+                    // pingora ask `upstream_peer` for another node
+                    // (`error_while_proxy` marks it retryable).
+                    ctx.retried_404 += 1;
+                    ctx.retrying_404 = true;
+                    ctx.current = None;
+                    group.stats.retried_404();
+                    self.metrics
+                        .retry_on_404
+                        .with_label_values(&[group.name()])
+                        .inc();
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(404),
+                        "node answered 404, trying another node (retry_on_404)",
+                    ));
+                }
+                if status != 404 && ctx.retried_404 > 0 {
+                    group.stats.recovered_404();
+                }
+            }
+        }
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(cookie) = ctx.set_cookie.take() {
+            upstream_response.append_header(header::SET_COOKIE, cookie)?;
+        }
+        if let Some(cookie) = pin_cookie(upstream_response, ctx) {
+            upstream_response.append_header(header::SET_COOKIE, cookie)?;
+        }
+        Ok(())
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // A 404 retried on another node (retry_on_404) is expected content
+        // sync lag, counted in webcluster_retry_on_404_total: not a warning.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
+            && ctx.retried_404 > 0
+            && error.etype() == &ErrorType::HTTPStatus(404)
     }
 
     fn fail_to_connect(
@@ -375,7 +814,16 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("node {peer}"));
-        if e.esource() == &ErrorSource::Upstream {
+        if std::mem::take(&mut ctx.retrying_404) {
+            // Our own retry of a 404 (see `upstream_response_filter`): not a
+            // failure of the node, and nothing was sent to the client yet.
+            e.set_retry(true);
+            return e;
+        }
+        // A pooled connection the node had already closed says nothing about
+        // the node's health; a timeout or a failure on a fresh one does.
+        let stale_pooled = client_reused && !is_timeout(&e);
+        if e.esource() == &ErrorSource::Upstream && !stale_pooled {
             let failure = if is_timeout(&e) {
                 Failure::Timeout
             } else {
@@ -433,7 +881,11 @@ impl ProxyHttp for Proxy {
             );
         }
         if code > 0 && session.response_written().is_none() {
-            if let Err(err) = respond_plain(session, code, plain_body(code)).await {
+            let sent = match ctx.error_body.take() {
+                Some(body) => respond_plain_owned(session, code, body).await,
+                None => respond_plain(session, code, plain_body(code)).await,
+            };
+            if let Err(err) = sent {
                 tracing::debug!("could not send the error response: {err}");
             }
         }
@@ -493,5 +945,62 @@ impl ProxyHttp for Proxy {
             });
         }
         ctx.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, cookies: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, path.as_bytes(), None).expect("request");
+        for c in cookies {
+            r.append_header(header::COOKIE, *c).expect("cookie");
+        }
+        r
+    }
+
+    fn route(primary: Option<&str>, write_paths: &[&str]) -> RouteConfig {
+        RouteConfig {
+            host: None,
+            path_prefix: "/".to_owned(),
+            group: "web".to_owned(),
+            retry_on_404: false,
+            primary: primary.map(str::to_owned),
+            write_paths: write_paths.iter().map(|p| (*p).to_owned()).collect(),
+            primary_fallback: false,
+        }
+    }
+
+    #[test]
+    fn cookie_values() {
+        let r = req(
+            "GET",
+            "/",
+            &["a=1; PHPSESSID=abc123 ; b=2", "WCNODE=\"0011\""],
+        );
+        assert_eq!(cookie_value(&r, "PHPSESSID"), Some("abc123"));
+        assert_eq!(cookie_value(&r, "WCNODE"), Some("0011"));
+        assert_eq!(cookie_value(&r, "b"), Some("2"));
+        assert_eq!(cookie_value(&r, "phpsessid"), None);
+        assert_eq!(cookie_value(&r, "missing"), None);
+        let r = req("GET", "/", &["PHPSESSID="]);
+        assert_eq!(cookie_value(&r, "PHPSESSID"), None);
+        let r = req("GET", "/", &["XPHPSESSID=1"]);
+        assert_eq!(cookie_value(&r, "PHPSESSID"), None);
+    }
+
+    #[test]
+    fn writes() {
+        let r = route(Some("web1"), &["/bitrix/admin/"]);
+        assert!(!is_write(&r, &req("GET", "/index.php", &[])));
+        assert!(!is_write(&r, &req("HEAD", "/", &[])));
+        assert!(!is_write(&r, &req("OPTIONS", "/", &[])));
+        assert!(is_write(&r, &req("POST", "/form", &[])));
+        assert!(is_write(&r, &req("PUT", "/x", &[])));
+        assert!(is_write(&r, &req("DELETE", "/x", &[])));
+        assert!(is_write(&r, &req("PATCH", "/x", &[])));
+        assert!(is_write(&r, &req("GET", "/bitrix/admin/index.php", &[])));
+        assert!(!is_write(&r, &req("GET", "/bitrix/adminx", &[])));
     }
 }
