@@ -826,3 +826,29 @@ fn write_paths_and_fallback_need_a_primary() {
         "has no effect without `primary`",
     );
 }
+
+#[test]
+fn upstream_keepalive_values_and_error() {
+    let ok = |v: &str| {
+        webcluster::config::parse(
+            &format!("[[group]]\nname = \"web\"\nupstream_keepalive = \"{v}\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:80\"\n"),
+            std::path::Path::new("k.toml"),
+        )
+    };
+    use webcluster::config::UpstreamKeepalive;
+    assert_eq!(
+        ok("on").expect("on").groups[0].upstream_keepalive,
+        UpstreamKeepalive::On
+    );
+    assert_eq!(
+        ok("off").expect("off").groups[0].upstream_keepalive,
+        UpstreamKeepalive::Off
+    );
+    assert_eq!(
+        ok("auto").expect("auto").groups[0].upstream_keepalive,
+        UpstreamKeepalive::Auto
+    );
+    let e = ok("sometimes").expect_err("bad value").to_string();
+    assert!(e.starts_with("k.toml:3:"), "{e}");
+    assert!(e.contains("upstream_keepalive"), "{e}");
+}

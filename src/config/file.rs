@@ -22,7 +22,7 @@ use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Config, GroupConfig,
     NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerSettings, StatusKind, StatusUrl,
-    Timeouts,
+    Timeouts, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -158,6 +158,7 @@ pub struct GroupFile {
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<Spanned<String>>,
     pub slow_start: Option<Spanned<String>>,
+    pub upstream_keepalive: Option<Spanned<String>>,
     pub scrape: Option<bool>,
     pub scrape_interval: Option<Spanned<String>>,
     pub scrape_timeout: Option<Spanned<String>>,
@@ -570,6 +571,11 @@ impl GroupFile {
             "fail_timeout",
         )?;
         let slow_start = cx.duration(&self.slow_start, DEFAULT_SLOW_START, cxs, "slow_start")?;
+        let upstream_keepalive = match &self.upstream_keepalive {
+            None => UpstreamKeepalive::Auto,
+            Some(v) => parse_upstream_keepalive(v.get_ref())
+                .map_err(|e| cx.bad(v, cxs, "upstream_keepalive", e))?,
+        };
 
         let interval = cx.positive_duration(
             &self.scrape_interval,
@@ -657,6 +663,7 @@ impl GroupFile {
             fail_timeout,
             scrape,
             slow_start,
+            upstream_keepalive,
             affinity,
         })
     }
@@ -1034,6 +1041,17 @@ fn parse_balance(text: &str) -> std::result::Result<BalanceMethod, String> {
             "unknown balance method {text:?}: expected \"busyness\", \"round_robin\" or \"least_inflight\""
         )
     })
+}
+
+fn parse_upstream_keepalive(text: &str) -> std::result::Result<UpstreamKeepalive, String> {
+    [
+        UpstreamKeepalive::Auto,
+        UpstreamKeepalive::On,
+        UpstreamKeepalive::Off,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| format!("unknown value {text:?}: expected \"auto\", \"on\" or \"off\""))
 }
 
 fn parse_affinity_mode(text: &str) -> std::result::Result<AffinityMode, String> {

@@ -123,6 +123,29 @@ impl BalanceMethod {
     }
 }
 
+/// Pooled keep-alive connections from the proxy to a group's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamKeepalive {
+    /// Kept, except to nodes whose status page says they hold a worker per
+    /// connection (Apache prefork and worker): there every idle pooled
+    /// connection would take a worker from other visitors.
+    Auto,
+    /// Always kept (nginx `keepalive` in an upstream block).
+    On,
+    /// A new connection per request (nginx's default).
+    Off,
+}
+
+impl UpstreamKeepalive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKeepalive::Auto => "auto",
+            UpstreamKeepalive::On => "on",
+            UpstreamKeepalive::Off => "off",
+        }
+    }
+}
+
 /// Which status page format a node serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusKind {
@@ -147,6 +170,8 @@ pub struct GroupConfig {
     pub scrape: ScrapeSettings,
     /// A node coming back up ramps its share up over this long.
     pub slow_start: Duration,
+    /// Whether connections to the nodes are kept open for reuse.
+    pub upstream_keepalive: UpstreamKeepalive,
     /// Session affinity (sticky sessions); off by default.
     pub affinity: Affinity,
 }

@@ -129,6 +129,7 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     } else {
         format!(", slow start {}", dur(g.slow_start))
     };
+    let keepalive = format!(", upstream keepalive {}", g.upstream_keepalive.as_str());
     let a = &g.affinity;
     let affinity = match a.mode {
         AffinityMode::Off => String::new(),
@@ -142,7 +143,7 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     };
     writeln!(
         out,
-        "group {} ({}): {passive}, {scrape}{slow}{affinity}{strict}",
+        "group {} ({}): {passive}, {scrape}{slow}{keepalive}{affinity}{strict}",
         g.name,
         g.balance.as_str()
     )?;

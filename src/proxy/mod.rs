@@ -28,7 +28,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
-use crate::config::AffinityMode;
+use crate::config::{AffinityMode, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
 
 /// The visitor-facing proxy.
@@ -393,16 +393,26 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         // An idle pooled connection to an Apache prefork/worker node holds
         // one of its workers: ask the node to close after the response.
-        if ctx
-            .current
-            .as_ref()
-            .is_some_and(|g| g.node().worker_per_connection())
-        {
-            upstream_request.insert_header(header::CONNECTION, "close")?;
-        }
         let Some(state) = &ctx.state else {
             return Ok(());
         };
+        let keepalive = state
+            .groups
+            .get(ctx.group)
+            .map_or(UpstreamKeepalive::Auto, |g| g.config.upstream_keepalive);
+        let close = match keepalive {
+            UpstreamKeepalive::On => false,
+            UpstreamKeepalive::Off => true,
+            // On prefork/worker nodes an idle pooled connection holds a
+            // worker other visitors need (it shows as `K`).
+            UpstreamKeepalive::Auto => ctx
+                .current
+                .as_ref()
+                .is_some_and(|g| g.node().worker_per_connection()),
+        };
+        if close {
+            upstream_request.insert_header(header::CONNECTION, "close")?;
+        }
         let Some(client) = client_ip(session) else {
             return Ok(());
         };
