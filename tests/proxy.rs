@@ -445,3 +445,50 @@ fn demo_answers_through_the_proxy() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("node1"));
 }
+
+#[test]
+fn access_log_names_the_node_and_upstream_time() {
+    let nodes = Nodes::start(&["a"]);
+    let log_dir = tempfile::tempdir().expect("temp dir");
+    let log_path = log_dir.path().join("access.log");
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &format!("[access_log]\ntarget = \"{}\"\n\n", log_path.display())
+            + &group("web", "", &[("a", nodes.addr(0), "")])
+    });
+    for _ in 0..3 {
+        let r = http_get(wc.listen, "/node", &[("User-Agent", "test-agent/1")]).expect("GET");
+        assert_eq!(r.status, 200);
+    }
+    let r = http_get(wc.listen, "/server-status", &[]).expect("GET");
+    assert_eq!(r.status, 403);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.lines().count() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for line in &lines[..3] {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains("\"GET /node HTTP/1.1\" 200 1 \"-\" \"test-agent/1\""),
+            "{line}"
+        );
+        assert!(line.contains(" node=web/a upstream_time=0."), "{line}");
+    }
+    // a refused status-page request is logged too, with no node
+    assert!(
+        lines[3].contains("\"GET /server-status HTTP/1.1\" 403"),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[3].contains(" node=- upstream_time=- "),
+        "{}",
+        lines[3]
+    );
+}
