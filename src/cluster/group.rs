@@ -48,7 +48,8 @@ impl Group {
     }
 
     fn candidates(&self, backup: bool, tried: &[usize], now: Instant) -> Vec<Candidate> {
-        let all: Vec<Candidate> = self
+        let mut any_known = false;
+        let mut all: Vec<(Candidate, bool)> = self
             .nodes
             .iter()
             .enumerate()
@@ -57,26 +58,25 @@ impl Group {
                     && n.config.weight > 0
                     && !n.config.drain
                     && !tried.contains(i)
-                    && n.live.usable(now)
             })
-            .map(|(index, n)| Candidate {
-                index,
-                weight: f64::from(n.config.weight) * n.live.ramp(&self.config, now),
-                load: n.live.load(&self.config, &n.config, now),
+            .filter_map(|(index, n)| {
+                let view = n.live.balance_view(&self.config, &n.config, now)?;
+                let known = !self.config.scrape.enabled || view.known_up;
+                any_known |= known;
+                let candidate = Candidate {
+                    index,
+                    weight: f64::from(n.config.weight) * view.ramp,
+                    load: view.load,
+                };
+                Some((candidate, known))
             })
             .collect();
         // Nodes whose health is not known yet (just added) serve only when no
         // node is known to be up.
-        let known: Vec<Candidate> = all
-            .iter()
-            .filter(|c| !self.config.scrape.enabled || self.nodes[c.index].live.known_up())
-            .copied()
-            .collect();
-        if known.is_empty() {
-            all
-        } else {
-            known
+        if any_known {
+            all.retain(|(_, known)| *known);
         }
+        all.into_iter().map(|(c, _)| c).collect()
     }
 
     /// The live state of node `index`.

@@ -45,6 +45,16 @@ pub struct Load {
     pub fresh: bool,
 }
 
+/// A usable node as the balancer sees it (see `NodeLive::balance_view`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BalanceView {
+    /// Health known good, not merely unknown.
+    pub known_up: bool,
+    /// Slow-start factor in (0, 1].
+    pub ramp: f64,
+    pub load: Load,
+}
+
 /// Active health as the scrapes see it (HAProxy's rise/fall).
 #[derive(Debug, Clone, PartialEq)]
 enum Health {
@@ -282,8 +292,38 @@ impl NodeLive {
     /// proxy sent since, or this proxy's own in-flight count when the status
     /// is stale or not scraped.
     pub fn load(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Load {
-        let inflight = self.inflight();
         let s = self.lock();
+        self.load_locked(&s, group, node, now)
+    }
+
+    /// Everything the balancer needs of a usable node, under one lock:
+    /// None when the node is down; else whether its health is known good,
+    /// its slow-start factor and its load.
+    pub fn balance_view(
+        &self,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        now: Instant,
+    ) -> Option<BalanceView> {
+        let s = self.lock();
+        if matches!(s.health, Health::Down { .. }) || s.passive_down(now) {
+            return None;
+        }
+        Some(BalanceView {
+            known_up: matches!(s.health, Health::Up),
+            ramp: ramp_factor(s.ramp_from, group.slow_start, now),
+            load: self.load_locked(&s, group, node, now),
+        })
+    }
+
+    fn load_locked(
+        &self,
+        s: &LiveState,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        now: Instant,
+    ) -> Load {
+        let inflight = self.inflight();
         let sent_since_scrape = self.proxied().saturating_sub(s.proxied_at_scrape);
         match s.fresh(group, now) {
             Some(sample) => {

@@ -234,7 +234,7 @@ write_paths = ["/admin/"]
             "  node web1   127.0.0.1:8001  weight 1  status http://127.0.0.1:8001/server-status?auto (auto, Host: 127.0.0.1:8001)",
             "  node web22  127.0.0.1:8002  weight 3 backup drain  status",
             "route example.com/api -> web, retry on 404, writes to web1 (and /admin/)",
-            "scrape every 1s (timeout 1s, fall 3, rise 2, stale after 3), affinity cookie (PHPSESSID)",
+            "scrape every 1s (timeout 1s, fall 3, rise 2, stale after 3), upstream keepalive auto, affinity cookie (PHPSESSID)",
             "default group web",
         ] {
             assert!(s.contains(needle), "missing {needle:?} in\n{s}");
