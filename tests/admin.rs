@@ -15,21 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::{connect, read_response};
-use support::webcluster::{base_config, node, nodes, Webcluster};
+use support::webcluster::{base_config, group_config as group, node, nodes, Webcluster};
 use support::{http_get, http_get_from, http_request, ApacheNode, ApacheOpts, Response};
-
-/// A `[[group]]` polling its nodes every 200 ms, with (name, address, extra keys) nodes.
-fn group(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
-    let mut s = format!(
-        "[[group]]\nname = \"{name}\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n{extra}\n"
-    );
-    for (n, addr, more) in nodes {
-        s.push_str(&format!(
-            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n"
-        ));
-    }
-    s
-}
 
 fn get(addr: SocketAddr, path: &str) -> Response {
     http_get(addr, path, &[]).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))

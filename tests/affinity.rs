@@ -6,7 +6,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 
-use support::webcluster::{base_config, node, Webcluster};
+use support::webcluster::{base_config, group_config, node, Webcluster};
 use support::{http_get, http_request, ApacheNode, ApacheOpts, KeepAliveClient};
 
 const NODE_HEADER: &str = "X-Webcluster-Node";
@@ -27,17 +27,9 @@ fn apache_nodes_with(names: &[&str], workers: u32) -> Vec<ApacheNode> {
 
 /// A `[[group]]` "web" over `nodes` (in that order) with `extra` group keys.
 fn group(extra: &str, nodes: &[&ApacheNode]) -> String {
-    let mut s = format!(
-        "[[group]]\nname = \"web\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\nfall = 3\n{extra}\n"
-    );
-    for n in nodes {
-        s.push_str(&format!(
-            "  [[group.node]]\n  name = \"{}\"\n  address = \"{}\"\n",
-            n.name(),
-            n.addr()
-        ));
-    }
-    s
+    let nodes: Vec<(&str, std::net::SocketAddr, &str)> =
+        nodes.iter().map(|n| (n.name(), n.addr(), "")).collect();
+    group_config("web", &format!("fall = 3\n{extra}"), &nodes)
 }
 
 fn start(extra_group: &str, nodes: &[&ApacheNode], routes: &str) -> Webcluster {

@@ -22,52 +22,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::webcluster::{binary, node, nodes, Webcluster};
+use support::demo::DemoNodes;
+use support::webcluster::{binary, group_config, node, nodes, Webcluster};
 use support::{http_get, wait_until, KeepAliveClient};
-use webcluster::demo_node::{DemoNode, DemoNodeConfig};
 
 // ---------------------------------------------------------------------------
 // Set-up helpers
 
-/// Demo nodes on a runtime of their own, alive as long as this is.
-struct Nodes {
-    rt: tokio::runtime::Runtime,
-    nodes: Vec<DemoNode>,
-}
-
-impl Nodes {
-    fn start(names: &[&str], delay: Duration) -> Nodes {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let nodes = names
-            .iter()
-            .map(|name| {
-                rt.block_on(DemoNode::start(DemoNodeConfig {
-                    name: name.to_string(),
-                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    workers: 64,
-                    delay,
-                }))
-                .expect("demo node")
-            })
-            .collect();
-        Nodes { rt, nodes }
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].addr()
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for n in self.nodes.drain(..) {
-            self.rt.block_on(n.shutdown());
-        }
-    }
+/// Demo nodes with 64 workers and `delay` on every page.
+fn start_nodes(names: &[&str], delay: Duration) -> DemoNodes {
+    DemoNodes::start(names, 64, delay)
 }
 
 /// `[server]` (with `extra` keys) and `[admin]`; grace period 30 s so that
@@ -81,15 +45,7 @@ fn server_config(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
 
 /// A round-robin `[[group]]` named `web` with (name, address, extra keys) nodes.
 fn web_group(nodes: &[(&str, SocketAddr, &str)]) -> String {
-    let mut s = "[[group]]\nname = \"web\"\nbalance = \"round_robin\"\n\
-                 scrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n\n"
-        .to_string();
-    for (n, addr, more) in nodes {
-        s.push_str(&format!(
-            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n\n"
-        ));
-    }
-    s
+    group_config("web", "balance = \"round_robin\"", nodes)
 }
 
 /// Replace the config file of `wc` with `text` and send SIGHUP; waits until
@@ -358,7 +314,7 @@ fn read_pid(path: &Path) -> Option<i32> {
 
 #[test]
 fn reload_adds_removes_and_reweights_nodes() {
-    let nodes = Nodes::start(&["a", "b", "c"], Duration::ZERO);
+    let nodes = start_nodes(&["a", "b", "c"], Duration::ZERO);
     let (a, b, c) = (nodes.addr(0), nodes.addr(1), nodes.addr(2));
     let wc = Webcluster::start(|l, adm| {
         server_config(l, adm, "") + &web_group(&[("a", a, "weight = 1"), ("b", b, "weight = 1")])
@@ -450,7 +406,7 @@ fn reload_adds_removes_and_reweights_nodes() {
 
 #[test]
 fn broken_config_on_reload_keeps_the_old_one_serving() {
-    let nodes = Nodes::start(&["a", "b"], Duration::ZERO);
+    let nodes = start_nodes(&["a", "b"], Duration::ZERO);
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let good = |l, adm| server_config(l, adm, "") + &web_group(&[("a", a, ""), ("b", b, "")]);
     let wc = Webcluster::start(good);
@@ -535,7 +491,7 @@ fn broken_config_on_reload_keeps_the_old_one_serving() {
 
 #[test]
 fn reload_command_signals_the_pid_in_pid_file() {
-    let nodes = Nodes::start(&["a", "b"], Duration::ZERO);
+    let nodes = start_nodes(&["a", "b"], Duration::ZERO);
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let run_dir = tempfile::tempdir().expect("temp dir");
     let pid_file = run_dir.path().join("webcluster.pid");
@@ -636,7 +592,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
 
 #[test]
 fn changed_listener_is_kept_with_a_warning_and_the_rest_applies() {
-    let nodes = Nodes::start(&["a", "b"], Duration::ZERO);
+    let nodes = start_nodes(&["a", "b"], Duration::ZERO);
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let wc = Webcluster::start(|l, adm| {
         server_config(l, adm, "") + &web_group(&[("a", a, ""), ("b", b, "")])
@@ -682,7 +638,7 @@ fn changed_listener_is_kept_with_a_warning_and_the_rest_applies() {
 
 #[test]
 fn removed_node_finishes_its_requests_in_flight() {
-    let nodes = Nodes::start(&["a", "b"], Duration::from_millis(1500));
+    let nodes = start_nodes(&["a", "b"], Duration::from_millis(1500));
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let wc = Webcluster::start(|l, adm| {
         server_config(l, adm, "") + &web_group(&[("a", a, ""), ("b", b, "")])
@@ -717,7 +673,7 @@ const RELOADS: usize = 10;
 
 #[test]
 fn repeated_reloads_under_load_lose_no_request() {
-    let nodes = Nodes::start(&["a", "b", "c"], Duration::from_millis(2));
+    let nodes = start_nodes(&["a", "b", "c"], Duration::from_millis(2));
     let (a, b, c) = (nodes.addr(0), nodes.addr(1), nodes.addr(2));
     let two = |l, adm| server_config(l, adm, "") + &web_group(&[("a", a, ""), ("b", b, "")]);
     let wc = Webcluster::start(two);
@@ -775,7 +731,7 @@ fn repeated_reloads_under_load_lose_no_request() {
 
 #[test]
 fn sigterm_lets_requests_in_flight_finish_then_exits() {
-    let nodes = Nodes::start(&["a", "b"], Duration::from_millis(1500));
+    let nodes = start_nodes(&["a", "b"], Duration::from_millis(1500));
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let mut wc = Webcluster::start(|l, adm| {
         server_config(l, adm, "") + &web_group(&[("a", a, ""), ("b", b, "")])
@@ -810,7 +766,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
 
 #[test]
 fn binary_upgrade_under_load_loses_no_request() {
-    let nodes = Nodes::start(&["a", "b"], Duration::from_millis(3));
+    let nodes = start_nodes(&["a", "b"], Duration::from_millis(3));
     let (a, b) = (nodes.addr(0), nodes.addr(1));
     let run_dir = tempfile::tempdir().expect("temp dir");
     let pid_file = run_dir.path().join("webcluster.pid");
@@ -888,7 +844,7 @@ fn sighup_as_soon_as_the_pid_file_appears_does_not_kill_the_process() {
     // `webcluster reload` (and systemd's ExecReload) may signal the pid as
     // soon as the pid file exists: SIGHUP's default action is to terminate,
     // so the process must not be left with it while starting.
-    let nodes = Nodes::start(&["a"], Duration::ZERO);
+    let nodes = start_nodes(&["a"], Duration::ZERO);
     let a = nodes.addr(0);
     for round in 0..5 {
         let run_dir = tempfile::tempdir().expect("temp dir");

@@ -29,22 +29,17 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::webcluster::{base_config, node, Webcluster};
+use support::webcluster::{base_config, group_config, node, Webcluster};
 use support::{http_get, ApacheNode, ApacheOpts, NginxNode, NginxOpts};
 
 /// A `[[group]]` scraped every 200 ms, with the given group keys and nodes as
 /// (name, address, extra node keys).
 fn group<N: AsRef<str>>(extra: &str, nodes: &[(N, SocketAddr, String)]) -> String {
-    let mut s = format!(
-        "[[group]]\nname = \"web\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n{extra}\n"
-    );
-    for (n, addr, more) in nodes {
-        let n = n.as_ref();
-        s.push_str(&format!(
-            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n"
-        ));
-    }
-    s
+    let nodes: Vec<(&str, SocketAddr, &str)> = nodes
+        .iter()
+        .map(|(n, addr, more)| (n.as_ref(), *addr, more.as_str()))
+        .collect();
+    group_config("web", extra, &nodes)
 }
 
 /// (name, address, no extra keys) for each node.

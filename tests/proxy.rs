@@ -7,66 +7,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::webcluster::{base_config, binary, node, Webcluster};
+use support::demo::DemoNodes;
+use support::webcluster::{base_config, binary, group_config, node, Webcluster};
 use support::{http_get, http_get_from, http_request, ApacheNode, ApacheOpts};
-use webcluster::demo_node::{DemoNode, DemoNodeConfig};
 
-/// Demo nodes on a runtime of their own, alive as long as this is.
-struct Nodes {
-    rt: tokio::runtime::Runtime,
-    nodes: Vec<Option<DemoNode>>,
-}
-
-impl Nodes {
-    fn start(names: &[&str]) -> Nodes {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let nodes = names
-            .iter()
-            .map(|name| {
-                Some(
-                    rt.block_on(DemoNode::start(DemoNodeConfig {
-                        name: name.to_string(),
-                        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                        workers: 16,
-                        delay: Duration::ZERO,
-                    }))
-                    .expect("demo node"),
-                )
-            })
-            .collect();
-        Nodes { rt, nodes }
-    }
-
-    fn node(&self, i: usize) -> &DemoNode {
-        self.nodes[i].as_ref().expect("node still running")
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.node(i).addr()
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(n) = self.nodes[i].take() {
-            self.rt.block_on(n.shutdown());
-        }
-    }
-}
-
-/// A `[[group]]` with the given nodes as (name, address, extra keys).
 fn group(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
-    let mut s = format!(
-        "[[group]]\nname = \"{name}\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n{extra}\n"
-    );
-    for (n, addr, more) in nodes {
-        s.push_str(&format!(
-            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n"
-        ));
-    }
-    s
+    group_config(name, extra, nodes)
+}
+
+/// Demo nodes with 16 workers and no delay.
+fn start_nodes(names: &[&str]) -> DemoNodes {
+    DemoNodes::start(names, 16, Duration::ZERO)
 }
 
 fn get_node_name(wc: &Webcluster, headers: &[(&str, &str)]) -> String {
@@ -85,7 +36,7 @@ fn tally(wc: &Webcluster, n: usize) -> HashMap<String, usize> {
 
 #[test]
 fn round_robin_spreads_by_weight() {
-    let nodes = Nodes::start(&["a", "b", "c"]);
+    let nodes = start_nodes(&["a", "b", "c"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "")
             + &group(
@@ -108,7 +59,7 @@ fn round_robin_spreads_by_weight() {
 #[test]
 fn busyness_and_least_inflight_use_every_idle_node() {
     for method in ["busyness", "least_inflight"] {
-        let nodes = Nodes::start(&["a", "b", "c"]);
+        let nodes = start_nodes(&["a", "b", "c"]);
         let wc = Webcluster::start(|l, a| {
             base_config(l, a, "")
                 + &group(
@@ -134,7 +85,7 @@ fn busyness_and_least_inflight_use_every_idle_node() {
 
 #[test]
 fn host_and_forwarded_headers() {
-    let nodes = Nodes::start(&["a"]);
+    let nodes = start_nodes(&["a"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "") + &group("web", "", &[("a", nodes.addr(0), "")])
     });
@@ -183,7 +134,7 @@ fn host_and_forwarded_headers() {
 
 #[test]
 fn trusted_proxy_keeps_and_appends_x_forwarded_for() {
-    let nodes = Nodes::start(&["a"]);
+    let nodes = start_nodes(&["a"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "trusted_proxies = [\"127.0.0.2/32\"]")
             + &group("web", "", &[("a", nodes.addr(0), "")])
@@ -219,7 +170,7 @@ fn trusted_proxy_keeps_and_appends_x_forwarded_for() {
 
 #[test]
 fn killed_node_is_skipped_and_gets_requests_retried() {
-    let mut nodes = Nodes::start(&["a", "b", "c"]);
+    let mut nodes = start_nodes(&["a", "b", "c"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "")
             + &group(
@@ -246,7 +197,7 @@ fn killed_node_is_skipped_and_gets_requests_retried() {
 
 #[test]
 fn all_nodes_down_gives_502_with_a_plain_body() {
-    let mut nodes = Nodes::start(&["a", "b"]);
+    let mut nodes = start_nodes(&["a", "b"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "")
             + &group(
@@ -268,7 +219,7 @@ fn all_nodes_down_gives_502_with_a_plain_body() {
 
 #[test]
 fn node_that_never_answers_gives_504() {
-    let nodes = Nodes::start(&["slow"]);
+    let nodes = start_nodes(&["slow"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "")
             + "[timeouts]\nread = \"500ms\"\n\n"
@@ -284,7 +235,7 @@ fn node_that_never_answers_gives_504() {
 
 #[test]
 fn backup_serves_only_when_primaries_are_down() {
-    let mut nodes = Nodes::start(&["p1", "p2", "backup"]);
+    let mut nodes = start_nodes(&["p1", "p2", "backup"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "")
             + &group(
@@ -311,7 +262,7 @@ fn backup_serves_only_when_primaries_are_down() {
 
 #[test]
 fn routes_by_host_and_path() {
-    let nodes = Nodes::start(&["www", "static", "api"]);
+    let nodes = start_nodes(&["www", "static", "api"]);
     let wc = Webcluster::start(|l, a| {
         "default_group = \"www\"\n".to_string()
             + &base_config(l, a, "")
@@ -339,7 +290,7 @@ fn routes_by_host_and_path() {
 
 #[test]
 fn post_is_proxied_with_its_body() {
-    let nodes = Nodes::start(&["a"]);
+    let nodes = start_nodes(&["a"]);
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "") + &group("web", "", &[("a", nodes.addr(0), "")])
     });
@@ -448,7 +399,7 @@ fn demo_answers_through_the_proxy() {
 
 #[test]
 fn access_log_names_the_node_and_upstream_time() {
-    let nodes = Nodes::start(&["a"]);
+    let nodes = start_nodes(&["a"]);
     let log_dir = tempfile::tempdir().expect("temp dir");
     let log_path = log_dir.path().join("access.log");
     let wc = Webcluster::start(|l, a| {

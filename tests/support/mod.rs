@@ -25,6 +25,7 @@
 #![allow(dead_code)]
 
 pub mod apache;
+pub mod demo;
 pub mod http;
 pub mod nginx;
 pub mod process;

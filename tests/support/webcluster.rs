@@ -32,6 +32,20 @@ pub fn base_config(listen: SocketAddr, admin: SocketAddr, extra_server: &str) ->
     )
 }
 
+/// A `[[group]]` polling its nodes every 200 ms, with `extra` keys and
+/// (name, address, extra node keys) nodes.
+pub fn group_config(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
+    let mut s = format!(
+        "[[group]]\nname = \"{name}\"\nscrape_interval = \"200ms\"\nscrape_timeout = \"200ms\"\n{extra}\n"
+    );
+    for (n, addr, more) in nodes {
+        s.push_str(&format!(
+            "  [[group.node]]\n  name = \"{n}\"\n  address = \"{addr}\"\n  {more}\n"
+        ));
+    }
+    s
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
