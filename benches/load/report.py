@@ -1,0 +1,652 @@
+#!/usr/bin/env python3
+"""Turn the raw results of benches/load/run.sh into Markdown tables and a plot.
+
+Reads WORK/results.jsonl (one line per case, pointing at the raw wrk output or
+openloop.py JSON), WORK/machine.json and WORK/command.txt; rewrites the part
+of OUT between the RESULTS markers (or the whole file when it has none) and
+writes PLOT_DIR/latency.png (matplotlib) or PLOT_DIR/latency.svg (by hand,
+when matplotlib is missing). Also copies the raw per-case summary to
+PLOT_DIR/results.json so the numbers stay with the tables.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import sys
+
+BEGIN = "<!-- BEGIN RESULTS: written by benches/load/report.py, do not edit by hand -->"
+END = "<!-- END RESULTS -->"
+
+METHOD_LABEL = {
+    "wc-busyness": "webcluster busyness",
+    "wc-round_robin": "webcluster round_robin",
+    "wc-least_inflight": "webcluster least_inflight",
+    "wc-busyness-ka": "webcluster busyness, upstream keep-alive on",
+    "wc-round_robin-ka": "webcluster round_robin, upstream keep-alive on",
+    "wc-least_inflight-ka": "webcluster least_inflight, upstream keep-alive on",
+    "nginx-least_conn": "nginx least_conn",
+    "nginx-round_robin": "nginx round robin",
+    "haproxy-leastconn": "HAProxy leastconn",
+    "haproxy-roundrobin": "HAProxy roundrobin",
+}
+SCENARIO_LABEL = {
+    "hidden": "hidden load on n1",
+    "equal": "all nodes equal (no hidden load)",
+    "full": "hidden load fills every worker of n1",
+    "flap": "hidden load fills n1 but frees a worker now and then",
+}
+PROXY_LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
+               "webcluster": "webcluster"}
+
+
+def wrk_ms(tok):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", tok)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
+
+
+def parse_wrk(path):
+    out = {"rps": None, "p50": None, "p75": None, "p90": None, "p99": None, "requests": None,
+           "errors": 0, "non2xx": 0}
+    try:
+        text = open(path).read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        s = line.strip()
+        m = re.match(r"(50|75|90|99)%\s+(\S+)", s)
+        if m:
+            out["p" + m.group(1)] = wrk_ms(m.group(2))
+        m = re.match(r"Requests/sec:\s+([\d.]+)", s)
+        if m:
+            out["rps"] = float(m.group(1))
+        m = re.match(r"(\d+) requests in", s)
+        if m:
+            out["requests"] = int(m.group(1))
+        m = re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", s)
+        if m:
+            out["errors"] = sum(int(x) for x in m.groups())
+        m = re.match(r"Non-2xx or 3xx responses: (\d+)", s)
+        if m:
+            out["non2xx"] = int(m.group(1))
+    return out
+
+
+def fmt_ms(v):
+    if v is None:
+        return "—"
+    if v >= 1000:
+        return "%.2f s" % (v / 1000)
+    if v >= 100:
+        return "%.0f ms" % v
+    if v >= 10:
+        return "%.1f ms" % v
+    return "%.2f ms" % v
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return "%.2f" % (a / b)
+
+
+def load(work):
+    rows = []
+    with open(os.path.join(work, "results.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    machine = json.load(open(os.path.join(work, "machine.json")))
+    command = open(os.path.join(work, "command.txt")).read().strip()
+    return rows, machine, command
+
+
+def median(vals):
+    vals = sorted(v for v in vals if v is not None)
+    if not vals:
+        return None
+    k = len(vals) // 2
+    return vals[k] if len(vals) % 2 else (vals[k - 1] + vals[k]) / 2.0
+
+
+def overhead_section(rows):
+    ov = [r for r in rows if r["part"] == "overhead"]
+    if not ov:
+        return [], {}
+    for r in ov:
+        r.update(parse_wrk(r["wrk"]))
+        ticks = r.get("cpu_ticks", 0) / float(r.get("clk_tck", 100))
+        reqs = r.get("requests") or 0
+        r["cpu_us_per_req"] = (ticks * 1e6 / reqs) if reqs else None
+        r["rss_mib"] = r["rss_kb"] / 1024.0 if r.get("rss_kb") else None
+    # One row per (size, proxy, threads): medians over the repetitions.
+    cases = []
+    keys = []
+    for r in ov:
+        k = (r["size"], r["proxy"], r["threads"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        reps = [r for r in ov if (r["size"], r["proxy"], r["threads"]) == k]
+        c = {"size": k[0], "proxy": k[1], "threads": k[2], "n": len(reps)}
+        for f in ("rps", "p50", "p99", "cpu_us_per_req"):
+            c[f] = median([r[f] for r in reps])
+        c["rss_mib"] = max((r["rss_mib"] or 0) for r in reps) or None
+        rps = [r["rps"] for r in reps if r["rps"]]
+        c["rps_range"] = (min(rps), max(rps)) if rps else None
+        c["errors"] = sum(r["errors"] + r["non2xx"] for r in reps)
+        cases.append(c)
+    lines = []
+    summary = {}
+    sizes = []
+    for c in cases:
+        if c["size"] not in sizes:
+            sizes.append(c["size"])
+    reps_n = max(c["n"] for c in cases)
+    for size in sizes:
+        lines.append("")
+        lines.append("#### %s response" % ("64 KiB" if size == "64k" else "small (96-byte)" if size == "small" else size))
+        lines.append("")
+        lines.append("| proxy | workers | req/s | req/s range | req/s × nginx / × HAProxy | p50 | p50 × nginx / × HAProxy "
+                     "| p99 | p99 × nginx / × HAProxy | peak RSS | RSS × nginx / × HAProxy "
+                     "| CPU per request | errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        sc = [c for c in cases if c["size"] == size]
+        for r in sc:
+            ng = next((c for c in sc if c["proxy"] == "nginx" and c["threads"] == r["threads"]), None)
+            hp = next((c for c in sc if c["proxy"] == "haproxy" and c["threads"] == r["threads"]), None)
+            direct = r["proxy"] == "direct"
+
+            def pair(key):
+                if direct:
+                    return "—"
+                return "%s / %s" % (ratio(r[key], ng and ng[key]), ratio(r[key], hp and hp[key]))
+
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                PROXY_LABEL.get(r["proxy"], r["proxy"]),
+                "1 (upstream)" if direct else r["threads"],
+                "%.0f" % r["rps"] if r["rps"] else "—",
+                "%.0f–%.0f" % r["rps_range"] if r["rps_range"] else "—",
+                pair("rps"),
+                fmt_ms(r["p50"]), pair("p50"),
+                fmt_ms(r["p99"]), pair("p99"),
+                "%.1f MiB" % r["rss_mib"] if r["rss_mib"] else "—",
+                pair("rss_mib"),
+                "%.0f µs" % r["cpu_us_per_req"] if r["cpu_us_per_req"] else "—",
+                r["errors"],
+            ))
+            if r["proxy"] == "webcluster":
+                summary[(size, r["threads"])] = {
+                    "rps_ng": r["rps"] / ng["rps"] if ng and ng["rps"] and r["rps"] else None,
+                    "rps_hp": r["rps"] / hp["rps"] if hp and hp["rps"] and r["rps"] else None,
+                    "p99_ng": r["p99"] / ng["p99"] if ng and ng["p99"] and r["p99"] else None,
+                    "p99_hp": r["p99"] / hp["p99"] if hp and hp["p99"] and r["p99"] else None,
+                }
+    lines.insert(0, "")
+    if reps_n > 1:
+        lines.insert(1, "Each case ran %d times, interleaved (every case once, then again); req/s, p50, p99 and CPU "
+                        "per request are medians, peak RSS the largest, errors the sum." % reps_n)
+    else:
+        lines.insert(1, "Each case ran once.")
+    return lines, summary
+
+
+def idle_section(rows):
+    rs = [r for r in rows if r["part"] == "idle"]
+    if not rs:
+        return []
+    n = rs[0]["conns"]
+    lines = ["", "### Idle keep-alive connections", "",
+             "Each proxy with 1 worker; `idleconns.py` opens %d visitor connections, one keep-alive request "
+             "on each, and holds them idle. Peak RSS (VmHWM; nginx: its worker) once all are open." % n, "",
+             "| proxy | connections open | failed | RSS before | peak RSS | per connection | × nginx / × HAProxy |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    by = {r["proxy"]: r for r in rs}
+    for r in rs:
+        ng, hp = by.get("nginx"), by.get("haproxy")
+        per = (r["rss_kb"] - r["rss_before_kb"]) / max(1, r["open"])
+        lines.append("| %s | %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %s / %s |" % (
+            PROXY_LABEL.get(r["proxy"], r["proxy"]), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
+            r["rss_kb"] / 1024.0, per, ratio(r["rss_kb"], ng and ng["rss_kb"]),
+            ratio(r["rss_kb"], hp and hp["rss_kb"])))
+    return lines
+
+
+def handler_section(rows):
+    hs = [r for r in rows if r["part"] == "handler"]
+    if not hs:
+        return []
+    lines = ["", "Handler cost on one idle node (wrk, 12 keep-alive connections, 4 s; "
+             "the balancing runs use the Lua handler):", "",
+             "| handler | req/s | p50 | p99 |", "| --- | ---: | ---: | ---: |"]
+    for r in hs:
+        w = parse_wrk(r["wrk"])
+        lua = r["handler"] in ("lua", "sleep")
+        path = r.get("path") or ("/sleep" if lua else "/cgi-sleep")
+        name = ("Lua `%s` (mod_lua, no fork)" if lua else "CGI `%s` (sh, fork + exec per request)") % path
+        lines.append("| %s | %s | %s | %s |" % (name, "%.0f" % w["rps"] if w["rps"] else "—",
+                                                fmt_ms(w["p50"]), fmt_ms(w["p99"])))
+    return lines
+
+
+LAG_LIMIT_MS = 10.0
+
+
+def busy_machine(ol):
+    lag = (ol.get("send_lag_ms") or {}).get("p99")
+    return lag is not None and lag > LAG_LIMIT_MS
+
+
+def baseline_section(rows):
+    bs = [r for r in rows if r["part"] == "baseline"]
+    lines = []
+    for r in bs:
+        try:
+            ol = json.load(open(r["openloop"]))
+        except (OSError, ValueError):
+            continue
+        lat = ol["latency_ms"]
+        lines += ["", "The floor, without a proxy: openloop.py straight to one idle node at a third of the rate "
+                  "(%.0f visitors/s, its share), %d requests: p50 %s, p99 %s, p99.9 %s, max %s, %d failed or "
+                  "timed out, generator lag p99 %s." % (
+                      ol["rate"], ol["sent"], fmt_ms(lat["p50"]), fmt_ms(lat["p99"]), fmt_ms(lat["p99.9"]),
+                      fmt_ms(lat["max"]), ol["failed"], fmt_ms(ol["send_lag_ms"]["p99"]))]
+    return lines
+
+
+def balancing_section(rows, handler_ms):
+    bal = [r for r in rows if r["part"] == "balancing"]
+    if not bal:
+        return [], {}
+    for r in bal:
+        try:
+            r["ol"] = json.load(open(r["openloop"]))
+        except (OSError, ValueError):
+            r["ol"] = None
+        hw = parse_wrk(r["hidden_wrk"]) if r.get("hidden_workers") else None
+        r["hidden_rps"] = hw["rps"] if hw else None
+        try:
+            r["sampler_data"] = json.load(open(r["sampler"])) if r.get("sampler") else None
+        except (OSError, ValueError):
+            r["sampler_data"] = None
+        r["admin_n1"] = None
+        if r.get("admin"):
+            try:
+                snap = json.load(open(r["admin"]))
+                for g in snap.get("groups", []):
+                    for n in g.get("nodes", []):
+                        if n.get("name") == "n1":
+                            r["admin_n1"] = n
+            except (OSError, ValueError):
+                pass
+    scenarios = []
+    for r in bal:
+        if r["scenario"] not in scenarios:
+            scenarios.append(r["scenario"])
+    target = 1.25 * handler_ms
+    lines = []
+    for sc in scenarios:
+        runs = [r for r in bal if r["scenario"] == sc and r["ol"]]
+        if not runs:
+            continue
+        hidden = runs[0].get("hidden_workers", 0)
+        ol0 = runs[0]["ol"]
+        lines.append("")
+        lines.append("#### %s" % SCENARIO_LABEL.get(sc, sc))
+        lines.append("")
+        from urllib.parse import urlsplit
+        u = urlsplit(ol0["url"])
+        lines.append("%d visitors/s for %.0f s (%d requests), `%s?%s`; hidden load on n1: %s." % (
+            ol0["rate"], ol0["duration_s"], ol0["sent"], u.path, u.query,
+            "%d keep-alive connections from wrk (each holds one of its workers)" % hidden
+            if hidden else "none"))
+        lines.append("")
+        lines.append("| method | ok | failed | timed out (≥ %.0f s) | ≥ 1 s | p50 | p99 | p99.9 | max "
+                     "| share n1 / n2 / n3 | p99 ≤ %s | max proxy conns n1 / n2 / n3 | max backlog n1 / n2 / n3 "
+                     "| proxy CPU | generator lag p99 |" % (ol0["timeout_s"], fmt_ms(target)))
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |")
+        for r in runs:
+            ol = r["ol"]
+            lat = ol["latency_ms"]
+            ok = ol["ok"]
+            shares = " / ".join("%.0f%%" % (100.0 * ol["nodes"].get(n, 0) / ok) if ok else "—"
+                                for n in ("n1", "n2", "n3"))
+            failed = ol["failed"] - ol["timeouts"]
+            cpu = r.get("proxy_cpu_ticks", 0) / float(r.get("clk_tck", 100))
+            sd = r.get("sampler_data")
+            if sd:
+                conns = " / ".join(str(sd["nodes"][n]["proxy_conns_max"]) for n in ("n1", "n2", "n3"))
+                backlog = " / ".join(str(sd["nodes"][n]["backlog_max"]) for n in ("n1", "n2", "n3"))
+            else:
+                conns = backlog = "—"
+            lines.append("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.1f s | %s |" % (
+                METHOD_LABEL.get(r["method"], r["method"]), ok, failed, ol["timeouts"], ol["over_1s"],
+                fmt_ms(lat["p50"]), fmt_ms(lat["p99"]), fmt_ms(lat["p99.9"]), fmt_ms(lat["max"]),
+                shares, "yes" if lat["p99"] is not None and lat["p99"] <= target and ol["failed"] == 0 else "**no**",
+                conns, backlog, cpu, fmt_ms(ol["send_lag_ms"]["p99"]) + (" ⚠" if busy_machine(ol) else "")))
+        if any(busy_machine(r["ol"]) for r in runs):
+            lines.append("")
+            lines.append("⚠ openloop.py itself sent late (p99 lag over %.0f ms): the machine was short of CPU "
+                         "during that run (other processes, or the proxy and nodes saturating both cores); its "
+                         "tail latencies say more about the machine than about the method." % LAG_LIMIT_MS)
+        extra = [r for r in runs if r.get("hidden_rps")]
+        notes = []
+        if extra:
+            notes.append("hidden load served by n1 (req/s): " + ", ".join(
+                "%s %.0f" % (METHOD_LABEL.get(r["method"], r["method"]), r["hidden_rps"]) for r in extra))
+        sb = runs[0].get("scoreboards_before")
+        if sb:
+            notes.append("scoreboards of n1 | n2 | n3 just before the load of the first run: `%s`" % sb)
+        wcv = [r for r in runs if r.get("sampler_data") and (r["sampler_data"]["nodes"].get("n1") or {}).get("webcluster")]
+        if wcv and hidden:
+            parts = []
+            for r in wcv:
+                v = r["sampler_data"]["nodes"]["n1"]["webcluster"]
+                if v["scraped_busy_mean"] is None:
+                    parts.append("%s: n1 %s for the whole run (its status page did not answer), estimated busy "
+                                 "%.1f" % (METHOD_LABEL.get(r["method"], r["method"]), "/".join(v["states"]),
+                                           v["estimated_busy_mean"]))
+                    continue
+                if not v["samples_scraped_full"]:
+                    parts.append("%s: scraped busy %s, estimated busy mean %.1f (min %.1f), its last scrape never "
+                                 "showed n1 full; states %s" % (
+                                     METHOD_LABEL.get(r["method"], r["method"]),
+                                     "%.1f" % v["scraped_busy_mean"], v["estimated_busy_mean"],
+                                     v["estimated_busy_min"], "/".join(v["states"])))
+                    continue
+                parts.append("%s: scraped busy %s, estimated busy mean %.1f (min %.1f); in %d of the %d samples "
+                             "whose last scrape showed n1 full, webcluster estimated it had an idle worker; states %s" % (
+                                 METHOD_LABEL.get(r["method"], r["method"]),
+                                 "%.1f" % v["scraped_busy_mean"] if v["scraped_busy_mean"] is not None else "—",
+                                 v["estimated_busy_mean"], v["estimated_busy_min"],
+                                 v["samples_scraped_full_but_estimated_free"], v["samples_scraped_full"],
+                                 "/".join(v["states"])))
+            notes.append("webcluster's view of n1 during the run (its status.json sampled every 0.25 s; "
+                         "capacity 16): " + "; ".join(parts))
+        wc = [r for r in runs if r.get("admin_n1")]
+        if wc:
+            notes.append("webcluster's view of n1 at the end (status.json): " + "; ".join(
+                "%s: state %s, busy %s of %s, estimated busy %.1f" % (
+                    METHOD_LABEL.get(r["method"], r["method"]), r["admin_n1"].get("state"),
+                    r["admin_n1"].get("busy_workers"), r["admin_n1"].get("capacity"),
+                    r["admin_n1"].get("estimated_busy") or 0.0) for r in wc))
+        for n in notes:
+            lines.append("")
+            lines.append("- " + n)
+    return lines, {sc: [r for r in bal if r["scenario"] == sc and r["ol"]] for sc in scenarios}
+
+
+def targets_section(ov_summary, bal_by_scenario, handler_ms, floor_p99=None):
+    lines = ["", "#### Issue #6 targets, as measured in this run", ""]
+    lines.append("| target | measured | met |")
+    lines.append("| --- | --- | :---: |")
+    for (size, n), s in sorted(ov_summary.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if n != 1:
+            continue
+        vals = [s["rps_ng"], s["rps_hp"]]
+        met = all(v is not None and v >= 0.8 for v in vals)
+        lines.append("| req/s ≥ 0.8 × nginx and HAProxy, 1 worker, %s | %s × nginx, %s × HAProxy | %s |" % (
+            size, "%.2f" % vals[0] if vals[0] else "—", "%.2f" % vals[1] if vals[1] else "—",
+            "yes" if met else "**no**"))
+        vals = [s["p99_ng"], s["p99_hp"]]
+        met = all(v is not None and v <= 1.2 for v in vals)
+        lines.append("| p99 ≤ 1.2 × nginx and HAProxy, 1 worker, %s | %s × nginx, %s × HAProxy | %s |" % (
+            size, "%.2f" % vals[0] if vals[0] else "—", "%.2f" % vals[1] if vals[1] else "—",
+            "yes" if met else "**no**"))
+    for sc, runs in bal_by_scenario.items():
+        b = next((r for r in runs if r["method"] == "wc-busyness"), None)
+        if not b:
+            continue
+        ol = b["ol"]
+        if sc in ("hidden", "full", "flap"):
+            met = ol["failed"] == 0 and ol["latency_ms"]["p99"] <= 1.25 * handler_ms
+            floor = ("; %.2f × the no-proxy floor's p99 (%s)" % (ol["latency_ms"]["p99"] / floor_p99, fmt_ms(floor_p99))
+                     if floor_p99 else "")
+            lines.append("| busyness, %s: no request hangs or fails, p99 ≤ 1.25 × handler (%s) "
+                         "| %d failed, %d timed out, %d over 1 s, p99 %s%s | %s |" % (
+                             SCENARIO_LABEL.get(sc, sc), fmt_ms(1.25 * handler_ms),
+                             ol["failed"] - ol["timeouts"], ol["timeouts"], ol["over_1s"],
+                             fmt_ms(ol["latency_ms"]["p99"]), floor, "yes" if met else "**no**"))
+        else:
+            peers = [r for r in runs if not r["method"].startswith("wc-")]
+            if peers:
+                best = min(peers, key=lambda r: r["ol"]["latency_ms"]["p99"])
+                bp = best["ol"]["latency_ms"]["p99"]
+                p = ol["latency_ms"]["p99"]
+                lines.append("| busyness, all nodes equal: p99 within 5%% of the best peer's "
+                             "| %s vs %s (%s), %.2f × | %s |" % (
+                                 fmt_ms(p), fmt_ms(bp), METHOD_LABEL.get(best["method"], best["method"]),
+                                 p / bp, "yes" if p <= 1.05 * bp and ol["failed"] == 0 else "**no**"))
+    return lines
+
+
+COLORS = {
+    "wc-busyness": "#d62728", "wc-round_robin": "#ff9896", "wc-least_inflight": "#e377c2",
+    "wc-busyness-ka": "#8c564b",
+    "nginx-least_conn": "#2ca02c", "nginx-round_robin": "#98df8a",
+    "haproxy-leastconn": "#1f77b4", "haproxy-roundrobin": "#aec7e8",
+}
+
+
+def plot(bal_by_scenario, plot_dir, handler_ms, timeout_s, floor_curve=None):
+    scen = [(sc, runs) for sc, runs in bal_by_scenario.items() if runs]
+    if not scen:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return plot_svg(scen, plot_dir, handler_ms)
+    cols = min(2, len(scen))
+    rows_n = (len(scen) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(6.2 * cols, 4.2 * rows_n + 0.8), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(scen):]:
+        ax.set_visible(False)
+    for ax, (sc, runs) in zip(flat, scen):
+        for r in runs:
+            xs = [1.0 / max(1e-4, 1 - q / 100.0) for q, v in r["ol"]["curve"] if v is not None]
+            ys = [v for q, v in r["ol"]["curve"] if v is not None]
+            ax.plot(xs, ys, label=METHOD_LABEL.get(r["method"], r["method"]),
+                    color=COLORS.get(r["method"]), lw=2 if r["method"] == "wc-busyness" else 1.3)
+        if floor_curve:
+            xs = [1.0 / max(1e-4, 1 - q / 100.0) for q, v in floor_curve if v is not None]
+            ys = [v for q, v in floor_curve if v is not None]
+            ax.plot(xs, ys, label="no proxy (one idle node, 1/3 of the rate)", color="black", lw=0.9, ls="-.")
+        ax.axhline(1.25 * handler_ms, color="grey", ls="--", lw=0.8)
+        ax.text(1.05, 1.25 * handler_ms * 1.08, "1.25 × handler", color="grey", fontsize=7)
+        ax.axhline(timeout_s * 1000, color="black", ls=":", lw=0.8)
+        ax.text(1.05, timeout_s * 1000 * 1.08, "timeout", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([1, 2, 10, 100, 1000, 10000])
+        ax.set_xticklabels(["0", "50", "90", "99", "99.9", "99.99"])
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency from intended send (ms)")
+        ax.set_title(SCENARIO_LABEL.get(sc, sc), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)))
+    fig.suptitle("Open-loop latency by method, 3 Apache prefork nodes, %d ms handler" % handler_ms,
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.9 / (4.2 * rows_n + 0.8), 1, 1))
+    path = os.path.join(plot_dir, "latency.png")
+    fig.savefig(path, dpi=110)
+    stale = os.path.join(plot_dir, "latency.svg")
+    if os.path.exists(stale):
+        os.remove(stale)
+    return "latency.png"
+
+
+def plot_svg(scen, plot_dir, handler_ms):
+    """The same plot without matplotlib: log-log percentile curves."""
+    W, H, pad = 420, 320, 50
+    parts = []
+    width = W * len(scen)
+    parts.append('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
+                 'font-size="10">' % (width, H + 80))
+    parts.append('<rect width="100%" height="100%" fill="white"/>')
+    ymin, ymax = math.log10(1), math.log10(10000)
+    xmax = 4.0
+    for k, (sc, runs) in enumerate(scen):
+        ox = k * W
+
+        def px(x):
+            return ox + pad + (W - pad - 15) * x / xmax
+
+        def py(v):
+            v = math.log10(max(1.0, min(10000.0, v)))
+            return 20 + (H - 40) * (1 - (v - ymin) / (ymax - ymin))
+
+        parts.append('<text x="%d" y="14" font-size="11">%s</text>' % (ox + pad, SCENARIO_LABEL.get(sc, sc)))
+        parts.append('<rect x="%d" y="20" width="%d" height="%d" fill="none" stroke="#999"/>' % (
+            px(0), px(xmax) - px(0), H - 40))
+        for lab, x in (("0", 0), ("90", 1), ("99", 2), ("99.9", 3), ("99.99", 4)):
+            parts.append('<text x="%.0f" y="%d" text-anchor="middle">%s</text>' % (px(x), H - 5, lab))
+        for v in (1, 10, 100, 1000, 10000):
+            parts.append('<text x="%d" y="%.0f" text-anchor="end">%s</text>' % (px(0) - 4, py(v) + 3,
+                                                                              "%g ms" % v))
+        parts.append('<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="grey" stroke-dasharray="4"/>' % (
+            px(0), px(xmax), py(1.25 * handler_ms), py(1.25 * handler_ms)))
+        for j, r in enumerate(runs):
+            pts = []
+            for q, v in r["ol"]["curve"]:
+                if v is None:
+                    continue
+                x = -math.log10(max(1e-4, 1 - q / 100.0))
+                pts.append("%.1f,%.1f" % (px(x), py(v)))
+            color = COLORS.get(r["method"], "black")
+            parts.append('<polyline fill="none" stroke="%s" stroke-width="%s" points="%s"/>' % (
+                color, 2 if r["method"] == "wc-busyness" else 1.2, " ".join(pts)))
+            if k == 0:
+                parts.append('<text x="%d" y="%d" fill="%s">%s</text>' % (
+                    10 + 140 * (j % 3), H + 20 + 14 * (j // 3), color, METHOD_LABEL.get(r["method"], r["method"])))
+    parts.append('<text x="10" y="%d">x: percentile, y: latency from intended send (log scales); '
+                 'dashed: 1.25 x handler</text>' % (H + 70))
+    parts.append("</svg>")
+    path = os.path.join(plot_dir, "latency.svg")
+    open(path, "w").write("\n".join(parts))
+    stale = os.path.join(plot_dir, "latency.png")
+    if os.path.exists(stale):
+        os.remove(stale)
+    return "latency.svg"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--plot-dir", required=True)
+    p.add_argument("--elapsed", type=int, default=0)
+    p.add_argument("--handler-ms", type=float, default=20)
+    args = p.parse_args()
+    rows, m, command = load(args.work)
+
+    ov_lines, ov_summary = overhead_section(rows)
+    h_lines = handler_section(rows) + baseline_section(rows)
+    bal_lines, bal_by = balancing_section(rows, args.handler_ms)
+    timeout_s = next((r["ol"]["timeout_s"] for rs in bal_by.values() for r in rs), 5.0)
+    floor_curve = None
+    for r in rows:
+        if r["part"] == "baseline":
+            try:
+                floor_curve = json.load(open(r["openloop"]))["curve"]
+            except (OSError, ValueError, KeyError):
+                pass
+    plot_file = plot(bal_by, args.plot_dir, args.handler_ms, timeout_s, floor_curve) if bal_by else None
+
+    out = [BEGIN, ""]
+    out.append("### Last run")
+    out.append("")
+    out.append("- started: %s, %d s of load and setup" % (
+        m.get("date") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), args.elapsed))
+    out.append("- machine: %s CPU(s) (`nproc`), %s, %s RAM, %s, Linux %s; load average when the run started: %s" % (
+        m["nproc"], m["cpu"], m["mem"], m["os"], m["kernel"], " ".join(m["loadavg_start"])))
+    out.append("- versions: %s; %s; %s; %s; %s; Python %s" % (
+        m["webcluster"], m["nginx"], m["haproxy"], m["apache"], m["wrk"], m["python"]))
+    out.append("- webcluster binary: built %s; the work tree was at commit %s when the run started%s" % (
+        m["webcluster_binary_mtime"], m["webcluster_commit"],
+        ("; **the binary is older than the sources** (last change %s)" % m["webcluster_binary_stale"])
+        if m.get("webcluster_binary_stale") else " (the binary was newer than every file in src/)"))
+    out.append("- command: `%s`" % command)
+    if ov_lines:
+        out.append("")
+        out.append("### Proxy overhead")
+        out.append("")
+        out.append("`wrk -t1 -c50 --latency`, keep-alive, one upstream nginx (1 worker). Ratios: this row / "
+                   "nginx's, this row / HAProxy's, with the same number of workers (for req/s higher is better, "
+                   "for the others lower). Peak RSS is VmHWM, summed over the worker processes for nginx. "
+                   "CPU per request is the proxy's user+system CPU time over the measured requests (less "
+                   "sensitive to other load on the machine than req/s).")
+        out.extend(ov_lines)
+    out.extend(idle_section(rows))
+    if bal_lines or h_lines:
+        out.append("")
+        out.append("### Balancing quality")
+        ap = next((r for r in rows if r["part"] == "apache"), None)
+        if ap:
+            out.append("")
+            out.append("Nodes: `%s`, prefork; the handler: `benches/load/sleep.lua` at `%s`." % (
+                ap["conf"], ap["lua_path"]))
+        out.extend(h_lines)
+        out.append("")
+        out.append("Latency is from each request's intended send time (open loop, new connection per "
+                   "visitor), over all requests: failed ones count at the time they failed, timed-out ones "
+                   "at the timeout (so the tail is a lower bound). \"failed\" = errors and non-2xx answers, "
+                   "without the timeouts. Shares are of the successful requests. Generator lag is how late "
+                   "openloop.py itself sent (its own CPU shortage; included in the latencies).")
+        out.extend(bal_lines)
+        if plot_file:
+            out.append("")
+            rel = os.path.relpath(os.path.join(args.plot_dir, plot_file),
+                                  os.path.dirname(os.path.abspath(args.out)))
+            out.append("![latency by method](%s)" % rel)
+    floor_p99 = None
+    for r in rows:
+        if r["part"] == "baseline":
+            try:
+                floor_p99 = json.load(open(r["openloop"]))["latency_ms"]["p99"]
+            except (OSError, ValueError, KeyError):
+                pass
+    tl = targets_section(ov_summary, bal_by, args.handler_ms, floor_p99)
+    if len(tl) > 5:
+        out.append("")
+        out.extend(tl)
+    out.append("")
+    out.append(END)
+    block = "\n".join(out)
+
+    try:
+        text = open(args.out).read()
+    except OSError:
+        text = ""
+    if BEGIN in text and END in text:
+        pre = text[:text.index(BEGIN)]
+        post = text[text.index(END) + len(END):]
+        text = pre + block + post
+    else:
+        text = (text.rstrip() + "\n\n" if text else "# Benchmarks\n\n") + block + "\n"
+    with open(args.out, "w") as f:
+        f.write(text)
+
+    cases = []
+    for r in rows:
+        c = {k: v for k, v in r.items()
+             if k not in ("wrk", "openloop", "hidden_wrk", "admin", "ol", "sampler", "admin_n1")}
+        if r.get("ol"):
+            c["openloop"] = {k: v for k, v in r["ol"].items() if k != "curve"}
+        cases.append(c)
+    with open(os.path.join(args.plot_dir, "results.json"), "w") as f:
+        json.dump({"machine": m, "command": command, "cases": cases}, f, indent=1, default=str)
+    print("report: %s%s" % (args.out, (", plot: " + plot_file) if plot_file else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,855 @@
+#!/usr/bin/env bash
+# Load benchmarks for webcluster against nginx and HAProxy (issue #6).
+#
+#   bash benches/load/run.sh            # everything, results into benches/README.md
+#   DURATION=5 bash benches/load/run.sh # shorter cases
+#
+# Part 1, "overhead": an upstream nginx (1 worker) serves a small and a
+# 64 KiB response; nginx, HAProxy and webcluster proxy to it with 1 and 2
+# worker processes/threads, each loaded in turn by `wrk -t1 -c50 --latency`
+# (keep-alive); the direct figure (no proxy) is the ceiling.
+# Part 1b, "idle": peak RSS of each proxy (1 worker) holding 10,000 idle
+# keep-alive visitor connections (benches/load/idleconns.py).
+# Part 2, "balancing": three Apache prefork nodes (16 workers, a 20 ms Lua
+# handler); node n1 also gets hidden load that does not pass through the
+# proxy. webcluster busyness / round_robin / least_inflight, nginx
+# least_conn and HAProxy leastconn are loaded open loop at the same rate by
+# benches/load/openloop.py. Fresh nodes and proxies for every run.
+# Then benches/load/report.py writes the tables into benches/README.md and
+# plots benches/load/latency.png.
+#
+# Every option is an environment variable (defaults in brackets):
+#   PARTS        parts to run ["overhead idle balancing"]
+#   DURATION     seconds of load per overhead case [10]
+#   WARMUP       seconds of unrecorded wrk load before each overhead case [1]
+#   REPEAT       runs of each overhead case, interleaved; the report shows
+#                the median and the range [3]
+#   CONNS        wrk connections [50]
+#   THREADS_LIST worker threads/processes per proxy ["1 2"]
+#   PROXIES      proxies in the overhead part ["nginx haproxy webcluster"]
+#   SIZES        overhead responses ["small 64k"]
+#   IDLE_CONNS   idle keep-alive visitor connections in the "idle" part
+#                [10000, or less when the open-files hard limit is below
+#                20,200: HAProxy wants 2 descriptors per connection]
+#   BAL_DURATION seconds of arrivals per balancing run [$DURATION]
+#   RATE         arrivals per second in the balancing runs [600]
+#   TIMEOUT      per-request deadline of the open-loop generator, s [5]
+#   HANDLER_MS   handler time on the nodes, ms [20]
+#   NODE_WORKERS MaxRequestWorkers of each Apache node [16]
+#   APACHE_CONF  Apache node config [auto: docker/apache/node.conf, the
+#                project's node template, with a Lua handler added by -c;
+#                benches/load/apache-node.conf where the template is missing]
+#   HIDDEN       workers of n1 held by hidden load in the "hidden" scenario [14]
+#   HIDDEN_MS    handler time of the hidden requests, ms [100]
+#   SCENARIOS    balancing scenarios ["hidden equal full flap"]: hidden =
+#                HIDDEN workers of n1 busy with hidden load, equal = no hidden
+#                load, full = hidden load holds every worker of n1, flap = as
+#                full, but each hidden connection is closed after about
+#                FLAP_EVERY requests, so n1 frees a worker now and then
+#   FLAP_EVERY   see flap [20]
+#   METHODS      ["wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka
+#                  nginx-least_conn haproxy-leastconn"]; wc-M is webcluster
+#                with balance = M and its default upstream_keepalive ("auto":
+#                no pooled connections to prefork nodes), wc-M-ka the same
+#                with upstream_keepalive = "on" (a keep-alive pool like the
+#                nginx and HAProxy configs); also nginx-round_robin,
+#                haproxy-roundrobin
+#   BAL_WORKERS  worker threads/processes of each proxy when balancing [1]
+#   HANDLER_CHECK 1: measure the handler (Lua vs CGI) and the no-proxy
+#                floor before the balancing runs [1]
+#   WEBCLUSTER   binary [target/release/webcluster]
+#   BUILD        auto: cargo build --release first, use the old binary if
+#                that fails; 1: must build; 0: never build [auto]
+#   JOBS         cargo -j [1]
+#   OUT          Markdown file whose results section is rewritten
+#                [benches/README.md]
+#   PLOT         1: plot (installs matplotlib with pip if missing) [1]
+#   PLOT_DIR     where latency.png|svg and results.json go [benches/load]
+#   KEEP         1: keep the work directory (configs, logs, raw results) [0]
+#
+# It starts every server in its own process group and kills those groups on
+# exit (also on error or Ctrl-C); it only uses 127.0.0.1 and ports the kernel
+# hands out; every load is bounded in time. Missing tools are installed with
+# apt-get when run as root, otherwise it stops and says what is missing.
+
+set -Eeuo pipefail
+trap 'printf "[%s] ERROR: command failed (exit %s) at line %s: %s\n" "$(date +%T)" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+PARTS=${PARTS:-"overhead idle balancing"}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}
+REPEAT=${REPEAT:-3}
+CONNS=${CONNS:-50}
+THREADS_LIST=${THREADS_LIST:-"1 2"}
+PROXIES=${PROXIES:-"nginx haproxy webcluster"}
+SIZES=${SIZES:-"small 64k"}
+if [[ -z ${IDLE_CONNS:-} ]]; then
+    IDLE_CONNS=10000
+    _hard=$(ulimit -Hn)
+    if [[ $_hard != unlimited ]] && (( (_hard - 200) / 2 < IDLE_CONNS )); then
+        IDLE_CONNS=$(( (_hard - 200) / 200 * 100 ))
+    fi
+fi
+BAL_DURATION=${BAL_DURATION:-$DURATION}
+RATE=${RATE:-600}
+TIMEOUT=${TIMEOUT:-5}
+HANDLER_MS=${HANDLER_MS:-20}
+NODE_WORKERS=${NODE_WORKERS:-16}
+APACHE_CONF=${APACHE_CONF:-auto}
+HIDDEN=${HIDDEN:-14}
+HIDDEN_MS=${HIDDEN_MS:-100}
+SCENARIOS=${SCENARIOS:-"hidden equal full flap"}
+FLAP_EVERY=${FLAP_EVERY:-20}
+METHODS=${METHODS:-"wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka nginx-least_conn haproxy-leastconn"}
+BAL_WORKERS=${BAL_WORKERS:-1}
+HANDLER_CHECK=${HANDLER_CHECK:-1}
+WEBCLUSTER=${WEBCLUSTER:-$ROOT/target/release/webcluster}
+BUILD=${BUILD:-auto}
+JOBS=${JOBS:-1}
+OUT=${OUT:-$ROOT/benches/README.md}
+PLOT=${PLOT:-1}
+PLOT_DIR=${PLOT_DIR:-$HERE}
+KEEP=${KEEP:-0}
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for v in FLAP_EVERY REPEAT IDLE_CONNS DURATION WARMUP CONNS BAL_DURATION TIMEOUT HANDLER_MS NODE_WORKERS HIDDEN HIDDEN_MS BAL_WORKERS JOBS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+[[ $RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "RATE must be a number, got '$RATE'"
+(( DURATION > 0 && DURATION <= 600 )) || die "DURATION must be 1..600"
+(( BAL_DURATION > 0 && BAL_DURATION <= 600 )) || die "BAL_DURATION must be 1..600"
+(( HIDDEN <= NODE_WORKERS )) || die "HIDDEN must not exceed NODE_WORKERS"
+
+# ---------------------------------------------------------------------------
+# Tools
+
+need_tools() {
+    local missing=() pkgs=() t
+    declare -A pkg=([nginx]=nginx [haproxy]=haproxy [apache2]=apache2 [wrk]=wrk
+                    [python3]=python3 [setsid]=util-linux [timeout]=coreutils)
+    for t in nginx haproxy apache2 wrk python3 setsid timeout; do
+        command -v "$t" >/dev/null 2>&1 || { missing+=("$t"); pkgs+=("${pkg[$t]}"); }
+    done
+    if [[ ! -e /usr/lib/apache2/modules/mod_lua.so || ! -e /usr/lib/apache2/modules/mod_mpm_prefork.so ]]; then
+        missing+=("apache2 modules mod_lua/mod_mpm_prefork"); pkgs+=(apache2-bin)
+    fi
+    if ((${#missing[@]})); then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            log "installing missing tools: ${missing[*]} (apt-get install ${pkgs[*]})"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+            for t in nginx haproxy apache2 wrk python3 setsid timeout; do
+                command -v "$t" >/dev/null 2>&1 || die "still missing after apt-get: $t"
+            done
+        else
+            die "missing: ${missing[*]} (install the Debian packages: ${pkgs[*]})"
+        fi
+    fi
+    # The Debian packages start their own services on install: not ours to
+    # stop, and they do not use the ports we get from the kernel.
+    id www-data >/dev/null 2>&1 || die "user www-data is missing (Apache workers run as it)"
+}
+
+build_webcluster() {
+    case $BUILD in
+        0) ;;
+        1|auto)
+            if command -v cargo >/dev/null; then
+                log "cargo build --release --bin webcluster -j $JOBS"
+                if ! (cd "$ROOT" && cargo build --release --bin webcluster -j "$JOBS" >&2); then
+                    [[ $BUILD == 1 ]] && die "cargo build failed"
+                    log "WARNING: cargo build failed; using the existing binary $WEBCLUSTER"
+                fi
+            else
+                [[ $BUILD == 1 ]] && die "cargo not found"
+            fi ;;
+        *) die "BUILD must be auto, 1 or 0" ;;
+    esac
+    [[ -x $WEBCLUSTER ]] || die "no webcluster binary at $WEBCLUSTER (build it: cargo build --release --bin webcluster)"
+}
+
+# ---------------------------------------------------------------------------
+# Processes: each server runs in its own process group, killed on exit.
+
+GROUPS_STARTED=()
+WORK=""
+
+cleanup() {
+    local rc=$? pg
+    trap - EXIT INT TERM
+    for pg in "${GROUPS_STARTED[@]}"; do
+        kill -TERM -- "-$pg" 2>/dev/null || true
+    done
+    sleep 0.3
+    for pg in "${GROUPS_STARTED[@]}"; do
+        kill -KILL -- "-$pg" 2>/dev/null || true
+    done
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ $KEEP == 1 || $rc != 0 ]]; then
+            log "work directory kept: $WORK"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME LOGFILE CMD...: run CMD in a new process group; sets STARTED_PID.
+start() {
+    local name=$1 logf=$2; shift 2
+    setsid "$@" >"$logf" 2>&1 </dev/null &
+    STARTED_PID=$!
+    GROUPS_STARTED+=("$STARTED_PID")
+    log "started $name (pid $STARTED_PID)"
+}
+
+# stop PID: end the process group, wait for it to go.
+stop() {
+    local pg=$1 i keep=()
+    kill -TERM -- "-$pg" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 -- "-$pg" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pg" 2>/dev/null || true
+    wait "$pg" 2>/dev/null || true
+    for i in "${GROUPS_STARTED[@]}"; do [[ $i == "$pg" ]] || keep+=("$i"); done
+    GROUPS_STARTED=("${keep[@]}")
+}
+
+# free_ports N: N distinct ports the kernel considers free now.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# wait_http PORT PATH PID [SECONDS]: until PORT answers HTTP on PATH.
+wait_http() {
+    local port=$1 path=$2 pid=$3 secs=${4:-15}
+    python3 - "$port" "$path" "$secs" "$pid" <<'EOF' || die "nothing answered on 127.0.0.1:$port$path (pid $pid); see the logs in $WORK"
+import socket, sys, time
+port, path, secs, pid = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+def alive():
+    try:
+        return open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+end = time.time() + secs
+while time.time() < end and alive():
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        if s.recv(12).startswith(b"HTTP/1."):
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+EOF
+    kill -0 "$pid" 2>/dev/null || die "pid $pid died at start; see the logs in $WORK"
+}
+
+# rss_kb PID...: VmHWM (peak resident set) summed over the pids, in KiB.
+rss_kb() {
+    local total=0 p v
+    for p in "$@"; do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# cpu_ticks PID...: utime+stime of the pids and their reaped children.
+cpu_ticks() {
+    local total=0 p v
+    for p in "$@"; do
+        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+jsonl() { printf '%s\n' "$1" >>"$WORK/results.jsonl"; }
+
+# ---------------------------------------------------------------------------
+# Configs
+
+nginx_upstream_conf() { # DIR PORT
+    local d=$1 port=$2
+    mkdir -p "$d/logs" "$d/html"
+    printf 'node up\n%087d\n' 0 >"$d/html/small"        # 96 bytes
+    head -c 65536 /dev/zero | tr '\0' 'x' >"$d/html/64k"
+    cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+error_log $d/logs/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        root $d/html;
+        location / { }
+    }
+}
+EOF
+}
+
+nginx_proxy_conf() { # DIR PORT WORKERS BALANCE UPSTREAM_PORTS...
+    local d=$1 port=$2 workers=$3 balance=$4; shift 4
+    local servers="" p
+    for p in "$@"; do servers+="        server 127.0.0.1:$p;"$'\n'; done
+    mkdir -p "$d/logs"
+    cat >"$d/nginx.conf" <<EOF
+worker_processes $workers;
+error_log $d/logs/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream up {
+        $balance
+$servers        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+haproxy_conf() { # DIR PORT THREADS BALANCE UPSTREAM_PORTS...
+    local d=$1 port=$2 threads=$3 balance=$4; shift 4
+    local servers="" p i=1
+    for p in "$@"; do servers+="    server n$i 127.0.0.1:$p"$'\n'; i=$((i + 1)); done
+    cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread $threads
+    maxconn $([[ ${IDLE:-0} == 1 ]] && echo $((IDLE_CONNS + 10)) || echo 9000)
+    ulimit-n $(ulimit -Hn)
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+backend be
+    balance $balance
+$servers
+EOF
+}
+
+webcluster_conf() { # DIR PORT ADMIN_PORT THREADS BALANCE SCRAPE KEEPALIVE UPSTREAM_PORTS...
+    local d=$1 port=$2 admin=$3 threads=$4 balance=$5 scrape=$6 keepalive=$7; shift 7
+    local p i=1
+    {
+        cat <<EOF
+[server]
+listen = ["127.0.0.1:$port"]
+threads = $threads
+log_level = "warn"
+upgrade_sock = "$d/upgrade.sock"
+
+[admin]
+enabled = $([[ $admin == 0 ]] && echo false || echo true)
+listen = "127.0.0.1:$admin"
+
+[access_log]
+target = "off"
+
+[[group]]
+name = "web"
+balance = "$balance"
+scrape = $scrape
+EOF
+        # Only when asked: the default ("auto") is what users get.
+        if [[ -n $keepalive ]]; then printf 'upstream_keepalive = "%s"\n' "$keepalive"; fi
+        for p in "$@"; do
+            printf '\n  [[group.node]]\n  name = "n%d"\n  address = "127.0.0.1:%s"\n' "$i" "$p"
+            i=$((i + 1))
+        done
+    } >"$d/webcluster.toml"
+    "$WEBCLUSTER" check -c "$d/webcluster.toml" >"$d/check.log" 2>&1 \
+        || { cat "$d/check.log" >&2; die "webcluster check refused $d/webcluster.toml"; }
+}
+
+# start_proxy KIND DIR PORT WORKERS BALANCE UPSTREAM_PORTS...: sets PROXY_PID.
+# KIND: nginx | haproxy | webcluster (webcluster: BALANCE is
+# "method:scrape[:upstream_keepalive]",
+# admin listener on WC_ADMIN_PORT when set).
+start_proxy() {
+    local kind=$1 d=$2 port=$3 workers=$4 balance=$5; shift 5
+    mkdir -p "$d"
+    case $kind in
+        nginx)
+            nginx_proxy_conf "$d" "$port" "$workers" "$balance" "$@"
+            start nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' ;;
+        haproxy)
+            haproxy_conf "$d" "$port" "$workers" "$balance" "$@"
+            haproxy -c -q -f "$d/haproxy.cfg" >/dev/null || die "haproxy refused $d/haproxy.cfg"
+            start haproxy "$d/out.log" haproxy -db -f "$d/haproxy.cfg" ;;
+        webcluster)
+            local spec
+            IFS=: read -r -a spec <<<"$balance"
+            webcluster_conf "$d" "$port" "${WC_ADMIN_PORT:-0}" "$workers" "${spec[0]}" "${spec[1]}" "${spec[2]:-}" "$@"
+            start webcluster "$d/out.log" "$WEBCLUSTER" run -c "$d/webcluster.toml" ;;
+        *) die "unknown proxy $kind" ;;
+    esac
+    PROXY_PID=$STARTED_PID
+}
+
+# Processes whose peak RSS counts: nginx's workers, the process otherwise.
+proxy_pids() { # KIND PID
+    if [[ $1 == nginx ]]; then (pgrep -P "$2" || true) | tr '\n' ' '; else echo "$2"; fi
+}
+
+# ---------------------------------------------------------------------------
+# Part 1: proxy overhead
+
+run_wrk() { # URL OUTFILE SECONDS
+    # In the background and waited for, so that a signal to this script is
+    # handled at once (bash runs traps only between foreground commands).
+    timeout -k 5 $(($3 + 30)) wrk -t1 -c"$CONNS" -d"$3"s --latency "$1" >"$2" 2>&1 &
+    wait $! || true
+}
+
+overhead_case() { # PROXY THREADS SIZE UPPORT REP
+    local kind=$1 n=$2 size=$3 up=$4 rep=$5 port d pids c0 c1 rss
+    port=$(free_ports 1)
+    d="$WORK/overhead/$kind-$n-$size-$rep"
+    mkdir -p "$d"
+    case $kind in
+        direct) port=$up ;;
+        nginx) start_proxy nginx "$d" "$port" "$n" "" "$up" ;;
+        haproxy) start_proxy haproxy "$d" "$port" "$n" roundrobin "$up" ;;
+        webcluster) WC_ADMIN_PORT=0 start_proxy webcluster "$d" "$port" "$n" round_robin:false "$up" ;;
+    esac
+    if [[ $kind != direct ]]; then
+        wait_http "$port" "/$size" "$PROXY_PID"
+        sleep 0.3
+    fi
+    local url="http://127.0.0.1:$port/$size"
+    ((WARMUP > 0)) && run_wrk "$url" "$d/warmup.txt" "$WARMUP"
+    if [[ $kind == direct ]]; then pids=$UP_PID; else pids=$(proxy_pids "$kind" "$PROXY_PID"); fi
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    log "overhead ($rep/$REPEAT): $kind threads=$n size=$size: wrk -t1 -c$CONNS -d${DURATION}s $url"
+    run_wrk "$url" "$d/wrk.txt" "$DURATION"
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    rss=$(rss_kb $pids)
+    grep -E 'Requests/sec|^ +(50|99)%' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
+    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    [[ $kind == direct ]] || stop "$PROXY_PID"
+}
+
+part_overhead() {
+    local up size n kind d
+    up=$(free_ports 1)
+    d="$WORK/overhead/upstream"
+    nginx_upstream_conf "$d" "$up"
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    local master=$STARTED_PID
+    wait_http "$up" /small "$master"
+    UP_PID=$(pgrep -P "$master" | head -1)
+    local rep
+    for rep in $(seq 1 "$REPEAT"); do
+        for size in $SIZES; do
+            overhead_case direct 1 "$size" "$up" "$rep"
+            for n in $THREADS_LIST; do
+                for kind in $PROXIES; do
+                    overhead_case "$kind" "$n" "$size" "$up" "$rep"
+                done
+            done
+        done
+    done
+    stop "$master"
+}
+
+# Part 1b: memory with many idle keep-alive visitors.
+
+part_idle() {
+    local up d kind port master rss0 rss line i pids
+    (( IDLE_CONNS + 200 <= $(ulimit -Hn) )) || die "IDLE_CONNS=$IDLE_CONNS needs an open-files limit above $((IDLE_CONNS + 200)) (hard limit: $(ulimit -Hn))"
+    up=$(free_ports 1)
+    d="$WORK/idle/upstream"
+    nginx_upstream_conf "$d" "$up"
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    master=$STARTED_PID
+    wait_http "$up" /small "$master"
+    for kind in $PROXIES; do
+        port=$(free_ports 1)
+        d="$WORK/idle/$kind"
+        IDLE=1 WC_ADMIN_PORT=0 start_proxy "$kind" "$d" "$port" 1 \
+            "$([[ $kind == webcluster ]] && echo round_robin:false || { [[ $kind == haproxy ]] && echo roundrobin; })" "$up"
+        wait_http "$port" /small "$PROXY_PID"
+        sleep 0.3
+        pids=$(proxy_pids "$kind" "$PROXY_PID")
+        # shellcheck disable=SC2086,SC2046
+        rss0=$(awk '/^VmRSS:/ {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' $pids))
+        log "idle: $kind, opening $IDLE_CONNS keep-alive connections"
+        start idleconns "$d/idleconns.txt" timeout -k 5 120 python3 "$HERE/idleconns.py" \
+            --port "$port" --conns "$IDLE_CONNS" --hold 4
+        local gen=$STARTED_PID
+        line=""
+        for i in $(seq 1 900); do
+            line=$(grep -m1 '^ready' "$d/idleconns.txt" 2>/dev/null || true)
+            [[ -n $line ]] && break
+            kill -0 "$gen" 2>/dev/null || break
+            sleep 0.1
+        done
+        [[ -n $line ]] || die "idleconns.py did not get ready (see $d/idleconns.txt)"
+        sleep 1
+        # shellcheck disable=SC2086
+        rss=$(rss_kb $pids)
+        log "idle: $kind $line, peak RSS $rss KiB (before: $rss0 KiB)"
+        read -r _ open failed <<<"$line"
+        jsonl "{\"part\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$open,\"failed\":$failed,\"rss_kb\":$rss,\"rss_before_kb\":$rss0}"
+        stop "$gen"
+        stop "$PROXY_PID"
+    done
+    stop "$master"
+}
+
+# ---------------------------------------------------------------------------
+# Part 2: balancing quality on Apache prefork nodes
+
+# The Apache node config: the project's template (docker/apache/node.conf,
+# also used by tests/support/apache.rs and the Docker demo) with the Lua
+# handler added by -c directives, or benches/load/apache-node.conf where the
+# template does not exist.
+apache_setup() {
+    case $APACHE_CONF in
+        auto)
+            if [[ -f $ROOT/docker/apache/node.conf ]]; then APACHE_CONF=$ROOT/docker/apache/node.conf
+            else APACHE_CONF=$HERE/apache-node.conf; fi ;;
+    esac
+    [[ -f $APACHE_CONF ]] || die "no Apache node config at $APACHE_CONF"
+    if [[ $APACHE_CONF == "$HERE/apache-node.conf" ]]; then
+        APACHE_KIND=own; LUA_PATH=/sleep; CGI_PATH=/cgi-sleep; NODE_HEADER=X-Node
+    else
+        APACHE_KIND=template; LUA_PATH=/lua-sleep; CGI_PATH=/sleep; NODE_HEADER=X-Webcluster-Node
+    fi
+    jsonl "{\"part\":\"apache\",\"conf\":\"${APACHE_CONF#"$ROOT"/}\",\"lua_path\":\"$LUA_PATH\",\"cgi_path\":\"$CGI_PATH\"}"
+}
+
+# start_nodes DIR: three fresh Apache prefork nodes; sets NODE_PORTS, NODE_PIDS.
+start_nodes() {
+    local base=$1 i d ports f
+    read -r -a ports <<<"$(free_ports 3)"
+    NODE_PORTS=("${ports[@]}")
+    NODE_PIDS=()
+    for i in 1 2 3; do
+        d="$base/n$i"
+        mkdir -p "$d"
+        chmod 755 "$d"
+        cp "$HERE/sleep.lua" "$d/"
+        chmod 644 "$d/sleep.lua"
+        if [[ $APACHE_KIND == own ]]; then
+            cp "$HERE/sleep.cgi" "$d/"
+            start "apache n$i" "$d/out.log" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
+                apache2 -d "$d" -f "$APACHE_CONF" -DFOREGROUND \
+                -C "Define NODE_DIR $d" -C "Define NODE_PORT ${NODE_PORTS[i-1]}" \
+                -C "Define NODE_NAME n$i" -C "Define NODE_WORKERS $NODE_WORKERS"
+        else
+            # The layout tests/support/apache.rs makes: run, logs, htdocs
+            # (rendered), cgi-bin.
+            mkdir -p "$d/run" "$d/logs" "$d/htdocs" "$d/cgi-bin"
+            chmod 755 "$d/run" "$d/logs" "$d/htdocs" "$d/cgi-bin"
+            for f in "$(dirname "$APACHE_CONF")"/htdocs/*; do
+                sed "s/@NODE_NAME@/n$i/g" "$f" >"$d/htdocs/$(basename "$f")"
+            done
+            cp "$(dirname "$APACHE_CONF")"/cgi-bin/* "$d/cgi-bin/"
+            chmod 755 "$d"/cgi-bin/*
+            start "apache n$i" "$d/out.log" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
+                apache2 -d "$d" -f "$APACHE_CONF" -DFOREGROUND \
+                -C "Define NODE_NAME n$i" -C "Define NODE_LISTEN 127.0.0.1:${NODE_PORTS[i-1]}" \
+                -C "Define NODE_MPM prefork" -C "Define NODE_MAX_WORKERS $NODE_WORKERS" \
+                -C "Define NODE_MAX_SPARE_THREADS $((NODE_WORKERS + 1))" \
+                -C "Define NODE_STATUS_ALLOW 127.0.0.1" -C "Define NODE_KEEPALIVE_TIMEOUT 5" \
+                -C "Define NODE_MODULES /usr/lib/apache2/modules" \
+                -C "Define NODE_RUN_DIR $d/run" -C "Define NODE_LOG_DIR $d/logs" \
+                -C "Define NODE_HTDOCS $d/htdocs" -C "Define NODE_CGI_DIR $d/cgi-bin" \
+                -C "Define NODE_USER www-data" -C "Define NODE_GROUP www-data" \
+                -c "LoadModule lua_module /usr/lib/apache2/modules/mod_lua.so" \
+                -c "LuaMapHandler ^$LUA_PATH\$ $d/sleep.lua handle"
+        fi
+        NODE_PIDS+=("$STARTED_PID")
+    done
+    for i in 1 2 3; do
+        wait_http "${NODE_PORTS[i-1]}" "$LUA_PATH?ms=0" "${NODE_PIDS[i-1]}"
+    done
+    # Wait until every node has forked its whole worker pool.
+    python3 - "${NODE_PORTS[@]}" "$NODE_WORKERS" <<'EOF' || die "the Apache nodes did not start their workers"
+import sys, time, urllib.request
+ports, want = sys.argv[1:-1], int(sys.argv[-1])
+end = time.time() + 15
+for p in ports:
+    while True:
+        page = urllib.request.urlopen("http://127.0.0.1:%s/server-status?auto" % p, timeout=2).read().decode()
+        sb = [l for l in page.splitlines() if l.startswith("Scoreboard:")][0].split(":", 1)[1].strip()
+        if sum(1 for c in sb if c != ".") >= want:
+            break
+        if time.time() > end:
+            sys.exit(1)
+        time.sleep(0.2)
+EOF
+}
+
+# Handler cost: the Lua handler against the same sleep in CGI (fork + exec),
+# 12 keep-alive connections for 4 s on one fresh node each.
+part_handler_check() {
+    local d="$WORK/handler" h
+    mkdir -p "$d"
+    for h in lua cgi; do
+        local path=$LUA_PATH
+        [[ $h == cgi ]] && path=$CGI_PATH
+        start_nodes "$d/$h"
+        log "handler check: $path?ms=$HANDLER_MS"
+        timeout -k 5 40 wrk -t1 -c12 -d4s --latency "http://127.0.0.1:${NODE_PORTS[0]}$path?ms=$HANDLER_MS" >"$d/$h.txt" 2>&1 || true
+        jsonl "{\"part\":\"handler\",\"handler\":\"$h\",\"path\":\"$path\",\"wrk\":\"$d/$h.txt\"}"
+        if [[ $h == lua ]]; then
+            # The floor for the balancing runs: the same open-loop generator
+            # straight to one idle node at a third of the rate (its share).
+            sleep 1
+            log "baseline: openloop.py straight to one idle node, $RATE/3 per second"
+            python3 "$HERE/openloop.py" --url "http://127.0.0.1:${NODE_PORTS[1]}$LUA_PATH?ms=$HANDLER_MS" \
+                --node-header "$NODE_HEADER" --rate "$(python3 -c "print($RATE / 3)")" --duration "$BAL_DURATION" --timeout "$TIMEOUT" \
+                --out "$d/baseline.json" 2> >(tee "$d/baseline.log" >&2) || die "openloop.py failed"
+            jsonl "{\"part\":\"baseline\",\"openloop\":\"$d/baseline.json\"}"
+        fi
+        for i in 0 1 2; do stop "${NODE_PIDS[i]}"; done
+    done
+}
+
+balancing_run() { # SCENARIO METHOD
+    local scenario=$1 method=$2 d kind balance port admin hidden=0 hidden_pid="" status_json=""
+    d="$WORK/balancing/$scenario-$method"
+    mkdir -p "$d"
+    start_nodes "$d"
+    case $scenario in
+        hidden) hidden=$HIDDEN ;;
+        full|flap) hidden=$NODE_WORKERS ;;
+        equal) hidden=0 ;;
+        *) die "unknown scenario $scenario" ;;
+    esac
+    if ((hidden > 0)); then
+        # Keep-alive connections: on prefork each holds one worker of n1 for
+        # the whole run, whether a request is running on it or not.
+        local script=()
+        [[ $scenario == flap ]] && script=(-s "$HERE/flap.lua")
+        start "hidden load" "$d/hidden.txt" env CLOSE_EVERY="$FLAP_EVERY" timeout -k 5 $((BAL_DURATION + TIMEOUT + 30)) \
+            wrk -t1 -c"$hidden" -d$((BAL_DURATION + TIMEOUT + 20))s --timeout 10s --latency "${script[@]}" \
+            "http://127.0.0.1:${NODE_PORTS[0]}$LUA_PATH?ms=$HIDDEN_MS"
+        hidden_pid=$STARTED_PID
+        sleep 1.5
+    fi
+    read -r port admin <<<"$(free_ports 2)"
+    case $method in
+        wc-*-ka) kind=webcluster; balance="${method#wc-}"; balance="${balance%-ka}:true:on" ;;
+        wc-*) kind=webcluster; balance="${method#wc-}:true" ;;
+        nginx-least_conn) kind=nginx; balance="least_conn;" ;;
+        nginx-round_robin) kind=nginx; balance="" ;;
+        haproxy-leastconn) kind=haproxy; balance=leastconn ;;
+        haproxy-roundrobin) kind=haproxy; balance=roundrobin ;;
+        *) die "unknown method $method" ;;
+    esac
+    WC_ADMIN_PORT=$admin start_proxy "$kind" "$d/proxy" "$port" "$BAL_WORKERS" "$balance" "${NODE_PORTS[@]}"
+    wait_http "$port" "$LUA_PATH?ms=0" "$PROXY_PID"
+    # Let webcluster scrape every node a few times (and treat all alike).
+    sleep 2.5
+    local scoreboard_before
+    scoreboard_before=$(python3 - "${NODE_PORTS[@]}" <<'EOF'
+import sys, urllib.request
+out = []
+for p in sys.argv[1:]:
+    try:
+        page = urllib.request.urlopen("http://127.0.0.1:%s/server-status?auto" % p, timeout=1).read().decode()
+        out.append([l for l in page.splitlines() if l.startswith("Scoreboard:")][0].split(":", 1)[1].strip())
+    except Exception as e:
+        out.append("(no answer: %s)" % type(e).__name__)
+print(" | ".join(out))
+EOF
+)
+    log "balancing: scenario=$scenario method=$method rate=$RATE/s for ${BAL_DURATION}s (n1 hidden load: $hidden workers); scoreboards: $scoreboard_before"
+    local c0 c1 sampler ppids
+    ppids="$PROXY_PID $( (pgrep -P "$PROXY_PID" || true) | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $ppids)
+    # shellcheck disable=SC2086,SC2046
+    start sampler "$d/sampler.log" python3 "$HERE/sampler.py" --ports "${NODE_PORTS[@]}" \
+        --names n1 n2 n3 --pids $ppids $([[ $kind == webcluster ]] && echo "--admin $admin") --max-seconds $((BAL_DURATION + TIMEOUT + 20)) --out "$d/sampler.json"
+    sampler=$STARTED_PID
+    python3 "$HERE/openloop.py" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" \
+        --node-header "$NODE_HEADER" --rate "$RATE" --duration "$BAL_DURATION" --timeout "$TIMEOUT" --out "$d/openloop.json" \
+        2> >(tee "$d/openloop.log" >&2) &
+    wait $! || die "openloop.py failed (see $d/openloop.log)"
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $ppids)
+    stop "$sampler"
+    if [[ $kind == webcluster ]]; then
+        python3 - "$admin" "$d/admin-status.json" <<'EOF' || true
+import sys, urllib.request
+open(sys.argv[2], "wb").write(urllib.request.urlopen("http://127.0.0.1:%s/status.json" % sys.argv[1], timeout=2).read())
+EOF
+        status_json="$d/admin-status.json"
+    fi
+    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    stop "$PROXY_PID"
+    [[ -n $hidden_pid ]] && stop "$hidden_pid"
+    local i
+    for i in 0 1 2; do stop "${NODE_PIDS[i]}"; done
+}
+
+part_balancing() {
+    local scenario method
+    for scenario in $SCENARIOS; do
+        for method in $METHODS; do
+            balancing_run "$scenario" "$method"
+        done
+    done
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+    need_tools
+    if [[ " $PROXIES $METHODS " == *" webcluster "* || " $METHODS " == *" wc-"* ]]; then
+        build_webcluster
+    fi
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    WORK=$(mktemp -d /tmp/webcluster-bench.XXXXXX)
+    chmod 755 "$WORK"
+    : >"$WORK/results.jsonl"
+    if [[ -x $WEBCLUSTER ]]; then
+        # A private copy: a build finishing during the run must not swap the
+        # binary between cases.
+        cp "$WEBCLUSTER" "$WORK/webcluster"
+        WEBCLUSTER_SRC=$WEBCLUSTER
+        WEBCLUSTER=$WORK/webcluster
+    fi
+    log "work directory: $WORK"
+    local started=$SECONDS
+    # Machine and versions, for the report.
+    python3 - "$WORK/machine.json" "$WEBCLUSTER" "$ROOT" "${WEBCLUSTER_SRC:-$WEBCLUSTER}" <<'EOF'
+import json, os, platform, re, subprocess, sys
+out, wc, root, wc_src = sys.argv[1:5]
+def run(*cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip()
+    except Exception as e:
+        return "?"
+cpu = "?"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip(); break
+mem = "?"
+for line in open("/proc/meminfo"):
+    if line.startswith("MemTotal"):
+        mem = "%.1f GiB" % (int(line.split()[1]) / 1048576); break
+def newest_src_after(binary, root):
+    """When a file under src/ or Cargo.* changed after the binary was built."""
+    try:
+        built = os.path.getmtime(binary)
+    except OSError:
+        return None
+    newest = 0.0
+    for base, _, files in os.walk(os.path.join(root, "src")):
+        for f in files:
+            newest = max(newest, os.path.getmtime(os.path.join(base, f)))
+    for f in ("Cargo.toml", "Cargo.lock"):
+        try:
+            newest = max(newest, os.path.getmtime(os.path.join(root, f)))
+        except OSError:
+            pass
+    if newest > built:
+        import time
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(newest))
+    return None
+rev = run("git", "-C", root, "rev-parse", "--short", "HEAD")
+dirty = run("git", "-C", root, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
+json.dump({
+    "nproc": os.cpu_count(),
+    "cpu": cpu,
+    "mem": mem,
+    "kernel": platform.release(),
+    "os": run("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
+    "nginx": run("nginx", "-v").replace("nginx version: ", ""),
+    "haproxy": " ".join(run("haproxy", "-v").splitlines()[0].split()[:3]).replace(" version", ""),
+    "apache": run("apache2", "-v").splitlines()[0].replace("Server version: ", ""),
+    "wrk": " ".join(run("wrk", "-v").splitlines()[0].split()[:2]),
+    "python": platform.python_version(),
+    "webcluster": run(wc, "--version").splitlines()[0],
+    "webcluster_commit": rev + (" (with uncommitted changes in src/ or Cargo.*)" if dirty else ""),
+    "webcluster_binary_stale": newest_src_after(wc_src, root),
+    "webcluster_binary_mtime": run("date", "-u", "-r", wc_src, "+%Y-%m-%d %H:%M UTC"),
+    "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    "date": run("date", "-u", "+%Y-%m-%d %H:%M UTC"),
+}, open(out, "w"), indent=1)
+EOF
+    {
+        printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s ' \
+            "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT"
+        printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s BAL_WORKERS=%s bash benches/load/run.sh\n' \
+            "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$BAL_WORKERS"
+    } >"$WORK/command.txt"
+    local part
+    for part in $PARTS; do
+        case $part in
+            overhead) part_overhead ;;
+            idle) part_idle ;;
+            balancing)
+                apache_setup
+                log "Apache nodes: $APACHE_CONF (handler $LUA_PATH)"
+                [[ $HANDLER_CHECK == 1 ]] && part_handler_check
+                part_balancing ;;
+            *) die "unknown part $part (overhead, idle, balancing)" ;;
+        esac
+    done
+    log "load done in $((SECONDS - started)) s; writing the report"
+    local py=python3
+    if [[ $PLOT == 1 ]] && ! python3 -c 'import matplotlib' 2>/dev/null; then
+        log "matplotlib missing: python3 -m pip install matplotlib"
+        python3 -m pip install --quiet matplotlib >&2 2>/dev/null \
+            || { [[ $(id -u) == 0 ]] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null 2>&1 && py=/usr/bin/python3; } \
+            || log "no matplotlib: the plot will be a hand-written SVG"
+    fi
+    mkdir -p "$PLOT_DIR"
+    "$py" "$HERE/report.py" --work "$WORK" --out "$OUT" --plot-dir "$PLOT_DIR" \
+        --elapsed $((SECONDS - started)) --handler-ms "$HANDLER_MS"
+    log "results written to $OUT"
+}
+
+main "$@"
