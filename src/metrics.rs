@@ -167,6 +167,15 @@ impl Metrics {
                 self.connect_failures
                     .with_label_values(&[group.name.as_str(), n.name.as_str()]);
             }
+            if group.affinity.mode != "off" {
+                for reason in ["down", "saturated", "draining"] {
+                    self.affinity_switches
+                        .with_label_values(&[group.name.as_str(), reason]);
+                }
+            }
+            if group.content_sync.retry_on_404 {
+                self.retry_on_404.with_label_values(&[group.name.as_str()]);
+            }
         }
         self.config_info.reset();
         self.config_info
