@@ -142,6 +142,20 @@ impl Tally {
 
 /// Errors a request on a reused connection may get when the server closed
 /// it just before (no response byte read).
+/// Print both clients' tallies and fail if either lost a request.
+fn assert_nothing_lost(what: &str, counted: &Tally, fresh: &Tally) {
+    eprintln!("{what}: keep-alive clients: {}", counted.summary());
+    eprintln!("{what}: new connection each: {}", fresh.summary());
+    for c in [counted, fresh] {
+        assert!(
+            c.lost().is_empty(),
+            "lost requests: {:#?}\n{}",
+            c.lost(),
+            c.summary()
+        );
+    }
+}
+
 fn closed_before_response(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -694,22 +708,7 @@ fn repeated_reloads_under_load_lose_no_request() {
         load.wait_more(40);
     }
     let (counted, fresh) = (load.finish(), fresh.finish());
-    eprintln!(
-        "reloads under load: keep-alive clients: {}",
-        counted.summary()
-    );
-    eprintln!(
-        "reloads under load: new connection each: {}",
-        fresh.summary()
-    );
-    for c in [&counted, &fresh] {
-        assert!(
-            c.lost().is_empty(),
-            "lost requests: {:#?}\n{}",
-            c.lost(),
-            c.summary()
-        );
-    }
+    assert_nothing_lost("reloads under load", &counted, &fresh);
     assert!(counted.ok() >= 500, "{}", counted.summary());
     assert!(fresh.ok() >= 10, "{}", fresh.summary());
     let s = wc.status();
@@ -810,22 +809,7 @@ fn binary_upgrade_under_load_loses_no_request() {
     load.wait_more(200);
     fresh.wait_more(20);
     let (counted, fresh) = (load.finish(), fresh.finish());
-    eprintln!(
-        "binary upgrade under load: keep-alive clients: {}",
-        counted.summary()
-    );
-    eprintln!(
-        "binary upgrade under load: new connection each: {}",
-        fresh.summary()
-    );
-    for c in [&counted, &fresh] {
-        assert!(
-            c.lost().is_empty(),
-            "lost requests: {:#?}\n{}",
-            c.lost(),
-            c.summary()
-        );
-    }
+    assert_nothing_lost("binary upgrade under load", &counted, &fresh);
 
     // B serves alone now: proxy and admin listeners came through
     assert!(wc.wait_exit(Duration::ZERO).is_none(), "B is running");

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::http::http_get;
-use super::process::{wait_until_ready, ServerProcess};
+use super::process::{start_node, ServerProcess};
 
 /// Debian's Apache binary.
 pub const APACHE_BIN: &str = "/usr/sbin/apache2";
@@ -240,22 +239,16 @@ impl ApacheNode {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let mut server = ServerProcess::spawn(self.command(), self.dir.path())
-            .map_err(|e| format!("cannot run {APACHE_BIN}: {e}"))?;
-        let (addr, name) = (self.addr, self.opts.name.clone());
-        let result = wait_until_ready(&mut server, START_LIMIT, || {
-            http_get(addr, "/node", &[]).is_ok_and(|r| r.status == 200 && r.body == name)
-        });
-        match result {
-            Ok(()) => {
-                self.server = Some(server);
-                Ok(())
-            }
-            Err(e) => {
-                server.stop();
-                Err(e)
-            }
-        }
+        let server = start_node(
+            self.command(),
+            self.dir.path(),
+            APACHE_BIN,
+            self.addr,
+            &self.opts.name,
+            START_LIMIT,
+        )?;
+        self.server = Some(server);
+        Ok(())
     }
 
     /// The address the node listens on.

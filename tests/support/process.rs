@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -200,6 +201,31 @@ fn sweep_one(dir: &Path) {
         }
     }
     let _ = fs::remove_dir_all(dir);
+}
+
+/// Starts a web node with `cmd` (in `dir`) and waits, at most `limit`, until
+/// `GET /node` answers with its `name`; on failure the process is stopped
+/// and the error says why (`bin` names the program in it).
+pub fn start_node(
+    cmd: Command,
+    dir: &Path,
+    bin: &str,
+    addr: SocketAddr,
+    name: &str,
+    limit: Duration,
+) -> Result<ServerProcess, String> {
+    let mut server =
+        ServerProcess::spawn(cmd, dir).map_err(|e| format!("cannot run {bin}: {e}"))?;
+    let ready = wait_until_ready(&mut server, limit, || {
+        super::http::http_get(addr, "/node", &[]).is_ok_and(|r| r.status == 200 && r.body == name)
+    });
+    match ready {
+        Ok(()) => Ok(server),
+        Err(e) => {
+            server.stop();
+            Err(e)
+        }
+    }
 }
 
 /// Polls `ready` every 50 ms until it returns true, the server exits, or
