@@ -23,57 +23,55 @@ pub struct Reloader {
     path: PathBuf,
 }
 
-/// Settings a reload cannot change in a running process.
+/// Keep the running value of a setting a reload cannot change; says what
+/// was asked for, if it differed.
+fn keep<T: PartialEq + Clone + std::fmt::Debug>(
+    kept: &mut Vec<String>,
+    what: &str,
+    old: &T,
+    new: &mut T,
+) {
+    if new != old {
+        kept.push(format!("{what} {old:?} -> {new:?}"));
+        *new = old.clone();
+    }
+}
+
+/// Settings a reload cannot change in a running process: listeners need a
+/// restart or binary upgrade; pingora's threads and shutdown timers, the
+/// log filter, the access log, the pid file and upgrade socket are all set
+/// up once, at start.
 fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     let mut kept = Vec::new();
-    if new.server.listen != old.server.listen {
-        kept.push(format!(
-            "proxy listeners {:?} -> {:?}",
-            old.server.listen, new.server.listen
-        ));
-        new.server.listen = old.server.listen.clone();
-    }
-    if new.admin.listen != old.admin.listen {
-        kept.push(format!(
-            "admin listener {:?} -> {:?}",
-            old.admin.listen, new.admin.listen
-        ));
-        new.admin.listen = old.admin.listen;
-    }
-    if new.server.threads != old.server.threads {
-        kept.push(format!(
-            "threads {} -> {}",
-            old.server.threads, new.server.threads
-        ));
-        new.server.threads = old.server.threads;
-    }
-    if new.server.grace_period != old.server.grace_period {
-        // pingora's shutdown timers are set when the server is built.
-        kept.push(format!(
-            "grace_period {:?} -> {:?}",
-            old.server.grace_period, new.server.grace_period
-        ));
-        new.server.grace_period = old.server.grace_period;
-    }
-    if new.server.log_level != old.server.log_level {
-        // The log filter is installed once, at start.
-        kept.push(format!(
-            "log_level {:?} -> {:?}",
-            old.server.log_level, new.server.log_level
-        ));
-        new.server.log_level = old.server.log_level.clone();
-    }
-    if new.access_log != old.access_log {
-        kept.push("access_log target".to_string());
-        new.access_log = old.access_log.clone();
-    }
-    if new.server.upgrade_sock != old.server.upgrade_sock
-        || new.server.pid_file != old.server.pid_file
-    {
-        kept.push("pid_file / upgrade_sock".to_string());
-        new.server.upgrade_sock = old.server.upgrade_sock.clone();
-        new.server.pid_file = old.server.pid_file.clone();
-    }
+    let (o, n) = (&old.server, &mut new.server);
+    keep(&mut kept, "proxy listeners", &o.listen, &mut n.listen);
+    keep(&mut kept, "threads", &o.threads, &mut n.threads);
+    keep(
+        &mut kept,
+        "grace_period",
+        &o.grace_period,
+        &mut n.grace_period,
+    );
+    keep(&mut kept, "log_level", &o.log_level, &mut n.log_level);
+    keep(&mut kept, "pid_file", &o.pid_file, &mut n.pid_file);
+    keep(
+        &mut kept,
+        "upgrade_sock",
+        &o.upgrade_sock,
+        &mut n.upgrade_sock,
+    );
+    keep(
+        &mut kept,
+        "admin listener",
+        &old.admin.listen,
+        &mut new.admin.listen,
+    );
+    keep(
+        &mut kept,
+        "access_log",
+        &old.access_log,
+        &mut new.access_log,
+    );
     kept
 }
 
