@@ -70,7 +70,6 @@ pub struct NodeLive {
     proxied: AtomicU64,
     errors: AtomicU64,
     recent: RecentCounter,
-    started: Instant,
     state: Mutex<LiveState>,
 }
 
@@ -109,7 +108,6 @@ impl NodeLive {
             proxied: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             recent: RecentCounter::new(),
-            started: now,
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
                 ok_streak: 0,
@@ -277,17 +275,6 @@ impl NodeLive {
             .is_some_and(|l| holds_worker_per_connection(&l.report))
     }
 
-    /// Whether its active health is known good (not merely unknown).
-    pub fn known_up(&self) -> bool {
-        matches!(self.lock().health, Health::Up)
-    }
-
-    /// Share factor in (0, 1] while slow start ramps the node up.
-    pub fn ramp(&self, group: &GroupConfig, now: Instant) -> f64 {
-        let s = self.lock();
-        ramp_factor(s.ramp_from, group.slow_start, now)
-    }
-
     /// The node's load now: the last fresh scrape corrected by what this
     /// proxy sent since, or this proxy's own in-flight count when the status
     /// is stale or not scraped.
@@ -362,9 +349,9 @@ impl NodeLive {
         group_recent: u64,
         now: Instant,
     ) -> NodeSnapshot {
-        let load = self.load(group, node, now);
-        let ramp = self.ramp(group, now);
         let s = self.lock();
+        let load = self.load_locked(&s, group, node, now);
+        let ramp = ramp_factor(s.ramp_from, group.slow_start, now);
         let fresh = s.fresh(group, now).is_some();
         let state = if node.drain {
             NodeState::Draining
@@ -424,11 +411,6 @@ impl NodeLive {
             last_scrape_error: s.last_error.clone(),
             down_reason,
         }
-    }
-
-    /// How long this state has existed (for tests and the page).
-    pub fn age(&self) -> Duration {
-        self.started.elapsed()
     }
 }
 
