@@ -620,18 +620,18 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let group = ctx.group_name().to_string();
-        let node = ctx.node_name().to_string();
+        let group = ctx.group_name();
+        let node = ctx.node_name();
         let elapsed = ctx.started.elapsed();
         if ctx.state.is_some() && status != 0 {
             self.metrics
                 .requests
-                .with_label_values(&[group.as_str(), node.as_str(), code_class(status)])
+                .with_label_values(&[group, node, code_class(status)])
                 .inc();
             if node != "-" {
                 self.metrics
                     .request_duration
-                    .with_label_values(&[group.as_str(), node.as_str()])
+                    .with_label_values(&[group, node])
                     .observe(elapsed.as_secs_f64());
             }
         }
@@ -651,7 +651,7 @@ impl ProxyHttp for Proxy {
                     .unwrap_or("")
             };
             let node_id = if node == "-" {
-                node.clone()
+                node.to_string()
             } else {
                 format!("{group}/{node}")
             };
