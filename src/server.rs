@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pingora::apps::http_app::HttpServer;
-use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server};
 use pingora::services::background::background_service;
@@ -25,6 +24,7 @@ use crate::admin::AdminApp;
 use crate::cluster::Cluster;
 use crate::config::{AccessLog as AccessLogTarget, Config};
 use crate::metrics::Metrics;
+use crate::proxy::pool::{Pool, Sweeper};
 use crate::proxy::{ActiveRequests, Proxy};
 use crate::reload::{unix_now, Reloader};
 use crate::status::scraper::Scraper;
@@ -89,15 +89,16 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     metrics.last_reload.set(unix_now());
     let active = Arc::new(ActiveRequests::default());
 
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
+    let pool = Arc::new(Pool::default());
+    let mut proxy = Service::new(
+        "webcluster proxy".to_string(),
         Proxy::new(
             Arc::clone(&cluster),
             Arc::clone(&metrics),
             access_log,
             Arc::clone(&active),
+            Arc::clone(&pool),
         ),
-        "webcluster proxy",
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
@@ -112,6 +113,11 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
+    let timeouts_of = Arc::clone(&cluster);
+    server.add_service(background_service(
+        "upstream pool sweeper",
+        Sweeper::new(pool, move || timeouts_of.state().config.timeouts.idle),
+    ));
     server.add_service(background_service(
         "status scraper",
         Scraper::new(Arc::clone(&cluster)),

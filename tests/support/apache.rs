@@ -61,6 +61,11 @@ pub struct ApacheOpts {
     pub listen_ip: IpAddr,
     /// Fixed port, or `None` for a free ephemeral one.
     pub port: Option<u16>,
+    /// Extra CGI scripts besides the template's, as (name, script text):
+    /// each is written to the node's `cgi-bin/<name>` (mode 0755) and served
+    /// at `/<name>` by a `ScriptAliasMatch` given on the command line after
+    /// the template (`-c`). `[A-Za-z0-9_-]` names. Default: none.
+    pub extra_cgis: Vec<(String, String)>,
 }
 
 impl Default for ApacheOpts {
@@ -73,6 +78,7 @@ impl Default for ApacheOpts {
             keepalive_timeout_secs: 5,
             listen_ip: Ipv4Addr::LOCALHOST.into(),
             port: None,
+            extra_cgis: Vec::new(),
         }
     }
 }
@@ -138,6 +144,7 @@ impl ApacheNode {
         );
         let dir = super::instance_dir("apache", &opts.name);
         prepare_dir(dir.path(), &opts.name);
+        write_extra_cgis(dir.path(), &opts.extra_cgis);
         let mut node = Self {
             addr: SocketAddr::new(opts.listen_ip, opts.port.unwrap_or(0)),
             opts,
@@ -210,6 +217,11 @@ impl ApacheNode {
             .arg("-DFOREGROUND");
         for (name, value) in defines {
             cmd.arg("-C").arg(format!("Define {name} {value}"));
+        }
+        for (name, _) in &o.extra_cgis {
+            let script = path_str(&dir.join("cgi-bin").join(name));
+            cmd.arg("-c")
+                .arg(format!("ScriptAliasMatch \"^/{name}$\" \"{script}\""));
         }
         // A clean environment: none of Debian's APACHE_* variables are needed,
         // and CGIs see a predictable PATH.
@@ -406,5 +418,21 @@ fn prepare_dir(dir: &Path, name: &str) {
             fs::write(&target, bytes).unwrap_or_else(|e| panic!("write {}: {e}", target.display()));
             super::set_mode(&target, mode);
         }
+    }
+}
+
+/// Writes [`ApacheOpts::extra_cgis`] into `<dir>/cgi-bin` (mode 0755).
+fn write_extra_cgis(dir: &Path, cgis: &[(String, String)]) {
+    for (name, script) in cgis {
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')),
+            "extra CGI name {name:?} must be [A-Za-z0-9_-]+"
+        );
+        let target = dir.join("cgi-bin").join(name);
+        fs::write(&target, script).unwrap_or_else(|e| panic!("write {}: {e}", target.display()));
+        super::set_mode(&target, 0o755);
     }
 }

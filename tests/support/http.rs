@@ -273,6 +273,12 @@ fn invalid(msg: &str) -> io::Error {
 
 /// Reads one response (skipping interim 1xx responses) from `r`.
 pub fn read_response(r: &mut impl BufRead, method: &str) -> io::Result<Response> {
+    read_response_bytes(r, method).map(|(resp, _)| resp)
+}
+
+/// [`read_response`], also returning the (de-chunked) body as raw bytes,
+/// for binary bodies that `Response::body` (lossy UTF-8) would alter.
+pub fn read_response_bytes(r: &mut impl BufRead, method: &str) -> io::Result<(Response, Vec<u8>)> {
     loop {
         let status_line = read_line(r)?;
         let mut parts = status_line.splitn(3, ' ');
@@ -312,11 +318,12 @@ pub fn read_response(r: &mut impl BufRead, method: &str) -> io::Result<Response>
             || (100..200).contains(&status)
             || status == 204
             || status == 304;
+        let mut raw = Vec::new();
         if !no_body {
-            let body = read_body(r, &resp)?;
-            resp.body = String::from_utf8_lossy(&body).into_owned();
+            raw = read_body(r, &resp)?;
+            resp.body = String::from_utf8_lossy(&raw).into_owned();
         }
-        return Ok(resp);
+        return Ok((resp, raw));
     }
 }
 
@@ -356,4 +363,92 @@ fn read_body(r: &mut impl BufRead, resp: &Response) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     r.read_to_end(&mut body)?;
     Ok(body)
+}
+
+/// One raw client connection for protocol tests: the test writes exactly the
+/// bytes it wants (several requests in one write, a request head without
+/// its body, garbage) and reads what comes back. Every read and write is
+/// bounded by [`TIMEOUT`].
+#[derive(Debug)]
+pub struct RawConn {
+    reader: BufReader<TcpStream>,
+}
+
+impl RawConn {
+    /// Connects to `addr` (with the standard timeouts).
+    pub fn connect(addr: SocketAddr) -> io::Result<Self> {
+        Ok(Self {
+            reader: BufReader::new(connect(addr)?),
+        })
+    }
+
+    /// Writes `bytes` in one `write_all`.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes)?;
+        stream.flush()
+    }
+
+    /// Reads one complete response to a `method` request (interim 1xx
+    /// responses other than 101 are skipped), with its raw body.
+    pub fn response(&mut self, method: &str) -> io::Result<(Response, Vec<u8>)> {
+        read_response_bytes(&mut self.reader, method)
+    }
+
+    /// Reads one response head (status line and fields, up to the empty
+    /// line), whatever its status, 1xx included; no body is read.
+    pub fn head(&mut self) -> io::Result<(String, Vec<(String, String)>)> {
+        let status_line = read_line(&mut self.reader)?;
+        let mut fields = Vec::new();
+        loop {
+            let line = read_line(&mut self.reader)?;
+            if line.is_empty() {
+                return Ok((status_line, fields));
+            }
+            let (n, v) = line
+                .split_once(':')
+                .ok_or_else(|| invalid(&format!("bad header line: {line:?}")))?;
+            fields.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads until the peer closes the connection (EOF, or a reset after
+    /// its last byte) and returns what came before. An error means the
+    /// connection was still open after [`TIMEOUT`] (or another I/O error).
+    pub fn read_until_closed(&mut self) -> io::Result<Vec<u8>> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => Ok(rest),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(rest),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when nothing is readable within `wait`: no stray bytes (and no
+    /// EOF) follow what was read so far.
+    pub fn nothing_pending(&mut self, wait: Duration) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let stream = self.reader.get_ref();
+        if stream.set_read_timeout(Some(wait)).is_err() {
+            return false;
+        }
+        let quiet = match self.reader.fill_buf() {
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        let _ = self.reader.get_ref().set_read_timeout(Some(TIMEOUT));
+        quiet
+    }
 }

@@ -209,3 +209,12 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 pub fn nginx_active_connections(body: &str) -> Option<u32> {
     status_field(body, "Active connections")?.parse().ok()
 }
+
+/// The `accepts` counter of an nginx stub_status body (connections accepted
+/// since start): the first number on the line after
+/// `server accepts handled requests`.
+pub fn nginx_accepts(body: &str) -> Option<u64> {
+    let mut lines = body.lines();
+    lines.find(|l| l.trim() == "server accepts handled requests")?;
+    lines.next()?.split_whitespace().next()?.parse().ok()
+}

@@ -20,6 +20,8 @@ use super::process::{start_node, ServerProcess};
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
 /// How long a node may take to answer `GET /node` after being started.
 pub const START_LIMIT: Duration = Duration::from_secs(10);
+/// The `keepalive_timeout` written in the template, in seconds.
+const TEMPLATE_KEEPALIVE_TIMEOUT_SECS: u32 = 5;
 
 /// How to start an [`NginxNode`].
 #[derive(Debug, Clone)]
@@ -33,6 +35,10 @@ pub struct NginxOpts {
     pub listen_ip: IpAddr,
     /// Fixed port, or `None` for a free ephemeral one.
     pub port: Option<u16>,
+    /// `keepalive_timeout` in seconds (idle client connections, the proxy's
+    /// pooled ones included, are closed after it). Default: 5, the
+    /// template's own value.
+    pub keepalive_timeout_secs: u32,
 }
 
 impl Default for NginxOpts {
@@ -42,6 +48,7 @@ impl Default for NginxOpts {
             allow_status_from: vec!["127.0.0.1".to_string()],
             listen_ip: Ipv4Addr::LOCALHOST.into(),
             port: None,
+            keepalive_timeout_secs: TEMPLATE_KEEPALIVE_TIMEOUT_SECS,
         }
     }
 }
@@ -144,9 +151,19 @@ impl NginxNode {
             ("NODE_USER", super::worker_user().0.to_string()),
             ("NODE_STATUS_ACL", acl.trim_end().to_string()),
         ];
-        let rendered = values.iter().fold(text, |t, (name, value)| {
+        let mut rendered = values.iter().fold(text, |t, (name, value)| {
             t.replace(&format!("${{{name}}}"), value)
         });
+        let keepalive = self.opts.keepalive_timeout_secs;
+        if keepalive != TEMPLATE_KEEPALIVE_TIMEOUT_SECS {
+            let default = format!("keepalive_timeout {TEMPLATE_KEEPALIVE_TIMEOUT_SECS}s;");
+            assert!(
+                rendered.matches(&default).count() == 1,
+                "{} must contain `{default}` exactly once for keepalive_timeout_secs",
+                template.display()
+            );
+            rendered = rendered.replace(&default, &format!("keepalive_timeout {keepalive}s;"));
+        }
         if let Some(pos) = rendered.find("${NODE_") {
             let rest = &rendered[pos..];
             let end = rest.find('}').map_or(rest.len(), |i| i + 1);

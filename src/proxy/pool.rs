@@ -1,0 +1,264 @@
+//! Idle keep-alive connections to the nodes (nginx's `keepalive` cache in an
+//! upstream block), kept per node address.
+//!
+//! Connections are kept per worker thread (as nginx keeps them per worker
+//! process): a connection is registered with the reactor of the thread that
+//! opened it, and a request reuses it on that thread without waking another.
+//! The warmest connection is reused first (LIFO); each is kept at most the
+//! `timeouts.idle` setting, which stays below the nodes' own keep-alive
+//! timeout, and at most [`MAX_IDLE_PER_NODE`] per node. A connection the
+//! node closed while it sat here is noticed without a system call: the
+//! reactor has already marked it readable (end of stream), so a poll of it is
+//! ready, while a healthy idle connection is pending. A close that races
+//! with the reuse shows up as an error on the first write or read, which the
+//! proxy retries on a fresh connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Idle connections kept per node and worker thread. nginx's examples use `keepalive 16` to
+/// `64` per upstream and worker; idle connections beyond what the busiest
+/// moment needed are closed.
+pub const MAX_IDLE_PER_NODE: usize = 64;
+
+/// How often idle connections past their time are closed when no request
+/// comes to take them.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Idle {
+    stream: Stream,
+    since: Instant,
+}
+
+/// The idle connections of every node.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<(SocketAddr, ThreadId), Vec<Idle>>>,
+}
+
+/// The pool of `addr` on this thread.
+fn key(addr: SocketAddr) -> (SocketAddr, ThreadId) {
+    (addr, std::thread::current().id())
+}
+
+impl Pool {
+    /// An idle connection to `addr` that is still open and has been idle for
+    /// less than `max_idle`, if there is one.
+    pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<Stream> {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let list = idle.get_mut(&key(addr))?;
+            let mut found = None;
+            while let Some(mut c) = list.pop() {
+                if now.saturating_duration_since(c.since) < max_idle && still_open(&mut c.stream) {
+                    found = Some(c.stream);
+                    break;
+                }
+                closed.push(c);
+            }
+            found
+        };
+        // Closed outside the lock.
+        drop(closed);
+        found
+    }
+
+    /// Keep `stream` for the next request to `addr`.
+    pub fn put(&self, addr: SocketAddr, stream: Stream) {
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let list = idle.entry(key(addr)).or_default();
+            list.push(Idle {
+                stream,
+                since: Instant::now(),
+            });
+            (list.len() > MAX_IDLE_PER_NODE).then(|| list.remove(0))
+        };
+        drop(evicted);
+    }
+
+    /// Close the connections idle for `max_idle` or longer, and those the
+    /// node closed.
+    pub fn sweep(&self, max_idle: Duration) {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            for list in idle.values_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    let c = &mut list[i];
+                    if now.saturating_duration_since(c.since) >= max_idle
+                        || !still_open(&mut c.stream)
+                    {
+                        closed.push(list.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            idle.retain(|_, list| !list.is_empty());
+        }
+        drop(closed);
+    }
+
+    /// Idle connections kept now, over all nodes.
+    pub fn len(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+
+    /// No idle connection is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether an idle connection can still carry a request: no end of stream,
+/// no error and no unexpected bytes from the node are waiting on it.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+/// Closes expired idle connections in the background.
+pub struct Sweeper {
+    pool: std::sync::Arc<Pool>,
+    max_idle: Box<dyn Fn() -> Duration + Send + Sync>,
+}
+
+impl Sweeper {
+    /// `max_idle` is read on every sweep (it follows config reloads).
+    pub fn new(
+        pool: std::sync::Arc<Pool>,
+        max_idle: impl Fn() -> Duration + Send + Sync + 'static,
+    ) -> Sweeper {
+        Sweeper {
+            pool,
+            max_idle: Box::new(max_idle),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => self.pool.sweep((self.max_idle)()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (Stream, TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Box::new(L4Stream::from(client)), server, addr)
+    }
+
+    /// Let the reactor see what the peer did.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn reuses_an_open_connection_and_drops_a_closed_one() {
+        let pool = Pool::default();
+        let (a, _a_peer, addr) = pair().await;
+        pool.put(addr, a);
+        assert_eq!(pool.len(), 1);
+        settle().await;
+        assert!(pool.take(addr, Duration::from_secs(60)).is_some());
+        assert!(pool.is_empty());
+
+        let (b, b_peer, addr) = pair().await;
+        pool.put(addr, b);
+        drop(b_peer);
+        settle().await;
+        assert!(pool.take(addr, Duration::from_secs(60)).is_none());
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn drops_a_connection_with_unexpected_bytes() {
+        let pool = Pool::default();
+        let (a, mut a_peer, addr) = pair().await;
+        pool.put(addr, a);
+        a_peer
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .await
+            .unwrap();
+        settle().await;
+        assert!(pool.take(addr, Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_not_reused_and_are_swept() {
+        let pool = Pool::default();
+        let (a, _a_peer, addr) = pair().await;
+        pool.put(addr, a);
+        assert!(pool.take(addr, Duration::ZERO).is_none());
+        let (b, _b_peer, addr) = pair().await;
+        pool.put(addr, b);
+        pool.sweep(Duration::from_secs(60));
+        assert_eq!(pool.len(), 1);
+        pool.sweep(Duration::ZERO);
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_the_cap_per_node_and_reuses_the_newest() {
+        let pool = Pool::default();
+        let mut peers = Vec::new();
+        let mut addr = None;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = listener.local_addr().unwrap();
+        for _ in 0..MAX_IDLE_PER_NODE + 3 {
+            let c = TcpStream::connect(a).await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            peers.push(s);
+            pool.put(a, Box::new(L4Stream::from(c)));
+            addr = Some(a);
+        }
+        assert_eq!(pool.len(), MAX_IDLE_PER_NODE);
+        let taken = pool.take(addr.unwrap(), Duration::from_secs(60)).unwrap();
+        // The newest connection was taken: closing it ends the newest peer's
+        // stream.
+        drop(taken);
+        let mut byte = [0u8; 1];
+        let newest = peers.last_mut().unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), newest.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    }
+}

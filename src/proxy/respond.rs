@@ -1,0 +1,116 @@
+//! Local answers: the short plain-text responses the proxy writes itself
+//! (403 for a node status page, 502/504 when no node answered, 400 for a
+//! request it cannot read), and which status an error ends in.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+/// Write a short plain-text response and finish the request.
+pub async fn respond_plain(
+    session: &mut ServerSession,
+    code: u16,
+    body: impl Into<Bytes>,
+) -> Result<()> {
+    let body: Bytes = body.into();
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
+    Ok(())
+}
+
+/// The body of a local answer with this code.
+pub fn plain_body(code: u16) -> &'static str {
+    match code {
+        404 => "404 Not Found\n",
+        403 => "403 Forbidden\n",
+        502 => "502 Bad Gateway: no node of this site could be reached\n",
+        503 => "503 Service Unavailable\n",
+        504 => "504 Gateway Timeout: the site's node did not answer in time\n",
+        400 => "400 Bad Request\n",
+        _ => "500 Internal Server Error\n",
+    }
+}
+
+/// The status a failed request is answered with; 0 when the visitor's own
+/// connection failed and nothing can be sent. `timed_out`: the last attempt
+/// on a node timed out.
+pub fn status_for_error(e: &Error, timed_out: bool) -> u16 {
+    let timeout = matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ if timeout && e.esource() == &ErrorSource::Upstream => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => {
+                if timed_out {
+                    504
+                } else {
+                    502
+                }
+            }
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_for_errors() {
+        let e = |t: ErrorType, up: bool| {
+            let e = Error::explain(t, "x");
+            if up {
+                e.into_up()
+            } else {
+                e.into_down()
+            }
+        };
+        assert_eq!(
+            status_for_error(&e(ErrorType::HTTPStatus(503), false), false),
+            503
+        );
+        assert_eq!(
+            status_for_error(&e(ErrorType::ReadTimedout, true), false),
+            504
+        );
+        assert_eq!(
+            status_for_error(&e(ErrorType::ConnectRefused, true), false),
+            502
+        );
+        assert_eq!(
+            status_for_error(&e(ErrorType::ConnectRefused, true), true),
+            504
+        );
+        assert_eq!(status_for_error(&e(ErrorType::ReadError, false), false), 0);
+        assert_eq!(
+            status_for_error(&e(ErrorType::ReadTimedout, false), false),
+            0
+        );
+        assert_eq!(
+            status_for_error(&e(ErrorType::InvalidHTTPHeader, false), false),
+            400
+        );
+        assert_eq!(
+            status_for_error(&Error::explain(ErrorType::InternalError, "x"), false),
+            500
+        );
+    }
+}
