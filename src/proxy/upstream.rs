@@ -249,6 +249,30 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_proxy_keeps_its_chain_and_an_untrusted_client_does_not() {
+        let headers = [
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "https"),
+        ];
+        let trusted: Vec<IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+        let client = Visitor::new("192.0.2.7".parse().unwrap());
+        let f = Forwarding {
+            trusted: &trusted,
+            client: Some(&client),
+            close: false,
+        };
+        let r = request_for_node(&visitor(&headers), &f).unwrap();
+        assert_eq!(r.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        assert_eq!(r.headers["x-real-ip"], "203.0.113.9");
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
+
+        let r = node_request(&headers, false);
+        assert_eq!(r.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(r.headers["x-real-ip"], "192.0.2.7");
+        assert_eq!(r.headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
     fn close_is_asked_when_the_connection_is_not_kept() {
         let r = node_request(&[("Host", "a")], true);
         assert_eq!(r.headers["connection"], "close");
