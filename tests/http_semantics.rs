@@ -589,6 +589,29 @@ fn garbage_request_gets_400_and_the_connection_closed() {
     assert_eq!((r.status, r.body.trim()), (200, NODE), "{r:?}");
 }
 
+#[test]
+fn connect_method_is_refused_and_never_reaches_the_node() {
+    let apache = echo_node();
+    let wc = proxy_for(apache.addr(), "", "");
+    let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
+    conn.send(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
+        .expect("send CONNECT");
+    let (resp, _) = conn.response("CONNECT").expect("an answer to CONNECT");
+    assert_eq!(resp.status, 405, "{resp:?}");
+    let rest = conn
+        .read_until_closed()
+        .expect("the connection must be closed after a refused CONNECT");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The node saw a request made afterwards, never the CONNECT.
+    let r = http_get(wc.listen, "/node", &[]).expect("GET /node");
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until("the node logs GET /node", Duration::from_secs(10), || {
+        apache.access_log().contains("GET /node")
+    });
+    let log = apache.access_log();
+    assert!(!log.contains("CONNECT"), "{log}");
+}
+
 // ---------------------------------------------------------------- upstream keep-alive
 
 /// nginx's `accepts` counter, read directly from its stub_status (this

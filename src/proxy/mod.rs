@@ -190,8 +190,9 @@ enum Attempt {
 enum Admission {
     /// Proxy the request.
     Proxy,
-    /// Answer locally with this code and body.
-    Answer(u16, String),
+    /// Answer locally with this code and body; whether the visitor's
+    /// connection may carry another request.
+    Answer(u16, String, bool),
 }
 
 impl Proxy {
@@ -296,9 +297,12 @@ impl Proxy {
     ) -> Result<bool> {
         match self.admit(session, ctx) {
             Admission::Proxy => {}
-            Admission::Answer(code, body) => {
+            Admission::Answer(code, body, reusable) => {
+                if !reusable {
+                    session.set_keepalive(None);
+                }
                 respond_plain(session, code, body).await?;
-                return Ok(true);
+                return Ok(reusable);
             }
         }
         // A body read from the visitor is kept (up to 64 KiB) so that a
@@ -330,6 +334,11 @@ impl Proxy {
             return Admission::Proxy;
         };
         let req = session.req_header();
+        if req.method == http::Method::CONNECT {
+            // A tunnel through the proxy is no request for the site (nginx
+            // and pingora refuse it too); what follows is not HTTP.
+            return Admission::Answer(405, respond::plain_body(405).into(), false);
+        }
         let target = req
             .uri
             .path_and_query()
@@ -341,7 +350,7 @@ impl Proxy {
                 "refused a request for a node status page"
             );
             self.metrics.denied_status_paths.inc();
-            return Admission::Answer(403, respond::plain_body(403).into());
+            return Admission::Answer(403, respond::plain_body(403).into(), true);
         }
         let host = req
             .headers
@@ -371,7 +380,7 @@ impl Proxy {
                         node = name.as_str(),
                         "refused a write: the primary node is not usable"
                     );
-                    return Admission::Answer(503, primary_down_body(name));
+                    return Admission::Answer(503, primary_down_body(name), true);
                 }
             }
             ctx.retry_on_404 = route.retry_on_404

@@ -29,6 +29,7 @@ pub fn plain_body(code: u16) -> &'static str {
     match code {
         404 => "404 Not Found\n",
         403 => "403 Forbidden\n",
+        405 => "405 Method Not Allowed\n",
         502 => "502 Bad Gateway: no node of this site could be reached\n",
         503 => "503 Service Unavailable\n",
         504 => "504 Gateway Timeout: the site's node did not answer in time\n",
