@@ -10,7 +10,10 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::cluster::snapshot::{ClusterSnapshot, GroupSnapshot, NodeSnapshot, NodeState, Totals};
+use crate::cluster::snapshot::{
+    AffinitySnapshot, ClusterSnapshot, ContentSyncSnapshot, GroupSnapshot, NodeSnapshot, NodeState,
+    Totals,
+};
 
 /// Seconds between automatic reloads of the page.
 const REFRESH_SECONDS: u32 = 2;
@@ -238,6 +241,54 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                         }
                     }
                 }
+            }
+            (sessions_note(&g.affinity))
+            (content_sync_note(&g.content_sync))
+        }
+    }
+}
+
+/// Under a group's table: how its sessions were kept (affinity on).
+fn sessions_note(a: &AffinitySnapshot) -> Markup {
+    if matches!(a.mode.as_str(), "" | "off") {
+        return html! {};
+    }
+    let sw = &a.switches_total;
+    html! {
+        p.gnote {
+            strong { "Sessions" }
+            " (" (a.mode) @if a.strict { ", strict" } "): "
+            (a.session_requests_total) " requests of sessions · "
+            (a.cookies_set_total) " cookies set · moved to another node: "
+            (sw.down) " node down, " (sw.saturated) " node full, "
+            (sw.draining) " draining"
+            @if a.strict { " · " (a.strict_refusals_total) " refused (strict)" }
+            @for n in &a.nodes {
+                " · " (n.name) ": " (n.session_requests_total) " served, "
+                (n.sessions_switched_total) " moved away"
+            }
+        }
+    }
+}
+
+/// Under a group's table: 404 retries and writes to primary nodes.
+fn content_sync_note(c: &ContentSyncSnapshot) -> Markup {
+    if !c.retry_on_404 && c.primaries.is_empty() {
+        return html! {};
+    }
+    html! {
+        p.gnote {
+            strong { "Content sync" } ": "
+            @if c.retry_on_404 {
+                (c.retry_on_404_total) " 404 answers retried on another node, "
+                (c.retry_on_404_recovered_total) " found there"
+            }
+            @if c.retry_on_404 && !c.primaries.is_empty() { " · " }
+            @if !c.primaries.is_empty() {
+                "writes to the primary (" (c.primaries.join(", ")) "): "
+                (c.primary_requests_total) " sent, "
+                (c.primary_unavailable_total) " refused while it was unusable, "
+                (c.primary_fallback_total) " sent elsewhere (fallback)"
             }
         }
     }
@@ -709,7 +760,7 @@ footer{padding:8px 20px 20px;color:var(--muted);font-size:12px}
 .group-head{display:flex;flex-wrap:wrap;align-items:baseline;gap:4px 14px;margin-bottom:6px}
 h2{font-size:16px;margin:0;font-weight:600;overflow-wrap:anywhere}
 h3{font-size:13px;margin:0 0 6px}
-.gstat{color:var(--muted)}.gstat strong{color:var(--fg);font-weight:600}
+.gnote{color:var(--muted);margin:.5em 0 0;font-size:.9em}.gnote strong{color:var(--fg);font-weight:600}.gstat{color:var(--muted)}.gstat strong{color:var(--fg);font-weight:600}
 .tag{display:inline-block;font-size:11px;line-height:16px;padding:0 6px;border:1px solid var(--border);border-radius:9px;color:var(--muted);background:var(--panel);white-space:nowrap}
 .scroll{overflow-x:auto;border:1px solid var(--border);border-radius:8px;-webkit-overflow-scrolling:touch}
 table{border-collapse:separate;border-spacing:0;width:100%;table-layout:fixed;min-width:1200px}
@@ -1111,6 +1162,55 @@ mod tests {
         assert!(html.contains("3.25"), "effective weight");
         assert!(html.contains("slow start"));
         assert!(html.contains("timed out after 2 s"));
+    }
+
+    #[test]
+    fn session_and_content_sync_counters_are_shown_when_used() {
+        use crate::cluster::snapshot::{AffinityNodeSnapshot, SwitchCounts};
+        let mut s = sample::snapshot();
+        let page = render(&s);
+        assert!(!page.contains("Sessions"), "no affinity, no sessions line");
+        assert!(!page.contains("Content sync"));
+        let g = &mut s.groups[0];
+        g.affinity = AffinitySnapshot {
+            mode: "cookie".into(),
+            strict: true,
+            cookies: vec!["PHPSESSID".into()],
+            session_requests_total: 4321,
+            cookies_set_total: 17,
+            switches_total: SwitchCounts {
+                down: 3,
+                saturated: 5,
+                draining: 7,
+            },
+            strict_refusals_total: 2,
+            nodes: vec![AffinityNodeSnapshot {
+                name: "web-1".into(),
+                id: "a1".into(),
+                session_requests_total: 4000,
+                sessions_switched_total: 9,
+            }],
+        };
+        g.content_sync.retry_on_404 = true;
+        g.content_sync.retry_on_404_total = 11;
+        g.content_sync.retry_on_404_recovered_total = 10;
+        g.content_sync.primaries = vec!["web-1".into()];
+        g.content_sync.primary_requests_total = 250;
+        g.content_sync.primary_unavailable_total = 1;
+        let page = render(&s);
+        for text in [
+            "Sessions",
+            "(cookie, strict)",
+            "4321 requests of sessions",
+            "17 cookies set",
+            "3 node down, 5 node full, 7 draining",
+            "2 refused (strict)",
+            "web-1: 4000 served, 9 moved away",
+            "11 404 answers retried on another node, 10 found there",
+            "writes to the primary (web-1): 250 sent, 1 refused",
+        ] {
+            assert!(page.contains(text), "{text:?} missing");
+        }
     }
 
     #[test]
