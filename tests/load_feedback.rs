@@ -396,8 +396,10 @@ fn no_request_waits_in_the_backlog_of_a_full_prefork_node() {
 
     // Traffic through the proxy first. On prefork every open connection
     // holds a worker, idle keep-alive ones too (`K` on the scoreboard): the
-    // proxy must not leave idle connections behind, or they would be what
-    // fills a node. The only `K` allowed is the scraper's own connection.
+    // proxy keeps a connection to such a node only while the node has
+    // workers to spare beyond a reserve (two of these four), so besides the
+    // scraper's own connection at most one of its idle connections is left
+    // there, and that one is let go after a second idle.
     tally(&burst(
         wc.listen,
         "/sleep?ms=100",
@@ -405,17 +407,25 @@ fn no_request_waits_in_the_backlog_of_a_full_prefork_node() {
         4,
         support::http::TIMEOUT,
     ));
-    for n in [&a, &b, &c] {
+    let idle_conns = |n: &ApacheNode| {
         let page = support::capture_status(n.addr(), n.status_path());
         let board = support::scoreboard(&page).unwrap_or_default().to_string();
-        let idle_conns = board.matches('K').count();
+        (board.matches('K').count(), board)
+    };
+    for n in [&a, &b, &c] {
+        let (k, board) = idle_conns(n);
         assert!(
-            idle_conns <= 1,
-            "{}: {idle_conns} keep-alive connections left after the proxy's \
-             requests (scoreboard {board:?})",
+            k <= 2,
+            "{}: {k} keep-alive connections left after the proxy's requests, \
+             more than the node can spare (scoreboard {board:?})",
             n.name()
         );
     }
+    support::wait_until(
+        "the proxy's idle connections to the prefork nodes closed",
+        Duration::from_secs(10),
+        || [&a, &b, &c].iter().all(|n| idle_conns(n).0 <= 1),
+    );
 
     // Take every worker of `a` with direct traffic (as many requests as it
     // has workers: with the one the scraper's connection holds, one of them

@@ -50,7 +50,7 @@
 #   METHODS      ["wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka
 #                  nginx-least_conn haproxy-leastconn"]; wc-M is webcluster
 #                with balance = M and its default upstream_keepalive ("auto":
-#                no pooled connections to prefork nodes), wc-M-ka the same
+#                pooled connections to prefork nodes only while they have workers to spare), wc-M-ka the same
 #                with upstream_keepalive = "on" (a keep-alive pool like the
 #                nginx and HAProxy configs); also nginx-round_robin,
 #                haproxy-roundrobin

@@ -126,9 +126,11 @@ impl BalanceMethod {
 /// Pooled keep-alive connections from the proxy to a group's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamKeepalive {
-    /// Kept, except to nodes whose status page says they hold a worker per
-    /// connection (Apache prefork and worker): there every idle pooled
-    /// connection would take a worker from other visitors.
+    /// Kept; to nodes whose status page says they hold a worker per
+    /// connection (Apache prefork and worker), where every idle pooled
+    /// connection takes a worker from other visitors, only while the node
+    /// has workers to spare and for a short idle time (see
+    /// `proxy::pool_for`).
     Auto,
     /// Always kept (nginx `keepalive` in an upstream block).
     On,

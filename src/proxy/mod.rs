@@ -508,13 +508,8 @@ impl Proxy {
         let group = &state.groups[ctx.group];
         let node = &group.nodes[index];
         let t = state.config.timeouts;
-        let keep_upstream = match group.config.upstream_keepalive {
-            UpstreamKeepalive::On => true,
-            UpstreamKeepalive::Off => false,
-            // On prefork/worker nodes an idle pooled connection holds a
-            // worker other visitors need (it shows as `K`).
-            UpstreamKeepalive::Auto => !node.live.worker_per_connection(),
-        };
+        let keepalive = group.config.upstream_keepalive;
+        let keep_upstream = keepalive != UpstreamKeepalive::Off;
         let mut node_session = NodeSession::new(conn.stream);
         node_session.read_timeout = Some(t.read);
         node_session.write_timeout = Some(t.write);
@@ -586,12 +581,13 @@ impl Proxy {
                 .map_err(down)?;
         }
         session.finish_body().await.map_err(down)?;
-        if keep_upstream {
+        if let Some(max_idle) = pool_for(keepalive, group, node, t.idle) {
             node_session.respect_keepalive();
             if let Some(stream) = node_session.reuse().await {
-                self.pool.put(node.config.address, stream);
+                self.pool.put(node.config.address, stream, max_idle);
             }
         }
+        // Otherwise the connection closes here.
         Ok(Attempt::Done(true))
     }
 
@@ -799,6 +795,43 @@ impl ServerApp for Proxy {
         None
     }
 }
+
+/// Whether a node's connection goes back to the pool after a response, and
+/// for how long at most.
+///
+/// On a node that holds a worker per connection (Apache prefork and
+/// worker) an idle pooled connection keeps a worker from everyone else
+/// (`K` on its scoreboard), and a proxy that holds more connections than the
+/// node has workers leaves the extra ones in the node's accept backlog,
+/// where requests hang until an idle connection is closed. So with `auto`
+/// such a connection is kept only while the node, by its last status and
+/// this proxy's requests since, has workers to spare beyond a reserve, and
+/// for [`WORKER_NODE_IDLE`] at most; otherwise it closes and its worker
+/// returns to the node's accept queue at once.
+fn pool_for(
+    keepalive: UpstreamKeepalive,
+    group: &Group,
+    node: &crate::cluster::node::Node,
+    idle: Duration,
+) -> Option<Duration> {
+    match keepalive {
+        UpstreamKeepalive::Off => None,
+        UpstreamKeepalive::On => Some(idle),
+        UpstreamKeepalive::Auto if !node.live.worker_per_connection() => Some(idle),
+        UpstreamKeepalive::Auto => {
+            let load = node.live.load(&group.config, &node.config, Instant::now());
+            let capacity = f64::from(load.capacity?);
+            let reserve = (capacity / 8.0).max(2.0);
+            // `busy` still counts this request's worker, which the kept
+            // connection goes on holding.
+            (capacity - load.busy >= reserve).then_some(idle.min(WORKER_NODE_IDLE))
+        }
+    }
+}
+
+/// How long an idle pooled connection to a worker-per-connection node is
+/// kept with `upstream_keepalive = "auto"`.
+const WORKER_NODE_IDLE: Duration = Duration::from_secs(1);
 
 /// HTTP/1.1 keeps the connection unless the visitor says `close`; HTTP/1.0
 /// only when it says `keep-alive`.

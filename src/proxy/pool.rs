@@ -39,6 +39,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 struct Idle {
     stream: Stream,
     since: Instant,
+    /// This connection's own limit (below the pool's).
+    max_idle: Duration,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant, max_idle: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= max_idle.min(self.max_idle)
+    }
 }
 
 /// The idle connections of every node.
@@ -63,7 +71,7 @@ impl Pool {
             let list = idle.get_mut(&key(addr))?;
             let mut found = None;
             while let Some(mut c) = list.pop() {
-                if now.saturating_duration_since(c.since) < max_idle && still_open(&mut c.stream) {
+                if !c.expired(now, max_idle) && still_open(&mut c.stream) {
                     found = Some(c.stream);
                     break;
                 }
@@ -76,14 +84,15 @@ impl Pool {
         found
     }
 
-    /// Keep `stream` for the next request to `addr`.
-    pub fn put(&self, addr: SocketAddr, stream: Stream) {
+    /// Keep `stream` for the next request to `addr`, for `max_idle` at most.
+    pub fn put(&self, addr: SocketAddr, stream: Stream, max_idle: Duration) {
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let list = idle.entry(key(addr)).or_default();
             list.push(Idle {
                 stream,
                 since: Instant::now(),
+                max_idle,
             });
             (list.len() > MAX_IDLE_PER_NODE).then(|| list.remove(0))
         };
@@ -101,9 +110,7 @@ impl Pool {
                 let mut i = 0;
                 while i < list.len() {
                     let c = &mut list[i];
-                    if now.saturating_duration_since(c.since) >= max_idle
-                        || !still_open(&mut c.stream)
-                    {
+                    if c.expired(now, max_idle) || !still_open(&mut c.stream) {
                         closed.push(list.remove(i));
                     } else {
                         i += 1;
@@ -184,6 +191,8 @@ mod tests {
         (Box::new(L4Stream::from(client)), server, addr)
     }
 
+    const LONG: Duration = Duration::from_secs(60);
+
     /// Let the reactor see what the peer did.
     async fn settle() {
         for _ in 0..20 {
@@ -196,14 +205,14 @@ mod tests {
     async fn reuses_an_open_connection_and_drops_a_closed_one() {
         let pool = Pool::default();
         let (a, _a_peer, addr) = pair().await;
-        pool.put(addr, a);
+        pool.put(addr, a, LONG);
         assert_eq!(pool.len(), 1);
         settle().await;
         assert!(pool.take(addr, Duration::from_secs(60)).is_some());
         assert!(pool.is_empty());
 
         let (b, b_peer, addr) = pair().await;
-        pool.put(addr, b);
+        pool.put(addr, b, LONG);
         drop(b_peer);
         settle().await;
         assert!(pool.take(addr, Duration::from_secs(60)).is_none());
@@ -214,7 +223,7 @@ mod tests {
     async fn drops_a_connection_with_unexpected_bytes() {
         let pool = Pool::default();
         let (a, mut a_peer, addr) = pair().await;
-        pool.put(addr, a);
+        pool.put(addr, a, LONG);
         a_peer
             .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
             .await
@@ -227,13 +236,25 @@ mod tests {
     async fn expired_connections_are_not_reused_and_are_swept() {
         let pool = Pool::default();
         let (a, _a_peer, addr) = pair().await;
-        pool.put(addr, a);
+        pool.put(addr, a, LONG);
         assert!(pool.take(addr, Duration::ZERO).is_none());
         let (b, _b_peer, addr) = pair().await;
-        pool.put(addr, b);
+        pool.put(addr, b, LONG);
         pool.sweep(Duration::from_secs(60));
         assert_eq!(pool.len(), 1);
         pool.sweep(Duration::ZERO);
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_kept_briefly_expires_before_the_pool_limit() {
+        let pool = Pool::default();
+        let (a, _a_peer, addr) = pair().await;
+        pool.put(addr, a, Duration::ZERO);
+        assert!(pool.take(addr, LONG).is_none());
+        let (b, _b_peer, addr) = pair().await;
+        pool.put(addr, b, Duration::ZERO);
+        pool.sweep(LONG);
         assert!(pool.is_empty());
     }
 
@@ -248,7 +269,7 @@ mod tests {
             let c = TcpStream::connect(a).await.unwrap();
             let (s, _) = listener.accept().await.unwrap();
             peers.push(s);
-            pool.put(a, Box::new(L4Stream::from(c)));
+            pool.put(a, Box::new(L4Stream::from(c)), LONG);
             addr = Some(a);
         }
         assert_eq!(pool.len(), MAX_IDLE_PER_NODE);
