@@ -13,7 +13,7 @@ use webcluster::config::{self, Config};
 use webcluster::demo::{self, DemoOptions};
 use webcluster::server::{self, RunOptions};
 
-/// mimalloc, chosen on measurements (benches/README.md, "Allocator"): CPU
+/// mimalloc, chosen on measurements (benches/README.md, "What each step bought"): CPU
 /// per request 46 vs 50 us (small response) and 92 vs 139 us (64 KiB) against
 /// glibc malloc, and the same memory per idle connection (14.5 vs 14 KiB)
 /// once the visitor read buffer is off.

@@ -77,7 +77,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     };
     // One single-threaded runtime per worker thread, each connection staying
     // on the thread that accepted it (no work stealing): 50 vs 54 us of CPU
-    // per request measured here (benches/README.md, "Runtime").
+    // per request measured here (benches/README.md, "What each step bought").
     conf.work_stealing = false;
     let opt = Opt {
         upgrade: opts.upgrade,
@@ -149,7 +149,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
 /// Bytes read ahead from a visitor connection below the HTTP layer, which
 /// has its own buffers. pingora's default is 64 KiB per connection, zeroed:
 /// off, an idle keep-alive connection takes 14.5 KiB instead of 80 KiB, and a
-/// request 46 instead of 49 us of CPU (benches/README.md, "Read buffer").
+/// request 46 instead of 49 us of CPU (benches/README.md, "What each step bought").
 const VISITOR_READ_BUFFER: usize = 0;
 
 /// Build and run until shutdown. Blocks.

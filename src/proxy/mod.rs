@@ -18,7 +18,7 @@
 //! per-request machinery (two channels and a join per request, a task and a
 //! lock-protected LRU per pooled connection, a boxed future per request)
 //! cost about twice nginx's CPU per request; this loop on the same sessions
-//! costs about 1.4 times (52 against 38 us, benches/README.md).
+//! costs about 1.5 times (52-53 against 34-38 us, benches/README.md).
 
 mod choose;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
