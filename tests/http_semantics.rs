@@ -57,6 +57,15 @@ const CHUNKS_BODY: &str = "piece 1 of 5\npiece 2 of 5\npiece 3 of 5\npiece 4 of 
 /// The Apache node's name (`/node` answers exactly it).
 const NODE: &str = "echo";
 
+/// The connection still carries a request after what came before on it:
+/// everything before was framed exactly.
+fn assert_connection_goes_on(conn: &mut RawConn) {
+    conn.send(b"GET /node HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n")
+        .expect("send a second request");
+    let (resp, _) = conn.response("GET").expect("second response");
+    assert_eq!((resp.status, resp.body.trim()), (200, NODE), "{resp:?}");
+}
+
 /// An Apache event node that also serves `/echo` and `/chunks`.
 fn echo_node() -> ApacheNode {
     ApacheNode::start(ApacheOpts {
@@ -185,10 +194,7 @@ fn chunked_request_body_reaches_the_node_intact() {
     assert_same_bytes("chunked request body echoed by the node", &body, &want);
     // The proxy consumed exactly the chunked body: the same connection
     // serves the next request.
-    conn.send(b"GET /node HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n")
-        .expect("send a second request");
-    let (resp, _) = conn.response("GET").expect("second response");
-    assert_eq!((resp.status, resp.body.trim()), (200, NODE), "{resp:?}");
+    assert_connection_goes_on(&mut conn);
 }
 
 #[test]
@@ -241,10 +247,7 @@ fn large_request_body_with_content_length_arrives_intact() {
     assert!(is_chunked(&resp), "{:?}", resp.headers);
     assert_same_bytes("1 MiB request body echoed by the node", &echoed, &body);
     // Both bodies were framed exactly: the connection goes on.
-    conn.send(b"GET /node HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n")
-        .expect("send a second request");
-    let (resp, _) = conn.response("GET").expect("second response");
-    assert_eq!((resp.status, resp.body.trim()), (200, NODE), "{resp:?}");
+    assert_connection_goes_on(&mut conn);
 }
 
 // ---------------------------------------------------------------- responses
@@ -388,29 +391,19 @@ fn exchange_until_closed(addr: SocketAddr, request: &str) -> (Response, Vec<u8>,
 }
 
 #[test]
-fn http10_client_with_connection_close_is_answered_then_closed() {
+fn http10_clients_that_do_not_ask_keep_alive_are_answered_then_closed() {
     let apache = echo_node();
     let wc = proxy_for(apache.addr(), "", "");
-    let (resp, body, rest) = exchange_until_closed(
-        wc.listen,
+    for request in [
         "GET /node HTTP/1.0\r\nHost: test.example\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_same_bytes("/node", &body, NODE.as_bytes());
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
-}
-
-#[test]
-fn http10_client_without_keep_alive_is_answered_then_closed() {
-    let apache = echo_node();
-    let wc = proxy_for(apache.addr(), "", "");
-    let (resp, body, rest) = exchange_until_closed(
-        wc.listen,
+        // HTTP/1.0 without `Connection: keep-alive` closes too.
         "GET /node HTTP/1.0\r\nHost: test.example\r\n\r\n",
-    );
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_same_bytes("/node", &body, NODE.as_bytes());
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    ] {
+        let (resp, body, rest) = exchange_until_closed(wc.listen, request);
+        assert_eq!(resp.status, 200, "{request:?}: {resp:?}");
+        assert_same_bytes("/node", &body, NODE.as_bytes());
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
 }
 
 #[test]
