@@ -8,7 +8,7 @@
 //! The nodes are real Apache httpd (event MPM, from the project's template,
 //! plus two CGIs defined here: `/echo` answers the request body back and
 //! `/chunks` answers in several chunks) and nginx; only the Upgrade test
-//! uses a small in-test peer (see `UpgradePeer`). Everything listens on
+//! uses a small in-test peer (see `PeerNode`). Everything listens on
 //! 127.0.0.1 on ephemeral ports, and every read is bounded by
 //! `support::http::TIMEOUT`.
 
@@ -703,15 +703,40 @@ fn pooled_connection_closed_by_the_node_is_not_a_502() {
     assert!(!wc.log().contains("answered 502"), "{}", wc.log());
 }
 
+#[test]
+fn keep_alive_race_with_the_only_node_is_retried_on_a_new_connection() {
+    // One node, which closes every reused connection unanswered: each
+    // request after the first goes out on a pooled connection that dies, so
+    // it must be sent again on a new connection to the same node (RFC 9112
+    // 9.3.1; nginx does the same), not answered 502 because the group has
+    // no other node.
+    let peer = PeerNode::start(serve_one_then_drop_the_next);
+    let wc = proxy_for(peer.addr, "upstream_keepalive = \"on\"\nscrape = false", "");
+    for i in 0..4 {
+        let r = http_get(wc.listen, "/x", &[]).expect("GET /x through the proxy");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "first on its connection"),
+            "request {i}: {r:?}"
+        );
+    }
+    // The race did happen: the node read more requests than it answered.
+    let heads: Vec<String> = peer.heads.try_iter().collect();
+    assert!(heads.len() > 4, "{} request heads: {heads:?}", heads.len());
+    let s = wc.status();
+    let n = node(&s, "n1");
+    assert_eq!(n["errors_total"], 0, "{n:#}");
+}
+
 // ---------------------------------------------------------------- upgrade
 
-/// A minimal WebSocket-style node for the Upgrade test: no Debian package
-/// offers an easy WebSocket echo server, so this in-test TCP peer accepts
-/// on 127.0.0.1 (ephemeral port), reads the request head, answers
-/// `101 Switching Protocols` followed by [`GREETING`], then echoes every
-/// byte it receives until EOF. Any other request gets a 404. Each request
-/// head it read is sent to `heads`. Stopped when dropped.
-struct UpgradePeer {
+/// A minimal in-test node for what no Debian package does on purpose: a
+/// WebSocket echo (no package offers an easy one) and a node that closes a
+/// keep-alive connection just as it is reused (the race real servers hit
+/// now and then). It accepts on 127.0.0.1 (ephemeral port) and serves each
+/// connection on its own thread with `serve`; each request head it read is
+/// sent to `heads`. Stopped when dropped.
+struct PeerNode {
     addr: SocketAddr,
     heads: mpsc::Receiver<String>,
     stop: Arc<AtomicBool>,
@@ -720,9 +745,9 @@ struct UpgradePeer {
 /// What the peer sends right after its 101, before the client says anything.
 const GREETING: &[u8] = b"hello from the node\n";
 
-impl UpgradePeer {
-    fn start() -> UpgradePeer {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the upgrade peer");
+impl PeerNode {
+    fn start(serve: fn(TcpStream, &mpsc::Sender<String>)) -> PeerNode {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the peer node");
         let addr = listener.local_addr().expect("peer address");
         listener
             .set_nonblocking(true)
@@ -736,7 +761,7 @@ impl UpgradePeer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let tx = tx.clone();
-                        std::thread::spawn(move || serve_upgrade(stream, &tx));
+                        std::thread::spawn(move || serve(stream, &tx));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(10));
@@ -745,17 +770,19 @@ impl UpgradePeer {
                 }
             }
         });
-        UpgradePeer { addr, heads, stop }
+        PeerNode { addr, heads, stop }
     }
 }
 
-impl Drop for UpgradePeer {
+impl Drop for PeerNode {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
-fn serve_upgrade(mut stream: TcpStream, heads: &mpsc::Sender<String>) {
+/// One request head from `stream`, blocking up to `TIMEOUT` per byte; None
+/// at the end of the stream, on an error or past 16 KiB.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
@@ -763,11 +790,38 @@ fn serve_upgrade(mut stream: TcpStream, heads: &mpsc::Sender<String>) {
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 16 * 1024 || !matches!(stream.read(&mut byte), Ok(1)) {
-            return;
+            return None;
         }
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The keep-alive race: answers the first request of a connection and
+/// keeps it open, then closes it on reading the next one, unanswered.
+fn serve_one_then_drop_the_next(mut stream: TcpStream, heads: &mpsc::Sender<String>) {
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let _ = heads.send(head);
+    let body = "first on its connection";
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(answer.as_bytes()).is_err() {
+        return;
+    }
+    if let Some(head) = read_head(&mut stream) {
+        let _ = heads.send(head);
+    }
+    // Dropped: closed without an answer.
+}
+
+fn serve_upgrade(mut stream: TcpStream, heads: &mpsc::Sender<String>) {
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
     let upgrade = head
         .lines()
         .any(|l| l.to_ascii_lowercase().replace(' ', "") == "upgrade:websocket");
@@ -801,7 +855,7 @@ fn serve_upgrade(mut stream: TcpStream, heads: &mpsc::Sender<String>) {
 
 #[test]
 fn websocket_upgrade_is_tunnelled_both_ways() {
-    let peer = UpgradePeer::start();
+    let peer = PeerNode::start(serve_upgrade);
     let wc = proxy_for(peer.addr, "scrape = false", "");
     let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
     conn.send(

@@ -129,6 +129,9 @@ pub struct RequestCtx {
     error_body: Option<String>,
     /// `100 Continue` was sent to the visitor.
     continued: bool,
+    /// A pooled connection failed as it was reused: the next attempts use
+    /// new connections.
+    fresh_only: bool,
 }
 
 impl RequestCtx {
@@ -152,6 +155,7 @@ impl RequestCtx {
             retried_404: 0,
             error_body: None,
             continued: false,
+            fresh_only: false,
         }
     }
 
@@ -410,7 +414,8 @@ impl Proxy {
             ctx.current = Some(node.live.begin_request());
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
-            match upstream::connect(&self.pool, node.config.address, t.connect, t.idle).await {
+            let pool = (!ctx.fresh_only).then_some(&*self.pool);
+            match upstream::connect(pool, node.config.address, t.connect, t.idle).await {
                 Ok(conn) => return Ok((index, conn)),
                 Err(e) => {
                     let failure = if is_timeout(&e) {
@@ -678,7 +683,19 @@ impl Proxy {
         }
         let replayable =
             session.req_header().method.is_idempotent() && !session.retry_buffer_truncated();
-        if !replayable || !ctx.tries_left() {
+        if !replayable {
+            return false;
+        }
+        if stale_pooled && !ctx.fresh_only {
+            // The keep-alive race (RFC 9112 9.3.1): the node closed a pooled
+            // connection just as it was reused. Neither the node's failure
+            // nor a try (nginx does not count it either): the same node may
+            // take the request again, on a new connection.
+            ctx.tried.pop();
+            ctx.fresh_only = true;
+            return true;
+        }
+        if !ctx.tries_left() {
             return false;
         }
         let policy = ctx
@@ -687,7 +704,7 @@ impl Proxy {
             .is_some_and(|s| s.config.retries.idempotent_on_error);
         // A keep-alive connection the node had already closed is always
         // safe to retry on a fresh connection.
-        policy || stale_pooled
+        policy
     }
 
     /// Count a failed attempt against the current node.

@@ -28,14 +28,15 @@ pub struct Connection {
     pub reused: bool,
 }
 
-/// A pooled connection to `addr` if one is idle, else a new one.
+/// A pooled connection to `addr` if one is idle (and a pool is given),
+/// else a new one.
 pub async fn connect(
-    pool: &Pool,
+    pool: Option<&Pool>,
     addr: SocketAddr,
     timeout: Duration,
     max_idle: Duration,
 ) -> Result<Connection> {
-    if let Some(stream) = pool.take(addr, max_idle) {
+    if let Some(stream) = pool.and_then(|p| p.take(addr, max_idle)) {
         return Ok(Connection {
             stream,
             reused: true,
