@@ -44,9 +44,8 @@ impl Proxy {
                 return Ok(Some(primary));
             }
             let fallback = ctx
-                .state
-                .as_ref()
-                .and_then(|s| ctx.route.and_then(|i| s.config.routes.get(i)))
+                .route
+                .and_then(|i| ctx.state.config.routes.get(i))
                 .is_some_and(|r| r.primary_fallback);
             let st = &group.stats;
             if fallback {
@@ -263,7 +262,7 @@ pub(super) fn insert_cookie(group: &Group, index: usize) -> String {
 /// lands on a draining node). When the node is the hash node and the request
 /// carried a pin, the `Set-Cookie` that removes the pin.
 pub(super) fn pin_cookie(resp: &ResponseHeader, ctx: &RequestCtx) -> Option<String> {
-    let group = ctx.state.as_ref()?.groups.get(ctx.group)?;
+    let group = ctx.group()?;
     let a = &group.config.affinity;
     if a.mode != AffinityMode::Cookie || ctx.current.is_none() {
         return None;

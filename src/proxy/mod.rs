@@ -51,8 +51,8 @@ use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
 use pool::Pool;
-use respond::{respond_plain, status_for_error};
-use upstream::{expects_continue, Forwarding, Visitor};
+use respond::{is_timeout, respond_plain, status_for_error};
+use upstream::{expects_continue, has_token, Forwarding, Visitor};
 
 /// The visitor-facing proxy.
 pub struct Proxy {
@@ -100,7 +100,7 @@ enum Failure {
 pub struct RequestCtx {
     _active: ActiveGuard,
     started: Instant,
-    state: Option<Arc<ClusterState>>,
+    state: Arc<ClusterState>,
     group: usize,
     /// Indices of nodes tried so far (in order).
     tried: Vec<usize>,
@@ -139,7 +139,7 @@ impl RequestCtx {
         RequestCtx {
             _active: ActiveGuard::new(active),
             started: Instant::now(),
-            state: Some(state),
+            state,
             group: 0,
             tried: Vec::new(),
             current: None,
@@ -160,7 +160,7 @@ impl RequestCtx {
     }
 
     fn group(&self) -> Option<&Group> {
-        self.state.as_ref().and_then(|s| s.groups.get(self.group))
+        self.state.groups.get(self.group)
     }
 
     fn group_name(&self) -> &str {
@@ -175,7 +175,7 @@ impl RequestCtx {
     }
 
     fn tries_left(&self) -> bool {
-        let tries = self.state.as_ref().map_or(1, |s| s.config.retries.tries);
+        let tries = self.state.config.retries.tries;
         (self.tried.len() as u32) < tries
     }
 }
@@ -334,9 +334,7 @@ impl Proxy {
 
     /// Status-page guard, routing, write and session targets.
     fn admit(&self, session: &ServerSession, ctx: &mut RequestCtx) -> Admission {
-        let Some(state) = ctx.state.clone() else {
-            return Admission::Proxy;
-        };
+        let state = Arc::clone(&ctx.state);
         let req = session.req_header();
         if req.method == http::Method::CONNECT {
             // A tunnel through the proxy is no request for the site (nginx
@@ -406,9 +404,7 @@ impl Proxy {
     async fn connect(&self, ctx: &mut RequestCtx) -> Result<(usize, upstream::Connection)> {
         loop {
             let index = self.pick(ctx)?;
-            let Some(state) = ctx.state.clone() else {
-                return Error::e_explain(ErrorType::InternalError, "no cluster state");
-            };
+            let state = Arc::clone(&ctx.state);
             let node = &state.groups[ctx.group].nodes[index];
             ctx.tried.push(index);
             ctx.current = Some(node.live.begin_request());
@@ -418,12 +414,7 @@ impl Proxy {
             match upstream::connect(pool, node.config.address, t.connect, t.idle).await {
                 Ok(conn) => return Ok((index, conn)),
                 Err(e) => {
-                    let failure = if is_timeout(&e) {
-                        Failure::Timeout
-                    } else {
-                        Failure::Connect
-                    };
-                    self.node_failed(ctx, failure, &e);
+                    self.node_failed(ctx, &e);
                     let e = e.into_up();
                     // Nothing was sent yet: any method may go to another node.
                     if !ctx.tries_left() {
@@ -438,9 +429,7 @@ impl Proxy {
     /// The node for the next attempt, or the error that answers the request
     /// when there is none.
     fn pick(&self, ctx: &mut RequestCtx) -> Result<usize> {
-        let Some(state) = ctx.state.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no cluster state");
-        };
+        let state = Arc::clone(&ctx.state);
         let Some(group) = state.groups.get(ctx.group) else {
             return Error::e_explain(ErrorType::InternalError, "routed to no group");
         };
@@ -504,17 +493,11 @@ impl Proxy {
         let reused = conn.reused;
         let up = |e: Box<Error>| (e.into_up(), reused);
         let down = |e: Box<Error>| (e.into_down(), reused);
-        let state = ctx.state.clone().ok_or_else(|| {
-            (
-                Error::explain(ErrorType::InternalError, "no cluster state"),
-                reused,
-            )
-        })?;
+        let state = Arc::clone(&ctx.state);
         let group = &state.groups[ctx.group];
         let node = &group.nodes[index];
         let t = state.config.timeouts;
         let keepalive = group.config.upstream_keepalive;
-        let keep_upstream = keepalive != UpstreamKeepalive::Off;
         let mut node_session = NodeSession::new(conn.stream);
         node_session.read_timeout = Some(t.read);
         node_session.write_timeout = Some(t.write);
@@ -524,7 +507,7 @@ impl Proxy {
             &Forwarding {
                 trusted: &state.config.server.trusted_proxies,
                 client: visitor,
-                close: !keep_upstream,
+                close: keepalive == UpstreamKeepalive::Off,
             },
         )
         .map_err(|e| (e.into_in(), reused))?;
@@ -670,12 +653,7 @@ impl Proxy {
         // the node's health; a timeout or a failure on a fresh one does.
         let stale_pooled = reused && !is_timeout(e);
         if e.esource() == &ErrorSource::Upstream && !stale_pooled {
-            let failure = if is_timeout(e) {
-                Failure::Timeout
-            } else {
-                Failure::Connect
-            };
-            self.node_failed(ctx, failure, e);
+            self.node_failed(ctx, e);
         }
         ctx.current = None;
         if e.esource() != &ErrorSource::Upstream || session.response_written().is_some() {
@@ -698,17 +676,16 @@ impl Proxy {
         if !ctx.tries_left() {
             return false;
         }
-        let policy = ctx
-            .state
-            .as_ref()
-            .is_some_and(|s| s.config.retries.idempotent_on_error);
-        // A keep-alive connection the node had already closed is always
-        // safe to retry on a fresh connection.
-        policy
+        ctx.state.config.retries.idempotent_on_error
     }
 
     /// Count a failed attempt against the current node.
-    fn node_failed(&self, ctx: &mut RequestCtx, failure: Failure, e: &Error) {
+    fn node_failed(&self, ctx: &mut RequestCtx, e: &Error) {
+        let failure = if is_timeout(e) {
+            Failure::Timeout
+        } else {
+            Failure::Connect
+        };
         ctx.last_failure = Some(failure);
         let (Some(group), Some(&i)) = (ctx.group(), ctx.tried.last()) else {
             return;
@@ -754,7 +731,7 @@ impl Proxy {
         let group = ctx.group_name();
         let node = ctx.node_name();
         let elapsed = ctx.started.elapsed();
-        if ctx.state.is_some() && status != 0 {
+        if status != 0 {
             self.metrics
                 .requests
                 .with_label_values(&[group, node, code_class(status)])
@@ -853,26 +830,12 @@ const WORKER_NODE_IDLE: Duration = Duration::from_secs(1);
 /// HTTP/1.1 keeps the connection unless the visitor says `close`; HTTP/1.0
 /// only when it says `keep-alive`.
 fn wants_keepalive(req: &pingora::http::RequestHeader) -> bool {
-    let says = |token: &str| {
-        req.headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let says = |token: &str| has_token(req, header::CONNECTION, token);
     match req.version {
         http::Version::HTTP_11 => !says("close"),
         http::Version::HTTP_10 => says("keep-alive"),
         _ => false,
     }
-}
-
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
 }
 
 fn client_ip(session: &ServerSession) -> Option<IpAddr> {

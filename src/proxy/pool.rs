@@ -123,12 +123,14 @@ impl Pool {
     }
 
     /// Idle connections kept now, over all nodes.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.values().map(Vec::len).sum()
     }
 
     /// No idle connection is kept.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -38,17 +38,21 @@ pub fn plain_body(code: u16) -> &'static str {
     }
 }
 
+/// A connect, read or write that ran out of time.
+pub fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
 /// The status a failed request is answered with; 0 when the visitor's own
 /// connection failed and nothing can be sent. `timed_out`: the last attempt
 /// on a node timed out.
 pub fn status_for_error(e: &Error, timed_out: bool) -> u16 {
-    let timeout = matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    );
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
-        _ if timeout && e.esource() == &ErrorSource::Upstream => 504,
+        _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => {
                 if timed_out {

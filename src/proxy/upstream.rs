@@ -181,7 +181,8 @@ pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
         && has_token(req, header::UPGRADE, "websocket")
 }
 
-fn has_token(req: &RequestHeader, name: HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header of `req` lists `token` (any case).
+pub(super) fn has_token(req: &RequestHeader, name: HeaderName, token: &str) -> bool {
     req.headers
         .get_all(name)
         .iter()
