@@ -262,25 +262,23 @@ EOF
     kill -0 "$pid" 2>/dev/null || die "pid $pid died at start; see the logs in $WORK"
 }
 
-# rss_kb PID...: VmHWM (peak resident set) summed over the pids, in KiB.
-rss_kb() {
-    local total=0 p v
+# sum_proc FILE AWK PID...: the sum over the pids of the number AWK prints
+# from /proc/PID/FILE (0 for a pid that is gone).
+sum_proc() {
+    local file=$1 prog=$2 total=0 p v
+    shift 2
     for p in "$@"; do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        v=$(awk "$prog" "/proc/$p/$file" 2>/dev/null || echo 0)
         total=$((total + ${v:-0}))
     done
     echo "$total"
 }
 
-# cpu_ticks PID...: utime+stime of the pids and their reaped children.
-cpu_ticks() {
-    local total=0 p v
-    for p in "$@"; do
-        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
+# rss_kb PID...: VmHWM (peak resident set) summed over the pids, in KiB.
+rss_kb() { sum_proc status '/^VmHWM:/ {print $2}' "$@"; }
+
+# cpu_ticks PID...: utime+stime of the pids.
+cpu_ticks() { sum_proc stat '{print $14+$15}' "$@"; }
 
 jsonl() { printf '%s\n' "$1" >>"$WORK/results.jsonl"; }
 
