@@ -105,12 +105,13 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
             Arc::clone(&pool),
         ),
     );
+    // No buffers below the proxy's own (`proxy::http1`): pingora's default
+    // 64 KiB read-ahead per connection, zeroed, cost 65 KiB per idle
+    // keep-alive connection and 3 us per request (benches/README.md, "What
+    // each step bought"), and its write buffer a copy of every write.
     for addr in &listen {
         proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings {
-                read: Some(VISITOR_READ_BUFFER),
-                write: None,
-            }),
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
         );
     }
     server.add_service(proxy);
@@ -145,12 +146,6 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
         },
     ))
 }
-
-/// Bytes read ahead from a visitor connection below the HTTP layer, which
-/// has its own buffers. pingora's default is 64 KiB per connection, zeroed:
-/// off, an idle keep-alive connection takes 14.5 KiB instead of 80 KiB, and a
-/// request 46 instead of 49 us of CPU (benches/README.md, "What each step bought").
-const VISITOR_READ_BUFFER: usize = 0;
 
 /// Build and run until shutdown. Blocks.
 pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {

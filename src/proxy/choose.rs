@@ -6,8 +6,7 @@
 
 use std::time::Instant;
 
-use http::header;
-use pingora::http::{RequestHeader, ResponseHeader};
+use super::http1::{RequestHead, ResponseHead};
 
 use super::{Proxy, RequestCtx};
 use crate::cluster::affinity::SwitchReason;
@@ -193,22 +192,18 @@ pub(super) fn session_down_body(node: &str) -> String {
 
 /// Whether the request changes content: any method but GET, HEAD and
 /// OPTIONS, or a path under the route's write prefixes.
-pub(super) fn is_write(route: &RouteConfig, req: &RequestHeader) -> bool {
+pub(super) fn is_write(route: &RouteConfig, req: &RequestHead) -> bool {
     let m = &req.method;
     let safe = m == http::Method::GET || m == http::Method::HEAD || m == http::Method::OPTIONS;
     !safe
         || route
             .write_paths
             .iter()
-            .any(|p| req.uri.path().starts_with(p.as_str()))
+            .any(|p| req.path().starts_with(p.as_str()))
 }
 
 /// The primary node (index in `group`) a write must go to, if any.
-pub(super) fn write_target(
-    route: &RouteConfig,
-    group: &Group,
-    req: &RequestHeader,
-) -> Option<usize> {
+pub(super) fn write_target(route: &RouteConfig, group: &Group, req: &RequestHead) -> Option<usize> {
     let primary = route.primary.as_deref()?;
     if !is_write(route, req) {
         return None;
@@ -217,11 +212,9 @@ pub(super) fn write_target(
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
-pub(super) fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+pub(super) fn cookie_value<'a>(req: &'a RequestHead, name: &str) -> Option<&'a str> {
+    req.fields
+        .get_all_str("cookie")
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -230,7 +223,7 @@ pub(super) fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a
 }
 
 /// The session a request belongs to under its group's affinity mode.
-pub(super) fn session_key(group: &Group, req: &RequestHeader) -> Option<SessionKey> {
+pub(super) fn session_key(group: &Group, req: &RequestHead) -> Option<SessionKey> {
     let a = &group.config.affinity;
     match a.mode {
         AffinityMode::Off => None,
@@ -261,7 +254,7 @@ pub(super) fn insert_cookie(group: &Group, index: usize) -> String {
 /// stored there during this request is not lost (and a new session never
 /// lands on a draining node). When the node is the hash node and the request
 /// carried a pin, the `Set-Cookie` that removes the pin.
-pub(super) fn pin_cookie(resp: &ResponseHeader, ctx: &RequestCtx) -> Option<String> {
+pub(super) fn pin_cookie(resp: &ResponseHead, ctx: &RequestCtx) -> Option<String> {
     let group = ctx.group()?;
     let a = &group.config.affinity;
     if a.mode != AffinityMode::Cookie || ctx.current.is_none() {
@@ -269,10 +262,8 @@ pub(super) fn pin_cookie(resp: &ResponseHeader, ctx: &RequestCtx) -> Option<Stri
     }
     let served = *ctx.tried.last()?;
     let value = resp
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .fields
+        .get_all_str("set-cookie")
         .filter_map(|v| v.split(';').next()?.trim().split_once('='))
         .find(|(name, _)| a.cookies.iter().any(|c| c == name))
         .map(|(_, v)| v.trim().trim_matches('"'))?;
@@ -296,11 +287,11 @@ pub(super) fn pin_cookie(resp: &ResponseHeader, ctx: &RequestCtx) -> Option<Stri
 mod tests {
     use super::*;
 
-    fn req(method: &str, path: &str, cookies: &[&str]) -> RequestHeader {
-        let mut r = RequestHeader::build(method, path.as_bytes(), None).expect("request");
-        for c in cookies {
-            r.append_header(header::COOKIE, *c).expect("cookie");
-        }
+    fn req(method: &str, path: &str, cookies: &[&str]) -> RequestHead {
+        let cookies: String = cookies.iter().map(|c| format!("Cookie: {c}\r\n")).collect();
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: a\r\n{cookies}\r\n");
+        let mut r = RequestHead::default();
+        r.parse(raw.as_bytes()).expect("request").expect("complete");
         r
     }
 

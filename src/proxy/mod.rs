@@ -2,47 +2,47 @@
 //! and back.
 //!
 //! A pingora [`ServerApp`] that runs each visitor connection as one loop of
-//! HTTP/1.1 requests, on pingora's HTTP/1 sessions for the framing on both
-//! sides. Each request goes through the same phases, each a method here:
-//! `admit` (the `guard` refuses node status pages, the cluster's router
-//! picks the group, `choose` the write or session target), `attempt` (pick a
-//! node, get a connection from the `pool` or a new one, send the request as
-//! `upstream` shapes it, read the response head) repeated while a retry is
-//! allowed, `forward` (the response to the visitor, the connection back to
-//! the pool, `tunnel` for a WebSocket), `fail` (a local 4xx/5xx from
-//! `respond`) and `log`. Per-request state lives in [`RequestCtx`]; the
-//! cluster state a request started with stays with it to the end, so a
-//! reload never changes the rules under a request in flight.
+//! HTTP/1.x requests, with its own framing (`http1`) on both sides: heads
+//! are parsed in place and forwarded as bytes, bodies as they came. Each
+//! request goes through the same phases, each a method here: `admit` (the
+//! `guard` refuses node status pages, the cluster's router picks the group,
+//! `choose` the write or session target), `attempt` (pick a node, get a
+//! connection from the `pool` or a new one, send the request as `upstream`
+//! shapes it, read the response head) repeated while a retry is allowed,
+//! the response to the visitor (`tunnel` for a WebSocket), the node's
+//! connection back to the pool, `fail` (a local 4xx/5xx from `respond`) and
+//! `log`. Per-request state lives in [`RequestCtx`], per-connection buffers
+//! in [`Downstream`]; the cluster state a request started with stays with it
+//! to the end, so a reload never changes the rules under a request in
+//! flight.
 //!
-//! Why not pingora's own `HttpProxy`: measured on this machine, its
-//! per-request machinery (two channels and a join per request, a task and a
-//! lock-protected LRU per pooled connection, a boxed future per request)
-//! cost about twice nginx's CPU per request; this loop on the same sessions
-//! costs about 1.5 times (52-53 against 34-38 us, benches/README.md).
+//! Why not pingora's own `HttpProxy`, nor its HTTP/1 sessions: measured on
+//! this machine, `HttpProxy` cost about twice nginx's CPU per request, and a
+//! loop on pingora's sessions still 1.5 times (header maps with case maps,
+//! header copies, a session and a digest per request); see
+//! benches/README.md.
 
 mod choose;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 pub mod forwarded;
 pub mod guard;
+pub mod http1;
 pub mod pool;
 mod respond;
 mod tunnel;
 pub mod upstream;
 
-use std::net::IpAddr;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::header;
 use pingora::apps::ServerApp;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::v1::client::HttpSession as NodeSession;
-use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
@@ -50,9 +50,19 @@ use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
+use http1::{Body, Framing, HeadError, Io, RequestHead, ResponseHead, Version};
 use pool::Pool;
-use respond::{is_timeout, respond_plain, status_for_error};
-use upstream::{expects_continue, has_token, Forwarding, Visitor};
+use respond::{is_timeout, plain_response, status_for_error};
+use upstream::{Forwarding, Visitor};
+
+/// How much one read from a visitor asks for at first (most request heads
+/// fit; an idle connection holds no more than this).
+const VISITOR_READ: usize = 1024;
+/// How much one read asks for in a body, either side (HAProxy's buffer).
+const BODY_READ: usize = 16 * 1024;
+/// Most request body kept to send again on a retry (pingora's and
+/// nginx's in-memory client body buffer are of this order).
+const MAX_REPLAY: usize = 64 * 1024;
 
 /// The visitor-facing proxy.
 pub struct Proxy {
@@ -89,6 +99,17 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// One visitor connection: its stream and read buffer, the current
+/// request's head, the node's response head, and the buffer outgoing heads
+/// are composed in. Kept from one request to the next.
+pub struct Downstream {
+    io: Io<Stream>,
+    head: RequestHead,
+    resp: ResponseHead,
+    out: Vec<u8>,
+    client: Option<Visitor>,
+}
+
 /// Why the last attempt on a node failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -101,6 +122,18 @@ pub struct RequestCtx {
     _active: ActiveGuard,
     started: Instant,
     state: Arc<ClusterState>,
+    /// The visitor's connection may carry another request after this one.
+    keep: bool,
+    /// Where the visitor's request body is.
+    body: Body,
+    /// The request body sent so far, to send again on a retry.
+    replay: Vec<u8>,
+    /// More body was sent than `replay` keeps: no retry.
+    replay_truncated: bool,
+    /// Status of the response head the visitor got, once sent.
+    status: Option<u16>,
+    /// Response body bytes sent to the visitor.
+    body_sent: u64,
     group: usize,
     /// Indices of nodes tried so far (in order).
     tried: Vec<usize>,
@@ -135,11 +168,22 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn new(active: &Arc<ActiveRequests>, state: Arc<ClusterState>) -> RequestCtx {
+    fn new(
+        active: &Arc<ActiveRequests>,
+        state: Arc<ClusterState>,
+        keep: bool,
+        body: Framing,
+    ) -> RequestCtx {
         RequestCtx {
             _active: ActiveGuard::new(active),
             started: Instant::now(),
             state,
+            keep,
+            body: Body::new(body),
+            replay: Vec::new(),
+            replay_truncated: false,
+            status: None,
+            body_sent: 0,
             group: 0,
             tried: Vec::new(),
             current: None,
@@ -178,6 +222,19 @@ impl RequestCtx {
         let tries = self.state.config.retries.tries;
         (self.tried.len() as u32) < tries
     }
+
+    /// Keep request body bytes just sent, for a retry.
+    fn sent_body(&mut self, bytes: &[u8]) {
+        if self.replay_truncated {
+            return;
+        }
+        if self.replay.len() + bytes.len() > MAX_REPLAY {
+            self.replay_truncated = true;
+            self.replay = Vec::new();
+        } else {
+            self.replay.extend_from_slice(bytes);
+        }
+    }
 }
 
 /// How an attempt on a node ended, when it did not fail.
@@ -197,6 +254,26 @@ enum Admission {
     /// Answer locally with this code and body; whether the visitor's
     /// connection may carry another request.
     Answer(u16, String, bool),
+}
+
+/// An I/O error as a pingora error of the right kind.
+fn io_error(e: io::Error, write: bool, what: &'static str) -> Box<Error> {
+    let etype = match (e.kind(), write) {
+        (io::ErrorKind::TimedOut, false) => ErrorType::ReadTimedout,
+        (io::ErrorKind::TimedOut, true) => ErrorType::WriteTimedout,
+        (_, false) => ErrorType::ReadError,
+        (_, true) => ErrorType::WriteError,
+    };
+    Error::because(etype, what, e)
+}
+
+/// The status a visitor's unreadable request head is answered with.
+fn status_for_head(e: HeadError) -> u16 {
+    match e {
+        HeadError::Malformed | HeadError::Ambiguous => 400,
+        HeadError::TooLarge => 431,
+        HeadError::UnknownCoding => 501,
+    }
 }
 
 impl Proxy {
@@ -219,32 +296,33 @@ impl Proxy {
     /// Serve every request of one visitor connection, in order.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut shutdown = shutdown.clone();
-        let mut next = Some((stream, None));
-        let mut reused = false;
-        // Known after the first request is read.
-        let mut visitor: Option<Option<Visitor>> = None;
-        while let Some((stream, prefix)) = next.take() {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut down = Downstream {
+            io: Io::new(stream, VISITOR_READ),
+            head: RequestHead::default(),
+            resp: ResponseHead::default(),
+            out: Vec::new(),
+            client: ip.map(Visitor::new),
+        };
+        let mut first = true;
+        loop {
             if *shutdown.borrow() {
                 return;
             }
             let state = self.cluster.state();
             let t = state.config.timeouts;
-            let keepalive = t.client_keepalive.as_secs().max(1);
-            let mut session = ServerSession::new_http1(stream);
-            session.set_read_timeout(Some(t.client_read));
-            session.set_write_timeout(Some(t.client_write));
-            session.set_pipelining_enabled(true);
-            if let Some(prefix) = prefix {
-                session.set_pipelined_prefix(prefix);
-            }
-            if reused {
-                // Waiting for the next request is bounded by the keep-alive
-                // timeout, not by the read timeout.
-                session.set_keepalive(Some(keepalive));
-            }
+            // Waiting for the next request is bounded by the keep-alive
+            // timeout, the rest of a request by the read timeout.
+            let wait = if first {
+                t.client_read
+            } else {
+                t.client_keepalive.max(Duration::from_secs(1))
+            };
             let read = tokio::select! {
                 biased;
-                read = session.read_request() => read,
+                read = read_head(&mut down.io, &mut down.head, wait, t.client_read) => read,
                 // An idle visitor connection closes as the server stops.
                 _ = shutdown.changed() => return,
             };
@@ -252,69 +330,55 @@ impl Proxy {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
-                    if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        tracing::debug!("bad request: {e}");
-                        let _ = respond_plain(&mut session, 400, respond::plain_body(400)).await;
-                    }
+                    tracing::debug!(client = ?ip, "bad request: {e}");
+                    let code = status_for_head(e);
+                    down.out.clear();
+                    plain_response(&mut down.out, code, respond::plain_body(code), false);
+                    let _ = down.io.write_all(&down.out, t.client_write).await;
                     return;
                 }
             }
-            let keep = wants_keepalive(session.req_header()) && !*shutdown.borrow();
-            session.set_keepalive(keep.then_some(keepalive));
-            let visitor = visitor.get_or_insert_with(|| client_ip(&session).map(Visitor::new));
-            if !self.handle(&mut session, state, visitor.as_ref()).await {
+            first = false;
+            let keep = down.head.wants_keepalive() && !*shutdown.borrow();
+            if !self.handle(&mut down, state, keep).await {
                 return;
             }
-            next = match session.finish().await {
-                Ok(Some(reusable)) => Some(reusable.into_parts()),
-                _ => None,
-            };
-            reused = true;
+            // An idle connection holds no buffer (pipelined bytes stay).
+            down.io.release();
+            if down.out.capacity() > BODY_READ {
+                down.out = Vec::new();
+            }
         }
     }
 
     /// One request, start to end. Whether the visitor's connection can carry
     /// another one.
-    async fn handle(
-        &self,
-        session: &mut ServerSession,
-        state: Arc<ClusterState>,
-        visitor: Option<&Visitor>,
-    ) -> bool {
-        let mut ctx = RequestCtx::new(&self.active, state);
-        let reusable = match self.proxy(session, &mut ctx, visitor).await {
+    async fn handle(&self, down: &mut Downstream, state: Arc<ClusterState>, keep: bool) -> bool {
+        let mut ctx = RequestCtx::new(&self.active, state, keep, down.head.body);
+        let reusable = match self.proxy(down, &mut ctx).await {
             Ok(reusable) => reusable,
             Err(e) => {
-                self.fail(session, &e, &mut ctx).await;
+                self.fail(down, &e, &mut ctx).await;
                 false
             }
         };
-        self.log(session, &ctx);
+        self.log(down, &ctx);
         reusable
     }
 
-    async fn proxy(
-        &self,
-        session: &mut ServerSession,
-        ctx: &mut RequestCtx,
-        visitor: Option<&Visitor>,
-    ) -> Result<bool> {
-        match self.admit(session, ctx) {
+    async fn proxy(&self, down: &mut Downstream, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit(down, ctx) {
             Admission::Proxy => {}
             Admission::Answer(code, body, reusable) => {
-                if !reusable {
-                    session.set_keepalive(None);
-                }
-                respond_plain(session, code, body).await?;
-                return Ok(reusable);
+                // A body not read would be taken for the next request.
+                let keep = reusable && ctx.keep && ctx.body.is_done();
+                self.answer(down, ctx, code, &body, keep).await?;
+                return Ok(keep);
             }
         }
-        // A body read from the visitor is kept (up to 64 KiB) so that a
-        // retry can send it again.
-        session.enable_retry_buffering();
         loop {
             let (index, conn) = self.connect(ctx).await?;
-            match self.attempt(session, ctx, visitor, index, conn).await {
+            match self.attempt(down, ctx, index, conn).await {
                 Ok(Attempt::Done(reusable)) => return Ok(reusable),
                 Ok(Attempt::Retry404) => {}
                 Err((e, reused)) => {
@@ -323,7 +387,7 @@ impl Proxy {
                         ctx.group()
                             .map_or("-", |g| g.nodes[index].config.name.as_str())
                     ));
-                    if !self.retry_after_error(session, ctx, &e, reused) {
+                    if !self.retry_after_error(&down.head, ctx, &e, reused) {
                         return Err(e);
                     }
                     tracing::debug!(group = ctx.group_name(), "retrying on another node: {e}");
@@ -332,34 +396,47 @@ impl Proxy {
         }
     }
 
+    /// A local answer (status page refused, no node, bad request).
+    async fn answer(
+        &self,
+        down: &mut Downstream,
+        ctx: &mut RequestCtx,
+        code: u16,
+        body: &str,
+        keep: bool,
+    ) -> Result<()> {
+        down.out.clear();
+        plain_response(&mut down.out, code, body, keep);
+        ctx.status = Some(code);
+        let t = ctx.state.config.timeouts;
+        down.io
+            .write_all(&down.out, t.client_write)
+            .await
+            .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
+        ctx.body_sent += body.len() as u64;
+        Ok(())
+    }
+
     /// Status-page guard, routing, write and session targets.
-    fn admit(&self, session: &ServerSession, ctx: &mut RequestCtx) -> Admission {
+    fn admit(&self, down: &Downstream, ctx: &mut RequestCtx) -> Admission {
         let state = Arc::clone(&ctx.state);
-        let req = session.req_header();
+        let req = &down.head;
         if req.method == http::Method::CONNECT {
             // A tunnel through the proxy is no request for the site (nginx
             // and pingora refuse it too); what follows is not HTTP.
             return Admission::Answer(405, respond::plain_body(405).into(), false);
         }
-        let target = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| req.uri.path(), |pq| pq.as_str());
+        let target = req.target();
         if state.guard.is_protected(target.as_bytes()) {
             tracing::info!(
-                client = ?client_ip(session),
+                client = ?down.client.as_ref().map(|c| c.ip),
                 target,
                 "refused a request for a node status page"
             );
             self.metrics.denied_status_paths.inc();
             return Admission::Answer(403, respond::plain_body(403).into(), true);
         }
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
-        let (group, route) = state.router.route_with_index(host, req.uri.path());
+        let (group, route) = state.router.route_with_index(req.host(), req.path());
         ctx.group = group;
         ctx.route = route;
         let Some(group) = state.groups.get(ctx.group) else {
@@ -484,44 +561,56 @@ impl Proxy {
     /// response. An error comes with whether the connection was a pooled one.
     async fn attempt(
         &self,
-        session: &mut ServerSession,
+        down: &mut Downstream,
         ctx: &mut RequestCtx,
-        visitor: Option<&Visitor>,
         index: usize,
         conn: upstream::Connection,
     ) -> std::result::Result<Attempt, (Box<Error>, bool)> {
         let reused = conn.reused;
         let up = |e: Box<Error>| (e.into_up(), reused);
-        let down = |e: Box<Error>| (e.into_down(), reused);
+        let to_visitor = |e: io::Error| {
+            (
+                io_error(e, true, "writing to the visitor").into_down(),
+                reused,
+            )
+        };
         let state = Arc::clone(&ctx.state);
         let group = &state.groups[ctx.group];
         let node = &group.nodes[index];
         let t = state.config.timeouts;
         let keepalive = group.config.upstream_keepalive;
-        let mut node_session = NodeSession::new(conn.stream);
-        node_session.read_timeout = Some(t.read);
-        node_session.write_timeout = Some(t.write);
+        let mut node_io = Io::new(conn.stream, BODY_READ);
 
-        let req = upstream::request_for_node(
-            session.req_header(),
+        // The head, what an earlier attempt sent of the body, and the body
+        // bytes already at hand: one write.
+        down.out.clear();
+        upstream::write_request_head(
+            &mut down.out,
+            &down.head,
             &Forwarding {
                 trusted: &state.config.server.trusted_proxies,
-                client: visitor,
+                client: down.client.as_ref(),
                 close: keepalive == UpstreamKeepalive::Off,
             },
-        )
-        .map_err(|e| (e.into_in(), reused))?;
-        node_session.write_request_header(req).await.map_err(up)?;
-        self.send_body(session, ctx, &mut node_session)
+        );
+        down.out.extend_from_slice(&ctx.replay);
+        take_buffered_body(&mut down.io, ctx, &mut down.out).map_err(|e| (e, reused))?;
+        node_io
+            .write_all(&down.out, t.write)
+            .await
+            .map_err(|e| up(io_error(e, true, "writing to the node")))?;
+        self.send_body(down, ctx, &mut node_io)
             .await
             .map_err(|e| (e, reused))?;
 
         // The response head; informational answers other than 101 are
         // consumed here (the visitor got its 100 Continue from us).
+        let resp = &mut down.resp;
         loop {
-            node_session.read_response().await.map_err(up)?;
-            let status = node_session.get_status().map_or(0, |s| s.as_u16());
-            if !(100..200).contains(&status) || status == 101 {
+            read_response_head(&mut node_io, resp, t.read)
+                .await
+                .map_err(up)?;
+            if !(100..200).contains(&resp.status) || resp.status == 101 {
                 break;
             }
         }
@@ -529,14 +618,7 @@ impl Proxy {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_time = Some(t.elapsed());
         }
-        let Some(resp) = node_session.resp_header() else {
-            return Err(up(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "no response header",
-            )));
-        };
-        let mut resp = Box::new(resp.clone());
-        let status = resp.status.as_u16();
+        let status = resp.status;
         if ctx.retry_on_404 {
             if status == 404 && group.any_available(&ctx.tried, Instant::now()) {
                 ctx.retried_404 += 1;
@@ -552,90 +634,178 @@ impl Proxy {
                 group.stats.recovered_404();
             }
         }
-        self.response_filter(session, &mut resp, ctx)
-            .map_err(down)?;
+        let framing = resp.framing(&down.head.method).map_err(|e| {
+            up(Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "the node's response",
+                e,
+            ))
+        })?;
+        let upgrade = status == 101;
+        if upgrade && !down.head.is_websocket_upgrade() {
+            return Err(up(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the node switched protocols unasked",
+            )));
+        }
+        // An HTTP/1.0 visitor cannot take chunked coding (RFC 9112 6.1): the
+        // body is decoded and ends with the connection, as nginx does.
+        let http10 = down.head.version == Version::Http10;
+        let strip_te = http10 && resp.fields.get("transfer-encoding").is_some();
+        let dechunk = strip_te && framing == Framing::Chunked;
+        let keep = ctx.keep
+            && !upgrade
+            && !strip_te
+            && framing != Framing::UntilClose
+            && ctx.body.is_done();
+        let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
+        down.out.clear();
+        write_response_head(
+            &mut down.out,
+            resp,
+            &Shape {
+                keep,
+                http10,
+                strip_te,
+                upgrade,
+            },
+            cookies.iter().flatten(),
+        );
+        ctx.status = Some(status);
 
-        session.write_response_header(resp).await.map_err(down)?;
-        if session.was_upgraded() && node_session.was_upgraded() {
-            tunnel::run(session, &mut node_session)
+        if upgrade {
+            down.io
+                .write_all(&down.out, t.client_write)
+                .await
+                .map_err(to_visitor)?;
+            tunnel::run(&mut down.io, &mut node_io, t.read)
                 .await
                 .map_err(|e| (e, reused))?;
             return Ok(Attempt::Done(false));
         }
-        while let Some(chunk) = node_session.read_body_bytes().await.map_err(up)? {
-            session
-                .write_response_body(chunk, false)
+
+        // The body: what came with the head goes out with it; the rest as
+        // it comes, straight from the node's buffer.
+        let mut body = Body::new(framing);
+        loop {
+            let input = node_io.unread();
+            let taken = if dechunk || !down.out.is_empty() {
+                let before = down.out.len();
+                let data = dechunk.then_some(&mut down.out);
+                let n = body.advance(input, data).map_err(|e| {
+                    up(Error::because(
+                        ErrorType::InvalidHTTPHeader,
+                        "the node's body",
+                        e,
+                    ))
+                })?;
+                if !dechunk {
+                    down.out.extend_from_slice(&input[..n]);
+                }
+                ctx.body_sent += (down.out.len() - before) as u64;
+                n
+            } else {
+                let n = body.advance(input, None).map_err(|e| {
+                    up(Error::because(
+                        ErrorType::InvalidHTTPHeader,
+                        "the node's body",
+                        e,
+                    ))
+                })?;
+                if n > 0 {
+                    down.io
+                        .write_all(&input[..n], t.client_write)
+                        .await
+                        .map_err(to_visitor)?;
+                    ctx.body_sent += n as u64;
+                }
+                n
+            };
+            node_io.consume(taken);
+            if body.is_done() {
+                break;
+            }
+            if !down.out.is_empty() {
+                down.io
+                    .write_all(&down.out, t.client_write)
+                    .await
+                    .map_err(to_visitor)?;
+                down.out.clear();
+            }
+            let read = node_io
+                .fill(t.read)
                 .await
-                .map_err(down)?;
+                .map_err(|e| up(io_error(e, false, "reading the node's body")))?;
+            if read == 0 && !body.end_of_stream() {
+                return Err(up(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the node closed the connection before the body ended",
+                )));
+            }
         }
-        session.finish_body().await.map_err(down)?;
-        if let Some(max_idle) = pool_for(keepalive, group, node, t.idle) {
-            node_session.respect_keepalive();
-            if let Some(stream) = node_session.reuse().await {
-                self.pool.put(node.config.address, stream, max_idle);
+        if !down.out.is_empty() {
+            down.io
+                .write_all(&down.out, t.client_write)
+                .await
+                .map_err(to_visitor)?;
+        }
+        let node_keeps = down.resp.keeps_connection()
+            && framing != Framing::UntilClose
+            && node_io.unread().is_empty()
+            && ctx.body.is_done();
+        if node_keeps {
+            if let Some(max_idle) = pool_for(keepalive, group, node, t.idle) {
+                self.pool
+                    .put(node.config.address, node_io.into_inner(), max_idle);
             }
         }
         // Otherwise the connection closes here.
-        Ok(Attempt::Done(true))
+        Ok(Attempt::Done(keep))
     }
 
-    /// The visitor's request body to the node: what an earlier attempt
-    /// already read first, then the rest.
+    /// The rest of the visitor's request body to the node, after what was
+    /// at hand when the head went.
     async fn send_body(
         &self,
-        session: &mut ServerSession,
+        down: &mut Downstream,
         ctx: &mut RequestCtx,
-        node_session: &mut NodeSession,
+        node: &mut Io<TcpStream>,
     ) -> Result<()> {
-        if let Some(sent_before) = session.get_retry_buffer() {
-            node_session
-                .write_body(&sent_before)
+        if ctx.body.is_done() {
+            return Ok(());
+        }
+        let t = ctx.state.config.timeouts;
+        if !ctx.continued && down.head.expects_continue() {
+            ctx.continued = true;
+            down.io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", t.client_write)
                 .await
-                .map_err(|e| e.into_up())?;
+                .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
         }
-        if !session.is_body_done() {
-            if !ctx.continued && expects_continue(session.req_header()) {
-                ctx.continued = true;
-                session
-                    .write_continue_response()
-                    .await
-                    .map_err(|e| e.into_down())?;
-            }
-            while let Some(chunk) = session
-                .read_request_body()
+        while !ctx.body.is_done() {
+            let read = down
+                .io
+                .fill_with(t.client_read, BODY_READ)
                 .await
-                .map_err(|e| e.into_down())?
-            {
-                node_session
-                    .write_body(&chunk)
-                    .await
-                    .map_err(|e| e.into_up())?;
+                .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
+            if read == 0 {
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the visitor closed the connection before the request body ended",
+                )
+                .into_down());
             }
-        }
-        node_session.finish_body().await.map_err(|e| e.into_up())?;
-        Ok(())
-    }
-
-    /// The response header as the visitor gets it: the session cookies, and
-    /// no chunked framing for an HTTP/1.0 visitor (RFC 9112 6.1): its body
-    /// then ends with the connection, as nginx does.
-    fn response_filter(
-        &self,
-        session: &mut ServerSession,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if session.req_header().version == http::Version::HTTP_10
-            && resp.headers.contains_key(header::TRANSFER_ENCODING)
-        {
-            resp.remove_header(&header::TRANSFER_ENCODING);
-            session.set_keepalive(None);
-        }
-        if let Some(cookie) = ctx.set_cookie.take() {
-            resp.append_header(header::SET_COOKIE, cookie)?;
-        }
-        if let Some(cookie) = pin_cookie(resp, ctx) {
-            resp.append_header(header::SET_COOKIE, cookie)?;
+            let input = down.io.unread();
+            let n = ctx.body.advance(input, None).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
+            })?;
+            if n > 0 {
+                node.write_all(&input[..n], t.write)
+                    .await
+                    .map_err(|e| io_error(e, true, "writing to the node").into_up())?;
+                ctx.sent_body(&input[..n]);
+                down.io.consume(n);
+            }
         }
         Ok(())
     }
@@ -644,7 +814,7 @@ impl Proxy {
     /// something about the node, and say whether another attempt may follow.
     fn retry_after_error(
         &self,
-        session: &ServerSession,
+        head: &RequestHead,
         ctx: &mut RequestCtx,
         e: &Error,
         reused: bool,
@@ -656,11 +826,10 @@ impl Proxy {
             self.node_failed(ctx, e);
         }
         ctx.current = None;
-        if e.esource() != &ErrorSource::Upstream || session.response_written().is_some() {
+        if e.esource() != &ErrorSource::Upstream || ctx.status.is_some() {
             return false;
         }
-        let replayable =
-            session.req_header().method.is_idempotent() && !session.retry_buffer_truncated();
+        let replayable = head.method.is_idempotent() && !ctx.replay_truncated;
         if !replayable {
             return false;
         }
@@ -704,7 +873,7 @@ impl Proxy {
     }
 
     /// The request failed: answer with a local error if nothing was sent yet.
-    async fn fail(&self, session: &mut ServerSession, e: &Error, ctx: &mut RequestCtx) {
+    async fn fail(&self, down: &mut Downstream, e: &Error, ctx: &mut RequestCtx) {
         let code = status_for_error(e, ctx.last_failure == Some(Failure::Timeout));
         if code >= 500 {
             tracing::warn!(
@@ -713,21 +882,20 @@ impl Proxy {
                 "answered {code}: {e}"
             );
         }
-        if code > 0 && session.response_written().is_none() {
-            session.set_keepalive(None);
-            let sent = match ctx.error_body.take() {
-                Some(body) => respond_plain(session, code, body).await,
-                None => respond_plain(session, code, respond::plain_body(code)).await,
-            };
-            if let Err(err) = sent {
+        if code > 0 && ctx.status.is_none() {
+            let body = ctx
+                .error_body
+                .take()
+                .unwrap_or_else(|| respond::plain_body(code).to_owned());
+            if let Err(err) = self.answer(down, ctx, code, &body, false).await {
                 tracing::debug!("could not send the error response: {err}");
             }
         }
     }
 
     /// Metrics and the access log line of a finished request.
-    fn log(&self, session: &ServerSession, ctx: &RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    fn log(&self, down: &Downstream, ctx: &RequestCtx) {
+        let status = ctx.status.unwrap_or(0);
         let group = ctx.group_name();
         let node = ctx.node_name();
         let elapsed = ctx.started.elapsed();
@@ -744,20 +912,11 @@ impl Proxy {
             }
         }
         if let Some(log) = &self.access_log {
-            let req = session.req_header();
-            let request_line = format!(
-                "{} {} {:?}",
-                req.method,
-                req.uri.path_and_query().map_or("/", |p| p.as_str()),
-                req.version
-            );
-            let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
-            let header_str = |name: header::HeaderName| {
-                req.headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-            };
+            let req = &down.head;
+            let client = down
+                .client
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |c| c.value.clone());
             let node_id = if node == "-" {
                 node.to_string()
             } else {
@@ -765,11 +924,11 @@ impl Proxy {
             };
             log.log(&Entry {
                 client: &client,
-                request_line: &request_line,
+                request_line: &req.request_line(),
                 status,
-                body_bytes: session.body_bytes_sent(),
-                referer: header_str(header::REFERER),
-                user_agent: header_str(header::USER_AGENT),
+                body_bytes: ctx.body_sent as usize,
+                referer: req.fields.get_str("referer").unwrap_or(""),
+                user_agent: req.fields.get_str("user-agent").unwrap_or(""),
                 node: &node_id,
                 upstream_seconds: ctx.upstream_time.map(|d| d.as_secs_f64()),
                 total_seconds: elapsed.as_secs_f64(),
@@ -788,6 +947,127 @@ impl ServerApp for Proxy {
         self.serve(stream, shutdown).await;
         None
     }
+}
+
+/// Read the next request head into `head`. `Ok(false)`: the visitor closed
+/// the connection or went quiet (also in the middle of a head, which is
+/// then not answered, as nginx does). `wait`: how long the first byte may
+/// take; `read`: how long each next read may take.
+async fn read_head(
+    io: &mut Io<Stream>,
+    head: &mut RequestHead,
+    wait: Duration,
+    read: Duration,
+) -> std::result::Result<bool, HeadError> {
+    loop {
+        if !io.unread().is_empty() {
+            if let Some(n) = head.parse(io.unread())? {
+                io.consume(n);
+                return Ok(true);
+            }
+        }
+        let timeout = if io.unread().is_empty() { wait } else { read };
+        match io.fill(timeout).await {
+            Ok(0) | Err(_) => return Ok(false),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Read a node's response head into `resp`.
+async fn read_response_head(
+    io: &mut Io<TcpStream>,
+    resp: &mut ResponseHead,
+    timeout: Duration,
+) -> Result<()> {
+    loop {
+        if !io.unread().is_empty() {
+            let parsed = resp.parse(io.unread()).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "the node's response", e)
+            })?;
+            if let Some(n) = parsed {
+                io.consume(n);
+                return Ok(());
+            }
+        }
+        let read = io
+            .fill(timeout)
+            .await
+            .map_err(|e| io_error(e, false, "reading the node's response"))?;
+        if read == 0 {
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "the node closed the connection before its response",
+            );
+        }
+    }
+}
+
+/// Move the request body bytes already read from the visitor to `out`,
+/// keeping them for a retry.
+fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
+    if ctx.body.is_done() || io.unread().is_empty() {
+        return Ok(());
+    }
+    let input = io.unread();
+    let n = ctx.body.advance(input, None).map_err(|e| {
+        Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
+    })?;
+    out.extend_from_slice(&input[..n]);
+    ctx.sent_body(&input[..n]);
+    io.consume(n);
+    Ok(())
+}
+
+/// How the visitor's response head is shaped.
+struct Shape {
+    /// The visitor's connection stays open after the response.
+    keep: bool,
+    /// The visitor speaks HTTP/1.0.
+    http10: bool,
+    /// Leave `Transfer-Encoding` out (HTTP/1.0 visitor).
+    strip_te: bool,
+    /// A `101 Switching Protocols` to a WebSocket handshake.
+    upgrade: bool,
+}
+
+/// Append the node's response head as the visitor gets it: without the
+/// hop-by-hop headers (RFC 9110 7.6.1), with the connection's fate said
+/// and the session cookies added.
+fn write_response_head<'a>(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    shape: &Shape,
+    cookies: impl Iterator<Item = &'a String>,
+) {
+    http1::put_status_line(out, resp.status, resp.reason());
+    let fields = &resp.fields;
+    let has_connection = fields.get("connection").is_some();
+    for (name, value) in fields.iter() {
+        let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
+        let dropped = is("connection")
+            || is("keep-alive")
+            || is("proxy-connection")
+            || (is("upgrade") && !shape.upgrade)
+            || (is("transfer-encoding") && shape.strip_te)
+            || (has_connection
+                && !is("upgrade")
+                && http1::named_in(name, http1::connection_named(fields)));
+        if !dropped {
+            http1::put_header(out, name, value);
+        }
+    }
+    if shape.upgrade {
+        http1::put_header(out, b"Connection", b"upgrade");
+    } else if !shape.keep {
+        http1::put_header(out, b"Connection", b"close");
+    } else if shape.http10 {
+        http1::put_header(out, b"Connection", b"keep-alive");
+    }
+    for cookie in cookies {
+        http1::put_header(out, b"Set-Cookie", cookie.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether a node's connection goes back to the pool after a response, and
@@ -826,21 +1106,3 @@ fn pool_for(
 /// How long an idle pooled connection to a worker-per-connection node is
 /// kept with `upstream_keepalive = "auto"`.
 const WORKER_NODE_IDLE: Duration = Duration::from_secs(1);
-
-/// HTTP/1.1 keeps the connection unless the visitor says `close`; HTTP/1.0
-/// only when it says `keep-alive`.
-fn wants_keepalive(req: &pingora::http::RequestHeader) -> bool {
-    let says = |token: &str| has_token(req, header::CONNECTION, token);
-    match req.version {
-        http::Version::HTTP_11 => !says("close"),
-        http::Version::HTTP_10 => says("keep-alive"),
-        _ => false,
-    }
-}
-
-fn client_ip(session: &ServerSession) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}

@@ -22,10 +22,10 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Idle connections kept per node and worker thread. nginx's examples use `keepalive 16` to
 /// `64` per upstream and worker; idle connections beyond what the busiest
@@ -37,7 +37,7 @@ pub const MAX_IDLE_PER_NODE: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 struct Idle {
-    stream: Stream,
+    stream: TcpStream,
     since: Instant,
     /// This connection's own limit (below the pool's).
     max_idle: Duration,
@@ -63,7 +63,7 @@ fn key(addr: SocketAddr) -> (SocketAddr, ThreadId) {
 impl Pool {
     /// An idle connection to `addr` that is still open and has been idle for
     /// less than `max_idle`, if there is one.
-    pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<Stream> {
+    pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
         let now = Instant::now();
         let mut closed = Vec::new();
         let found = {
@@ -85,7 +85,7 @@ impl Pool {
     }
 
     /// Keep `stream` for the next request to `addr`, for `max_idle` at most.
-    pub fn put(&self, addr: SocketAddr, stream: Stream, max_idle: Duration) {
+    pub fn put(&self, addr: SocketAddr, stream: TcpStream, max_idle: Duration) {
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let list = idle.entry(key(addr)).or_default();
@@ -138,7 +138,7 @@ impl Pool {
 
 /// Whether an idle connection can still carry a request: no end of stream,
 /// no error and no unexpected bytes from the node are waiting on it.
-fn still_open(stream: &mut Stream) -> bool {
+fn still_open(stream: &mut TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
@@ -181,16 +181,15 @@ impl BackgroundService for Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora::protocols::l4::stream::Stream as L4Stream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair() -> (Stream, TcpStream, SocketAddr) {
+    async fn pair() -> (TcpStream, TcpStream, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Box::new(L4Stream::from(client)), server, addr)
+        (client, server, addr)
     }
 
     const LONG: Duration = Duration::from_secs(60);
@@ -271,7 +270,7 @@ mod tests {
             let c = TcpStream::connect(a).await.unwrap();
             let (s, _) = listener.accept().await.unwrap();
             peers.push(s);
-            pool.put(a, Box::new(L4Stream::from(c)), LONG);
+            pool.put(a, c, LONG);
             addr = Some(a);
         }
         assert_eq!(pool.len(), MAX_IDLE_PER_NODE);

@@ -2,26 +2,22 @@
 //! (403 for a node status page, 502/504 when no node answered, 400 for a
 //! request it cannot read), and which status an error ends in.
 
-use bytes::Bytes;
-use http::header;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType};
 
-/// Write a short plain-text response and finish the request.
-pub async fn respond_plain(
-    session: &mut ServerSession,
-    code: u16,
-    body: impl Into<Bytes>,
-) -> Result<()> {
-    let body: Bytes = body.into();
-    let mut resp = ResponseHeader::build(code, Some(3))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    session.write_response_header(Box::new(resp)).await?;
-    session.write_response_body(body, true).await?;
-    Ok(())
+use super::http1::{put_header, put_status_line};
+
+/// Append a short plain-text response to `out`; `keep`: the visitor's
+/// connection stays open after it.
+pub fn plain_response(out: &mut Vec<u8>, code: u16, body: &str, keep: bool) {
+    put_status_line(out, code, b"");
+    put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
+    put_header(out, b"Content-Length", body.len().to_string().as_bytes());
+    put_header(out, b"Cache-Control", b"no-store");
+    if !keep {
+        put_header(out, b"Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
 }
 
 /// The body of a local answer with this code.
@@ -34,6 +30,8 @@ pub fn plain_body(code: u16) -> &'static str {
         503 => "503 Service Unavailable\n",
         504 => "504 Gateway Timeout: the site's node did not answer in time\n",
         400 => "400 Bad Request\n",
+        431 => "431 Request Header Fields Too Large\n",
+        501 => "501 Not Implemented: unsupported transfer coding\n",
         _ => "500 Internal Server Error\n",
     }
 }

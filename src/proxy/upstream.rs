@@ -12,19 +12,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use http::header::{self, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use ipnet::IpNet;
 use pingora::{Error, ErrorType, OrErr, Result};
+use tokio::net::TcpStream;
 
 use super::forwarded;
+use super::http1::{connection_named, named_in, put_header, RequestHead};
 use super::pool::Pool;
-use ipnet::IpNet;
 
 /// A connection to a node, and whether it came from the pool.
 pub struct Connection {
-    pub stream: Stream,
+    pub stream: TcpStream,
     pub reused: bool,
 }
 
@@ -42,7 +40,7 @@ pub async fn connect(
             reused: true,
         });
     }
-    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Error::e_explain(
                 ErrorType::ConnectTimedout,
@@ -62,7 +60,7 @@ pub async fn connect(
     tcp.set_nodelay(true)
         .or_err(ErrorType::ConnectError, "setting TCP_NODELAY")?;
     Ok(Connection {
-        stream: Box::new(L4Stream::from(tcp)),
+        stream: tcp,
         reused: false,
     })
 }
@@ -71,14 +69,15 @@ pub async fn connect(
 /// per connection: it is what most requests' forwarded headers are).
 pub struct Visitor {
     pub ip: IpAddr,
-    pub value: HeaderValue,
+    pub value: String,
 }
 
 impl Visitor {
     pub fn new(ip: IpAddr) -> Visitor {
-        let value = HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Visitor { ip, value }
+        Visitor {
+            ip,
+            value: ip.to_string(),
+        }
     }
 }
 
@@ -91,131 +90,106 @@ pub struct Forwarding<'a> {
     pub close: bool,
 }
 
-/// The request header the node gets (see the module doc).
-pub fn request_for_node(visitor: &RequestHeader, f: &Forwarding<'_>) -> Result<Box<RequestHeader>> {
-    let mut req = visitor.clone();
-    req.set_version(http::Version::HTTP_11);
-    let websocket = is_websocket_upgrade(visitor);
-    let upgrade = visitor.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut req);
-    req.remove_header(&header::EXPECT);
+/// Append the request head the node gets (see the module doc) to `out`.
+pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwarding<'_>) {
+    let fields = &visitor.fields;
+    out.extend_from_slice(visitor.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(visitor.target().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let websocket = visitor.is_websocket_upgrade();
+    let has_connection = fields.get("connection").is_some();
+    for (name, value) in fields.iter() {
+        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || (f.client.is_some() && FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)))
+            || (has_connection && named_in(name, connection_named(fields)));
+        if !dropped {
+            put_header(out, name, value);
+        }
+    }
     if websocket {
-        req.insert_header(header::CONNECTION, "Upgrade")?;
-        if let Some(u) = upgrade {
-            req.insert_header(header::UPGRADE, u)?;
+        put_header(out, b"Connection", b"Upgrade");
+        if let Some(u) = fields.get("upgrade") {
+            put_header(out, b"Upgrade", u);
         }
     } else if f.close {
-        req.insert_header(header::CONNECTION, "close")?;
+        put_header(out, b"Connection", b"close");
     }
     if let Some(client) = f.client {
         if !f.trusted.iter().any(|n| n.contains(&client.ip)) {
             // Anything the visitor claims is replaced by its own address.
-            req.insert_header(X_FORWARDED_FOR, client.value.clone())?;
-            req.insert_header(X_REAL_IP, client.value.clone())?;
-            req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+            let ip = client.value.as_bytes();
+            put_header(out, b"X-Forwarded-For", ip);
+            put_header(out, b"X-Real-IP", ip);
+            put_header(out, b"X-Forwarded-Proto", b"http");
         } else {
-            let xff: Vec<&str> = visitor
-                .headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            let proto = visitor
-                .headers
-                .get(&X_FORWARDED_PROTO)
-                .and_then(|v| v.to_str().ok());
+            let xff: Vec<&str> = fields.get_all_str("x-forwarded-for").collect();
+            let proto = fields.get_str("x-forwarded-proto");
             let fw = forwarded::forwarded(client.ip, &xff, proto, f.trusted, "http");
-            req.insert_header(X_FORWARDED_FOR, fw.x_forwarded_for)?;
-            req.insert_header(X_REAL_IP, fw.x_real_ip)?;
-            req.insert_header(X_FORWARDED_PROTO, fw.x_forwarded_proto)?;
+            put_header(out, b"X-Forwarded-For", fw.x_forwarded_for.as_bytes());
+            put_header(out, b"X-Real-IP", fw.x_real_ip.as_bytes());
+            put_header(out, b"X-Forwarded-Proto", fw.x_forwarded_proto.as_bytes());
         }
     }
-    Ok(Box::new(req))
+    out.extend_from_slice(b"\r\n");
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The headers the proxy sets itself from the visitor's address.
+const FORWARDED: [&[u8]; 3] = [b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto"];
 
 /// The hop-by-hop headers of RFC 9110 7.6.1 that are not framing
-/// (`Transfer-Encoding` stays: it frames the body the node gets).
-const HOP_BY_HOP: [HeaderName; 5] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
+/// (`Transfer-Encoding` stays: it frames the body the node gets), and
+/// `Expect` (answered by the proxy).
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"expect",
 ];
-
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    if req.headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            // The body's framing is never dropped on a client's say-so.
-            .filter(|n| *n != header::TRANSFER_ENCODING && *n != header::CONTENT_LENGTH)
-            .collect();
-        for n in named {
-            req.remove_header(&n);
-        }
-    }
-    for h in &HOP_BY_HOP {
-        if req.headers.contains_key(h) {
-            req.remove_header(h);
-        }
-    }
-    if req.headers.contains_key(header::UPGRADE) {
-        req.remove_header(&header::UPGRADE);
-    }
-}
-
-/// `GET` with `Connection: upgrade` and `Upgrade: websocket` over HTTP/1.1.
-pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11
-        && req.method == http::Method::GET
-        && has_token(req, header::CONNECTION, "upgrade")
-        && has_token(req, header::UPGRADE, "websocket")
-}
-
-/// Whether a comma-separated header of `req` lists `token` (any case).
-pub(super) fn has_token(req: &RequestHeader, name: HeaderName, token: &str) -> bool {
-    req.headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// `Expect: 100-continue` on an HTTP/1.1 request.
-pub fn expects_continue(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11 && has_token(req, header::EXPECT, "100-continue")
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn visitor(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
+    fn parse(raw: &[u8]) -> RequestHead {
+        let mut head = RequestHead::default();
+        let n = head.parse(raw).unwrap().expect("a complete head");
+        assert_eq!(n, raw.len());
+        head
     }
 
-    fn node_request(headers: &[(&str, &str)], close: bool) -> Box<RequestHeader> {
+    fn visitor(headers: &[(&str, &str)]) -> RequestHead {
+        let lines: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        parse(format!("GET /x HTTP/1.1\r\n{lines}\r\n").as_bytes())
+    }
+
+    /// The head the node gets, parsed back.
+    fn for_node(visitor: &RequestHead, f: &Forwarding<'_>) -> RequestHead {
+        let mut out = Vec::new();
+        write_request_head(&mut out, visitor, f);
+        parse(&out)
+    }
+
+    fn node_request(headers: &[(&str, &str)], close: bool) -> RequestHead {
         let client = Visitor::new("192.0.2.7".parse().unwrap());
         let f = Forwarding {
             trusted: &[],
             client: Some(&client),
             close,
         };
-        request_for_node(&visitor(headers), &f).unwrap()
+        for_node(&visitor(headers), &f)
+    }
+
+    fn header<'a>(r: &'a RequestHead, name: &str) -> &'a str {
+        r.fields
+            .get_str(name)
+            .unwrap_or_else(|| panic!("no {name}"))
     }
 
     #[test]
@@ -241,17 +215,17 @@ mod tests {
             "te",
             "expect",
         ] {
-            assert!(r.headers.get(gone).is_none(), "{gone} was forwarded");
+            assert!(r.fields.get(gone).is_none(), "{gone} was forwarded");
         }
-        assert_eq!(r.headers["host"], "example.org");
-        assert_eq!(r.headers["accept"], "*/*");
+        assert_eq!(header(&r, "host"), "example.org");
+        assert_eq!(header(&r, "accept"), "*/*");
         assert_forwarded(&r, "192.0.2.7", "192.0.2.7", "http");
     }
 
-    fn assert_forwarded(r: &RequestHeader, xff: &str, real_ip: &str, proto: &str) {
-        assert_eq!(r.headers["x-forwarded-for"], xff);
-        assert_eq!(r.headers["x-real-ip"], real_ip);
-        assert_eq!(r.headers["x-forwarded-proto"], proto);
+    fn assert_forwarded(r: &RequestHead, xff: &str, real_ip: &str, proto: &str) {
+        assert_eq!(header(r, "x-forwarded-for"), xff);
+        assert_eq!(header(r, "x-real-ip"), real_ip);
+        assert_eq!(header(r, "x-forwarded-proto"), proto);
     }
 
     #[test]
@@ -267,7 +241,7 @@ mod tests {
             client: Some(&client),
             close: false,
         };
-        let r = request_for_node(&visitor(&headers), &f).unwrap();
+        let r = for_node(&visitor(&headers), &f);
         assert_forwarded(&r, "203.0.113.9, 192.0.2.7", "203.0.113.9", "https");
         // Not trusted: what the visitor claims is replaced.
         let r = node_request(&headers, false);
@@ -277,9 +251,9 @@ mod tests {
     #[test]
     fn close_is_asked_when_the_connection_is_not_kept() {
         let r = node_request(&[("Host", "a")], true);
-        assert_eq!(r.headers["connection"], "close");
+        assert_eq!(header(&r, "connection"), "close");
         let r = node_request(&[("Host", "a"), ("Connection", "close")], false);
-        assert!(r.headers.get("connection").is_none());
+        assert!(r.fields.get("connection").is_none());
     }
 
     #[test]
@@ -291,7 +265,7 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(r.headers["transfer-encoding"], "chunked");
+        assert_eq!(header(&r, "transfer-encoding"), "chunked");
     }
 
     #[test]
@@ -302,21 +276,15 @@ mod tests {
             ("Upgrade", "websocket"),
             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ];
-        assert!(is_websocket_upgrade(&visitor(&hs)));
+        assert!(visitor(&hs).is_websocket_upgrade());
         let r = node_request(&hs, true);
-        assert_eq!(r.headers["connection"], "Upgrade");
-        assert_eq!(r.headers["upgrade"], "websocket");
-        assert_eq!(r.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(header(&r, "connection"), "Upgrade");
+        assert_eq!(header(&r, "upgrade"), "websocket");
+        assert_eq!(header(&r, "sec-websocket-key"), "dGhlIHNhbXBsZSBub25jZQ==");
         // Any other upgrade (h2c, TLS) is not passed on.
         let other = [("Connection", "Upgrade"), ("Upgrade", "h2c")];
-        assert!(!is_websocket_upgrade(&visitor(&other)));
+        assert!(!visitor(&other).is_websocket_upgrade());
         let r = node_request(&other, false);
-        assert!(r.headers.get("upgrade").is_none());
-    }
-
-    #[test]
-    fn expect_continue_is_recognised() {
-        assert!(expects_continue(&visitor(&[("Expect", "100-Continue")])));
-        assert!(!expects_continue(&visitor(&[])));
+        assert!(r.fields.get("upgrade").is_none());
     }
 }
