@@ -582,6 +582,105 @@ fn garbage_request_gets_400_and_the_connection_closed() {
     assert_eq!((r.status, r.body.trim()), (200, NODE), "{r:?}");
 }
 
+/// Requests whose body framing could be read two ways (the shapes of
+/// request smuggling) or that are too large to read are refused before any
+/// node sees them, and the connection is closed.
+#[test]
+fn ambiguous_or_oversized_requests_are_refused_and_the_connection_closed() {
+    let apache = echo_node();
+    let wc = proxy_for(apache.addr(), "", "");
+    let big_header = format!(
+        "GET /node HTTP/1.1\r\nHost: test.example\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    let cases: [(&[u8], u16); 5] = [
+        (
+            b"POST /echo HTTP/1.1\r\nHost: test.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: test.example\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: test.example\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            501,
+        ),
+        (
+            b"GET /node HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+            400,
+        ),
+        (big_header.as_bytes(), 431),
+    ];
+    for (raw, status) in cases {
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
+        let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
+        conn.send(raw).expect("send the request");
+        let (resp, _) = conn
+            .response("POST")
+            .unwrap_or_else(|e| panic!("{shown:?}: no response: {e}"));
+        assert_eq!(resp.status, status, "{shown:?}: {resp:?}");
+        conn.read_until_closed()
+            .unwrap_or_else(|e| panic!("{shown:?}: the connection must be closed: {e}"));
+    }
+}
+
+/// A chunked request body reaches the node chunked anew: chunk extensions
+/// and trailers, which a node might read another way than the proxy did,
+/// are not passed on.
+#[test]
+fn chunk_extensions_and_trailers_do_not_reach_the_node() {
+    let peer = PeerNode::start(record_chunked_body);
+    let wc = proxy_for(peer.addr, "scrape = false", "");
+    let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
+    conn.send(
+        b"POST /x HTTP/1.1\r\nHost: test.example\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n\
+          5;name=\"x\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    )
+    .expect("send a chunked request");
+    let (resp, _) = conn.response("POST").expect("a response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = peer.heads.recv_timeout(TIMEOUT).expect("the node's record");
+    let body = seen.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(
+        !body.contains(';') && !body.contains("X-Trailer"),
+        "{seen:?}"
+    );
+    // Chunked anew however the reads split it: the same data.
+    let mut data = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).expect("a bare chunk size");
+        if size == 0 {
+            assert_eq!(after, "\r\n", "{seen:?}");
+            break;
+        }
+        data.push_str(&after[..size]);
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
+    assert_eq!(data, "hello world", "{seen:?}");
+}
+
+/// Records a request's head and raw chunked body (up to its last chunk and
+/// the empty line after it), then answers 200.
+fn record_chunked_body(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
+    let Some(mut raw) = read_head(&mut stream) else {
+        return;
+    };
+    let mut byte = [0u8; 1];
+    while !raw.ends_with("\r\n0\r\n\r\n") && raw.len() < 64 * 1024 {
+        if !matches!(stream.read(&mut byte), Ok(1)) {
+            break;
+        }
+        raw.push(char::from(byte[0]));
+    }
+    let _ = seen.send(raw);
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
 #[test]
 fn connect_method_is_refused_and_never_reaches_the_node() {
     let apache = echo_node();

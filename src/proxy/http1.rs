@@ -670,6 +670,30 @@ impl Body {
     }
 }
 
+/// Follow a request body through `input` as [`Body::advance`] does, and
+/// append to `out` what the node gets: the bytes as they came, or for a
+/// chunked body its data chunked anew, without extensions or trailers, so
+/// the node cannot read the framing in another way than the proxy did
+/// (request smuggling). How many bytes of `input` were taken.
+pub fn forward_body(body: &mut Body, input: &[u8], out: &mut Vec<u8>) -> Result<usize, BadChunk> {
+    if !matches!(body, Body::Chunked(_)) {
+        let n = body.advance(input, None)?;
+        out.extend_from_slice(&input[..n]);
+        return Ok(n);
+    }
+    let mut data = Vec::new();
+    let n = body.advance(input, Some(&mut data))?;
+    if !data.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+    }
+    if body.is_done() {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    Ok(n)
+}
+
 /// Append `name: value\r\n`.
 pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -863,25 +887,16 @@ mod tests {
         assert_eq!(r.framing(&get), Err(HeadError::Ambiguous));
     }
 
-    /// Feed `input` in pieces of `step` bytes, as reads would bring it.
+    /// Feed `input` as reads of `step` bytes would bring it, the bytes not
+    /// taken kept for the next read.
     fn follow(framing: Framing, input: &[u8], step: usize) -> Result<(usize, Vec<u8>), BadChunk> {
         let mut body = Body::new(framing);
         let mut data = Vec::new();
         let mut taken = 0;
-        let mut end = 0;
-        while !body.is_done() {
-            if end == input.len() && taken == end {
-                break;
-            }
-            end = (end + step).min(input.len());
+        for end in (step..input.len()).step_by(step).chain([input.len()]) {
             taken += body.advance(&input[taken..end], Some(&mut data))?;
-            if end == input.len() && !body.is_done() && taken < end {
-                // Stuck on an incomplete line with all input given.
-                let before = taken;
-                taken += body.advance(&input[taken..end], Some(&mut data))?;
-                if taken == before {
-                    break;
-                }
+            if body.is_done() {
+                break;
             }
         }
         assert!(body.is_done(), "{framing:?} not done after {input:?}");
@@ -916,6 +931,35 @@ mod tests {
             Body::new(Framing::Chunked).advance(&long, None),
             Err(BadChunk)
         );
+    }
+
+    #[test]
+    fn a_chunked_request_body_is_chunked_anew() {
+        let input = b"5;ext=\"x\"\r\nhello\r\n000\r\nX-Trailer: y\r\n\r\nNEXT";
+        let mut out = Vec::new();
+        let mut body = Body::new(Framing::Chunked);
+        let mut taken = 0;
+        // Reads of 3 bytes at a time, with what was not taken kept.
+        for end in (3..input.len()).step_by(3).chain([input.len()]) {
+            taken += forward_body(&mut body, &input[taken..end], &mut out).unwrap();
+            if body.is_done() {
+                break;
+            }
+        }
+        assert!(body.is_done());
+        assert_eq!(&input[taken..], b"NEXT");
+        // Chunked anew as the reads came, without the extension and the
+        // trailer.
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "1\r\nh\r\n3\r\nell\r\n1\r\no\r\n0\r\n\r\n"
+        );
+        let (n, data) = follow(Framing::Chunked, &out, 64).unwrap();
+        assert_eq!((n, data.as_slice()), (out.len(), &b"hello"[..]));
+        let mut out = Vec::new();
+        let mut body = Body::new(Framing::Length(3));
+        assert_eq!(forward_body(&mut body, b"abcdef", &mut out), Ok(3));
+        assert_eq!(out, b"abc");
     }
 
     #[test]

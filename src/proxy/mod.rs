@@ -796,15 +796,16 @@ impl Proxy {
                 .into_down());
             }
             let input = down.io.unread();
-            let n = ctx.body.advance(input, None).map_err(|e| {
+            down.out.clear();
+            let n = http1::forward_body(&mut ctx.body, input, &mut down.out).map_err(|e| {
                 Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
             })?;
-            if n > 0 {
-                node.write_all(&input[..n], t.write)
+            down.io.consume(n);
+            if !down.out.is_empty() {
+                node.write_all(&down.out, t.write)
                     .await
                     .map_err(|e| io_error(e, true, "writing to the node").into_up())?;
-                ctx.sent_body(&input[..n]);
-                down.io.consume(n);
+                ctx.sent_body(&down.out);
             }
         }
         Ok(())
@@ -1010,11 +1011,11 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
         return Ok(());
     }
     let input = io.unread();
-    let n = ctx.body.advance(input, None).map_err(|e| {
+    let from = out.len();
+    let n = http1::forward_body(&mut ctx.body, input, out).map_err(|e| {
         Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
     })?;
-    out.extend_from_slice(&input[..n]);
-    ctx.sent_body(&input[..n]);
+    ctx.sent_body(&out[from..]);
     io.consume(n);
     Ok(())
 }
