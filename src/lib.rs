@@ -14,8 +14,8 @@
 //! - [`cluster`]: groups, nodes and their live state behind one atomic pointer;
 //! - [`status`]: parsing the nodes' status pages and polling them;
 //! - [`balance`]: choosing a node among the usable ones;
-//! - [`proxy`]: the path of a request (its own HTTP/1 loop on pingora's sessions and
-//!   services), the connection pool to the nodes;
+//! - [`proxy`]: the path of a request (its own HTTP/1 framing and request loop,
+//!   run as a pingora service), the connection pool to the nodes;
 //! - [`admin`]: status page, JSON, `?auto` and metrics;
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
 //! - [`demo`], [`demo_node`]: the embedded demo cluster.

@@ -243,8 +243,10 @@ def summarise(args, results, t0, send_end, end, max_inflight):
     ok_lat = sorted(r.latency * 1000.0 for r in ok)
     lags = sorted(r.lag * 1000.0 for r in results)
     nodes = {}
+    by_node = {}
     for r in ok:
         nodes[r.node or "?"] = nodes.get(r.node or "?", 0) + 1
+        by_node.setdefault(r.node or "?", []).append(r.latency * 1000.0)
 
     def pct(vals):
         return {
@@ -286,6 +288,7 @@ def summarise(args, results, t0, send_end, end, max_inflight):
         "send_lag_ms": {"p50": percentile(lags, 50), "p99": percentile(lags, 99),
                         "max": lags[-1] if lags else None},
         "nodes": nodes,
+        "latency_by_node_ms": {n: pct(sorted(v)) for n, v in sorted(by_node.items())},
         "curve": curve,
     }
 

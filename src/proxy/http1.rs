@@ -78,7 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// [`Io::fill`], asking for `want` bytes at most.
     pub async fn fill_with(&mut self, timeout: Duration, want: usize) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < want / 4 {
+        if self.buf.capacity() - self.buf.len() < want / 2 {
             if self.start > 0 {
                 self.buf.drain(..self.start);
                 self.start = 0;

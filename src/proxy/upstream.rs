@@ -1,5 +1,5 @@
 //! The node side of a request: the connection (pooled or new) and the
-//! request header as the node gets it.
+//! request head as the node gets it, written as bytes.
 //!
 //! The request a node gets is the visitor's, minus the hop-by-hop headers
 //! (RFC 9110 7.6.1: `Connection` and the headers it names, `Keep-Alive`,
@@ -7,7 +7,8 @@
 //! proxy answers `100 Continue` itself, as nginx does), plus the
 //! `X-Forwarded-*` headers, `Connection: close` when the connection is not
 //! to be kept, and `Connection: Upgrade` with the visitor's `Upgrade` for a
-//! WebSocket handshake.
+//! WebSocket handshake. The other header lines go on as the visitor sent
+//! them, in order and with their own case.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
