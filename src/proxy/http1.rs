@@ -987,4 +987,99 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\nHTTP/1.1 599 Unknown\r\nHTTP/1.1 200 Fine\r\n"
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A chunked body of `chunks`, with an extension on some chunk-size
+        /// lines and a trailer when asked.
+        fn encode(chunks: &[Vec<u8>], ext: bool, trailer: bool) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, c) in chunks.iter().filter(|c| !c.is_empty()).enumerate() {
+                out.extend_from_slice(format!("{:x}", c.len()).as_bytes());
+                if ext && i % 2 == 0 {
+                    out.extend_from_slice(b";name=\"v\"");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(c);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n");
+            if trailer {
+                out.extend_from_slice(b"X-Sum: 1\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        }
+
+        /// Feed `input` in reads of the given sizes (the rest in one),
+        /// keeping what was not taken: (taken, data, done).
+        fn feed(input: &[u8], reads: &[usize], rechunk: bool) -> (usize, Vec<u8>, bool) {
+            let mut body = Body::new(Framing::Chunked);
+            let mut data = Vec::new();
+            let mut taken = 0;
+            let mut end = 0;
+            for &r in reads.iter().chain([&input.len()]) {
+                end = (end + r).min(input.len());
+                let n = if rechunk {
+                    forward_body(&mut body, &input[taken..end], &mut data)
+                } else {
+                    body.advance(&input[taken..end], Some(&mut data))
+                };
+                match n {
+                    Ok(n) => taken += n,
+                    Err(_) => return (taken, data, false),
+                }
+                if body.is_done() {
+                    break;
+                }
+            }
+            (taken, data, body.is_done())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                                           reads in proptest::collection::vec(1usize..64, 0..16)) {
+                let mut req = RequestHead::default();
+                if let Ok(Some(n)) = req.parse(&bytes) {
+                    prop_assert!(n <= bytes.len());
+                    let _ = (req.path(), req.host(), req.request_line());
+                }
+                let mut resp = ResponseHead::default();
+                if let Ok(Some(n)) = resp.parse(&bytes) {
+                    prop_assert!(n <= bytes.len());
+                    let _ = resp.framing(&Method::GET);
+                }
+                let (taken, _, _) = feed(&bytes, &reads, false);
+                prop_assert!(taken <= bytes.len());
+            }
+
+            #[test]
+            fn chunked_bodies_are_followed_to_their_end_however_they_are_read(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+                ext in any::<bool>(),
+                trailer in any::<bool>(),
+                next in proptest::collection::vec(any::<u8>(), 0..40),
+                reads in proptest::collection::vec(1usize..200, 0..24),
+            ) {
+                let body = encode(&chunks, ext, trailer);
+                let mut input = body.clone();
+                input.extend_from_slice(&next);
+                let (taken, data, done) = feed(&input, &reads, false);
+                prop_assert!(done);
+                prop_assert_eq!(taken, body.len());
+                prop_assert_eq!(data, chunks.concat());
+                // Chunked anew for a node, it reads back as the same data.
+                let (taken, wire, done) = feed(&input, &reads, true);
+                prop_assert!(done);
+                prop_assert_eq!(taken, body.len());
+                let (n, data, done) = feed(&wire, &[], false);
+                prop_assert!(done);
+                prop_assert_eq!(n, wire.len());
+                prop_assert_eq!(data, chunks.concat());
+            }
+        }
+    }
 }
