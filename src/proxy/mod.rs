@@ -1056,6 +1056,9 @@ fn write_response_head<'a>(
     http1::put_status_line(out, resp.status, resp.reason());
     let fields = &resp.fields;
     let has_connection = fields.get("connection").is_some();
+    // With both, the length is not the framing (RFC 9112 6.3) and must not
+    // go on with it.
+    let has_te = fields.get("transfer-encoding").is_some();
     for (name, value) in fields.iter() {
         let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
         let dropped = is("connection")
@@ -1063,6 +1066,7 @@ fn write_response_head<'a>(
             || is("proxy-connection")
             || (is("upgrade") && !shape.upgrade)
             || (is("transfer-encoding") && shape.strip_te)
+            || (is("content-length") && has_te)
             || (has_connection
                 && !is("upgrade")
                 && http1::named_in(name, http1::connection_named(fields)));
@@ -1119,3 +1123,103 @@ fn pool_for(
 /// How long an idle pooled connection to a worker-per-connection node is
 /// kept with `upstream_keepalive = "auto"`.
 const WORKER_NODE_IDLE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The visitor's head for this node response head, parsed back.
+    fn shaped(node: &str, shape: Shape, cookies: &[&str]) -> ResponseHead {
+        let mut resp = ResponseHead::default();
+        resp.parse(node.as_bytes()).unwrap().expect("complete");
+        let cookies: Vec<String> = cookies.iter().map(|c| (*c).to_owned()).collect();
+        let mut out = Vec::new();
+        write_response_head(&mut out, &resp, &shape, cookies.iter());
+        let mut back = ResponseHead::default();
+        let n = back.parse(&out).unwrap().expect("a complete head");
+        assert_eq!(n, out.len());
+        back
+    }
+
+    const KEEP: Shape = Shape {
+        keep: true,
+        http10: false,
+        strip_te: false,
+        upgrade: false,
+    };
+
+    #[test]
+    fn hop_by_hop_headers_stay_with_the_node() {
+        let r = shaped(
+            "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+             X-Hop: 1\r\nUpgrade: h2c\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
+            KEEP,
+            &["a=1"],
+        );
+        assert_eq!((r.status, r.reason()), (200, &b"Fine"[..]));
+        for gone in ["connection", "keep-alive", "x-hop", "upgrade"] {
+            assert!(r.fields.get(gone).is_none(), "{gone} went to the visitor");
+        }
+        assert_eq!(r.fields.get_str("x-kept"), Some("2"));
+        assert_eq!(r.fields.get_str("content-length"), Some("0"));
+        assert_eq!(r.fields.get_str("set-cookie"), Some("a=1"));
+    }
+
+    #[test]
+    fn the_connection_fate_is_said() {
+        let node = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let close = shaped(
+            node,
+            Shape {
+                keep: false,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(close.fields.get_str("connection"), Some("close"));
+        let http10 = shaped(
+            node,
+            Shape {
+                http10: true,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(http10.fields.get_str("connection"), Some("keep-alive"));
+        assert!(shaped(node, KEEP, &[]).fields.get("connection").is_none());
+        let upgrade = shaped(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            Shape {
+                keep: false,
+                upgrade: true,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(upgrade.fields.get_str("connection"), Some("upgrade"));
+        assert_eq!(upgrade.fields.get_str("upgrade"), Some("websocket"));
+    }
+
+    #[test]
+    fn a_length_beside_transfer_encoding_is_dropped() {
+        let node = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+        let r = shaped(node, KEEP, &[]);
+        assert_eq!(r.fields.get_str("transfer-encoding"), Some("chunked"));
+        assert!(r.fields.get("content-length").is_none());
+        // An HTTP/1.0 visitor gets neither: the body ends with the
+        // connection.
+        let r = shaped(
+            node,
+            Shape {
+                keep: false,
+                http10: true,
+                strip_te: true,
+                upgrade: false,
+            },
+            &[],
+        );
+        assert!(r.fields.get("transfer-encoding").is_none());
+        assert!(r.fields.get("content-length").is_none());
+        assert_eq!(r.fields.get_str("connection"), Some("close"));
+    }
+}
