@@ -582,6 +582,41 @@ fn garbage_request_gets_400_and_the_connection_closed() {
     assert_eq!((r.status, r.body.trim()), (200, NODE), "{r:?}");
 }
 
+/// A head sent a byte at a time cannot hold a connection past
+/// `client_read`, counted from its first byte (as nginx's
+/// `client_header_timeout`), though no single gap reaches it.
+#[test]
+fn a_trickled_head_is_cut_off_at_the_read_timeout() {
+    let apache = echo_node();
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + "[timeouts]\nclient_read = \"1s\"\n\n"
+            + &group_config("web", "", &[("n1", apache.addr(), "")])
+    });
+    wc.wait_all_up();
+    let head = format!(
+        "GET /node HTTP/1.1\r\nHost: test.example\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(64)
+    );
+    let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
+    // 40 bytes, 100 ms apart: 4 s, four times the timeout, and the head is
+    // still not complete. Once the proxy has closed the connection, a send
+    // fails (the closed socket answers with a reset); with a timeout per
+    // read only, none would.
+    let mut cut = false;
+    for b in &head.as_bytes()[..40] {
+        if conn.send(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        cut,
+        "the proxy kept a trickled head's connection open for 4 s"
+    );
+}
+
 /// Requests whose body framing could be read two ways (the shapes of
 /// request smuggling) or that are too large to read are refused before any
 /// node sees them, and the connection is closed.

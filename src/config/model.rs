@@ -83,7 +83,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// How long an idle pooled connection to a node is kept.
     pub idle: Duration,
-    /// Waiting for each read from a client (request header and body).
+    /// Waiting for a client's whole request head (from its first byte), and
+    /// for each read of a request body.
     pub client_read: Duration,
     /// Waiting for each write to a client.
     pub client_write: Duration,

@@ -965,21 +965,27 @@ impl ServerApp for Proxy {
 /// Read the next request head into `head`. `Ok(false)`: the visitor closed
 /// the connection or went quiet (also in the middle of a head, which is
 /// then not answered, as nginx does). `wait`: how long the first byte may
-/// take; `read`: how long each next read may take.
+/// take; `read`: how long the whole head may take from its first byte (as
+/// nginx's `client_header_timeout`: a head sent a byte at a time cannot
+/// hold the connection longer).
 async fn read_head(
     io: &mut Io<Stream>,
     head: &mut RequestHead,
     wait: Duration,
     read: Duration,
 ) -> std::result::Result<bool, HeadError> {
+    let mut deadline = None;
     loop {
-        if !io.unread().is_empty() {
+        let timeout = if io.unread().is_empty() {
+            wait
+        } else {
             if let Some(n) = head.parse(io.unread())? {
                 io.consume(n);
                 return Ok(true);
             }
-        }
-        let timeout = if io.unread().is_empty() { wait } else { read };
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + read);
+            deadline.saturating_duration_since(Instant::now())
+        };
         match io.fill(timeout).await {
             Ok(0) | Err(_) => return Ok(false),
             Ok(_) => {}
