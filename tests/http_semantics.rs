@@ -785,8 +785,11 @@ fn upstream_connections_to_nginx_are_reused() {
                 "{mode}: {delta} connections for {REQUESTS} requests"
             );
         } else {
+            // Not 0: the proxy's own status reads (every 200 ms, a new
+            // connection each) count in `accepts` too, more of them the
+            // slower the machine; without reuse it would be 30 or more.
             assert!(
-                delta <= 5,
+                delta < REQUESTS / 2,
                 "{mode}: {delta} new connections to nginx for {REQUESTS} sequential requests"
             );
         }

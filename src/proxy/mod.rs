@@ -9,10 +9,11 @@
 //! `choose` the write or session target), `attempt` (pick a node, get a
 //! connection from the `pool` or a new one, send the request as `upstream`
 //! shapes it, read the response head) repeated while a retry is allowed,
-//! the response to the visitor (`tunnel` for a WebSocket), the node's
-//! connection back to the pool, `fail` (a local 4xx/5xx from `respond`) and
-//! `log`. Per-request state lives in [`RequestCtx`], per-connection buffers
-//! in [`Downstream`]; the cluster state a request started with stays with it
+//! the response to the visitor (its head shaped by `downstream`, the body by
+//! `forward_body`, `tunnel` for a WebSocket), the node's connection back to
+//! the pool, `fail` (a local 4xx/5xx from `respond`) and `log`. Per-request
+//! state lives in [`RequestCtx`], the visitor's connection and buffers in
+//! `downstream::Downstream`; the cluster state a request started with stays with it
 //! to the end, so a reload never changes the rules under a request in
 //! flight.
 //!
@@ -24,6 +25,8 @@
 
 mod choose;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
+mod downstream;
+use downstream::{read_head, write_response_head, Downstream, Shape};
 pub mod forwarded;
 pub mod guard;
 pub mod http1;
@@ -48,12 +51,12 @@ use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
 use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
-use crate::config::{AffinityMode, UpstreamKeepalive};
+use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
 use http1::{Body, Framing, HeadError, Io, RequestHead, ResponseHead, Version};
 use pool::Pool;
 use respond::{is_timeout, plain_response, status_for_error};
-use upstream::{Forwarding, Visitor};
+use upstream::{read_response_head, Forwarding, Visitor};
 
 /// How much one read from a visitor asks for at first (most request heads
 /// fit; an idle connection holds no more than this).
@@ -101,17 +104,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// One visitor connection: its stream and read buffer, the current
-/// request's head, the node's response head, and the buffer outgoing heads
-/// are composed in. Kept from one request to the next.
-pub struct Downstream {
-    io: Io<Stream>,
-    head: RequestHead,
-    resp: ResponseHead,
-    out: Vec<u8>,
-    client: Option<Visitor>,
 }
 
 /// Why the last attempt on a node failed.
@@ -696,71 +688,9 @@ impl Proxy {
             return Ok(Attempt::Done(false));
         }
 
-        // The body: what came with the head goes out with it; the rest as
-        // it comes, straight from the node's buffer.
-        let mut body = Body::new(framing);
-        loop {
-            let input = node_io.unread();
-            let taken = if dechunk || !down.out.is_empty() {
-                let before = down.out.len();
-                let data = dechunk.then_some(&mut down.out);
-                let n = body.advance(input, data).map_err(|e| {
-                    up(Error::because(
-                        ErrorType::InvalidHTTPHeader,
-                        "the node's body",
-                        e,
-                    ))
-                })?;
-                if !dechunk {
-                    down.out.extend_from_slice(&input[..n]);
-                }
-                ctx.body_sent += (down.out.len() - before) as u64;
-                n
-            } else {
-                let n = body.advance(input, None).map_err(|e| {
-                    up(Error::because(
-                        ErrorType::InvalidHTTPHeader,
-                        "the node's body",
-                        e,
-                    ))
-                })?;
-                if n > 0 {
-                    down.io
-                        .write_all(&input[..n], t.client_write)
-                        .await
-                        .map_err(to_visitor)?;
-                    ctx.body_sent += n as u64;
-                }
-                n
-            };
-            node_io.consume(taken);
-            if body.is_done() {
-                break;
-            }
-            if !down.out.is_empty() {
-                down.io
-                    .write_all(&down.out, t.client_write)
-                    .await
-                    .map_err(to_visitor)?;
-                down.out.clear();
-            }
-            let read = node_io
-                .fill_with(t.read, BODY_READ)
-                .await
-                .map_err(|e| up(io_error(e, false, "reading the node's body")))?;
-            if read == 0 && !body.end_of_stream() {
-                return Err(up(Error::explain(
-                    ErrorType::ConnectionClosed,
-                    "the node closed the connection before the body ended",
-                )));
-            }
-        }
-        if !down.out.is_empty() {
-            down.io
-                .write_all(&down.out, t.client_write)
-                .await
-                .map_err(to_visitor)?;
-        }
+        forward_body(down, &mut node_io, ctx, framing, dechunk, &t)
+            .await
+            .map_err(|e| (e, reused))?;
         let node_keeps = down.resp.keeps_connection()
             && framing != Framing::UntilClose
             && node_io.unread().is_empty()
@@ -962,64 +892,72 @@ impl ServerApp for Proxy {
     }
 }
 
-/// Read the next request head into `head`. `Ok(false)`: the visitor closed
-/// the connection or went quiet (also in the middle of a head, which is
-/// then not answered, as nginx does). `wait`: how long the first byte may
-/// take; `read`: how long the whole head may take from its first byte (as
-/// nginx's `client_header_timeout`: a head sent a byte at a time cannot
-/// hold the connection longer).
-async fn read_head(
-    io: &mut Io<Stream>,
-    head: &mut RequestHead,
-    wait: Duration,
-    read: Duration,
-) -> std::result::Result<bool, HeadError> {
-    let mut deadline = None;
-    loop {
-        let timeout = if io.unread().is_empty() {
-            wait
-        } else {
-            if let Some(n) = head.parse(io.unread())? {
-                io.consume(n);
-                return Ok(true);
-            }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + read);
-            deadline.saturating_duration_since(Instant::now())
-        };
-        match io.fill(timeout).await {
-            Ok(0) | Err(_) => return Ok(false),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Read a node's response head into `resp`.
-async fn read_response_head(
-    io: &mut Io<TcpStream>,
-    resp: &mut ResponseHead,
-    timeout: Duration,
+/// The response body to the visitor: what came with the head goes out with
+/// it (the head is in `down.out`), the rest as it comes, straight from the
+/// node's buffer; decoded when `dechunk` (an HTTP/1.0 visitor).
+async fn forward_body(
+    down: &mut Downstream,
+    node_io: &mut Io<TcpStream>,
+    ctx: &mut RequestCtx,
+    framing: Framing,
+    dechunk: bool,
+    t: &Timeouts,
 ) -> Result<()> {
+    let bad_body = |e| Error::because(ErrorType::InvalidHTTPHeader, "the node's body", e).into_up();
+    let to_visitor = |e| io_error(e, true, "writing to the visitor").into_down();
+    let mut body = Body::new(framing);
     loop {
-        if !io.unread().is_empty() {
-            let parsed = resp.parse(io.unread()).map_err(|e| {
-                Error::because(ErrorType::InvalidHTTPHeader, "the node's response", e)
-            })?;
-            if let Some(n) = parsed {
-                io.consume(n);
-                return Ok(());
+        let input = node_io.unread();
+        let taken = if dechunk || !down.out.is_empty() {
+            let before = down.out.len();
+            let data = dechunk.then_some(&mut down.out);
+            let n = body.advance(input, data).map_err(bad_body)?;
+            if !dechunk {
+                down.out.extend_from_slice(&input[..n]);
             }
+            ctx.body_sent += (down.out.len() - before) as u64;
+            n
+        } else {
+            let n = body.advance(input, None).map_err(bad_body)?;
+            if n > 0 {
+                down.io
+                    .write_all(&input[..n], t.client_write)
+                    .await
+                    .map_err(to_visitor)?;
+                ctx.body_sent += n as u64;
+            }
+            n
+        };
+        node_io.consume(taken);
+        if body.is_done() {
+            break;
         }
-        let read = io
-            .fill(timeout)
+        if !down.out.is_empty() {
+            down.io
+                .write_all(&down.out, t.client_write)
+                .await
+                .map_err(to_visitor)?;
+            down.out.clear();
+        }
+        let read = node_io
+            .fill_with(t.read, BODY_READ)
             .await
-            .map_err(|e| io_error(e, false, "reading the node's response"))?;
-        if read == 0 {
-            return Error::e_explain(
+            .map_err(|e| io_error(e, false, "reading the node's body").into_up())?;
+        if read == 0 && !body.end_of_stream() {
+            return Err(Error::explain(
                 ErrorType::ConnectionClosed,
-                "the node closed the connection before its response",
-            );
+                "the node closed the connection before the body ended",
+            )
+            .into_up());
         }
     }
+    if !down.out.is_empty() {
+        down.io
+            .write_all(&down.out, t.client_write)
+            .await
+            .map_err(to_visitor)?;
+    }
+    Ok(())
 }
 
 /// Move the request body bytes already read from the visitor to `out`,
@@ -1036,61 +974,6 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
     ctx.sent_body(&out[from..]);
     io.consume(n);
     Ok(())
-}
-
-/// How the visitor's response head is shaped.
-struct Shape {
-    /// The visitor's connection stays open after the response.
-    keep: bool,
-    /// The visitor speaks HTTP/1.0.
-    http10: bool,
-    /// Leave `Transfer-Encoding` out (HTTP/1.0 visitor).
-    strip_te: bool,
-    /// A `101 Switching Protocols` to a WebSocket handshake.
-    upgrade: bool,
-}
-
-/// Append the node's response head as the visitor gets it: without the
-/// hop-by-hop headers (RFC 9110 7.6.1), with the connection's fate said
-/// and the session cookies added.
-fn write_response_head<'a>(
-    out: &mut Vec<u8>,
-    resp: &ResponseHead,
-    shape: &Shape,
-    cookies: impl Iterator<Item = &'a String>,
-) {
-    http1::put_status_line(out, resp.status, resp.reason());
-    let fields = &resp.fields;
-    let has_connection = fields.get("connection").is_some();
-    // With both, the length is not the framing (RFC 9112 6.3) and must not
-    // go on with it.
-    let has_te = fields.get("transfer-encoding").is_some();
-    for (name, value) in fields.iter() {
-        let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
-        let dropped = is("connection")
-            || is("keep-alive")
-            || is("proxy-connection")
-            || (is("upgrade") && !shape.upgrade)
-            || (is("transfer-encoding") && shape.strip_te)
-            || (is("content-length") && has_te)
-            || (has_connection
-                && !is("upgrade")
-                && http1::named_in(name, http1::connection_named(fields)));
-        if !dropped {
-            http1::put_header(out, name, value);
-        }
-    }
-    if shape.upgrade {
-        http1::put_header(out, b"Connection", b"upgrade");
-    } else if !shape.keep {
-        http1::put_header(out, b"Connection", b"close");
-    } else if shape.http10 {
-        http1::put_header(out, b"Connection", b"keep-alive");
-    }
-    for cookie in cookies {
-        http1::put_header(out, b"Set-Cookie", cookie.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether a node's connection goes back to the pool after a response, and
@@ -1129,103 +1012,3 @@ fn pool_for(
 /// How long an idle pooled connection to a worker-per-connection node is
 /// kept with `upstream_keepalive = "auto"`.
 const WORKER_NODE_IDLE: Duration = Duration::from_secs(1);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The visitor's head for this node response head, parsed back.
-    fn shaped(node: &str, shape: Shape, cookies: &[&str]) -> ResponseHead {
-        let mut resp = ResponseHead::default();
-        resp.parse(node.as_bytes()).unwrap().expect("complete");
-        let cookies: Vec<String> = cookies.iter().map(|c| (*c).to_owned()).collect();
-        let mut out = Vec::new();
-        write_response_head(&mut out, &resp, &shape, cookies.iter());
-        let mut back = ResponseHead::default();
-        let n = back.parse(&out).unwrap().expect("a complete head");
-        assert_eq!(n, out.len());
-        back
-    }
-
-    const KEEP: Shape = Shape {
-        keep: true,
-        http10: false,
-        strip_te: false,
-        upgrade: false,
-    };
-
-    #[test]
-    fn hop_by_hop_headers_stay_with_the_node() {
-        let r = shaped(
-            "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
-             X-Hop: 1\r\nUpgrade: h2c\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
-            KEEP,
-            &["a=1"],
-        );
-        assert_eq!((r.status, r.reason()), (200, &b"Fine"[..]));
-        for gone in ["connection", "keep-alive", "x-hop", "upgrade"] {
-            assert!(r.fields.get(gone).is_none(), "{gone} went to the visitor");
-        }
-        assert_eq!(r.fields.get_str("x-kept"), Some("2"));
-        assert_eq!(r.fields.get_str("content-length"), Some("0"));
-        assert_eq!(r.fields.get_str("set-cookie"), Some("a=1"));
-    }
-
-    #[test]
-    fn the_connection_fate_is_said() {
-        let node = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        let close = shaped(
-            node,
-            Shape {
-                keep: false,
-                ..KEEP
-            },
-            &[],
-        );
-        assert_eq!(close.fields.get_str("connection"), Some("close"));
-        let http10 = shaped(
-            node,
-            Shape {
-                http10: true,
-                ..KEEP
-            },
-            &[],
-        );
-        assert_eq!(http10.fields.get_str("connection"), Some("keep-alive"));
-        assert!(shaped(node, KEEP, &[]).fields.get("connection").is_none());
-        let upgrade = shaped(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            Shape {
-                keep: false,
-                upgrade: true,
-                ..KEEP
-            },
-            &[],
-        );
-        assert_eq!(upgrade.fields.get_str("connection"), Some("upgrade"));
-        assert_eq!(upgrade.fields.get_str("upgrade"), Some("websocket"));
-    }
-
-    #[test]
-    fn a_length_beside_transfer_encoding_is_dropped() {
-        let node = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
-        let r = shaped(node, KEEP, &[]);
-        assert_eq!(r.fields.get_str("transfer-encoding"), Some("chunked"));
-        assert!(r.fields.get("content-length").is_none());
-        // An HTTP/1.0 visitor gets neither: the body ends with the
-        // connection.
-        let r = shaped(
-            node,
-            Shape {
-                keep: false,
-                http10: true,
-                strip_te: true,
-                upgrade: false,
-            },
-            &[],
-        );
-        assert!(r.fields.get("transfer-encoding").is_none());
-        assert!(r.fields.get("content-length").is_none());
-        assert_eq!(r.fields.get_str("connection"), Some("close"));
-    }
-}

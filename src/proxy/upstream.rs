@@ -18,7 +18,7 @@ use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::net::TcpStream;
 
 use super::forwarded;
-use super::http1::{connection_named, named_in, put_header, RequestHead};
+use super::http1::{connection_named, named_in, put_header, Io, RequestHead, ResponseHead};
 use super::pool::Pool;
 
 /// A connection to a node, and whether it came from the pool.
@@ -64,6 +64,42 @@ pub async fn connect(
         stream: tcp,
         reused: false,
     })
+}
+
+/// Read a node's response head into `resp`.
+pub async fn read_response_head(
+    io: &mut Io<TcpStream>,
+    resp: &mut ResponseHead,
+    timeout: Duration,
+) -> Result<()> {
+    loop {
+        if !io.unread().is_empty() {
+            let parsed = resp.parse(io.unread()).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "the node's response", e)
+            })?;
+            if let Some(n) = parsed {
+                io.consume(n);
+                return Ok(());
+            }
+        }
+        let read = io.fill(timeout).await.map_err(|e| {
+            Error::because(
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    ErrorType::ReadTimedout
+                } else {
+                    ErrorType::ReadError
+                },
+                "reading the node's response",
+                e,
+            )
+        })?;
+        if read == 0 {
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "the node closed the connection before its response",
+            );
+        }
+    }
 }
 
 /// The visitor's address, and the same as a header value (computed once

@@ -1,0 +1,209 @@
+//! The visitor's side of a connection: its stream and buffers, reading its
+//! request heads (with the keep-alive and head timeouts), and the response
+//! head it gets: the node's, without the hop-by-hop headers, with the
+//! connection's fate said and the session cookies added.
+
+use std::time::{Duration, Instant};
+
+use pingora::protocols::Stream;
+
+use super::http1::{
+    connection_named, named_in, put_header, put_status_line, HeadError, Io, RequestHead,
+    ResponseHead,
+};
+use super::upstream::Visitor;
+
+/// One visitor connection: its stream and read buffer, the current
+/// request's head, the node's response head, and the buffer outgoing heads
+/// are composed in. Kept from one request to the next.
+pub struct Downstream {
+    pub io: Io<Stream>,
+    pub head: RequestHead,
+    pub resp: ResponseHead,
+    pub out: Vec<u8>,
+    pub client: Option<Visitor>,
+}
+
+/// Read the next request head into `head`. `Ok(false)`: the visitor closed
+/// the connection or went quiet (also in the middle of a head, which is
+/// then not answered, as nginx does). `wait`: how long the first byte may
+/// take; `read`: how long the whole head may take from its first byte (as
+/// nginx's `client_header_timeout`: a head sent a byte at a time cannot
+/// hold the connection longer).
+pub async fn read_head(
+    io: &mut Io<Stream>,
+    head: &mut RequestHead,
+    wait: Duration,
+    read: Duration,
+) -> std::result::Result<bool, HeadError> {
+    let mut deadline = None;
+    loop {
+        let timeout = if io.unread().is_empty() {
+            wait
+        } else {
+            if let Some(n) = head.parse(io.unread())? {
+                io.consume(n);
+                return Ok(true);
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + read);
+            deadline.saturating_duration_since(Instant::now())
+        };
+        match io.fill(timeout).await {
+            Ok(0) | Err(_) => return Ok(false),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// How the visitor's response head is shaped.
+pub struct Shape {
+    /// The visitor's connection stays open after the response.
+    pub keep: bool,
+    /// The visitor speaks HTTP/1.0.
+    pub http10: bool,
+    /// Leave `Transfer-Encoding` out (HTTP/1.0 visitor).
+    pub strip_te: bool,
+    /// A `101 Switching Protocols` to a WebSocket handshake.
+    pub upgrade: bool,
+}
+
+/// Append the node's response head as the visitor gets it: without the
+/// hop-by-hop headers (RFC 9110 7.6.1), with the connection's fate said
+/// and the session cookies added.
+pub fn write_response_head<'a>(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    shape: &Shape,
+    cookies: impl Iterator<Item = &'a String>,
+) {
+    put_status_line(out, resp.status, resp.reason());
+    let fields = &resp.fields;
+    let has_connection = fields.get("connection").is_some();
+    // With both, the length is not the framing (RFC 9112 6.3) and must not
+    // go on with it.
+    let has_te = fields.get("transfer-encoding").is_some();
+    for (name, value) in fields.iter() {
+        let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
+        let dropped = is("connection")
+            || is("keep-alive")
+            || is("proxy-connection")
+            || (is("upgrade") && !shape.upgrade)
+            || (is("transfer-encoding") && shape.strip_te)
+            || (is("content-length") && has_te)
+            || (has_connection && !is("upgrade") && named_in(name, connection_named(fields)));
+        if !dropped {
+            put_header(out, name, value);
+        }
+    }
+    if shape.upgrade {
+        put_header(out, b"Connection", b"upgrade");
+    } else if !shape.keep {
+        put_header(out, b"Connection", b"close");
+    } else if shape.http10 {
+        put_header(out, b"Connection", b"keep-alive");
+    }
+    for cookie in cookies {
+        put_header(out, b"Set-Cookie", cookie.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The visitor's head for this node response head, parsed back.
+    fn shaped(node: &str, shape: Shape, cookies: &[&str]) -> ResponseHead {
+        let mut resp = ResponseHead::default();
+        resp.parse(node.as_bytes()).unwrap().expect("complete");
+        let cookies: Vec<String> = cookies.iter().map(|c| (*c).to_owned()).collect();
+        let mut out = Vec::new();
+        write_response_head(&mut out, &resp, &shape, cookies.iter());
+        let mut back = ResponseHead::default();
+        let n = back.parse(&out).unwrap().expect("a complete head");
+        assert_eq!(n, out.len());
+        back
+    }
+
+    const KEEP: Shape = Shape {
+        keep: true,
+        http10: false,
+        strip_te: false,
+        upgrade: false,
+    };
+
+    #[test]
+    fn hop_by_hop_headers_stay_with_the_node() {
+        let r = shaped(
+            "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+             X-Hop: 1\r\nUpgrade: h2c\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
+            KEEP,
+            &["a=1"],
+        );
+        assert_eq!((r.status, r.reason()), (200, &b"Fine"[..]));
+        for gone in ["connection", "keep-alive", "x-hop", "upgrade"] {
+            assert!(r.fields.get(gone).is_none(), "{gone} went to the visitor");
+        }
+        assert_eq!(r.fields.get_str("x-kept"), Some("2"));
+        assert_eq!(r.fields.get_str("content-length"), Some("0"));
+        assert_eq!(r.fields.get_str("set-cookie"), Some("a=1"));
+    }
+
+    #[test]
+    fn the_connection_fate_is_said() {
+        let node = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let close = shaped(
+            node,
+            Shape {
+                keep: false,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(close.fields.get_str("connection"), Some("close"));
+        let http10 = shaped(
+            node,
+            Shape {
+                http10: true,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(http10.fields.get_str("connection"), Some("keep-alive"));
+        assert!(shaped(node, KEEP, &[]).fields.get("connection").is_none());
+        let upgrade = shaped(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            Shape {
+                keep: false,
+                upgrade: true,
+                ..KEEP
+            },
+            &[],
+        );
+        assert_eq!(upgrade.fields.get_str("connection"), Some("upgrade"));
+        assert_eq!(upgrade.fields.get_str("upgrade"), Some("websocket"));
+    }
+
+    #[test]
+    fn a_length_beside_transfer_encoding_is_dropped() {
+        let node = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+        let r = shaped(node, KEEP, &[]);
+        assert_eq!(r.fields.get_str("transfer-encoding"), Some("chunked"));
+        assert!(r.fields.get("content-length").is_none());
+        // An HTTP/1.0 visitor gets neither: the body ends with the
+        // connection.
+        let r = shaped(
+            node,
+            Shape {
+                keep: false,
+                http10: true,
+                strip_te: true,
+                upgrade: false,
+            },
+            &[],
+        );
+        assert!(r.fields.get("transfer-encoding").is_none());
+        assert!(r.fields.get("content-length").is_none());
+        assert_eq!(r.fields.get_str("connection"), Some("close"));
+    }
+}
