@@ -32,6 +32,9 @@
 #                [10000, or less when the open-files hard limit is below
 #                20,200: HAProxy wants 2 descriptors per connection]
 #   BAL_DURATION seconds of arrivals per balancing run [$DURATION]
+#   BAL_REPEAT   runs of each balancing scenario x method, interleaved (every
+#                method once, then again); the tables show the first run, a
+#                table per scenario every run's p99 and the median [1]
 #   RATE         arrivals per second in the balancing runs [600]
 #   TIMEOUT      per-request deadline of the open-loop generator, s [5]
 #   HANDLER_MS   handler time on the nodes, ms [20]
@@ -94,6 +97,7 @@ if [[ -z ${IDLE_CONNS:-} ]]; then
     fi
 fi
 BAL_DURATION=${BAL_DURATION:-$DURATION}
+BAL_REPEAT=${BAL_REPEAT:-1}
 RATE=${RATE:-600}
 TIMEOUT=${TIMEOUT:-5}
 HANDLER_MS=${HANDLER_MS:-20}
@@ -651,9 +655,10 @@ part_handler_check() {
     done
 }
 
-balancing_run() { # SCENARIO METHOD
-    local scenario=$1 method=$2 d kind balance port admin hidden=0 hidden_pid="" status_json=""
+balancing_run() { # SCENARIO METHOD REP
+    local scenario=$1 method=$2 rep=${3:-1} d kind balance port admin hidden=0 hidden_pid="" status_json=""
     d="$WORK/balancing/$scenario-$method"
+    ((rep > 1)) && d+="-$rep"
     mkdir -p "$d"
     start_nodes "$d"
     case $scenario in
@@ -700,7 +705,7 @@ for p in sys.argv[1:]:
 print(" | ".join(out))
 EOF
 )
-    log "balancing: scenario=$scenario method=$method rate=$RATE/s for ${BAL_DURATION}s (n1 hidden load: $hidden workers); scoreboards: $scoreboard_before"
+    log "balancing: scenario=$scenario method=$method run $rep/$BAL_REPEAT rate=$RATE/s for ${BAL_DURATION}s (n1 hidden load: $hidden workers); scoreboards: $scoreboard_before"
     local c0 c1 sampler ppids
     ppids="$PROXY_PID $( (pgrep -P "$PROXY_PID" || true) | tr '\n' ' ')"
     # shellcheck disable=SC2086
@@ -723,7 +728,7 @@ open(sys.argv[2], "wb").write(urllib.request.urlopen("http://127.0.0.1:%s/status
 EOF
         status_json="$d/admin-status.json"
     fi
-    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"rep\":$rep,\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     stop "$PROXY_PID"
     [[ -n $hidden_pid ]] && stop "$hidden_pid"
     local i
@@ -731,10 +736,12 @@ EOF
 }
 
 part_balancing() {
-    local scenario method
+    local scenario method rep
     for scenario in $SCENARIOS; do
-        for method in $METHODS; do
-            balancing_run "$scenario" "$method"
+        for rep in $(seq "$BAL_REPEAT"); do
+            for method in $METHODS; do
+                balancing_run "$scenario" "$method" "$rep"
+            done
         done
     done
 }
@@ -818,8 +825,8 @@ json.dump({
 }, open(out, "w"), indent=1)
 EOF
     {
-        printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s ' \
-            "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT"
+        printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s BAL_REPEAT=%s ' \
+            "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT" "$BAL_REPEAT"
         printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s BAL_WORKERS=%s bash benches/load/run.sh\n' \
             "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$BAL_WORKERS"
     } >"$WORK/command.txt"
