@@ -109,6 +109,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 }
 
+/// An [`Io`] error as a pingora error of the right kind (a timeout or not,
+/// reading or writing); its side (visitor or node) is the caller's to set.
+pub fn io_error(e: io::Error, write: bool, what: &'static str) -> Box<pingora::Error> {
+    use pingora::ErrorType;
+    let etype = match (e.kind(), write) {
+        (io::ErrorKind::TimedOut, false) => ErrorType::ReadTimedout,
+        (io::ErrorKind::TimedOut, true) => ErrorType::WriteTimedout,
+        (_, false) => ErrorType::ReadError,
+        (_, true) => ErrorType::WriteError,
+    };
+    pingora::Error::because(etype, what, e)
+}
+
 /// Why a head could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
@@ -305,6 +318,19 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
         .count()
 }
 
+/// The length of a head from what `httparse` made of `buf_len` bytes:
+/// `None` while it is not complete and may still fit in [`MAX_HEAD`].
+fn head_len(parsed: httparse::Result<usize>, buf_len: usize) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buf_len > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
 /// A visitor's request head.
 #[derive(Debug)]
 pub struct RequestHead {
@@ -337,18 +363,9 @@ impl RequestHead {
         let buf = &buf[skip..];
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let len = match req.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
+        let Some(len) = head_len(req.parse(buf), buf.len())? else {
+            return Ok(None);
         };
-        if len > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(HeadError::Malformed);
         };
@@ -458,18 +475,9 @@ impl ResponseHead {
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<usize>, HeadError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
+        let Some(len) = head_len(resp.parse(buf), buf.len())? else {
+            return Ok(None);
         };
-        if len > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
         let (Some(code), Some(minor)) = (resp.code, resp.version) else {
             return Err(HeadError::Malformed);
         };

@@ -53,7 +53,7 @@ use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
-use http1::{Body, Framing, HeadError, Io, RequestHead, ResponseHead, Version};
+use http1::{io_error, Body, Framing, HeadError, Io, RequestHead, ResponseHead, Version};
 use pool::Pool;
 use respond::{is_timeout, plain_response, status_for_error};
 use upstream::{read_response_head, Forwarding, Visitor};
@@ -250,17 +250,6 @@ enum Admission {
     /// Answer locally with this code and body; whether the visitor's
     /// connection may carry another request.
     Answer(u16, String, bool),
-}
-
-/// An I/O error as a pingora error of the right kind.
-fn io_error(e: io::Error, write: bool, what: &'static str) -> Box<Error> {
-    let etype = match (e.kind(), write) {
-        (io::ErrorKind::TimedOut, false) => ErrorType::ReadTimedout,
-        (io::ErrorKind::TimedOut, true) => ErrorType::WriteTimedout,
-        (_, false) => ErrorType::ReadError,
-        (_, true) => ErrorType::WriteError,
-    };
-    Error::because(etype, what, e)
 }
 
 /// The status a visitor's unreadable request head is answered with.
@@ -739,9 +728,8 @@ impl Proxy {
             }
             let input = down.io.unread();
             down.out.clear();
-            let n = http1::forward_body(&mut ctx.body, input, &mut down.out).map_err(|e| {
-                Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
-            })?;
+            let n = http1::forward_body(&mut ctx.body, input, &mut down.out)
+                .map_err(bad_request_body)?;
             down.io.consume(n);
             if !down.out.is_empty() {
                 node.write_all(&down.out, t.write)
@@ -856,17 +844,14 @@ impl Proxy {
         }
         if let Some(log) = &self.access_log {
             let req = &down.head;
-            let client = down
-                .client
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |c| c.value.clone());
+            let client = down.client.as_ref().map_or("-", |c| c.value.as_str());
             let node_id = if node == "-" {
                 node.to_string()
             } else {
                 format!("{group}/{node}")
             };
             log.log(&Entry {
-                client: &client,
+                client,
                 request_line: &req.request_line(),
                 status,
                 body_bytes: ctx.body_sent as usize,
@@ -960,6 +945,11 @@ async fn forward_body(
     Ok(())
 }
 
+/// A visitor's request body whose chunked framing cannot be followed.
+fn bad_request_body(e: http1::BadChunk) -> Box<Error> {
+    Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
+}
+
 /// Move the request body bytes already read from the visitor to `out`,
 /// keeping them for a retry.
 fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
@@ -968,9 +958,7 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
     }
     let input = io.unread();
     let from = out.len();
-    let n = http1::forward_body(&mut ctx.body, input, out).map_err(|e| {
-        Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
-    })?;
+    let n = http1::forward_body(&mut ctx.body, input, out).map_err(bad_request_body)?;
     ctx.sent_body(&out[from..]);
     io.consume(n);
     Ok(())

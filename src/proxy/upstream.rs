@@ -18,7 +18,9 @@ use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::net::TcpStream;
 
 use super::forwarded;
-use super::http1::{connection_named, named_in, put_header, Io, RequestHead, ResponseHead};
+use super::http1::{
+    connection_named, io_error, named_in, put_header, Io, RequestHead, ResponseHead,
+};
 use super::pool::Pool;
 
 /// A connection to a node, and whether it came from the pool.
@@ -82,17 +84,10 @@ pub async fn read_response_head(
                 return Ok(());
             }
         }
-        let read = io.fill(timeout).await.map_err(|e| {
-            Error::because(
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    ErrorType::ReadTimedout
-                } else {
-                    ErrorType::ReadError
-                },
-                "reading the node's response",
-                e,
-            )
-        })?;
+        let read = io
+            .fill(timeout)
+            .await
+            .map_err(|e| io_error(e, false, "reading the node's response"))?;
         if read == 0 {
             return Error::e_explain(
                 ErrorType::ConnectionClosed,
