@@ -430,19 +430,32 @@ fn http10_client_gets_a_chunked_node_response_unchunked() {
 fn http11_connection_close_is_answered_then_closed() {
     let apache = echo_node();
     let wc = proxy_for(apache.addr(), "", "");
-    let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
-    conn.send(b"GET /node HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let (resp, _) = conn.response("GET").expect("response");
+    let resp = answered_then_closed(
+        wc.listen,
+        b"GET /node HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n",
+        "GET",
+    );
     assert_eq!((resp.status, resp.body.trim()), (200, NODE), "{resp:?}");
+}
+
+/// Send `raw` on a new connection to `listen`: the one response to it, the
+/// connection then closed with nothing after that response.
+fn answered_then_closed(listen: SocketAddr, raw: &[u8], method: &str) -> Response {
+    let shown = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
+    let mut conn = RawConn::connect(listen).expect("connect to the proxy");
+    conn.send(raw).expect("send the request");
+    let (resp, _) = conn
+        .response(method)
+        .unwrap_or_else(|e| panic!("{shown:?}: no response: {e}"));
     let rest = conn
         .read_until_closed()
-        .expect("the proxy must close the connection after `Connection: close`");
+        .unwrap_or_else(|e| panic!("{shown:?}: the connection must be closed: {e}"));
     assert!(
         rest.is_empty(),
-        "bytes after the response: {:?}",
+        "{shown:?}: bytes after the response: {:?}",
         String::from_utf8_lossy(&rest)
     );
+    resp
 }
 
 #[test]
@@ -561,20 +574,12 @@ fn garbage_request_gets_400_and_the_connection_closed() {
         b"GET / HTTP/1.1\r\nHost: test.example\r\nthis header has no colon\r\n\r\n",
     ];
     for raw in cases {
-        let shown = String::from_utf8_lossy(raw);
-        let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
-        conn.send(raw).expect("send garbage");
-        let (resp, _) = conn
-            .response("GET")
-            .unwrap_or_else(|e| panic!("{shown:?}: no response: {e}"));
-        assert_eq!(resp.status, 400, "{shown:?}: {resp:?}");
-        let rest = conn
-            .read_until_closed()
-            .unwrap_or_else(|e| panic!("{shown:?}: the connection must be closed: {e}"));
-        assert!(
-            rest.is_empty(),
-            "{shown:?}: {:?}",
-            String::from_utf8_lossy(&rest)
+        let resp = answered_then_closed(wc.listen, raw, "GET");
+        assert_eq!(
+            resp.status,
+            400,
+            "{:?}: {resp:?}",
+            String::from_utf8_lossy(raw)
         );
     }
     // The proxy still serves well-formed requests.
@@ -648,15 +653,9 @@ fn ambiguous_or_oversized_requests_are_refused_and_the_connection_closed() {
         (big_header.as_bytes(), 431),
     ];
     for (raw, status) in cases {
-        let shown = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
-        let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
-        conn.send(raw).expect("send the request");
-        let (resp, _) = conn
-            .response("POST")
-            .unwrap_or_else(|e| panic!("{shown:?}: no response: {e}"));
+        let resp = answered_then_closed(wc.listen, raw, "POST");
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(120)]);
         assert_eq!(resp.status, status, "{shown:?}: {resp:?}");
-        conn.read_until_closed()
-            .unwrap_or_else(|e| panic!("{shown:?}: the connection must be closed: {e}"));
     }
 }
 
@@ -720,15 +719,12 @@ fn record_chunked_body(mut stream: TcpStream, seen: &mpsc::Sender<String>) {
 fn connect_method_is_refused_and_never_reaches_the_node() {
     let apache = echo_node();
     let wc = proxy_for(apache.addr(), "", "");
-    let mut conn = RawConn::connect(wc.listen).expect("connect to the proxy");
-    conn.send(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
-        .expect("send CONNECT");
-    let (resp, _) = conn.response("CONNECT").expect("an answer to CONNECT");
+    let resp = answered_then_closed(
+        wc.listen,
+        b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n",
+        "CONNECT",
+    );
     assert_eq!(resp.status, 405, "{resp:?}");
-    let rest = conn
-        .read_until_closed()
-        .expect("the connection must be closed after a refused CONNECT");
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     // The node saw a request made afterwards, never the CONNECT.
     let r = http_get(wc.listen, "/node", &[]).expect("GET /node");
     assert_eq!(r.status, 200, "{r:?}");
