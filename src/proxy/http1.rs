@@ -104,6 +104,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         }
     }
 
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     pub fn into_inner(self) -> S {
         self.io
     }

@@ -924,6 +924,7 @@ async fn forward_body(
                 .map_err(to_visitor)?;
             down.out.clear();
         }
+        upstream::ack_promptly(node_io.get_ref());
         let read = node_io
             .fill_with(t.read, BODY_READ)
             .await
