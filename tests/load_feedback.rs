@@ -10,7 +10,9 @@
 //!    failures and comes back after `rise`; a status page that answers 403
 //!    marks the node down with a reason;
 //! 4. on prefork nodes, a node whose workers are all taken by other traffic
-//!    gets no request through the proxy (none waits in its backlog);
+//!    gets no request through the proxy (none waits in its backlog), and
+//!    with `upstream_keepalive = "on"` no pooled connection holds a worker
+//!    that a request of the proxy's waits for;
 //! 5. a node whose status source stops answering (but still serves) turns
 //!    `stale` and keeps getting requests;
 //! 6. a node coming back ramps up through slow start.
@@ -471,6 +473,50 @@ fn no_request_waits_in_the_backlog_of_a_full_prefork_node() {
     for h in held {
         let _ = h.join();
     }
+}
+
+/// `upstream_keepalive = "on"` keeps connections to a prefork node, but not
+/// while the node has more of the proxy's requests than workers: those
+/// requests wait in its backlog for a worker, which an idle pooled connection
+/// would go on holding.
+#[test]
+fn keepalive_on_lets_go_of_prefork_workers_that_requests_wait_for() {
+    // KeepAliveTimeout and the proxy's idle timeout far above the client
+    // timeout: a worker held by an idle pooled connection stays held for the
+    // whole test.
+    let mut opts = ApacheOpts::prefork("a", 4);
+    opts.keepalive_timeout_secs = 60;
+    let a = ApacheNode::start(opts);
+    let wc = Webcluster::start(|l, adm| {
+        base_config(l, adm, "")
+            + "[timeouts]\nidle = \"60s\"\n\n"
+            + &group("upstream_keepalive = \"on\"", &apache_nodes(&[&a]))
+    });
+    wc.wait_all_up();
+
+    // 8 visitors at once on a node with 4 workers, one of them held by the
+    // scraper's connection: 5 of the proxy's connections wait in the
+    // node's backlog. Pooling the first 3 after their answers would keep
+    // every worker taken while those 5 wait (until the 60 s idle timeouts);
+    // closing them serves the 5 in the next two rounds of 300 ms.
+    //
+    // Not a timing assertion: the outcome is every request answered (200)
+    // within a 10 s client timeout, against requests stuck for 60 s.
+    let outcomes = burst(wc.listen, "/sleep?ms=300", 8, 1, Duration::from_secs(10));
+    let counts = tally(&outcomes);
+    assert_eq!(counts.get("a"), Some(&8), "{counts:?}");
+
+    // Without the overload the connections stay open: besides the
+    // scraper's, at least one idle connection of the proxy's (`K`).
+    support::wait_until(
+        "an idle pooled connection of the proxy's on the node",
+        Duration::from_secs(10),
+        || {
+            let page = support::capture_status(a.addr(), a.status_path());
+            let board = support::scoreboard(&page).unwrap_or_default().to_string();
+            board.matches('K').count() >= 2
+        },
+    );
 }
 
 // ---------------------------------------------------------------- 5. stale

@@ -133,7 +133,9 @@ pub enum UpstreamKeepalive {
     /// has workers to spare and for a short idle time (see
     /// `proxy::pool_for`).
     Auto,
-    /// Always kept (nginx `keepalive` in an upstream block).
+    /// Kept (nginx `keepalive` in an upstream block), except to a node that
+    /// holds a worker per connection while it has more requests than
+    /// workers (see `proxy::pool_for`).
     On,
     /// A new connection per request (nginx's default).
     Off,

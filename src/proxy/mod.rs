@@ -481,7 +481,13 @@ impl Proxy {
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
             let pool = (!ctx.fresh_only).then_some(&*self.pool);
-            match upstream::connect(pool, node.config.address, t.connect, t.idle).await {
+            let group = &state.groups[ctx.group];
+            let make_room = || {
+                if node_is_full(group, node) {
+                    self.pool.close_one_elsewhere(node.config.address);
+                }
+            };
+            match upstream::connect(pool, node.config.address, t.connect, t.idle, make_room).await {
                 Ok(conn) => return Ok((index, conn)),
                 Err(e) => {
                     self.node_failed(ctx, &e);
@@ -976,7 +982,9 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
 /// such a connection is kept only while the node, by its last status and
 /// this proxy's requests since, has workers to spare beyond a reserve, and
 /// for [`WORKER_NODE_IDLE`] at most; otherwise it closes and its worker
-/// returns to the node's accept queue at once.
+/// returns to the node's accept queue at once. With `on` it is kept unless
+/// the node has more requests than workers, some of which then wait in its
+/// backlog for the worker this connection would hold.
 fn pool_for(
     keepalive: UpstreamKeepalive,
     group: &Group,
@@ -985,7 +993,7 @@ fn pool_for(
 ) -> Option<Duration> {
     match keepalive {
         UpstreamKeepalive::Off => None,
-        UpstreamKeepalive::On => Some(idle),
+        UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),
         UpstreamKeepalive::Auto if !node.live.worker_per_connection() => Some(idle),
         UpstreamKeepalive::Auto => {
             let load = node.live.load(&group.config, &node.config, Instant::now());
@@ -996,6 +1004,17 @@ fn pool_for(
             (capacity - load.busy >= reserve).then_some(idle.min(WORKER_NODE_IDLE))
         }
     }
+}
+
+/// Whether a node that holds a worker per connection has more requests than
+/// workers, by its last status and this proxy's requests since (the
+/// current one counted): some of them then wait in its backlog.
+fn node_is_full(group: &Group, node: &crate::cluster::node::Node) -> bool {
+    if !node.live.worker_per_connection() {
+        return false;
+    }
+    let load = node.live.load(&group.config, &node.config, Instant::now());
+    load.capacity.is_some_and(|c| load.busy > f64::from(c))
 }
 
 /// How long an idle pooled connection to a worker-per-connection node is

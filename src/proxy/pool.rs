@@ -11,7 +11,10 @@
 //! reactor has already marked it readable (end of stream), so a poll of it is
 //! ready, while a healthy idle connection is pending. A close that races
 //! with the reuse shows up as an error on the first write or read, which the
-//! proxy retries on a fresh connection.
+//! proxy retries on a fresh connection. A node that holds a worker per
+//! connection (Apache prefork) and has none free gets a worker back before
+//! a thread opens a new connection to it: one idle connection another
+//! thread keeps is closed ([`Pool::close_one_elsewhere`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -82,6 +85,22 @@ impl Pool {
         // Closed outside the lock.
         drop(closed);
         found
+    }
+
+    /// Close the longest idle connection to `addr` that another worker
+    /// thread keeps, if there is one. On a node that holds a worker per
+    /// connection, that gives the worker back for a new connection from
+    /// this thread, which would otherwise wait in the node's backlog.
+    pub fn close_one_elsewhere(&self, addr: SocketAddr) -> bool {
+        let here = std::thread::current().id();
+        let closed = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter_mut()
+                .filter(|((a, thread), list)| *a == addr && *thread != here && !list.is_empty())
+                .min_by_key(|(_, list)| list[0].since)
+                .map(|(_, list)| list.remove(0))
+        };
+        closed.is_some()
     }
 
     /// Keep `stream` for the next request to `addr`, for `max_idle` at most.
@@ -282,5 +301,30 @@ mod tests {
         let newest = peers.last_mut().unwrap();
         let read = tokio::time::timeout(Duration::from_secs(5), newest.read(&mut byte)).await;
         assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn closes_an_idle_connection_kept_by_another_thread_only() {
+        let pool = Pool::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mine = TcpStream::connect(addr).await.unwrap();
+        let (_mine_peer, _) = listener.accept().await.unwrap();
+        let theirs = TcpStream::connect(addr).await.unwrap();
+        let (mut theirs_peer, _) = listener.accept().await.unwrap();
+
+        pool.put(addr, mine, LONG);
+        assert!(
+            !pool.close_one_elsewhere(addr),
+            "only this thread's is kept"
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| pool.put(addr, theirs, LONG));
+        });
+        assert!(pool.close_one_elsewhere(addr));
+        let mut byte = [0u8; 1];
+        assert_eq!(theirs_peer.read(&mut byte).await.unwrap(), 0, "closed");
+        assert!(!pool.close_one_elsewhere(addr), "none left elsewhere");
+        assert!(pool.take(addr, LONG).is_some(), "this thread's is kept");
     }
 }

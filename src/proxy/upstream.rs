@@ -30,12 +30,13 @@ pub struct Connection {
 }
 
 /// A pooled connection to `addr` if one is idle (and a pool is given),
-/// else a new one.
+/// else a new one, after `before_new` (which may make room for it).
 pub async fn connect(
     pool: Option<&Pool>,
     addr: SocketAddr,
     timeout: Duration,
     max_idle: Duration,
+    before_new: impl FnOnce(),
 ) -> Result<Connection> {
     if let Some(stream) = pool.and_then(|p| p.take(addr, max_idle)) {
         return Ok(Connection {
@@ -43,6 +44,7 @@ pub async fn connect(
             reused: true,
         });
     }
+    before_new();
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Error::e_explain(
