@@ -80,7 +80,7 @@ pub async fn connect(
 /// before are acknowledged (Nagle's rule; nginx with `sendfile` and
 /// `tcp_nopush`, as in Debian's default `nginx.conf`) then waits for that
 /// delayed ACK: a 64 KiB response took 40 ms instead of 1 ms about once in a
-/// hundred in `benches/` (p99 20–33 ms, 9–10 ms with this). `TCP_QUICKACK`
+/// hundred in `benches/` (p99 15–25 ms, 7–10 ms with this). `TCP_QUICKACK`
 /// is not permanent, hence once per read; a failure only costs the delay,
 /// so it is ignored.
 pub fn ack_promptly(tcp: &TcpStream) {
