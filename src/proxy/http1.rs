@@ -10,11 +10,14 @@
 //! byte so the proxy knows where it ends, and a chunked body can be
 //! decoded for an HTTP/1.0 visitor.
 
+use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Method;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest head (request or response line and headers) accepted, as
 /// HAProxy's default buffer and nginx's `large_client_header_buffers`
@@ -26,6 +29,14 @@ const MAX_HEADERS: usize = 128;
 
 /// Longest chunk-size line (with its extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
+
+/// Reads of at most this many bytes into an [`Io`] that holds no buffer go
+/// to a scratch buffer of the thread's first (see [`Io::fill_with`]).
+const SCRATCH_READ: usize = 4096;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_READ].into_boxed_slice());
+}
 
 /// A connection and the bytes read from it that are not consumed yet.
 pub struct Io<S> {
@@ -77,7 +88,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 
     /// [`Io::fill`], asking for `want` bytes at most.
+    ///
+    /// An `Io` that holds no buffer (new, or [`Io::release`]d while idle)
+    /// and asks for at most [`SCRATCH_READ`] bytes reads into the thread's
+    /// scratch buffer and keeps a copy of what came: a keep-alive
+    /// connection waiting for its next request then holds no buffer of its
+    /// own (as nginx frees its buffer between requests).
     pub async fn fill_with(&mut self, timeout: Duration, want: usize) -> io::Result<usize> {
+        if self.buf.capacity() == 0 && want <= SCRATCH_READ {
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            let read = std::future::poll_fn(|cx| poll_read_via_scratch(io, cx, want, buf));
+            return match tokio::time::timeout(timeout, read).await {
+                Ok(read) => read,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            };
+        }
         if self.buf.capacity() - self.buf.len() < want / 2 {
             if self.start > 0 {
                 self.buf.drain(..self.start);
@@ -111,6 +136,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     pub fn into_inner(self) -> S {
         self.io
     }
+}
+
+/// One read of at most `want` bytes into the thread's scratch buffer; what
+/// came is appended to `buf` (with room for `want`). Nothing is borrowed
+/// across a wait: a pending read has written nothing.
+fn poll_read_via_scratch<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut read = ReadBuf::new(&mut scratch[..want]);
+        match Pin::new(io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let got = read.filled();
+                if !got.is_empty() {
+                    buf.reserve(want);
+                    buf.extend_from_slice(got);
+                }
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// An [`Io`] error as a pingora error of the right kind (a timeout or not,
@@ -753,6 +804,47 @@ pub fn named_in<'a>(name: &[u8], mut names: impl Iterator<Item = &'a [u8]>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_io_holds_no_buffer_while_it_waits() {
+        const WAIT: Duration = Duration::from_secs(5);
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut io = Io::new(near, 1024);
+
+        // Waiting: the read is pending and no buffer is taken.
+        let pending = tokio::time::timeout(Duration::from_millis(20), io.fill(WAIT)).await;
+        assert!(pending.is_err(), "nothing was sent");
+        assert_eq!(io.buf.capacity(), 0);
+
+        far.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(io.fill(WAIT).await.unwrap(), 16);
+        assert_eq!(io.unread(), b"GET / HTTP/1.1\r\n");
+        assert!(io.buf.capacity() >= 1024, "room for the rest of the head");
+
+        // The rest goes after it, read straight into the buffer.
+        far.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        assert_eq!(io.fill(WAIT).await.unwrap(), 11);
+        assert_eq!(io.unread(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        io.consume(io.unread().len());
+        io.release();
+        assert_eq!(io.buf.capacity(), 0);
+
+        // A large read does not go through the scratch buffer.
+        let big = vec![b'x'; 20_000];
+        far.write_all(&big).await.unwrap();
+        let n = io.fill_with(WAIT, 64 * 1024).await.unwrap();
+        assert!(n > SCRATCH_READ, "{n}");
+        assert!(io.unread().iter().all(|&b| b == b'x'));
+
+        drop(far);
+        io.consume(io.unread().len());
+        io.release();
+        while io.fill(WAIT).await.unwrap() > 0 {
+            io.consume(io.unread().len());
+            io.release();
+        }
+    }
 
     fn request(raw: &str) -> Result<RequestHead, HeadError> {
         let mut head = RequestHead::default();
