@@ -263,16 +263,28 @@ impl NodeLive {
         !matches!(s.health, Health::Down { .. }) && !s.passive_down(now)
     }
 
-    /// Whether each connection open to the node, idle keep-alive ones
-    /// included, holds one of its workers (Apache prefork and worker MPMs),
-    /// as far as the last status page tells. The proxy does not keep idle
-    /// connections to such nodes: they would hold workers other clients
-    /// wait for, and make the node look busier than it is.
+    /// Whether the node holds a worker per connection (see
+    /// [`NodeLive::worker_node_load`]).
+    #[cfg(test)]
     pub fn worker_per_connection(&self) -> bool {
-        self.lock()
-            .last
-            .as_ref()
-            .is_some_and(|l| holds_worker_per_connection(&l.report))
+        self.lock().worker_per_connection()
+    }
+
+    /// The node's [`NodeLive::load`] if each connection open to it, idle
+    /// keep-alive ones included, holds one of its workers (Apache prefork
+    /// and worker MPMs), as far as the last status page tells; None for
+    /// other nodes. Read under one lock. The proxy keeps few idle
+    /// connections to such nodes: they hold workers other clients wait
+    /// for, and make the node look busier than it is.
+    pub fn worker_node_load(
+        &self,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        now: Instant,
+    ) -> Option<Load> {
+        let s = self.lock();
+        s.worker_per_connection()
+            .then(|| self.load_locked(&s, group, node, now))
     }
 
     /// The node's load now: the last fresh scrape corrected by what this
@@ -415,6 +427,12 @@ impl NodeLive {
 }
 
 impl LiveState {
+    fn worker_per_connection(&self) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|l| holds_worker_per_connection(&l.report))
+    }
+
     fn passive_down(&self, now: Instant) -> bool {
         self.passive_down_until.is_some_and(|t| now < t)
     }
@@ -431,7 +449,7 @@ impl LiveState {
     }
 }
 
-/// See [`NodeLive::worker_per_connection`]. An Apache page that does not
+/// See [`NodeLive::worker_node_load`]. An Apache page that does not
 /// name its MPM (2.2) counts as one that does, to be safe.
 fn holds_worker_per_connection(report: &StatusReport) -> bool {
     report.kind == ServerKind::Apache

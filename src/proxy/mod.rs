@@ -994,9 +994,11 @@ fn pool_for(
     match keepalive {
         UpstreamKeepalive::Off => None,
         UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),
-        UpstreamKeepalive::Auto if !node.live.worker_per_connection() => Some(idle),
         UpstreamKeepalive::Auto => {
-            let load = node.live.load(&group.config, &node.config, Instant::now());
+            let now = Instant::now();
+            let Some(load) = node.live.worker_node_load(&group.config, &node.config, now) else {
+                return Some(idle);
+            };
             let capacity = f64::from(load.capacity?);
             let reserve = (capacity / 8.0).max(2.0);
             // `busy` still counts this request's worker, which the kept
@@ -1010,11 +1012,9 @@ fn pool_for(
 /// workers, by its last status and this proxy's requests since (the
 /// current one counted): some of them then wait in its backlog.
 fn node_is_full(group: &Group, node: &crate::cluster::node::Node) -> bool {
-    if !node.live.worker_per_connection() {
-        return false;
-    }
-    let load = node.live.load(&group.config, &node.config, Instant::now());
-    load.capacity.is_some_and(|c| load.busy > f64::from(c))
+    node.live
+        .worker_node_load(&group.config, &node.config, Instant::now())
+        .is_some_and(|load| load.capacity.is_some_and(|c| load.busy > f64::from(c)))
 }
 
 /// How long an idle pooled connection to a worker-per-connection node is
