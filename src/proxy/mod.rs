@@ -920,15 +920,15 @@ async fn forward_body(
             n
         };
         node_io.consume(taken);
-        if body.is_done() {
-            break;
-        }
         if !down.out.is_empty() {
             down.io
                 .write_all(&down.out, t.client_write)
                 .await
                 .map_err(to_visitor)?;
             down.out.clear();
+        }
+        if body.is_done() {
+            return Ok(());
         }
         upstream::ack_promptly(node_io.get_ref());
         let read = node_io
@@ -943,13 +943,6 @@ async fn forward_body(
             .into_up());
         }
     }
-    if !down.out.is_empty() {
-        down.io
-            .write_all(&down.out, t.client_write)
-            .await
-            .map_err(to_visitor)?;
-    }
-    Ok(())
 }
 
 /// A visitor's request body whose chunked framing cannot be followed.
