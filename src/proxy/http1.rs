@@ -11,6 +11,7 @@
 //! decoded for an HTTP/1.0 visitor.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -98,10 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if self.buf.capacity() == 0 && want <= SCRATCH_READ {
             let (io, buf) = (&mut self.io, &mut self.buf);
             let read = std::future::poll_fn(|cx| poll_read_via_scratch(io, cx, want, buf));
-            return match tokio::time::timeout(timeout, read).await {
-                Ok(read) => read,
-                Err(_) => Err(io::ErrorKind::TimedOut.into()),
-            };
+            return within(timeout, read).await;
         }
         if self.buf.capacity() - self.buf.len() < want / 2 {
             if self.start > 0 {
@@ -110,10 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             }
             self.buf.reserve(want);
         }
-        match tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf)).await {
-            Ok(read) => read,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        within(timeout, self.io.read_buf(&mut self.buf)).await
     }
 
     /// Write all of `data`; `io::ErrorKind::TimedOut` when that takes
@@ -123,10 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             self.io.write_all(data).await?;
             self.io.flush().await
         };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(written) => written,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        within(timeout, write).await
     }
 
     pub fn get_ref(&self) -> &S {
@@ -135,6 +127,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     pub fn into_inner(self) -> S {
         self.io
+    }
+}
+
+/// `io` unless it takes longer than `timeout`: then an
+/// `io::ErrorKind::TimedOut` error.
+async fn within<T>(timeout: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(timeout, io).await {
+        Ok(done) => done,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
