@@ -6,8 +6,8 @@
 # for the build), stops the Debian-started apache2/nginx services (the tests
 # start their own processes on ephemeral loopback ports), then runs
 #   cargo fmt --check
-#   cargo clippy --all-targets -- -D warnings
-#   cargo test --all-targets [ARGS...]
+#   cargo clippy --workspace --all-targets -- -D warnings
+#   cargo test --workspace --all-targets [ARGS...]
 # Every step runs even if an earlier one failed; the exit status is non-zero
 # if any failed. Test artifacts (logs, screenshots) go to target/test-output/.
 #
@@ -47,12 +47,12 @@ step() {
 }
 
 run_tests() {
-    cargo test --all-targets "$@" 2>&1 | tee target/test-output/cargo-test.log
+    cargo test --workspace --all-targets "$@" 2>&1 | tee target/test-output/cargo-test.log
 }
 
 step "cargo fmt --check" cargo fmt --check
-step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
-step "cargo test --all-targets" run_tests "$@"
+step "cargo clippy --workspace --all-targets -- -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test --workspace --all-targets" run_tests "$@"
 
 if [ "${#failed[@]}" -ne 0 ]; then
     log "failed steps: $(printf '[%s] ' "${failed[@]}")"

@@ -2,7 +2,7 @@
 """Turn the raw results of benches/load/run.sh into Markdown tables and a plot.
 
 Reads WORK/results.jsonl (one line per case, pointing at the raw wrk output or
-openloop.py JSON), WORK/machine.json and WORK/command.txt; rewrites the part
+openloop JSON), WORK/machine.json and WORK/command.txt; rewrites the part
 of OUT between the RESULTS markers (or the whole file when it has none) and
 writes PLOT_DIR/latency.png (matplotlib) or PLOT_DIR/latency.svg (by hand,
 when matplotlib is missing). Also copies the raw per-case summary to
@@ -252,7 +252,7 @@ def baseline_section(rows):
         except (OSError, ValueError):
             continue
         lat = ol["latency_ms"]
-        lines += ["", "The floor, without a proxy: openloop.py straight to one idle node at a third of the rate "
+        lines += ["", "The floor, without a proxy: openloop straight to one idle node at a third of the rate "
                   "(%.0f visitors/s, its share), %d requests: p50 %s, p99 %s, p99.9 %s, max %s, %d failed or "
                   "timed out, generator lag p99 %s." % (
                       ol["rate"], ol["sent"], fmt_ms(lat["p50"]), fmt_ms(lat["p99"]), fmt_ms(lat["p99.9"]),
@@ -335,7 +335,7 @@ def balancing_section(rows, handler_ms, handler_p99=None):
                 conns, backlog, cpu, fmt_ms(ol["send_lag_ms"]["p99"]) + (" ⚠" if busy_machine(ol) else "")))
         if any(busy_machine(r["ol"]) for r in runs):
             lines.append("")
-            lines.append("⚠ openloop.py itself sent late (p99 lag over %.0f ms): the machine was short of CPU "
+            lines.append("⚠ openloop itself sent late (p99 lag over %.0f ms): the machine was short of CPU "
                          "during that run (other processes, or the proxy and nodes saturating both cores); its "
                          "tail latencies say more about the machine than about the method." % LAG_LIMIT_MS)
         extra = [r for r in runs if r.get("hidden_rps")]
@@ -653,7 +653,7 @@ def main():
                    "visitor), over all requests: failed ones count at the time they failed, timed-out ones "
                    "at the timeout (so the tail is a lower bound). \"failed\" = errors and non-2xx answers, "
                    "without the timeouts. Shares are of the successful requests. Generator lag is how late "
-                   "openloop.py itself sent (its own CPU shortage; included in the latencies).")
+                   "openloop itself started the visit (its own CPU shortage; included in the latencies).")
         out.extend(bal_lines)
         if plot_file:
             out.append("")

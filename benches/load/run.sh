@@ -16,7 +16,8 @@
 # handler); node n1 also gets hidden load that does not pass through the
 # proxy. webcluster busyness / round_robin / least_inflight, nginx
 # least_conn and HAProxy leastconn are loaded open loop at the same rate by
-# benches/load/openloop.py. Fresh nodes and proxies for every run.
+# benches/load/openloop (a compiled open-loop generator, a workspace member
+# built with the proxy). Fresh nodes and proxies for every run.
 # Then benches/load/report.py writes the tables into benches/README.md and
 # plots benches/load/latency.png.
 #
@@ -63,7 +64,9 @@
 #   HANDLER_CHECK 1: measure the handler (Lua vs CGI) and the no-proxy
 #                floor before the balancing runs [1]
 #   WEBCLUSTER   binary [target/release/webcluster]
-#   BUILD        auto: cargo build --release first, use the old binary if
+#   OPENLOOP     the open-loop generator's binary [target/release/openloop,
+#                built from benches/load/openloop as BUILD says]
+#   BUILD        auto: cargo build --release first, use the old binaries if
 #                that fails; 1: must build; 0: never build [auto]
 #   JOBS         cargo -j [1]
 #   OUT          Markdown file whose results section is rewritten
@@ -113,6 +116,7 @@ METHODS=${METHODS:-"wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka 
 BAL_WORKERS=${BAL_WORKERS:-1}
 HANDLER_CHECK=${HANDLER_CHECK:-1}
 WEBCLUSTER=${WEBCLUSTER:-$ROOT/target/release/webcluster}
+OPENLOOP=${OPENLOOP:-$ROOT/target/release/openloop}
 BUILD=${BUILD:-auto}
 JOBS=${JOBS:-1}
 OUT=${OUT:-$ROOT/benches/README.md}
@@ -161,22 +165,25 @@ need_tools() {
     id www-data >/dev/null 2>&1 || die "user www-data is missing (Apache workers run as it)"
 }
 
-build_webcluster() {
+# build BINARY CARGO-ARGS...: cargo build --release CARGO-ARGS as BUILD says;
+# then BINARY must exist.
+build() {
+    local bin=$1; shift
     case $BUILD in
         0) ;;
         1|auto)
             if command -v cargo >/dev/null; then
-                log "cargo build --release --bin webcluster -j $JOBS"
-                if ! (cd "$ROOT" && cargo build --release --bin webcluster -j "$JOBS" >&2); then
+                log "cargo build --release $* -j $JOBS"
+                if ! (cd "$ROOT" && cargo build --release "$@" -j "$JOBS" >&2); then
                     [[ $BUILD == 1 ]] && die "cargo build failed"
-                    log "WARNING: cargo build failed; using the existing binary $WEBCLUSTER"
+                    log "WARNING: cargo build failed; using the existing binary $bin"
                 fi
             else
                 [[ $BUILD == 1 ]] && die "cargo not found"
             fi ;;
         *) die "BUILD must be auto, 1 or 0" ;;
     esac
-    [[ -x $WEBCLUSTER ]] || die "no webcluster binary at $WEBCLUSTER (build it: cargo build --release --bin webcluster)"
+    [[ -x $bin ]] || die "no binary at $bin (build it: cargo build --release $*)"
 }
 
 # ---------------------------------------------------------------------------
@@ -647,10 +654,10 @@ part_handler_check() {
             # The floor for the balancing runs: the same open-loop generator
             # straight to one idle node at a third of the rate (its share).
             sleep 1
-            log "baseline: openloop.py straight to one idle node, $RATE/3 per second"
-            python3 "$HERE/openloop.py" --url "http://127.0.0.1:${NODE_PORTS[1]}$LUA_PATH?ms=$HANDLER_MS" \
+            log "baseline: openloop straight to one idle node, $RATE/3 per second"
+            "$OPENLOOP" --url "http://127.0.0.1:${NODE_PORTS[1]}$LUA_PATH?ms=$HANDLER_MS" \
                 --node-header "$NODE_HEADER" --rate "$(python3 -c "print($RATE / 3)")" --duration "$BAL_DURATION" --timeout "$TIMEOUT" \
-                --out "$d/baseline.json" 2> >(tee "$d/baseline.log" >&2) || die "openloop.py failed"
+                --out "$d/baseline.json" 2> >(tee "$d/baseline.log" >&2) || die "openloop failed"
             jsonl "{\"part\":\"baseline\",\"openloop\":\"$d/baseline.json\"}"
         fi
         for i in 0 1 2; do stop "${NODE_PIDS[i]}"; done
@@ -716,10 +723,10 @@ EOF
     start sampler "$d/sampler.log" python3 "$HERE/sampler.py" --ports "${NODE_PORTS[@]}" \
         --names n1 n2 n3 --pids $ppids $([[ $kind == webcluster ]] && echo "--admin $admin") --max-seconds $((BAL_DURATION + TIMEOUT + 20)) --out "$d/sampler.json"
     sampler=$STARTED_PID
-    python3 "$HERE/openloop.py" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" \
+    "$OPENLOOP" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" \
         --node-header "$NODE_HEADER" --rate "$RATE" --duration "$BAL_DURATION" --timeout "$TIMEOUT" --out "$d/openloop.json" \
         2> >(tee "$d/openloop.log" >&2) &
-    wait $! || die "openloop.py failed (see $d/openloop.log)"
+    wait $! || die "openloop failed (see $d/openloop.log)"
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $ppids)
     stop "$sampler"
@@ -753,8 +760,9 @@ part_balancing() {
 main() {
     need_tools
     if [[ " $PROXIES $METHODS " == *" webcluster "* || " $METHODS " == *" wc-"* ]]; then
-        build_webcluster
+        build "$WEBCLUSTER" --bin webcluster
     fi
+    if [[ " $PARTS " == *" balancing "* ]]; then build "$OPENLOOP" -p openloop; fi
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     WORK=$(mktemp -d /tmp/webcluster-bench.XXXXXX)
     chmod 755 "$WORK"
@@ -765,6 +773,10 @@ main() {
         cp "$WEBCLUSTER" "$WORK/webcluster"
         WEBCLUSTER_SRC=$WEBCLUSTER
         WEBCLUSTER=$WORK/webcluster
+    fi
+    if [[ -x $OPENLOOP ]]; then
+        cp "$OPENLOOP" "$WORK/openloop"
+        OPENLOOP=$WORK/openloop
     fi
     log "work directory: $WORK"
     local started=$SECONDS
