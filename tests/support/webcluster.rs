@@ -50,28 +50,57 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// How often `start` tries fresh ports when another socket took one first.
+const PORT_TRIES: usize = 3;
+
+/// Whether a webcluster that exited while starting lost its listen or
+/// admin port to another socket: a port `free_port()` found free is back in
+/// the kernel's ephemeral range until webcluster binds it, and any outgoing
+/// connection of a test running in parallel may take it meanwhile.
+pub fn lost_port_race(log: &str) -> bool {
+    log.contains("Address already in use")
+}
+
 impl Webcluster {
     /// Start with a config made by `make(listen, admin)`; waits until the
-    /// admin listener answers.
-    pub fn start(make: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Webcluster {
-        let listen = loopback(free_port());
-        let admin = loopback(free_port());
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("webcluster.toml");
-        fs::write(&config_path, make(listen, admin)).expect("write config");
-        let mut wc = Webcluster {
-            child: None,
-            dir,
-            config_path,
-            listen,
-            admin,
-        };
-        wc.spawn(&[]);
-        wc
+    /// admin listener answers. If a port was taken before webcluster could
+    /// bind it, starts again on fresh ports (up to `PORT_TRIES` times).
+    pub fn start(make: impl Fn(SocketAddr, SocketAddr) -> String) -> Webcluster {
+        for attempt in 1..=PORT_TRIES {
+            let listen = loopback(free_port());
+            let admin = loopback(free_port());
+            let dir = tempfile::tempdir().expect("temp dir");
+            let config_path = dir.path().join("webcluster.toml");
+            fs::write(&config_path, make(listen, admin)).expect("write config");
+            let mut wc = Webcluster {
+                child: None,
+                dir,
+                config_path,
+                listen,
+                admin,
+            };
+            wc.spawn_child(&[]);
+            match wc.wait_ready() {
+                Ok(()) => return wc,
+                Err(log) if attempt < PORT_TRIES && lost_port_race(&log) => {
+                    eprintln!("webcluster lost a port to another socket, trying fresh ports");
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
     }
 
-    /// Start the binary (again) with `run -c <config>` plus `extra` args.
+    /// Start the binary (again) with `run -c <config>` plus `extra` args,
+    /// and wait until it answers.
     pub fn spawn(&mut self, extra: &[&str]) {
+        self.spawn_child(extra);
+        if let Err(log) = self.wait_ready() {
+            panic!("{log}");
+        }
+    }
+
+    fn spawn_child(&mut self, extra: &[&str]) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -88,7 +117,6 @@ impl Webcluster {
             .spawn()
             .expect("start webcluster");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -103,18 +131,27 @@ impl Webcluster {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
-    fn wait_ready(&mut self) {
+    /// Until the admin listener answers; `Err` with what to report when
+    /// the process exited first or never answered.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("webcluster exited early ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!(
+                    "webcluster exited early ({status}):\n{}",
+                    self.log()
+                ));
             }
             if http_get(self.admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("webcluster did not come up within 20 s:\n{}", self.log());
+        Err(format!(
+            "webcluster did not come up within 20 s:\n{}",
+            self.log()
+        ))
     }
 
     /// The admin listener's `/status.json`.
