@@ -3,7 +3,7 @@
 #
 #   bash benches/load/run.sh            # everything, results into benches/README.md
 #   DURATION=5 bash benches/load/run.sh # shorter cases
-#   DURATION=5 BAL_DURATION=8 BAL_REPEAT=3 bash benches/load/run.sh
+#   DURATION=5 BAL_DURATION=8 BAL_REPEAT=5 bash benches/load/run.sh
 #                                       # what benches/README.md's results used
 #
 # Part 1, "overhead": an upstream nginx (1 worker) serves a small and a
