@@ -11,7 +11,6 @@
 //! decoded for an HTTP/1.0 visitor.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -99,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if self.buf.capacity() == 0 && want <= SCRATCH_READ {
             let (io, buf) = (&mut self.io, &mut self.buf);
             let read = std::future::poll_fn(|cx| poll_read_via_scratch(io, cx, want, buf));
-            return within(timeout, read).await;
+            return timed_out(tokio::time::timeout(timeout, read).await);
         }
         if self.buf.capacity() - self.buf.len() < want / 2 {
             if self.start > 0 {
@@ -108,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             }
             self.buf.reserve(want);
         }
-        within(timeout, self.io.read_buf(&mut self.buf)).await
+        timed_out(tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf)).await)
     }
 
     /// Write all of `data`; `io::ErrorKind::TimedOut` when that takes
@@ -118,7 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             self.io.write_all(data).await?;
             self.io.flush().await
         };
-        within(timeout, write).await
+        timed_out(tokio::time::timeout(timeout, write).await)
     }
 
     pub fn get_ref(&self) -> &S {
@@ -130,13 +129,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 }
 
-/// `io` unless it takes longer than `timeout`: then an
+/// What `tokio::time::timeout` gave, with running out of time as an
 /// `io::ErrorKind::TimedOut` error.
-async fn within<T>(timeout: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    match tokio::time::timeout(timeout, io).await {
-        Ok(done) => done,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
+///
+/// Applied to the awaited result rather than wrapping the future in an
+/// `async fn`: that would keep the future it was given in its state beside
+/// the `Timeout` holding it, in every waiting connection's future.
+fn timed_out<T>(r: Result<io::Result<T>, tokio::time::error::Elapsed>) -> io::Result<T> {
+    r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// One read of at most `want` bytes into the thread's scratch buffer; what
