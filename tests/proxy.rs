@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::demo::DemoNodes;
-use support::webcluster::{base_config, binary, group_config, node, Webcluster};
+use support::webcluster::{base_config, binary, group_config, lost_port_race, node, Webcluster};
 use support::{http_get, http_get_from, http_request, ApacheNode, ApacheOpts};
 
 fn group(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
@@ -359,20 +359,7 @@ fn check_command_rejects_a_bad_config_with_file_line_and_key() {
 
 #[test]
 fn demo_answers_through_the_proxy() {
-    let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let mut child = std::process::Command::new(binary())
-        .args([
-            "demo",
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start demo");
+    let (mut child, listen, admin) = start_demo();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         if let Ok(r) = http_get(listen, "/node", &[]) {
@@ -395,6 +382,50 @@ fn demo_answers_through_the_proxy() {
     let page = page.expect("admin page");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("node1"));
+}
+
+/// `webcluster demo` on fresh loopback ports, answering on its admin port;
+/// started again on other ports when another socket took one first (see
+/// `support::webcluster::lost_port_race`).
+fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
+    for attempt in 1..=3 {
+        let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("demo.log");
+        let log = std::fs::File::create(&log_path).expect("demo log");
+        let mut child = std::process::Command::new(binary())
+            .args([
+                "demo",
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start demo");
+        for _ in 0..400 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if attempt < 3 && lost_port_race(&text) {
+                    break;
+                }
+                panic!("webcluster demo exited ({status}):\n{text}");
+            }
+            if http_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+                return (child, listen, admin);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("webcluster demo did not answer on {admin} within 20 s");
+        }
+    }
+    unreachable!("the last try returns or panics")
 }
 
 #[test]
