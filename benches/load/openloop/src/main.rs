@@ -148,6 +148,24 @@ fn cpu_time() -> Duration {
         .unwrap_or_default()
 }
 
+/// Visits under way now, and the most at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn run(args: &Args) -> Result<serde_json::Value, String> {
     let target = Arc::new(target(args)?);
     let offsets = arrivals(args);
@@ -158,14 +176,12 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Record)>();
-    let inflight = Arc::new(AtomicUsize::new(0));
-    let max_inflight = Arc::new(AtomicUsize::new(0));
+    let inflight = Arc::new(InFlight::default());
     let t0 = Instant::now() + Duration::from_millis(50);
 
     let handle = rt.handle().clone();
     let scheduler = {
-        let (target, inflight, max_inflight) =
-            (target.clone(), inflight.clone(), max_inflight.clone());
+        let (target, inflight) = (target.clone(), inflight.clone());
         std::thread::Builder::new()
             .name("arrivals".into())
             .spawn(move || {
@@ -175,13 +191,11 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    let (target, tx) = (target.clone(), tx.clone());
-                    let (inflight, max_inflight) = (inflight.clone(), max_inflight.clone());
+                    let (target, tx, inflight) = (target.clone(), tx.clone(), inflight.clone());
                     handle.spawn(async move {
-                        let n = inflight.fetch_add(1, Ordering::Relaxed) + 1;
-                        max_inflight.fetch_max(n, Ordering::Relaxed);
+                        inflight.enter();
                         let record = visit::visit(&target, due).await;
-                        inflight.fetch_sub(1, Ordering::Relaxed);
+                        inflight.leave();
                         let _ = tx.send((i, record));
                     });
                 }
@@ -214,7 +228,7 @@ fn run(args: &Args) -> Result<serde_json::Value, String> {
         poisson: args.poisson,
         sending: send_end.saturating_duration_since(t0),
         wall: end.saturating_duration_since(t0),
-        max_inflight: max_inflight.load(Ordering::Relaxed),
+        max_inflight: inflight.max.load(Ordering::Relaxed),
         cpu: cpu_time(),
     };
     Ok(summary::summarise(&run, &visits))

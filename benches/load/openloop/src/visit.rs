@@ -40,28 +40,17 @@ pub async fn visit(target: &Target, intended: Instant) -> Record {
     let outcome = tokio::time::timeout_at(deadline.into(), exchange(target)).await;
     let latency = Instant::now().saturating_duration_since(intended);
     let lag = started.saturating_duration_since(intended);
-    match outcome {
-        Ok(Ok((status, node))) => Record {
-            lag,
-            latency,
-            status: Some(status),
-            node,
-            error: None,
-        },
-        Ok(Err(failure)) => Record {
-            lag,
-            latency,
-            status: None,
-            node: None,
-            error: Some(failure.name()),
-        },
-        Err(_) => Record {
-            lag,
-            latency,
-            status: None,
-            node: None,
-            error: Some("timeout".to_owned()),
-        },
+    let (status, node, error) = match outcome {
+        Ok(Ok((status, node))) => (Some(status), node, None),
+        Ok(Err(failure)) => (None, None, Some(failure.name())),
+        Err(_) => (None, None, Some("timeout".to_owned())),
+    };
+    Record {
+        lag,
+        latency,
+        status,
+        node,
+        error,
     }
 }
 
