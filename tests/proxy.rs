@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::demo::DemoNodes;
-use support::webcluster::{base_config, binary, group_config, lost_port_race, node, Webcluster};
+use support::webcluster::{
+    base_config, binary, group_config, lost_port_race, node, wait_ready, Webcluster, PORT_TRIES,
+};
 use support::{http_get, http_get_from, http_request, ApacheNode, ApacheOpts};
 
 fn group(name: &str, extra: &str, nodes: &[(&str, SocketAddr, &str)]) -> String {
@@ -388,7 +390,7 @@ fn demo_answers_through_the_proxy() {
 /// started again on other ports when another socket took one first (see
 /// `support::webcluster::lost_port_race`).
 fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
-    for attempt in 1..=3 {
+    for attempt in 1..=PORT_TRIES {
         let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let dir = tempfile::tempdir().expect("temp dir");
@@ -406,23 +408,14 @@ fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
             .stderr(log)
             .spawn()
             .expect("start demo");
-        for _ in 0..400 {
-            if let Ok(Some(status)) = child.try_wait() {
-                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                if attempt < 3 && lost_port_race(&text) {
-                    break;
-                }
-                panic!("webcluster demo exited ({status}):\n{text}");
+        match wait_ready(&mut child, admin, &log_path) {
+            Ok(()) => return (child, listen, admin),
+            Err(log) if attempt < PORT_TRIES && lost_port_race(&log) => {}
+            Err(log) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("demo: {log}");
             }
-            if http_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
-                return (child, listen, admin);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if child.try_wait().ok().flatten().is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("webcluster demo did not answer on {admin} within 20 s");
         }
     }
     unreachable!("the last try returns or panics")

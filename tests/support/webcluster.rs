@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// How often `start` tries fresh ports when another socket took one first.
-const PORT_TRIES: usize = 3;
+pub const PORT_TRIES: usize = 3;
 
 /// Whether a webcluster that exited while starting lost its listen or
 /// admin port to another socket: a port `free_port()` found free is back in
@@ -59,6 +59,27 @@ const PORT_TRIES: usize = 3;
 /// connection of a test running in parallel may take it meanwhile.
 pub fn lost_port_race(log: &str) -> bool {
     log.contains("Address already in use")
+}
+
+/// Until a webcluster process answers `/healthz` on its admin listener
+/// `admin` (20 s at most); `Err` with what to report, its log (`log_path`)
+/// included, when it exited first or never answered.
+pub fn wait_ready(child: &mut Child, admin: SocketAddr, log_path: &Path) -> Result<(), String> {
+    let log = || fs::read_to_string(log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("webcluster exited early ({status}):\n{}", log()));
+        }
+        if http_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "webcluster did not come up within 20 s:\n{}",
+        log()
+    ))
 }
 
 impl Webcluster {
@@ -134,24 +155,11 @@ impl Webcluster {
     /// Until the admin listener answers; `Err` with what to report when
     /// the process exited first or never answered.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
-                return Err(format!(
-                    "webcluster exited early ({status}):\n{}",
-                    self.log()
-                ));
-            }
-            if http_get(self.admin, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let log_path = self.log_path();
+        match self.child.as_mut() {
+            Some(child) => wait_ready(child, self.admin, &log_path),
+            None => Err("webcluster is not running".to_owned()),
         }
-        Err(format!(
-            "webcluster did not come up within 20 s:\n{}",
-            self.log()
-        ))
     }
 
     /// The admin listener's `/status.json`.
