@@ -260,6 +260,16 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// The check that replays the open findings of `target`
+/// (`fuzz/findings/<target>/`): the target's own, but for
+/// [`h1_differential`], which leaves the open findings out.
+pub fn strict_check(target: &str) -> Option<Check> {
+    match target {
+        "h1_differential" => Some(h1_differential_strict),
+        _ => TARGETS.iter().find(|(t, _)| *t == target).map(|(_, c)| *c),
+    }
+}
+
 /// Inputs longer than this are skipped by [`h1_differential`]: hyper
 /// refuses chunk extensions and trailers over 16 KiB in a body, which
 /// webcluster allows up to its head limit.
@@ -296,10 +306,21 @@ struct Seen {
 ///   is not counted.
 /// - hyper may close a connection earlier (its keep-alive decision); a
 ///   request it never read because it closed cleanly is not compared.
+/// - The open findings, see [`open_finding`].
 /// - Inputs over [`DIFFERENTIAL_MAX_INPUT`] bytes (hyper's 16 KiB limits on
 ///   chunk extensions and trailers); hyper gets webcluster's header count
 ///   limit.
 pub fn h1_differential(data: &[u8]) {
+    differential(data, true);
+}
+
+/// [`h1_differential`] without leaving out the open findings
+/// ([`open_finding`]): what `fuzz/findings/h1_differential/` is replayed with.
+pub fn h1_differential_strict(data: &[u8]) {
+    differential(data, false);
+}
+
+fn differential(data: &[u8], skip_open_findings: bool) {
     if data.len() > DIFFERENTIAL_MAX_INPUT {
         return;
     }
@@ -308,7 +329,8 @@ pub fn h1_differential(data: &[u8]) {
         return;
     }
     let (theirs, refused) = hyper_reads(to_hyper);
-    for (i, (req, lists)) in ours.iter().enumerate() {
+    for (i, ours) in ours.iter().enumerate() {
+        let req = &ours.seen;
         match theirs.get(i) {
             Some(Some(seen)) => assert!(
                 seen == req,
@@ -316,19 +338,57 @@ pub fn h1_differential(data: &[u8]) {
             ),
             // hyper closed the connection by its own choice before it.
             None if refused.is_none() => return,
-            _ if *lists => return,
+            _ if ours.length_list => return,
+            _ if skip_open_findings && ours.open_finding.is_some() => return,
             _ => panic!(
-                "request #{i}: webcluster accepted {req:?}, hyper refused it: {}",
-                refused.as_deref().unwrap_or("error reading the body")
+                "request #{i}: webcluster accepted {req:?}, hyper refused it: {} ({})",
+                refused.as_deref().unwrap_or("error reading the body"),
+                ours.open_finding.unwrap_or("a new finding"),
             ),
         }
     }
 }
 
-/// The requests webcluster reads from `data`, each with whether its head
-/// has a comma in a `Content-Length` line; and the bytes for hyper (with
+/// A request webcluster read whole.
+struct Read {
+    seen: Seen,
+    /// Its head has a comma in a `Content-Length` line.
+    length_list: bool,
+    /// The open finding (reported, not fixed yet) its head is a case of.
+    open_finding: Option<&'static str>,
+}
+
+/// The open finding of the differential target whose shape this head has,
+/// if any: hyper refuses these heads, webcluster accepts them. Each has its
+/// input in `fuzz/findings/h1_differential/`; they are left out of fuzzing
+/// runs so that these go on to find other things. Remove a line once its
+/// finding is fixed (and move its input to `fuzz/regressions/`).
+fn open_finding(head: &RequestHead) -> Option<&'static str> {
+    let mut te = head.fields.get_all("transfer-encoding").peekable();
+    te.peek()?;
+    if head.version == http1::Version::Http10 {
+        return Some("Transfer-Encoding on an HTTP/1.0 request (http10-chunked.txt)");
+    }
+    let visible = |v: &[u8]| v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    for value in te {
+        if !visible(value) {
+            return Some(
+                "a Transfer-Encoding value with bytes other than visible ASCII (te-obs-text.txt)",
+            );
+        }
+        if value
+            .split(|&b| b == b',')
+            .all(|t| t.trim_ascii().is_empty())
+        {
+            return Some("an empty Transfer-Encoding line (te-empty.txt)");
+        }
+    }
+    None
+}
+
+/// The requests webcluster reads from `data`, and the bytes for hyper (with
 /// the targets of those requests made `/`).
-fn webcluster_reads(data: &[u8]) -> (Vec<(Seen, bool)>, Vec<u8>) {
+fn webcluster_reads(data: &[u8]) -> (Vec<Read>, Vec<u8>) {
     let mut reads = Vec::new();
     let mut to_hyper = Vec::with_capacity(data.len());
     let mut pos = 0;
@@ -354,17 +414,17 @@ fn webcluster_reads(data: &[u8]) -> (Vec<(Seen, bool)>, Vec<u8>) {
         };
         to_hyper.extend_from_slice(&head_bytes);
         to_hyper.extend_from_slice(&rest[n..n + taken]);
-        let lists = head
-            .fields
-            .get_all("content-length")
-            .any(|v| v.contains(&b','));
-        reads.push((
-            Seen {
+        reads.push(Read {
+            seen: Seen {
                 method: head.method.clone(),
                 body: decoded,
             },
-            lists,
-        ));
+            length_list: head
+                .fields
+                .get_all("content-length")
+                .any(|v| v.contains(&b',')),
+            open_finding: open_finding(&head),
+        });
         pos += n + taken;
         if !head.wants_keepalive() || head.fields.get("upgrade").is_some() {
             break;
