@@ -363,7 +363,20 @@ struct Read {
 /// input in `fuzz/findings/h1_differential/`; they are left out of fuzzing
 /// runs so that these go on to find other things. Remove a line once its
 /// finding is fixed (and move its input to `fuzz/regressions/`).
-fn open_finding(head: &RequestHead) -> Option<&'static str> {
+fn open_finding(head: &RequestHead, head_bytes: &[u8]) -> Option<&'static str> {
+    let mut empty_lines = &head_bytes[..head_bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head_bytes.len())];
+    while let Some(rest) = empty_lines
+        .strip_prefix(b"\r\n")
+        .or_else(|| empty_lines.strip_prefix(b"\n"))
+    {
+        empty_lines = rest;
+    }
+    if !empty_lines.is_empty() {
+        return Some("a bare CR before the request line (bare-cr-before-request-line.txt)");
+    }
     let mut te = head.fields.get_all("transfer-encoding").peekable();
     te.peek()?;
     if head.version == http1::Version::Http10 {
@@ -423,7 +436,7 @@ fn webcluster_reads(data: &[u8]) -> (Vec<Read>, Vec<u8>) {
                 .fields
                 .get_all("content-length")
                 .any(|v| v.contains(&b',')),
-            open_finding: open_finding(&head),
+            open_finding: open_finding(&head, &rest[..n]),
         });
         pos += n + taken;
         if !head.wants_keepalive() || head.fields.get("upgrade").is_some() {
