@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pingora::protocols::Stream;
 
 use super::http1::{
-    connection_named, framing::is_framing_header, named_in, put_header, put_status_line, HeadEnd,
-    HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
+    connection_named, empty_lines, framing::is_framing_header, named_in, put_header,
+    put_status_line, HeadEnd, HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
 };
 use super::upstream::Visitor;
 
@@ -42,11 +42,7 @@ pub async fn read_head(
     let mut end = HeadEnd::default();
     loop {
         // Empty lines before a request line are skipped (RFC 9112 2.2).
-        let skip = io
-            .unread()
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .count();
+        let skip = empty_lines(io.unread());
         if skip > 0 {
             io.consume(skip);
             end.reset();

@@ -119,11 +119,26 @@ fn incomplete<T>(buf: &[u8]) -> Result<Option<T>, BadChunk> {
 
 /// The trailer section at the start of `buf` (after the last chunk):
 /// `Ok(Some(length))` with its empty line, `Ok(None)` while incomplete.
-/// Bounded by [`MAX_TRAILERS`] bytes and [`MAX_TRAILER_FIELDS`] fields.
+/// Bounded by [`MAX_TRAILERS`] bytes and [`MAX_TRAILER_FIELDS`] fields;
+/// read strictly, since trailers are dropped anyway: every line ends in
+/// CRLF and holds visible ASCII, spaces and tabs only.
 fn trailers(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     match httparse::parse_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete((n, _))) if n <= MAX_TRAILERS => Ok(Some(n)),
+        Ok(httparse::Status::Complete((n, _))) if n <= MAX_TRAILERS => {
+            let section = &buf[..n];
+            let bare_lf = section
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
+            let odd = section
+                .iter()
+                .any(|&b| b >= 0x7f || (b < b' ' && !matches!(b, b'\t' | b'\r' | b'\n')));
+            if bare_lf || odd {
+                return Err(BadChunk);
+            }
+            Ok(Some(n))
+        }
         Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILERS => Ok(None),
         _ => Err(BadChunk),
     }

@@ -73,6 +73,21 @@ impl HeadEnd {
     }
 }
 
+/// How many bytes of empty lines (CRLF, or a bare LF) start `buf`: a server
+/// ignores them before a request line (RFC 9112 2.2). A CR not followed by
+/// a LF is no empty line and is not skipped (nor is a CR at the end, until
+/// its LF comes).
+pub fn empty_lines(buf: &[u8]) -> usize {
+    let mut n = 0;
+    loop {
+        match &buf[n..] {
+            [b'\r', b'\n', ..] => n += 2,
+            [b'\n', ..] => n += 1,
+            _ => return n,
+        }
+    }
+}
+
 /// The length of a head from what `httparse` made of it.
 fn head_len(
     parsed: httparse::Result<usize>,

@@ -20,7 +20,7 @@ pub use body::{chunk_size_line, forward, forward_body, BadChunk, Body, Chunk, Re
 pub use fields::{connection_named, named_in, trim_ows, Fields};
 pub use framing::{Declared, Framing, Outgoing};
 pub use head::{
-    valid_authority, HeadEnd, Limits, RequestHead, ResponseHead, DEFAULT_MAX_HEAD,
+    empty_lines, valid_authority, HeadEnd, Limits, RequestHead, ResponseHead, DEFAULT_MAX_HEAD,
     DEFAULT_MAX_HEADERS,
 };
 pub use io::{io_error, Io};

@@ -499,6 +499,18 @@ fn chunk_size_lines_table() {
 }
 
 #[test]
+fn empty_lines_before_a_request_line() {
+    assert_eq!(empty_lines(b"\r\n\nGET"), 3);
+    assert_eq!(empty_lines(b"\r\n\r\n"), 4);
+    assert_eq!(empty_lines(b"GET"), 0);
+    // A bare CR is no empty line (it stays, and the head is refused).
+    assert_eq!(empty_lines(b"\r\n\rGET"), 2);
+    assert_eq!(empty_lines(b"\rGET"), 0);
+    // A CR at the end waits for its LF.
+    assert_eq!(empty_lines(b"\n\r"), 1);
+}
+
+#[test]
 fn malformed_chunked_bodies_are_errors() {
     for bad in [
         &b"zz\r\n"[..],
@@ -507,6 +519,11 @@ fn malformed_chunked_bodies_are_errors() {
         b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
         b"5\r\nhello\r\n\r\n",
         b"5\r\nhello\r\n;x\r\n",
+        // Trailers are dropped, and read strictly: CRLF line ends, visible
+        // ASCII.
+        b"0\r\nX-Trailer: 1\n\r\n",
+        b"0\r\nX-Trailer: \xff\r\n\r\n",
+        b"0\r\n\n",
     ] {
         let mut body = Body::new(Framing::Chunked);
         assert_eq!(body.advance(bad, None), Err(BadChunk), "{bad:?}");
