@@ -29,6 +29,7 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     pub no_node: IntCounterVec,
     pub denied_status_paths: IntCounter,
+    pub bad_requests: IntCounter,
     pub affinity_switches: IntCounterVec,
     pub retry_on_404: IntCounterVec,
     pub reloads: IntCounterVec,
@@ -104,6 +105,15 @@ impl Metrics {
                 IntCounter::new(
                     "webcluster_denied_status_path_requests_total",
                     "Requests refused with 403 because they asked for a node status page.",
+                )
+                .expect("static metric definition"),
+            ),
+            bad_requests: register(
+                &r,
+                IntCounter::new(
+                    "webcluster_bad_requests_total",
+                    "Request heads refused before any node saw them (400, 431, 501): malformed, \
+                     too large, or with a framing that is not certain.",
                 )
                 .expect("static metric definition"),
             ),

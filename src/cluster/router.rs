@@ -114,6 +114,9 @@ mod tests {
             primary: None,
             write_paths: Vec::new(),
             primary_fallback: false,
+            request_buffering: None,
+            response_buffering: None,
+            max_request_body: None,
         }
     }
 

@@ -20,9 +20,9 @@ use serde_spanned::Spanned;
 
 use super::error::ConfigError;
 use super::model::{
-    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Config, GroupConfig,
-    NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerSettings, StatusKind, StatusUrl,
-    Timeouts, UpstreamKeepalive,
+    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
+    GroupConfig, Limits, NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerSettings,
+    StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -43,6 +43,14 @@ pub const DEFAULT_CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLIENT_KEEPALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_TRIES: u32 = 3;
+pub const DEFAULT_MAX_REQUEST_HEAD: u64 = 32 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// nginx's `client_max_body_size`.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_HEAD: u64 = 32 * 1024;
+pub const DEFAULT_BUFFER_MEMORY: u64 = 64 * 1024;
+/// nginx's `proxy_max_temp_file_size`.
+pub const DEFAULT_MAX_TEMP_FILE: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
     "/server-status",
     "/server-info",
@@ -93,6 +101,10 @@ pub struct ConfigFile {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub retries: RetriesFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub buffering: BufferingFile,
     #[serde(default, rename = "group")]
     pub groups: Vec<Spanned<GroupFile>>,
     #[serde(default, rename = "route")]
@@ -149,6 +161,36 @@ pub struct RetriesFile {
     pub idempotent_on_error: Option<bool>,
 }
 
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_request_head: Option<Spanned<Size>>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub max_request_body: Option<Spanned<Size>>,
+    pub max_response_head: Option<Spanned<Size>>,
+}
+
+/// `[buffering]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferingFile {
+    pub requests: Option<bool>,
+    pub responses: Option<bool>,
+    pub memory: Option<Spanned<Size>>,
+    pub max_temp_file: Option<Spanned<Size>>,
+    pub temp_dir: Option<Spanned<String>>,
+}
+
+/// A size as written: a number of bytes, or a string with a unit
+/// (`"64k"`, `"1m"`, `"1g"`, as nginx writes them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
 /// `[[group]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +240,9 @@ pub struct RouteFile {
     pub primary: Option<Spanned<String>>,
     pub write_paths: Option<Vec<Spanned<String>>>,
     pub primary_fallback: Option<Spanned<bool>>,
+    pub request_buffering: Option<bool>,
+    pub response_buffering: Option<bool>,
+    pub max_request_body: Option<Spanned<Size>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -301,6 +346,14 @@ impl Checker<'_> {
             .collect()
     }
 
+    /// A size in bytes (`65536`, `"64k"`, `"1m"`, `"1g"`).
+    fn size(&self, value: &Spanned<Size>, context: &str, key: &str) -> Result<u64> {
+        match value.get_ref() {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => parse_size(t).map_err(|e| self.bad(value, context, key, e)),
+        }
+    }
+
     fn name(&self, value: &Spanned<String>, context: &str, what: &str) -> Result<String> {
         check_name(value.get_ref())
             .map(|()| value.get_ref().clone())
@@ -316,6 +369,8 @@ impl ConfigFile {
         let access_log = self.access_log.into_model(cx)?;
         let timeouts = self.timeouts.into_model(cx)?;
         let retries = self.retries.into_model(cx)?;
+        let limits = self.limits.into_model(cx)?;
+        let buffering = self.buffering.into_model(cx)?;
         let protected_paths = protected_paths(cx, self.protected_paths)?;
 
         if self.groups.is_empty() {
@@ -377,6 +432,8 @@ impl ConfigFile {
             access_log,
             timeouts,
             retries,
+            limits,
+            buffering,
             protected_paths,
             groups,
             routes,
@@ -522,6 +579,91 @@ impl TimeoutsFile {
                 DEFAULT_CLIENT_KEEPALIVE,
                 "client_keepalive",
             )?,
+        })
+    }
+}
+
+impl LimitsFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<Limits> {
+        const CX: &str = "[limits]";
+        let head = |v: &Option<Spanned<Size>>, default: u64, key: &str| -> Result<usize> {
+            let n = match v {
+                None => default,
+                Some(v) => {
+                    let n = cx.size(v, CX, key)?;
+                    if !(1024..=1024 * 1024).contains(&n) {
+                        return Err(cx.bad(v, CX, key, "must be between 1k and 1m"));
+                    }
+                    n
+                }
+            };
+            Ok(n as usize)
+        };
+        let max_headers = match &self.max_headers {
+            None => DEFAULT_MAX_HEADERS,
+            Some(v) if (1..=10_000).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => return Err(cx.bad(v, CX, "max_headers", "must be between 1 and 10000")),
+        };
+        Ok(Limits {
+            max_request_head: head(
+                &self.max_request_head,
+                DEFAULT_MAX_REQUEST_HEAD,
+                "max_request_head",
+            )?,
+            max_headers,
+            max_request_body: match &self.max_request_body {
+                None => DEFAULT_MAX_REQUEST_BODY,
+                Some(v) => cx.size(v, CX, "max_request_body")?,
+            },
+            max_response_head: head(
+                &self.max_response_head,
+                DEFAULT_MAX_RESPONSE_HEAD,
+                "max_response_head",
+            )?,
+        })
+    }
+}
+
+impl BufferingFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<Buffering> {
+        const CX: &str = "[buffering]";
+        let memory = match &self.memory {
+            None => DEFAULT_BUFFER_MEMORY,
+            Some(v) => {
+                let n = cx.size(v, CX, "memory")?;
+                if !(4096..=64 * 1024 * 1024).contains(&n) {
+                    return Err(cx.bad(v, CX, "memory", "must be between 4k and 64m"));
+                }
+                n
+            }
+        };
+        let temp_dir = match &self.temp_dir {
+            None => std::env::temp_dir(),
+            Some(v) if v.get_ref().is_empty() => {
+                return Err(cx.bad(v, CX, "temp_dir", "must not be empty"));
+            }
+            Some(v) => {
+                let dir = PathBuf::from(v.get_ref());
+                if !dir.is_dir() {
+                    return Err(cx.bad(
+                        v,
+                        CX,
+                        "temp_dir",
+                        format!("{:?} is not a directory", v.get_ref()),
+                    ));
+                }
+                dir
+            }
+        };
+        Ok(Buffering {
+            requests: self.requests.unwrap_or(true),
+            responses: self.responses.unwrap_or(true),
+            memory: memory as usize,
+            max_temp_file: match &self.max_temp_file {
+                None => DEFAULT_MAX_TEMP_FILE,
+                Some(v) => cx.size(v, CX, "max_temp_file")?,
+            },
+            temp_dir,
         })
     }
 }
@@ -809,6 +951,12 @@ impl RouteFile {
             primary,
             write_paths,
             primary_fallback: self.primary_fallback.is_some_and(|v| *v.get_ref()),
+            request_buffering: self.request_buffering,
+            response_buffering: self.response_buffering,
+            max_request_body: match &self.max_request_body {
+                None => None,
+                Some(v) => Some(cx.size(v, cxs, "max_request_body")?),
+            },
         })
     }
 }
@@ -873,6 +1021,27 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             "{text:?} is not a valid duration ({why}): write e.g. \"1s\", \"250ms\" or \"1m30s\""
         )
     })
+}
+
+/// A size with an optional unit: `"512"`, `"64k"`, `"1m"`, `"2g"` (powers
+/// of 1024, as nginx reads them; `K`, `KiB`, `MB` and the like too).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let bad =
+        || format!("{text:?} is not a valid size: write e.g. 65536, \"64k\", \"1m\" or \"1g\"");
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let shift = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 /// `host:port` to a socket address; names are resolved now, first address.

@@ -26,6 +26,8 @@ pub struct Config {
     pub access_log: AccessLog,
     pub timeouts: Timeouts,
     pub retries: Retries,
+    pub limits: Limits,
+    pub buffering: Buffering,
     /// Paths of node status pages that visitors may never reach through the
     /// proxy (already normalised: lower case, no trailing slash).
     pub protected_paths: Vec<String>,
@@ -90,6 +92,41 @@ pub struct Timeouts {
     pub client_write: Duration,
     /// How long an idle client keep-alive connection is kept open.
     pub client_keepalive: Duration,
+}
+
+/// Limits on what a visitor may send and a node may answer (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head, start line and header lines (431 beyond).
+    pub max_request_head: usize,
+    /// Most header lines in a request head (431 beyond) or a response
+    /// head (502 beyond).
+    pub max_headers: usize,
+    /// Largest request body (413 beyond); 0: no limit. nginx's
+    /// `client_max_body_size`; a route may set its own.
+    pub max_request_body: u64,
+    /// Largest response head from a node (502 beyond).
+    pub max_response_head: usize,
+}
+
+/// Buffering of bodies between visitors and nodes (`[buffering]`), so that a
+/// node's worker never waits on a slow visitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffering {
+    /// Read a request's whole body before a node is chosen (nginx's
+    /// `proxy_request_buffering`); a route may turn it off.
+    pub requests: bool,
+    /// Read a response from the node as fast as it comes, whatever the
+    /// visitor's pace (nginx's `proxy_buffering`); a route may turn it off.
+    pub responses: bool,
+    /// Bytes of one body held in memory; the rest goes to a temporary file.
+    pub memory: usize,
+    /// Most bytes of one response held in a temporary file (nginx's
+    /// `proxy_max_temp_file_size`); beyond that the node is read only as
+    /// fast as the visitor takes it.
+    pub max_temp_file: u64,
+    /// Where the temporary files are made (unlinked at once).
+    pub temp_dir: PathBuf,
 }
 
 /// Retry policy (`[retries]`).
@@ -285,9 +322,40 @@ pub struct RouteConfig {
     /// When the primary is not usable: send writes to any node (true) or
     /// answer 503 (false).
     pub primary_fallback: bool,
+    /// `[buffering] requests` for this route, when set.
+    pub request_buffering: Option<bool>,
+    /// `[buffering] responses` for this route, when set.
+    pub response_buffering: Option<bool>,
+    /// `[limits] max_request_body` for this route, when set.
+    pub max_request_body: Option<u64>,
 }
 
 impl Config {
+    /// The request body limit of the route with this index (or none): 0 is
+    /// no limit.
+    pub fn max_request_body(&self, route: Option<usize>) -> u64 {
+        route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.max_request_body)
+            .unwrap_or(self.limits.max_request_body)
+    }
+
+    /// Whether request bodies are read whole first on this route.
+    pub fn request_buffering(&self, route: Option<usize>) -> bool {
+        route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.request_buffering)
+            .unwrap_or(self.buffering.requests)
+    }
+
+    /// Whether responses are read ahead of the visitor on this route.
+    pub fn response_buffering(&self, route: Option<usize>) -> bool {
+        route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.response_buffering)
+            .unwrap_or(self.buffering.responses)
+    }
+
     /// The group with this name.
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.iter().find(|g| g.name == name)

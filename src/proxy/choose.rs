@@ -291,7 +291,9 @@ mod tests {
         let cookies: String = cookies.iter().map(|c| format!("Cookie: {c}\r\n")).collect();
         let raw = format!("{method} {path} HTTP/1.1\r\nHost: a\r\n{cookies}\r\n");
         let mut r = RequestHead::default();
-        r.parse(raw.as_bytes()).expect("request").expect("complete");
+        r.parse(raw.as_bytes(), &Default::default())
+            .expect("request")
+            .expect("complete");
         r
     }
 
@@ -304,6 +306,9 @@ mod tests {
             primary: primary.map(str::to_owned),
             write_paths: write_paths.iter().map(|p| (*p).to_owned()).collect(),
             primary_fallback: false,
+            request_buffering: None,
+            response_buffering: None,
+            max_request_body: None,
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pingora::protocols::Stream;
 
 use super::http1::{
-    connection_named, named_in, put_header, put_status_line, HeadError, Io, RequestHead,
-    ResponseHead,
+    connection_named, framing::is_framing_header, named_in, put_header, put_status_line, HeadEnd,
+    HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
 };
 use super::upstream::Visitor;
 
@@ -29,21 +29,45 @@ pub struct Downstream {
 /// then not answered, as nginx does). `wait`: how long the first byte may
 /// take; `read`: how long the whole head may take from its first byte (as
 /// nginx's `client_header_timeout`: a head sent a byte at a time cannot
-/// hold the connection longer).
+/// hold the connection longer). Each byte is looked at once to find where
+/// the head ends; it is parsed once, when whole.
 pub async fn read_head(
     io: &mut Io<Stream>,
     head: &mut RequestHead,
+    limits: &Limits,
     wait: Duration,
     read: Duration,
 ) -> std::result::Result<bool, HeadError> {
     let mut deadline = None;
+    let mut end = HeadEnd::default();
     loop {
+        // Empty lines before a request line are skipped (RFC 9112 2.2).
+        let skip = io
+            .unread()
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if skip > 0 {
+            io.consume(skip);
+            end.reset();
+        }
         let timeout = if io.unread().is_empty() {
             wait
         } else {
-            if let Some(n) = head.parse(io.unread())? {
-                io.consume(n);
-                return Ok(true);
+            if let Some(len) = end.find(io.unread()) {
+                if len > limits.max_head {
+                    return Err(HeadError::TooLarge);
+                }
+                return match head.parse(&io.unread()[..len], limits)? {
+                    Some(n) => {
+                        io.consume(n);
+                        Ok(true)
+                    }
+                    None => Err(HeadError::Malformed),
+                };
+            }
+            if io.unread().len() > limits.max_head {
+                return Err(HeadError::TooLarge);
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + read);
             deadline.saturating_duration_since(Instant::now())
@@ -61,15 +85,16 @@ pub struct Shape {
     pub keep: bool,
     /// The visitor speaks HTTP/1.0.
     pub http10: bool,
-    /// Leave `Transfer-Encoding` out (HTTP/1.0 visitor).
-    pub strip_te: bool,
     /// A `101 Switching Protocols` to a WebSocket handshake.
     pub upgrade: bool,
+    /// The framing header the visitor gets.
+    pub framing: Outgoing,
 }
 
 /// Append the node's response head as the visitor gets it: without the
-/// hop-by-hop headers (RFC 9110 7.6.1), with the connection's fate said
-/// and the session cookies added.
+/// hop-by-hop headers (RFC 9110 7.6.1) and the node's framing lines, with
+/// the proxy's own framing header, the connection's fate said and the
+/// session cookies added.
 pub fn write_response_head<'a>(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
@@ -79,22 +104,20 @@ pub fn write_response_head<'a>(
     put_status_line(out, resp.status, resp.reason());
     let fields = &resp.fields;
     let has_connection = fields.get("connection").is_some();
-    // With both, the length is not the framing (RFC 9112 6.3) and must not
-    // go on with it.
-    let has_te = fields.get("transfer-encoding").is_some();
     for (name, value) in fields.iter() {
         let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
         let dropped = is("connection")
             || is("keep-alive")
             || is("proxy-connection")
+            || is("trailer")
             || (is("upgrade") && !shape.upgrade)
-            || (is("transfer-encoding") && shape.strip_te)
-            || (is("content-length") && has_te)
+            || is_framing_header(name)
             || (has_connection && !is("upgrade") && named_in(name, connection_named(fields)));
         if !dropped {
             put_header(out, name, value);
         }
     }
+    shape.framing.put(out);
     if shape.upgrade {
         put_header(out, b"Connection", b"upgrade");
     } else if !shape.keep {
@@ -115,12 +138,17 @@ mod tests {
     /// The visitor's head for this node response head, parsed back.
     fn shaped(node: &str, shape: Shape, cookies: &[&str]) -> ResponseHead {
         let mut resp = ResponseHead::default();
-        resp.parse(node.as_bytes()).unwrap().expect("complete");
+        resp.parse(node.as_bytes(), &Limits::default())
+            .unwrap()
+            .expect("complete");
         let cookies: Vec<String> = cookies.iter().map(|c| (*c).to_owned()).collect();
         let mut out = Vec::new();
         write_response_head(&mut out, &resp, &shape, cookies.iter());
         let mut back = ResponseHead::default();
-        let n = back.parse(&out).unwrap().expect("a complete head");
+        let n = back
+            .parse(&out, &Limits::default())
+            .unwrap()
+            .expect("a complete head");
         assert_eq!(n, out.len());
         back
     }
@@ -128,8 +156,8 @@ mod tests {
     const KEEP: Shape = Shape {
         keep: true,
         http10: false,
-        strip_te: false,
         upgrade: false,
+        framing: Outgoing::None,
     };
 
     #[test]
@@ -145,7 +173,8 @@ mod tests {
             assert!(r.fields.get(gone).is_none(), "{gone} went to the visitor");
         }
         assert_eq!(r.fields.get_str("x-kept"), Some("2"));
-        assert_eq!(r.fields.get_str("content-length"), Some("0"));
+        // The node's framing line is not copied: the proxy writes its own.
+        assert!(r.fields.get("content-length").is_none());
         assert_eq!(r.fields.get_str("set-cookie"), Some("a=1"));
     }
 
@@ -185,25 +214,20 @@ mod tests {
     }
 
     #[test]
-    fn a_length_beside_transfer_encoding_is_dropped() {
-        let node = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
-        let r = shaped(node, KEEP, &[]);
-        assert_eq!(r.fields.get_str("transfer-encoding"), Some("chunked"));
-        assert!(r.fields.get("content-length").is_none());
-        // An HTTP/1.0 visitor gets neither: the body ends with the
-        // connection.
-        let r = shaped(
-            node,
-            Shape {
-                keep: false,
-                http10: true,
-                strip_te: true,
-                upgrade: false,
-            },
-            &[],
-        );
-        assert!(r.fields.get("transfer-encoding").is_none());
-        assert!(r.fields.get("content-length").is_none());
-        assert_eq!(r.fields.get_str("connection"), Some("close"));
+    fn the_visitor_gets_the_framing_the_proxy_writes_and_no_other() {
+        let node = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\
+                    Content-Length: 5\r\nTrailer: X-Sum\r\n\r\n";
+        for (framing, te, cl) in [
+            (Outgoing::Chunked, Some("chunked"), None),
+            (Outgoing::Length(12), None, Some("12")),
+            (Outgoing::None, None, None),
+        ] {
+            let r = shaped(node, Shape { framing, ..KEEP }, &[]);
+            let tes: Vec<&[u8]> = r.fields.get_all("transfer-encoding").collect();
+            let cls: Vec<&[u8]> = r.fields.get_all("content-length").collect();
+            assert_eq!(tes, te.map(str::as_bytes).into_iter().collect::<Vec<_>>());
+            assert_eq!(cls, cl.map(str::as_bytes).into_iter().collect::<Vec<_>>());
+            assert!(r.fields.get("trailer").is_none());
+        }
     }
 }

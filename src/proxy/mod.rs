@@ -32,6 +32,7 @@ pub mod guard;
 pub mod http1;
 pub mod pool;
 mod respond;
+pub mod spool;
 mod tunnel;
 pub mod upstream;
 
@@ -53,9 +54,13 @@ use crate::cluster::node::InflightGuard;
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
-use http1::{io_error, Body, Framing, HeadError, Io, RequestHead, ResponseHead, Version};
+use http1::{
+    io_error, Body, Framing, HeadError, Io, Limits, Outgoing, Recode, RequestHead, ResponseHead,
+    Version,
+};
 use pool::Pool;
 use respond::{is_timeout, plain_response, status_for_error};
+use spool::{BodyBuffer, Spool};
 use upstream::{read_response_head, Forwarding, Visitor};
 
 /// How much one read from a visitor asks for at first (most request heads
@@ -67,9 +72,12 @@ const NODE_READ: usize = 16 * 1024;
 /// How much one read asks for in a body, either side: a 64 KiB response
 /// costs 74.5 us of CPU with it, 97 us with 16 KiB reads (benches/README.md).
 const BODY_READ: usize = 64 * 1024;
-/// Most request body kept to send again on a retry (pingora's and
-/// nginx's in-memory client body buffer are of this order).
+/// Most request body kept to send again on a retry when the body is
+/// streamed (pingora's and nginx's in-memory client body buffer are of
+/// this order); a buffered body can always be sent again.
 const MAX_REPLAY: usize = 64 * 1024;
+/// Most informational (1xx) responses a node may send before its answer.
+const MAX_INFORMATIONAL: u32 = 8;
 
 /// The visitor-facing proxy.
 pub struct Proxy {
@@ -122,6 +130,13 @@ pub struct RequestCtx {
     keep: bool,
     /// Where the visitor's request body is.
     body: Body,
+    /// The whole request body, read before a node was chosen (request
+    /// buffering).
+    buffered: Option<BodyBuffer>,
+    /// Request body bytes read from the visitor so far (for the limit).
+    body_read: u64,
+    /// The request body limit of the request's route (0: none).
+    body_limit: u64,
     /// The request body sent so far, to send again on a retry.
     replay: Vec<u8>,
     /// More body was sent than `replay` keeps: no retry.
@@ -135,6 +150,8 @@ pub struct RequestCtx {
     tried: Vec<usize>,
     /// The node of the current attempt, counted in flight while held.
     current: Option<InflightGuard>,
+    /// The node whose answer the visitor got, once the node's part is over.
+    answered_by: Option<usize>,
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
     last_failure: Option<Failure>,
@@ -176,6 +193,9 @@ impl RequestCtx {
             state,
             keep,
             body: Body::new(body),
+            buffered: None,
+            body_read: 0,
+            body_limit: 0,
             replay: Vec::new(),
             replay_truncated: false,
             status: None,
@@ -183,6 +203,7 @@ impl RequestCtx {
             group: 0,
             tried: Vec::new(),
             current: None,
+            answered_by: None,
             upstream_started: None,
             upstream_time: None,
             last_failure: None,
@@ -208,8 +229,12 @@ impl RequestCtx {
     }
 
     fn node_name(&self) -> &str {
-        match (self.group(), self.tried.last(), &self.current) {
-            (Some(g), Some(&i), Some(_)) => g.nodes.get(i).map_or("-", |n| n.config.name.as_str()),
+        let node = match (self.answered_by, self.tried.last(), &self.current) {
+            (Some(i), _, _) | (None, Some(&i), Some(_)) => Some(i),
+            _ => None,
+        };
+        match (self.group(), node) {
+            (Some(g), Some(i)) => g.nodes.get(i).map_or("-", |n| n.config.name.as_str()),
             _ => "-",
         }
     }
@@ -261,6 +286,20 @@ fn status_for_head(e: HeadError) -> u16 {
     }
 }
 
+/// The head limits of the config, as the HTTP/1 parser takes them, for a
+/// request or a node's response.
+fn head_limits(config: &crate::config::Config, request: bool) -> Limits {
+    let l = &config.limits;
+    Limits {
+        max_head: if request {
+            l.max_request_head
+        } else {
+            l.max_response_head
+        },
+        max_headers: l.max_headers,
+    }
+}
+
 impl Proxy {
     pub fn new(
         cluster: Arc<Cluster>,
@@ -308,12 +347,13 @@ impl Proxy {
             } else {
                 t.client_keepalive.max(Duration::from_secs(1))
             };
+            let limits = head_limits(&state.config, true);
             let read = if first {
-                read_head(&mut down.io, &mut down.head, wait, t.client_read).await
+                read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read).await
             } else {
                 tokio::select! {
                     biased;
-                    read = read_head(&mut down.io, &mut down.head, wait, t.client_read) => read,
+                    read = read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read) => read,
                     _ = shutdown.changed() => return,
                 }
             };
@@ -322,6 +362,7 @@ impl Proxy {
                 Ok(false) => return,
                 Err(e) => {
                     tracing::debug!(client = ?ip, "bad request: {e}");
+                    self.metrics.bad_requests.inc();
                     let code = status_for_head(e);
                     down.out.clear();
                     plain_response(&mut down.out, code, respond::plain_body(code), false);
@@ -367,6 +408,11 @@ impl Proxy {
                 let keep = reusable && ctx.keep && ctx.body.is_done();
                 self.answer(down, ctx, code, &body, keep).await?;
                 return Ok(keep);
+            }
+        }
+        if !ctx.body.is_done() {
+            if let Some(refused) = self.read_body_first(down, ctx).await? {
+                return Ok(refused);
             }
         }
         loop {
@@ -432,6 +478,14 @@ impl Proxy {
         let (group, route) = state.router.route_with_index(req.host(), req.path());
         ctx.group = group;
         ctx.route = route;
+        ctx.body_limit = state.config.max_request_body(route);
+        if let (Framing::Length(n), limit) = (req.body, ctx.body_limit) {
+            if limit > 0 && n > limit {
+                // Refused before any of it is read (also after `Expect:
+                // 100-continue`, which then gets no 100): nginx's 413.
+                return Admission::Answer(413, respond::plain_body(413).into(), false);
+            }
+        }
         let Some(group) = state.groups.get(ctx.group) else {
             return Admission::Proxy;
         };
@@ -590,27 +644,43 @@ impl Proxy {
                 trusted: &state.config.server.trusted_proxies,
                 client: down.client.as_ref(),
                 close: keepalive == UpstreamKeepalive::Off,
+                framing: request_framing(&down.head, ctx.buffered.as_ref()),
             },
         );
-        down.out.extend_from_slice(&ctx.replay);
-        take_buffered_body(&mut down.io, ctx, &mut down.out).map_err(|e| (e, reused))?;
-        node_io
-            .write_all(&down.out, t.write)
-            .await
-            .map_err(|e| up(io_error(e, true, "writing to the node")))?;
-        self.send_body(down, ctx, &mut node_io)
-            .await
-            .map_err(|e| (e, reused))?;
+        if let Some(buffer) = &ctx.buffered {
+            send_buffered(&mut node_io, &mut down.out, buffer, t.write)
+                .await
+                .map_err(|e| up(io_error(e, true, "writing to the node")))?;
+        } else {
+            down.out.extend_from_slice(&ctx.replay);
+            take_buffered_body(&mut down.io, ctx, &mut down.out).map_err(|e| (e, reused))?;
+            node_io
+                .write_all(&down.out, t.write)
+                .await
+                .map_err(|e| up(io_error(e, true, "writing to the node")))?;
+            self.send_body(down, ctx, &mut node_io)
+                .await
+                .map_err(|e| (e, reused))?;
+        }
 
         // The response head; informational answers other than 101 are
         // consumed here (the visitor got its 100 Continue from us).
         let resp = &mut down.resp;
+        let limits = head_limits(&state.config, false);
+        let mut informational = 0;
         loop {
-            read_response_head(&mut node_io, resp, t.read)
+            read_response_head(&mut node_io, resp, &limits, t.read)
                 .await
                 .map_err(up)?;
             if !(100..200).contains(&resp.status) || resp.status == 101 {
                 break;
+            }
+            informational += 1;
+            if informational > MAX_INFORMATIONAL {
+                return Err(up(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the node sent more than 8 informational responses",
+                )));
             }
         }
         node.live.record_success();
@@ -633,7 +703,7 @@ impl Proxy {
                 group.stats.recovered_404();
             }
         }
-        let framing = resp.framing(&down.head.method).map_err(|e| {
+        let (framing, declared) = resp.framing_declared(&down.head.method).map_err(|e| {
             up(Error::because(
                 ErrorType::InvalidHTTPHeader,
                 "the node's response",
@@ -650,11 +720,10 @@ impl Proxy {
         // An HTTP/1.0 visitor cannot take chunked coding (RFC 9112 6.1): the
         // body is decoded and ends with the connection, as nginx does.
         let http10 = down.head.version == Version::Http10;
-        let strip_te = http10 && resp.fields.get("transfer-encoding").is_some();
-        let dechunk = strip_te && framing == Framing::Chunked;
+        let (recode, outgoing) = response_framing(framing, declared, status, http10);
         let keep = ctx.keep
             && !upgrade
-            && !strip_te
+            && recode != Recode::Decode
             && framing != Framing::UntilClose
             && ctx.body.is_done();
         let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
@@ -665,8 +734,8 @@ impl Proxy {
             &Shape {
                 keep,
                 http10,
-                strip_te,
                 upgrade,
+                framing: outgoing,
             },
             cookies.iter().flatten(),
         );
@@ -683,9 +752,19 @@ impl Proxy {
             return Ok(Attempt::Done(false));
         }
 
-        forward_body(down, &mut node_io, ctx, framing, dechunk, &t)
+        let buffering = &state.config.buffering;
+        let max_file = if state.config.response_buffering(ctx.route) {
+            buffering.max_temp_file
+        } else {
+            0
+        };
+        let mut spool = Spool::new(std::mem::take(&mut down.out), buffering.memory, max_file);
+        read_response_body(down, &mut node_io, ctx, &mut spool, framing, recode, &t)
             .await
             .map_err(|e| (e, reused))?;
+        // The node's part is over: its connection (and on a prefork node,
+        // its worker) is free before the visitor has taken the response.
+        ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
         let node_keeps = down.resp.keeps_connection()
             && framing != Framing::UntilClose
             && node_io.unread().is_empty()
@@ -695,7 +774,14 @@ impl Proxy {
                 self.pool
                     .put(node.config.address, node_io.into_inner(), max_idle);
             }
+        } else {
+            drop(node_io);
         }
+        ctx.answered_by = ctx.tried.last().copied();
+        ctx.current = None;
+        flush_spool(down, &mut spool, &t)
+            .await
+            .map_err(|e| (e, reused))?;
         // Otherwise the connection closes here.
         Ok(Attempt::Done(keep))
     }
@@ -712,13 +798,7 @@ impl Proxy {
             return Ok(());
         }
         let t = ctx.state.config.timeouts;
-        if !ctx.continued && down.head.expects_continue() {
-            ctx.continued = true;
-            down.io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", t.client_write)
-                .await
-                .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
-        }
+        continue_if_expected(down, ctx).await?;
         while !ctx.body.is_done() {
             let read = down
                 .io
@@ -737,6 +817,7 @@ impl Proxy {
             let n = http1::forward_body(&mut ctx.body, input, &mut down.out)
                 .map_err(bad_request_body)?;
             down.io.consume(n);
+            count_body(ctx, down.out.len())?;
             if !down.out.is_empty() {
                 node.write_all(&down.out, t.write)
                     .await
@@ -745,6 +826,64 @@ impl Proxy {
             }
         }
         Ok(())
+    }
+
+    /// With request buffering (the route's), read the whole request body
+    /// before a node is chosen, so that no node's worker waits on a slow
+    /// upload. `Ok(Some(reusable))`: the request was answered here (413).
+    async fn read_body_first(
+        &self,
+        down: &mut Downstream,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<bool>> {
+        let state = Arc::clone(&ctx.state);
+        let config = &state.config;
+        if !config.request_buffering(ctx.route) || down.head.is_websocket_upgrade() {
+            return Ok(None);
+        }
+        let t = config.timeouts;
+        let b = &config.buffering;
+        continue_if_expected(down, ctx).await?;
+        let mut buffer = BodyBuffer::default();
+        let mut data = Vec::new();
+        loop {
+            data.clear();
+            let n = ctx
+                .body
+                .advance(down.io.unread(), Some(&mut data))
+                .map_err(bad_request_body)?;
+            down.io.consume(n);
+            if let Err(e) = count_body(ctx, data.len()) {
+                tracing::debug!(group = ctx.group_name(), "refused: {e}");
+                self.answer(down, ctx, 413, respond::plain_body(413), false)
+                    .await?;
+                return Ok(Some(false));
+            }
+            buffer.append(&data, b.memory, &b.temp_dir).map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "writing a request body to a temporary file",
+                    e,
+                )
+            })?;
+            if ctx.body.is_done() {
+                break;
+            }
+            let read = down
+                .io
+                .fill_with(t.client_read, BODY_READ)
+                .await
+                .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
+            if read == 0 {
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the visitor closed the connection before the request body ended",
+                )
+                .into_down());
+            }
+        }
+        ctx.buffered = Some(buffer);
+        Ok(None)
     }
 
     /// After a failed attempt: count it against the node when it says
@@ -883,65 +1022,228 @@ impl ServerApp for Proxy {
     }
 }
 
-/// The response body to the visitor: what came with the head goes out with
-/// it (the head is in `down.out`), the rest as it comes, straight from the
-/// node's buffer; decoded when `dechunk` (an HTTP/1.0 visitor).
-async fn forward_body(
+/// The framing header a node gets for the visitor's request: the length of
+/// a body read whole, else the request's own framing as the proxy decided
+/// it (a chunked body is chunked anew as it streams).
+fn request_framing(head: &RequestHead, buffered: Option<&BodyBuffer>) -> Outgoing {
+    match (buffered, head.body) {
+        (Some(b), _) => Outgoing::Length(b.len()),
+        (None, Framing::Chunked) => Outgoing::Chunked,
+        (None, Framing::Length(n)) if n > 0 || head.declared.content_length.is_some() => {
+            Outgoing::Length(n)
+        }
+        _ => Outgoing::None,
+    }
+}
+
+/// How a node's response body goes to the visitor, and the framing header
+/// the visitor gets: its length, or chunked anew (decoded for an HTTP/1.0
+/// visitor, whose response then ends with the connection). A response that
+/// frames no body (HEAD, 304) keeps the length the node declared; 1xx and
+/// 204 get none (RFC 9110 8.6).
+fn response_framing(
+    framing: Framing,
+    declared: http1::Declared,
+    status: u16,
+    http10: bool,
+) -> (Recode, Outgoing) {
+    match framing {
+        Framing::Chunked if http10 => (Recode::Decode, Outgoing::None),
+        Framing::Chunked => (Recode::Rechunk, Outgoing::Chunked),
+        Framing::UntilClose => (Recode::Same, Outgoing::None),
+        Framing::Length(_) if (100..200).contains(&status) || status == 204 => {
+            (Recode::Same, Outgoing::None)
+        }
+        Framing::Length(0) => match declared {
+            http1::Declared {
+                content_length: Some(n),
+                ..
+            } => (Recode::Same, Outgoing::Length(n)),
+            http1::Declared { chunked: true, .. } if !http10 => (Recode::Same, Outgoing::Chunked),
+            _ => (Recode::Same, Outgoing::None),
+        },
+        Framing::Length(n) => (Recode::Same, Outgoing::Length(n)),
+    }
+}
+
+/// Send the request head in `out` and a body read whole to the node: the
+/// head with the first piece in one write, the rest a piece at a time.
+async fn send_buffered(
+    node: &mut Io<TcpStream>,
+    out: &mut Vec<u8>,
+    buffer: &BodyBuffer,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut scratch = Vec::new();
+    let first = buffer.chunk(0, &mut scratch)?;
+    let mut sent = first.len() as u64;
+    out.extend_from_slice(first);
+    node.write_all(out, timeout).await?;
+    while sent < buffer.len() {
+        let piece = buffer.chunk(sent, &mut scratch)?;
+        if piece.is_empty() {
+            break;
+        }
+        node.write_all(piece, timeout).await?;
+        sent += piece.len() as u64;
+    }
+    Ok(())
+}
+
+/// `100 Continue` to a visitor that asked for it, once.
+async fn continue_if_expected(down: &mut Downstream, ctx: &mut RequestCtx) -> Result<()> {
+    if ctx.continued || !down.head.expects_continue() {
+        return Ok(());
+    }
+    ctx.continued = true;
+    let t = ctx.state.config.timeouts;
+    down.io
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", t.client_write)
+        .await
+        .map_err(|e| io_error(e, true, "writing to the visitor").into_down())
+}
+
+/// Count `n` more request body bytes against the route's limit.
+fn count_body(ctx: &mut RequestCtx, n: usize) -> Result<()> {
+    ctx.body_read += n as u64;
+    if ctx.body_limit > 0 && ctx.body_read > ctx.body_limit {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(413),
+            "the request body is larger than max_request_body",
+        );
+    }
+    Ok(())
+}
+
+/// Read the node's response body into the spool, as fast as the node sends
+/// it while the spool has room, and meanwhile send the spool's bytes to the
+/// visitor as fast as the visitor takes them. Returns when the node's body
+/// has ended (the spool may still hold bytes for the visitor).
+async fn read_response_body(
     down: &mut Downstream,
     node_io: &mut Io<TcpStream>,
     ctx: &mut RequestCtx,
+    spool: &mut Spool,
     framing: Framing,
-    dechunk: bool,
+    recode: Recode,
     t: &Timeouts,
 ) -> Result<()> {
     let bad_body = |e| Error::because(ErrorType::InvalidHTTPHeader, "the node's body", e).into_up();
     let to_visitor = |e| io_error(e, true, "writing to the visitor").into_down();
+    let temp_file = |e| {
+        Error::because(
+            ErrorType::InternalError,
+            "writing a response to a temporary file",
+            e,
+        )
+    };
+    let dir = ctx.state.config.buffering.temp_dir.clone();
     let mut body = Body::new(framing);
+    let mut scratch = Vec::new();
+    // Bytes the visitor's stream took but may hold in its write buffer.
+    let mut unflushed = false;
     loop {
         let input = node_io.unread();
-        let taken = if dechunk || !down.out.is_empty() {
-            let before = down.out.len();
-            let data = dechunk.then_some(&mut down.out);
-            let n = body.advance(input, data).map_err(bad_body)?;
-            if !dechunk {
-                down.out.extend_from_slice(&input[..n]);
-            }
-            ctx.body_sent += (down.out.len() - before) as u64;
-            n
-        } else {
-            let n = body.advance(input, None).map_err(bad_body)?;
-            if n > 0 {
-                down.io
-                    .write_all(&input[..n], t.client_write)
-                    .await
-                    .map_err(to_visitor)?;
-                ctx.body_sent += n as u64;
-            }
-            n
-        };
-        node_io.consume(taken);
-        if !down.out.is_empty() {
-            down.io
-                .write_all(&down.out, t.client_write)
-                .await
-                .map_err(to_visitor)?;
-            down.out.clear();
+        if !input.is_empty() && !body.is_done() {
+            let before = spool.pending();
+            let taken = spool
+                .append_with(&mut scratch, &dir, |out| {
+                    http1::forward(&mut body, recode, input, out)
+                })
+                .map_err(bad_body)?
+                .map_err(temp_file)?;
+            ctx.body_sent += spool.pending() - before;
+            node_io.consume(taken);
         }
         if body.is_done() {
             return Ok(());
         }
-        upstream::ack_promptly(node_io.get_ref());
-        let read = node_io
-            .fill_with(t.read, BODY_READ)
-            .await
-            .map_err(|e| io_error(e, false, "reading the node's body").into_up())?;
-        if read == 0 && !body.end_of_stream() {
-            return Err(Error::explain(
-                ErrorType::ConnectionClosed,
-                "the node closed the connection before the body ended",
-            )
-            .into_up());
+        let room = spool.has_room();
+        if room {
+            upstream::ack_promptly(node_io.get_ref());
         }
+        let front = spool.front().map_err(temp_file)?;
+        let writing = !front.is_empty();
+        tokio::select! {
+            biased;
+            sent = to_visitor_step(&mut down.io, front, t.client_write), if writing || unflushed => {
+                match sent.map_err(to_visitor)? {
+                    Some(n) => {
+                        spool.consume(n);
+                        unflushed = true;
+                    }
+                    None => unflushed = false,
+                }
+            }
+            read = node_io.fill_with(t.read, BODY_READ), if room => {
+                let read = read.map_err(|e| io_error(e, false, "reading the node's body").into_up())?;
+                if read == 0 && !body.end_of_stream() {
+                    return Err(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "the node closed the connection before the body ended",
+                    )
+                    .into_up());
+                }
+            }
+            // A spool without room holds bytes for the visitor: never here.
+            else => return Error::e_explain(ErrorType::InternalError, "response spool stalled"),
+        }
+    }
+}
+
+/// Write some of `data` to the visitor (`Some(bytes taken)`), or when
+/// there is none, flush what the stream holds (`None`).
+async fn to_visitor_step(
+    io: &mut Io<Stream>,
+    data: &[u8],
+    timeout: Duration,
+) -> io::Result<Option<usize>> {
+    if data.is_empty() {
+        flush(io, timeout).await.map(|()| None)
+    } else {
+        write_some(io, data, timeout).await.map(Some)
+    }
+}
+
+/// Send what is left in the spool to the visitor.
+async fn flush_spool(down: &mut Downstream, spool: &mut Spool, t: &Timeouts) -> Result<()> {
+    let to_visitor = |e| io_error(e, true, "writing to the visitor").into_down();
+    loop {
+        let front = spool
+            .front()
+            .map_err(|e| Error::because(ErrorType::InternalError, "reading a temporary file", e))?;
+        if front.is_empty() {
+            return flush(&mut down.io, t.client_write)
+                .await
+                .map_err(to_visitor);
+        }
+        down.io
+            .write_all(front, t.client_write)
+            .await
+            .map_err(to_visitor)?;
+        let n = front.len();
+        spool.consume(n);
+    }
+}
+
+/// One write of some of `data` to the visitor (as much as the stream
+/// takes), bounded by `timeout`. Cancel-safe: a write either took its bytes
+/// and said how many, or took none.
+async fn write_some(io: &mut Io<Stream>, data: &[u8], timeout: Duration) -> io::Result<usize> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(timeout, io.io.write(data)).await {
+        Ok(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Send what the visitor's stream holds in its write buffer.
+async fn flush(io: &mut Io<Stream>, timeout: Duration) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(timeout, io.io.flush()).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -959,6 +1261,7 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
     let input = io.unread();
     let from = out.len();
     let n = http1::forward_body(&mut ctx.body, input, out).map_err(bad_request_body)?;
+    count_body(ctx, out.len() - from)?;
     ctx.sent_body(&out[from..]);
     io.consume(n);
     Ok(())

@@ -30,6 +30,7 @@ pub fn plain_body(code: u16) -> &'static str {
         503 => "503 Service Unavailable\n",
         504 => "504 Gateway Timeout: the site's node did not answer in time\n",
         400 => "400 Bad Request\n",
+        413 => "413 Content Too Large\n",
         431 => "431 Request Header Fields Too Large\n",
         501 => "501 Not Implemented: unsupported transfer coding\n",
         _ => "500 Internal Server Error\n",

@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 
 use super::forwarded;
 use super::http1::{
-    connection_named, io_error, named_in, put_header, Io, RequestHead, ResponseHead,
+    connection_named, framing::is_framing_header, io_error, named_in, put_header, Io, Limits,
+    Outgoing, RequestHead, ResponseHead,
 };
 use super::pool::Pool;
 
@@ -94,11 +95,12 @@ pub fn ack_promptly(tcp: &TcpStream) {
 pub async fn read_response_head(
     io: &mut Io<TcpStream>,
     resp: &mut ResponseHead,
+    limits: &Limits,
     timeout: Duration,
 ) -> Result<()> {
     loop {
         if !io.unread().is_empty() {
-            let parsed = resp.parse(io.unread()).map_err(|e| {
+            let parsed = resp.parse(io.unread(), limits).map_err(|e| {
                 Error::because(ErrorType::InvalidHTTPHeader, "the node's response", e)
             })?;
             if let Some(n) = parsed {
@@ -142,6 +144,8 @@ pub struct Forwarding<'a> {
     pub client: Option<&'a Visitor>,
     /// Ask the node to close the connection after the response.
     pub close: bool,
+    /// The framing header the node gets.
+    pub framing: Outgoing,
 }
 
 /// Append the request head the node gets (see the module doc) to `out`.
@@ -149,18 +153,26 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
     let fields = &visitor.fields;
     out.extend_from_slice(visitor.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(visitor.target().as_bytes());
+    out.extend_from_slice(visitor.origin_target().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let websocket = visitor.is_websocket_upgrade();
     let has_connection = fields.get("connection").is_some();
+    // An absolute-form target names the host: it replaces `Host`.
+    let authority = visitor.target_authority();
+    if let Some(authority) = authority {
+        put_header(out, b"Host", authority.as_bytes());
+    }
     for (name, value) in fields.iter() {
         let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || is_framing_header(name)
+            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
             || (f.client.is_some() && FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)))
             || (has_connection && named_in(name, connection_named(fields)));
         if !dropped {
             put_header(out, name, value);
         }
     }
+    f.framing.put(out);
     if websocket {
         put_header(out, b"Connection", b"Upgrade");
         if let Some(u) = fields.get("upgrade") {
@@ -191,9 +203,8 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
 /// The headers the proxy sets itself from the visitor's address.
 const FORWARDED: [&[u8]; 3] = [b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto"];
 
-/// The hop-by-hop headers of RFC 9110 7.6.1 that are not framing
-/// (`Transfer-Encoding` stays: it frames the body the node gets), and
-/// `Expect` (answered by the proxy).
+/// The hop-by-hop headers of RFC 9110 7.6.1 other than the framing ones
+/// (which the proxy writes itself), and `Expect` (answered by the proxy).
 const HOP_BY_HOP: [&[u8]; 7] = [
     b"connection",
     b"keep-alive",
@@ -210,7 +221,10 @@ mod tests {
 
     fn parse(raw: &[u8]) -> RequestHead {
         let mut head = RequestHead::default();
-        let n = head.parse(raw).unwrap().expect("a complete head");
+        let n = head
+            .parse(raw, &Limits::default())
+            .unwrap()
+            .expect("a complete head");
         assert_eq!(n, raw.len());
         head
     }
@@ -220,7 +234,12 @@ mod tests {
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))
             .collect();
-        parse(format!("GET /x HTTP/1.1\r\n{lines}\r\n").as_bytes())
+        let host = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            ""
+        } else {
+            "Host: a\r\n"
+        };
+        parse(format!("GET /x HTTP/1.1\r\n{host}{lines}\r\n").as_bytes())
     }
 
     /// The head the node gets, parsed back.
@@ -236,6 +255,7 @@ mod tests {
             trusted: &[],
             client: Some(&client),
             close,
+            framing: Outgoing::None,
         };
         for_node(&visitor(headers), &f)
     }
@@ -294,6 +314,7 @@ mod tests {
             trusted: &trusted,
             client: Some(&client),
             close: false,
+            framing: Outgoing::None,
         };
         let r = for_node(&visitor(&headers), &f);
         assert_forwarded(&r, "203.0.113.9, 192.0.2.7", "203.0.113.9", "https");
@@ -310,16 +331,77 @@ mod tests {
         assert!(r.fields.get("connection").is_none());
     }
 
+    /// The head the node gets for `headers`, with `framing` written.
+    fn node_request_framed(headers: &[(&str, &str)], framing: Outgoing) -> RequestHead {
+        let client = Visitor::new("192.0.2.7".parse().unwrap());
+        let f = Forwarding {
+            trusted: &[],
+            client: Some(&client),
+            close: false,
+            framing,
+        };
+        for_node(&visitor(headers), &f)
+    }
+
     #[test]
-    fn framing_headers_survive_a_connection_token_naming_them() {
-        let r = node_request(
+    fn the_node_gets_one_framing_header_the_proxy_wrote() {
+        let headers = [("Transfer-Encoding", "chunked"), ("X-Between", "1")];
+        for (framing, te, cl) in [
+            (Outgoing::Chunked, Some("chunked"), None),
+            (Outgoing::Length(7), None, Some("7")),
+            (Outgoing::None, None, None),
+        ] {
+            let r = node_request_framed(&headers, framing);
+            let tes: Vec<&str> = r.fields.get_all_str("transfer-encoding").collect();
+            let cls: Vec<&str> = r.fields.get_all_str("content-length").collect();
+            assert_eq!(tes, te.into_iter().collect::<Vec<_>>(), "{framing:?}");
+            assert_eq!(cls, cl.into_iter().collect::<Vec<_>>(), "{framing:?}");
+        }
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_framing_or_forwarded_headers() {
+        let r = node_request_framed(
             &[
-                ("Connection", "Transfer-Encoding, Content-Length"),
-                ("Transfer-Encoding", "chunked"),
+                ("Host", "site.example"),
+                (
+                    "Connection",
+                    "Host, Transfer-Encoding, Content-Length, X-Forwarded-For, X-Real-IP, X-Other",
+                ),
+                ("Content-Length", "3"),
+                ("X-Other", "gone"),
             ],
-            false,
+            Outgoing::Length(3),
         );
-        assert_eq!(header(&r, "transfer-encoding"), "chunked");
+        assert_eq!(header(&r, "host"), "site.example");
+        assert_eq!(header(&r, "content-length"), "3");
+        assert_eq!(header(&r, "x-forwarded-for"), "192.0.2.7");
+        assert_eq!(header(&r, "x-real-ip"), "192.0.2.7");
+        assert!(r.fields.get("x-other").is_none());
+    }
+
+    #[test]
+    fn an_absolute_target_goes_in_origin_form_with_its_host() {
+        let mut head = RequestHead::default();
+        let raw = b"GET http://other.example/abs?q HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        head.parse(raw, &Limits::default()).unwrap().unwrap();
+        let client = Visitor::new("192.0.2.7".parse().unwrap());
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            &head,
+            &Forwarding {
+                trusted: &[],
+                client: Some(&client),
+                close: false,
+                framing: Outgoing::None,
+            },
+        );
+        let r = parse(&out);
+        assert_eq!(r.target(), "/abs?q");
+        let hosts: Vec<&str> = r.fields.get_all_str("host").collect();
+        assert_eq!(hosts, ["other.example"]);
+        assert_eq!(header(&r, "accept"), "*/*");
     }
 
     #[test]

@@ -1,0 +1,201 @@
+//! The one place that decides how long a message body is (RFC 9112 6), for
+//! a visitor's request and a node's response alike, and refuses every
+//! message whose length is not certain.
+//!
+//! Request smuggling lives in the gap between two readers of the same
+//! bytes. The proxy closes it from both sides: what it accepts is only what
+//! every reader reads the same way (exactly one `Transfer-Encoding:
+//! chunked`, or one plain decimal `Content-Length`, equal duplicates
+//! collapsed), and the next hop never gets the framing lines received, only
+//! the one the proxy writes from this decision (`Outgoing`).
+
+use http::Method;
+
+use super::fields::{trim_ows, Fields};
+use super::{HeadError, Version};
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// The largest `Content-Length` or chunk size accepted: 2^63-1, what every
+/// implementation can hold in a signed 64-bit length.
+pub const MAX_LENGTH: u64 = i64::MAX as u64;
+
+/// What a message's framing headers say, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Declared {
+    /// The one `Content-Length` value (equal duplicates collapsed).
+    pub content_length: Option<u64>,
+    /// `Transfer-Encoding: chunked`, alone.
+    pub chunked: bool,
+}
+
+/// Read and check the framing headers: one `Transfer-Encoding` line whose
+/// only coding is `chunked`, and `Content-Length` lines whose elements are
+/// all the same plain decimal number.
+pub fn declared(fields: &Fields) -> Result<Declared, HeadError> {
+    let mut out = Declared::default();
+    if fields.get_all("transfer-encoding").nth(1).is_some() {
+        // On two lines it is a list (`chunked, chunked`, `gzip, chunked`):
+        // refused as a list is.
+        return Err(HeadError::Ambiguous);
+    }
+    for value in fields.get_all("transfer-encoding") {
+        let mut elements = value.split(|&b| b == b',').map(trim_ows);
+        let first = elements.next().unwrap_or_default();
+        let rest: Option<&[u8]> = elements.next();
+        if rest.is_none() && first.eq_ignore_ascii_case(b"chunked") {
+            out.chunked = true;
+            continue;
+        }
+        // Empty, or a list (`gzip, chunked`, `chunked, chunked`,
+        // `,chunked`): a 400, since readers disagree on where it ends. One
+        // coding the proxy does not know (`gzip`, `identity`): a 501.
+        let listed = value.split(|&b| b == b',').map(trim_ows);
+        let odd = listed
+            .clone()
+            .any(|c| c.is_empty() || c.eq_ignore_ascii_case(b"chunked"));
+        return Err(if odd || listed.count() > 1 {
+            HeadError::Ambiguous
+        } else {
+            HeadError::UnknownCoding
+        });
+    }
+    for value in fields.get_all("content-length") {
+        for element in value.split(|&b| b == b',') {
+            let n = parse_decimal(trim_ows(element)).ok_or(HeadError::Ambiguous)?;
+            if out.content_length.is_some_and(|l| l != n) {
+                return Err(HeadError::Ambiguous);
+            }
+            out.content_length = Some(n);
+        }
+    }
+    Ok(out)
+}
+
+/// One plain decimal number (1*DIGIT) within [`MAX_LENGTH`]; no sign, no
+/// space, no other base.
+pub fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    (n <= MAX_LENGTH).then_some(n)
+}
+
+/// The body framing of a visitor's request (RFC 9112 6.1–6.3): a request
+/// without framing headers has no body and never runs until close;
+/// `Transfer-Encoding` with a `Content-Length`, or on HTTP/1.0 (which has
+/// no transfer codings), is refused.
+pub fn request(fields: &Fields, version: Version) -> Result<(Framing, Declared), HeadError> {
+    let d = declared(fields)?;
+    let framing = if d.chunked {
+        if d.content_length.is_some() || version == Version::Http10 {
+            return Err(HeadError::Ambiguous);
+        }
+        Framing::Chunked
+    } else {
+        Framing::Length(d.content_length.unwrap_or(0))
+    };
+    Ok((framing, d))
+}
+
+/// The body framing of a node's response with `status` to a request with
+/// `method` (RFC 9112 6.3). The framing headers are checked even where they
+/// frame nothing (HEAD, 1xx, 204, 304), since the declared length may go on
+/// to the visitor; both `Transfer-Encoding` and `Content-Length` is refused
+/// (nginx does the same), as is `Transfer-Encoding` from an HTTP/1.0 node.
+pub fn response(
+    fields: &Fields,
+    version: Version,
+    status: u16,
+    method: &Method,
+) -> Result<(Framing, Declared), HeadError> {
+    let d = declared(fields)?;
+    if d.chunked && (d.content_length.is_some() || version == Version::Http10) {
+        return Err(HeadError::Ambiguous);
+    }
+    let framing = if *method == Method::HEAD
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+    {
+        Framing::Length(0)
+    } else if d.chunked {
+        Framing::Chunked
+    } else if let Some(n) = d.content_length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok((framing, d))
+}
+
+/// The one framing header the next hop gets, written by the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outgoing {
+    /// None (a request without a body, a response that runs until close or
+    /// may not have a length: 1xx, 204).
+    None,
+    /// `Content-Length: N`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (the body is chunked anew).
+    Chunked,
+}
+
+impl Outgoing {
+    /// Append the header line, if any.
+    pub fn put(self, out: &mut Vec<u8>) {
+        match self {
+            Outgoing::None => {}
+            Outgoing::Length(n) => {
+                out.extend_from_slice(b"Content-Length: ");
+                let mut digits = itoa_buf(n);
+                out.extend_from_slice(digits.as_str());
+                out.extend_from_slice(b"\r\n");
+            }
+            Outgoing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        }
+    }
+}
+
+/// A decimal number's digits without an allocation.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start: i }
+}
+
+/// Whether a header line is one of the framing headers, which the proxy
+/// never copies to the next hop.
+pub fn is_framing_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
+}

@@ -1,0 +1,205 @@
+//! Buffered I/O for both sides of the proxy: a connection and the bytes read
+//! from it that are not consumed yet, each read and write bounded by a
+//! timeout, and a keep-alive connection that holds no buffer while it waits.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Reads of at most this many bytes into an [`Io`] that holds no buffer go
+/// to a scratch buffer of the thread's first (see [`Io::fill_with`]).
+const SCRATCH_READ: usize = 4096;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_READ].into_boxed_slice());
+}
+
+/// A connection and the bytes read from it that are not consumed yet.
+pub struct Io<S> {
+    pub io: S,
+    buf: Vec<u8>,
+    start: usize,
+    /// How much is read at once.
+    chunk: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// `chunk`: how many bytes one read asks for.
+    pub fn new(io: S, chunk: usize) -> Io<S> {
+        Io {
+            io,
+            buf: Vec::new(),
+            start: 0,
+            chunk,
+        }
+    }
+
+    /// The bytes read and not consumed yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Mark `n` bytes of [`Io::unread`] as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Give the read buffer's memory back while nothing is buffered (an
+    /// idle connection then holds none).
+    pub fn release(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// Read more bytes after the unread ones; 0 at end of stream. An
+    /// `io::ErrorKind::TimedOut` error when nothing came in `timeout`.
+    pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.fill_with(timeout, self.chunk).await
+    }
+
+    /// [`Io::fill`], asking for `want` bytes at most.
+    ///
+    /// An `Io` that holds no buffer (new, or [`Io::release`]d while idle)
+    /// and asks for at most [`SCRATCH_READ`] bytes reads into the thread's
+    /// scratch buffer and keeps a copy of what came: a keep-alive
+    /// connection waiting for its next request then holds no buffer of its
+    /// own (as nginx frees its buffer between requests).
+    pub async fn fill_with(&mut self, timeout: Duration, want: usize) -> io::Result<usize> {
+        if self.buf.capacity() == 0 && want <= SCRATCH_READ {
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            let read = std::future::poll_fn(|cx| poll_read_via_scratch(io, cx, want, buf));
+            return timed_out(tokio::time::timeout(timeout, read).await);
+        }
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.reserve(want);
+        }
+        timed_out(tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf)).await)
+    }
+
+    /// Write all of `data`; `io::ErrorKind::TimedOut` when that takes
+    /// longer than `timeout`.
+    pub async fn write_all(&mut self, data: &[u8], timeout: Duration) -> io::Result<()> {
+        let write = async {
+            self.io.write_all(data).await?;
+            self.io.flush().await
+        };
+        timed_out(tokio::time::timeout(timeout, write).await)
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+}
+
+/// What `tokio::time::timeout` gave, with running out of time as an
+/// `io::ErrorKind::TimedOut` error.
+///
+/// Applied to the awaited result rather than wrapping the future in an
+/// `async fn`: that would keep the future it was given in its state beside
+/// the `Timeout` holding it, in every waiting connection's future.
+fn timed_out<T>(r: Result<io::Result<T>, tokio::time::error::Elapsed>) -> io::Result<T> {
+    r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// One read of at most `want` bytes into the thread's scratch buffer; what
+/// came is appended to `buf` (with room for `want`). Nothing is borrowed
+/// across a wait: a pending read has written nothing.
+fn poll_read_via_scratch<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut read = ReadBuf::new(&mut scratch[..want]);
+        match Pin::new(io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let got = read.filled();
+                if !got.is_empty() {
+                    buf.reserve(want);
+                    buf.extend_from_slice(got);
+                }
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// An [`Io`] error as a pingora error of the right kind (a timeout or not,
+/// reading or writing); its side (visitor or node) is the caller's to set.
+pub fn io_error(e: io::Error, write: bool, what: &'static str) -> Box<pingora::Error> {
+    use pingora::ErrorType;
+    let etype = match (e.kind(), write) {
+        (io::ErrorKind::TimedOut, false) => ErrorType::ReadTimedout,
+        (io::ErrorKind::TimedOut, true) => ErrorType::WriteTimedout,
+        (_, false) => ErrorType::ReadError,
+        (_, true) => ErrorType::WriteError,
+    };
+    pingora::Error::because(etype, what, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_io_holds_no_buffer_while_it_waits() {
+        const WAIT: Duration = Duration::from_secs(5);
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut io = Io::new(near, 1024);
+
+        // Waiting: the read is pending and no buffer is taken.
+        let pending = tokio::time::timeout(Duration::from_millis(20), io.fill(WAIT)).await;
+        assert!(pending.is_err(), "nothing was sent");
+        assert_eq!(io.buf.capacity(), 0);
+
+        far.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(io.fill(WAIT).await.unwrap(), 16);
+        assert_eq!(io.unread(), b"GET / HTTP/1.1\r\n");
+        assert!(io.buf.capacity() >= 1024, "room for the rest of the head");
+
+        // The rest goes after it, read straight into the buffer.
+        far.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        assert_eq!(io.fill(WAIT).await.unwrap(), 11);
+        assert_eq!(io.unread(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        io.consume(io.unread().len());
+        io.release();
+        assert_eq!(io.buf.capacity(), 0);
+
+        // A large read does not go through the scratch buffer.
+        let big = vec![b'x'; 20_000];
+        far.write_all(&big).await.unwrap();
+        let n = io.fill_with(WAIT, 64 * 1024).await.unwrap();
+        assert!(n > SCRATCH_READ, "{n}");
+        assert!(io.unread().iter().all(|&b| b == b'x'));
+
+        drop(far);
+        io.consume(io.unread().len());
+        io.release();
+        while io.fill(WAIT).await.unwrap() > 0 {
+            io.consume(io.unread().len());
+            io.release();
+        }
+    }
+}
