@@ -1254,6 +1254,13 @@ fn chunked_body_probes() -> Vec<Probe> {
         chunked(b"5\r\nhello\r\n0\r\nContent-Length: 100\r\n\r\n"),
         either(b"hello"),
     ));
+    // RFC 9112 2.2: a recipient MAY take a bare LF to end a field line,
+    // trailer fields included.
+    v.push(probe(
+        "chunked: trailer ended by LF",
+        chunked(b"5\r\nhello\r\n0\r\nX-T: a\n\r\n"),
+        either(b"hello"),
+    ));
     v.push(probe(
         "chunked: Transfer-Encoding in trailer",
         chunked(b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"),
@@ -1307,7 +1314,6 @@ fn chunked_body_probes() -> Vec<Probe> {
             b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n",
         ),
         ("NUL in trailer", b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n"),
-        ("trailer ended by LF", b"5\r\nhello\r\n0\r\nX-T: a\n\r\n"),
     ];
     for (name, body) in bad {
         v.push(probe(
@@ -2049,6 +2055,15 @@ fn malformed_responses() -> Vec<(&'static str, Vec<u8>)> {
         (
             "chunk size overflow",
             bad_chunk(b"10000000000000000000000000000000008"),
+        ),
+        ("17 hex digits", bad_chunk(b"00000000000000008")),
+        ("bare CR in a chunk extension", bad_chunk(b"8;a\rb")),
+        (
+            "chunk-size line ended by LF",
+            response(
+                b"Transfer-Encoding: chunked\r\n",
+                &cat(&[b"8\n", MARK, b"\r\n0\r\n\r\n"]),
+            ),
         ),
     ]
 }
