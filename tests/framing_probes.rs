@@ -716,6 +716,12 @@ impl Visit {
 /// 2xx/3xx, or the proxy closes, or [`VISIT_LIMIT`] passes. After a
 /// 4xx/5xx it waits for the close.
 fn visit(addr: SocketAddr, bytes: &[u8], want: usize) -> Visit {
+    visit_in(addr, bytes, want, None)
+}
+
+/// [`visit`], writing `bytes` in pieces of `piece` bytes 1 ms apart when
+/// given, so that the proxy reads them in many parts.
+fn visit_in(addr: SocketAddr, bytes: &[u8], want: usize, piece: Option<usize>) -> Visit {
     let mut v = Visit::default();
     let stream = match TcpStream::connect_timeout(&addr, VISIT_LIMIT) {
         Ok(s) => s,
@@ -729,8 +735,18 @@ fn visit(addr: SocketAddr, bytes: &[u8], want: usize) -> Visit {
     let _ = stream.set_nodelay(true);
     let writer = stream.try_clone().map(|mut w| {
         let bytes = bytes.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&bytes);
+        std::thread::spawn(move || match piece {
+            None => {
+                let _ = w.write_all(&bytes);
+            }
+            Some(n) => {
+                for part in bytes.chunks(n) {
+                    if w.write_all(part).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         })
     });
     let deadline = Instant::now() + VISIT_LIMIT;
@@ -1655,6 +1671,7 @@ fn check_probe(
     seen: &[Message],
     errors: &[String],
     bytes: &[u8],
+    follow: bool,
 ) -> Result<(), String> {
     let refused = v.status().is_some_and(|s| s >= 400);
     let fwd = match &p.want {
@@ -1668,6 +1685,33 @@ fn check_probe(
     if !errors.is_empty() {
         return Err(format!("the node could not parse what it got: {errors:?}"));
     }
+    let (seen, bytes) = if follow {
+        let statuses: Vec<u16> = v.responses.iter().map(Message::status).collect();
+        if statuses != [200, 200] {
+            return Err(format!(
+                "want 200 to the probe and to {:?} after it: {}",
+                show(FOLLOW),
+                v.describe()
+            ));
+        }
+        let [first, after] = seen else {
+            return Err(format!(
+                "want the probe and {:?} at the node, it parsed {}: {:?}",
+                show(FOLLOW),
+                seen.len(),
+                show(bytes)
+            ));
+        };
+        if after.target() != "/after" || bytes.len() != first.len + after.len {
+            return Err(format!(
+                "the request after the probe did not arrive as sent: {:?}",
+                show(bytes)
+            ));
+        }
+        (&seen[..1], &bytes[..first.len])
+    } else {
+        (seen, bytes)
+    };
     let [req] = seen else {
         return Err(format!(
             "want one request at the node, it parsed {}: {:?}",
@@ -1769,13 +1813,37 @@ fn proxy_for(node: SocketAddr, group_extra: &str) -> Webcluster {
 /// Runs every probe of `probes` through a fresh proxy to a strict origin;
 /// fails listing every probe whose outcome differs from its [`Want`].
 fn run_probes(table: &str, probes: Vec<Probe>) {
+    run_probes_in(table, probes, Mode::default());
+}
+
+/// How a table is sent.
+#[derive(Clone, Copy, Default)]
+struct Mode {
+    /// Write each probe in pieces of this many bytes.
+    split: Option<usize>,
+    /// Pipeline [`FOLLOW`] after each probe on the same connection (not
+    /// after an HTTP/1.0 one, whose connection ends with its response).
+    follow: bool,
+}
+
+/// Sent after a probe on the same connection: it must reach the node as
+/// sent when the probe was forwarded, and never when it was refused.
+const FOLLOW: &[u8] = b"GET /after HTTP/1.1\r\nHost: probe.example\r\n\r\n";
+
+fn run_probes_in(table: &str, probes: Vec<Probe>, mode: Mode) {
     let origin = Origin::start(Kind::Strict, Vec::new());
     let wc = proxy_for(origin.addr, "");
     let mut failures = Vec::new();
     for p in &probes {
+        let follow = mode.follow && find(&p.raw, b"HTTP/1.0\r\n").is_none();
+        let raw = if follow {
+            cat(&[&p.raw, FOLLOW])
+        } else {
+            p.raw.clone()
+        };
         origin.settle();
         let before = origin.mark();
-        let v = visit(wc.listen, &p.raw, 1);
+        let v = visit_in(wc.listen, &raw, 1 + usize::from(follow), mode.split);
         origin.settle();
         let after = origin.mark();
         let (seen, errors) = {
@@ -1787,7 +1855,7 @@ fn run_probes(table: &str, probes: Vec<Probe>) {
         };
         let bytes = origin.bytes_since(&before);
         debug_assert_eq!(bytes.len(), after.bytes - before.bytes);
-        if let Err(why) = check_probe(p, &v, &seen, &errors, &bytes) {
+        if let Err(why) = check_probe(p, &v, &seen, &errors, &bytes, follow) {
             failures.push(format!(
                 "[{}] want {}\n    sent: {:?}\n    {why}",
                 p.name,
@@ -1796,7 +1864,7 @@ fn run_probes(table: &str, probes: Vec<Probe>) {
                     Want::Forward(_) => "forward".to_string(),
                     Want::Either(_) => "refuse or forward".to_string(),
                 },
-                show(&p.raw)
+                show(&raw)
             ));
         }
     }
@@ -1817,6 +1885,33 @@ fn the_request_tables_hold_over_100_probes() {
         + head_probes().len()
         + limit_probes().len();
     assert!(n >= 100, "{n} probes");
+}
+
+/// Every request probe of at most 4 KiB again, written 5 bytes at a time
+/// and followed by another request on the same connection: the outcome
+/// does not depend on how the proxy's reads cut the bytes, and a forwarded
+/// probe ends exactly where the next request begins.
+#[test]
+fn request_probes_in_5_byte_writes_with_a_request_after_each() {
+    let probes: Vec<Probe> = [
+        transfer_encoding_probes(),
+        content_length_probes(),
+        chunked_body_probes(),
+        head_probes(),
+        limit_probes(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.raw.len() <= 4096)
+    .collect();
+    run_probes_in(
+        "split and followed",
+        probes,
+        Mode {
+            split: Some(5),
+            follow: true,
+        },
+    );
 }
 
 #[test]
