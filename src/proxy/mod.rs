@@ -769,13 +769,17 @@ impl Proxy {
             && framing != Framing::UntilClose
             && node_io.unread().is_empty()
             && ctx.body.is_done();
-        if node_keeps {
-            if let Some(max_idle) = pool_for(keepalive, group, node, t.idle) {
-                self.pool
-                    .put(node.config.address, node_io.into_inner(), max_idle);
-            }
+        let pooled = if node_keeps {
+            pool_for(keepalive, group, node, t.idle)
         } else {
-            drop(node_io);
+            None
+        };
+        match pooled {
+            Some(max_idle) => self
+                .pool
+                .put(node.config.address, node_io.into_inner(), max_idle),
+            // Closed now, not when the visitor has taken the response.
+            None => drop(node_io),
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;

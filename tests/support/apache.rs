@@ -66,6 +66,9 @@ pub struct ApacheOpts {
     /// at `/<name>` by a `ScriptAliasMatch` given on the command line after
     /// the template (`-c`). `[A-Za-z0-9_-]` names. Default: none.
     pub extra_cgis: Vec<(String, String)>,
+    /// Extra directives given on the command line after the template
+    /// (`-c`), e.g. `LimitRequestBody 0`. Default: none.
+    pub extra_directives: Vec<String>,
 }
 
 impl Default for ApacheOpts {
@@ -79,6 +82,7 @@ impl Default for ApacheOpts {
             listen_ip: Ipv4Addr::LOCALHOST.into(),
             port: None,
             extra_cgis: Vec::new(),
+            extra_directives: Vec::new(),
         }
     }
 }
@@ -222,6 +226,9 @@ impl ApacheNode {
             let script = path_str(&dir.join("cgi-bin").join(name));
             cmd.arg("-c")
                 .arg(format!("ScriptAliasMatch \"^/{name}$\" \"{script}\""));
+        }
+        for directive in &o.extra_directives {
+            cmd.arg("-c").arg(directive);
         }
         // A clean environment: none of Debian's APACHE_* variables are needed,
         // and CGIs see a predictable PATH.
