@@ -654,6 +654,7 @@ fn serve_scripted(mut s: TcpStream, conn: &Conn) {
         }
     }
     let line = String::from_utf8_lossy(&buf[..find(&buf, b"\r\n").unwrap_or(0)]).into_owned();
+    lock(&conn.rec).lines.push(line.clone());
     let index = line
         .split(' ')
         .nth(1)
@@ -846,6 +847,9 @@ struct Probe {
 const BAD: &[u16] = &[400];
 /// An unknown or refused transfer coding: 400, or 501 (RFC 9112 6.1).
 const BAD_TE: &[u16] = &[400, 501];
+/// A refusal of a request RFC 9112 lets the proxy refuse (not a 5xx that
+/// would say the node failed).
+const EITHER_REFUSAL: &[u16] = &[400, 413, 431, 501, 505];
 /// A length beyond any limit: malformed (400) or too large (413).
 const TOO_BIG: &[u16] = &[400, 413];
 
@@ -1676,7 +1680,7 @@ fn check_probe(
     let refused = v.status().is_some_and(|s| s >= 400);
     let fwd = match &p.want {
         Want::Refuse(codes) => return check_refusal(codes, v, bytes),
-        Want::Either(_) if refused => return check_refusal(&[], v, bytes),
+        Want::Either(_) if refused => return check_refusal(EITHER_REFUSAL, v, bytes),
         Want::Either(f) | Want::Forward(f) => f,
     };
     if v.status() != Some(200) {
@@ -1763,19 +1767,11 @@ fn check_probe(
     Ok(())
 }
 
-/// A refusal with one of `codes` (any 4xx/5xx when empty), closed, no
-/// `100 Continue`, and nothing at the node.
+/// A refusal with one of `codes`, closed, no `100 Continue`, and nothing
+/// at the node.
 fn check_refusal(codes: &[u16], v: &Visit, bytes: &[u8]) -> Result<(), String> {
-    let status = v.status();
-    let status_ok = status.is_some_and(|s| {
-        if codes.is_empty() {
-            (400..600).contains(&s)
-        } else {
-            codes.contains(&s)
-        }
-    });
     let mut wrong = Vec::new();
-    if !status_ok {
+    if !v.status().is_some_and(|s| codes.contains(&s)) {
         wrong.push(format!("want refusal {codes:?}"));
     }
     if !v.closed {
@@ -1798,13 +1794,15 @@ fn check_refusal(codes: &[u16], v: &Visit, bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Webcluster with one group of one node at `node`, scraping off.
+/// Webcluster with one group of one node at `node`, scraping off and
+/// passive health checks off (a node marked down would turn every later
+/// probe into a 502 that says nothing about framing).
 fn proxy_for(node: SocketAddr, group_extra: &str) -> Webcluster {
     Webcluster::start(|l, a| {
         base_config(l, a, "")
             + &group_config(
                 "web",
-                &format!("scrape = false\n{group_extra}"),
+                &format!("scrape = false\nmax_fails = 0\n{group_extra}"),
                 &[("n1", node, "")],
             )
     })
@@ -2163,10 +2161,88 @@ fn malformed_responses() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// A GET of `/r/<i>` through the proxy, `Connection: close`.
-fn get_scripted(listen: SocketAddr, i: usize) -> Visit {
+/// A GET of `/r/<i>` through `wc` to the scripted `origin`, `Connection:
+/// close`; `Err` when the origin never got it (whatever the visitor got
+/// then says nothing about the scripted response).
+fn get_scripted(wc: &Webcluster, origin: &Origin, i: usize) -> Result<Visit, String> {
     let raw = format!("GET /r/{i} HTTP/1.1\r\nHost: probe.example\r\nConnection: close\r\n\r\n");
-    visit(listen, raw.as_bytes(), 1)
+    let before = origin.mark();
+    let v = visit(wc.listen, raw.as_bytes(), 1);
+    origin.settle();
+    let lines = lock(&origin.rec).lines[before.lines..].to_vec();
+    if lines != [format!("GET /r/{i} HTTP/1.1")] {
+        return Err(format!(
+            "the node got {lines:?}, not this request; {}",
+            v.describe()
+        ));
+    }
+    Ok(v)
+}
+
+/// Chunked responses that go bad after a good first chunk: the proxy may
+/// have sent the head by then, so a 502 or a response cut short (closed
+/// before its last chunk) will do, but never a complete response and never
+/// any byte of the bad chunk.
+fn late_malformed_responses() -> Vec<(&'static str, Vec<u8>)> {
+    let late = |line: &[u8]| {
+        response(
+            b"Transfer-Encoding: chunked\r\n",
+            &cat(&[b"5\r\nhello\r\n", line, b"\r\n", MARK, b"\r\n0\r\n\r\n"]),
+        )
+    };
+    vec![
+        ("second size line with a space inside", late(b"0 8")),
+        ("second size line empty", late(b"")),
+        ("bare LF in the second extension", late(b"8;a\nb")),
+        ("second size overflowing", late(b"10000000000000008")),
+        (
+            "no CRLF after the second chunk",
+            response(
+                b"Transfer-Encoding: chunked\r\n",
+                &cat(&[b"5\r\nhello\r\n8\r\n", MARK, b"XX0\r\n\r\n"]),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn malformed_framing_from_a_node_after_a_good_chunk_never_completes_a_response() {
+    let cases = late_malformed_responses();
+    let origin = Origin::start(
+        Kind::Scripted,
+        cases.iter().map(|(_, r)| r.clone()).collect(),
+    );
+    let wc = proxy_for(origin.addr, "upstream_keepalive = \"off\"");
+    let mut failures = Vec::new();
+    for (i, (name, raw)) in cases.iter().enumerate() {
+        let v = match get_scripted(&wc, &origin, i) {
+            Ok(v) => v,
+            Err(why) => {
+                failures.push(format!("[{name}]\n    {why}"));
+                continue;
+            }
+        };
+        let cut_short = v.responses.is_empty()
+            && v.closed
+            && v.error
+                .as_deref()
+                .is_some_and(|e| e.contains("closed within"));
+        if !(v.status() == Some(502) || cut_short) || find(&v.raw, MARK).is_some() {
+            failures.push(format!(
+                "[{name}]\n    node sent: {:?}\n    want 502 or a response cut short, without {:?}; {}",
+                show(raw),
+                show(MARK),
+                v.describe()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} late malformed responses were completed or leaked:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -2179,7 +2255,13 @@ fn malformed_framing_from_a_node_gives_the_visitor_a_502_and_none_of_the_body() 
     let wc = proxy_for(origin.addr, "upstream_keepalive = \"off\"");
     let mut failures = Vec::new();
     for (i, (name, raw)) in cases.iter().enumerate() {
-        let v = get_scripted(wc.listen, i);
+        let v = match get_scripted(&wc, &origin, i) {
+            Ok(v) => v,
+            Err(why) => {
+                failures.push(format!("[{name}]\n    {why}"));
+                continue;
+            }
+        };
         if v.status() != Some(502) || find(&v.raw, MARK).is_some() {
             failures.push(format!(
                 "[{name}]\n    node sent: {:?}\n    want 502 without {:?}; {}",
@@ -2248,7 +2330,13 @@ fn valid_framing_from_a_node_reaches_the_visitor_with_one_framing_header() {
     let wc = proxy_for(origin.addr, "upstream_keepalive = \"off\"");
     let mut failures = Vec::new();
     for (i, (name, raw, want)) in cases.iter().enumerate() {
-        let v = get_scripted(wc.listen, i);
+        let v = match get_scripted(&wc, &origin, i) {
+            Ok(v) => v,
+            Err(why) => {
+                failures.push(format!("[{name}]\n    {why}"));
+                continue;
+            }
+        };
         let ok = match v.responses.first() {
             Some(r) => {
                 r.status() == 200
