@@ -13,8 +13,12 @@
 //!   `Transfer-Encoding: chunked`, counted case-insensitively over all
 //!   lines; a request without a body may have none) and whose body, decoded
 //!   by it, is the body the probe meant). A few probes where RFC 9112 lets a
-//!   recipient choose are **either**: refused, or forwarded as above;
-//! * a [`Origin`] of three kinds, on 127.0.0.1 and an ephemeral port:
+//!   recipient choose are **either**: refused, or forwarded as above.
+//!   Each table runs once as whole writes, and all its probes up to 4 KiB
+//!   run again written 5 bytes at a time, each followed on the same
+//!   connection by a pipelined `GET /after` that must reach the node as sent
+//!   after a forwarded probe and never after a refused one;
+//! * an [`Origin`] of three kinds, on 127.0.0.1 and an ephemeral port:
 //!   `Strict` records every byte per connection and parses requests by the
 //!   exact grammar; `Lenient` reads framing as some legacy servers do (any
 //!   `Transfer-Encoding` means chunked, the first `Content-Length` wins, an
@@ -25,9 +29,12 @@
 //!   its body; the lenient node must never parse a request the proxy did not
 //!   forward as its own;
 //! * the response-direction table: malformed framing from a node gives the
-//!   visitor a 502 and nothing of the bad body; valid framing reaches the
-//!   visitor with one framing header written by the proxy (no chunk
-//!   extensions, no trailers).
+//!   visitor a 502 and nothing of the bad body (a chunk that goes bad after
+//!   a good one: a 502 or a response cut short, never a complete one);
+//!   valid framing reaches the visitor with one framing header written by
+//!   the proxy (no chunk extensions, no trailers). Passive health checks
+//!   are off and each scripted response must have been asked for, so no 502
+//!   comes from a node marked down.
 //!
 //! A probe table runs in full and its test fails listing every probe whose
 //! outcome differs, with the bytes sent and what happened. Every read is
