@@ -8,6 +8,7 @@
 #   cargo fmt --check
 #   cargo clippy --workspace --all-targets -- -D warnings
 #   cargo test --workspace --all-targets [ARGS...]
+#   bash scripts/fuzz.sh $FUZZ_SECONDS  (every fuzz target, default 3 s each)
 # Every step runs even if an earlier one failed; the exit status is non-zero
 # if any failed. Test artifacts (logs, screenshots) go to target/test-output/.
 #
@@ -53,6 +54,9 @@ run_tests() {
 step "cargo fmt --check" cargo fmt --check
 step "cargo clippy --workspace --all-targets -- -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace --all-targets" run_tests "$@"
+# Every fuzz target briefly (nightly; cargo-fuzz installed when missing;
+# without nightly only the corpus replay on stable, said loudly).
+step "fuzz targets, ${FUZZ_SECONDS:-3}s each" bash scripts/fuzz.sh "${FUZZ_SECONDS:-3}"
 
 if [ "${#failed[@]}" -ne 0 ]; then
     log "failed steps: $(printf '[%s] ' "${failed[@]}")"

@@ -361,6 +361,10 @@ pub fn valid_authority(v: &[u8]) -> bool {
             None => (v, &v[v.len()..]),
         }
     };
+    if host.is_empty() {
+        // `:80`: no host at all (RFC 9110 4.2.1); indexing it panicked.
+        return false;
+    }
     let host_ok = host[0] == b'['
         || host.iter().all(|&b| {
             b.is_ascii_alphanumeric()
