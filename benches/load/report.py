@@ -262,11 +262,13 @@ def buffering_section(rows):
              "The cost of buffering bodies: `wrk -t1 -c%s --latency --timeout 10s`, keep-alive, each proxy with "
              "%d worker, one upstream nginx (1 worker) that serves the responses from files and reads every "
              "upload whole before it answers. nginx and webcluster buffer with their defaults (nginx: "
-             "`proxy_request_buffering on`, `proxy_buffering on`, 16 KiB `client_body_buffer_size`, then "
+             "`proxy_request_buffering on`, `proxy_buffering on`, %s `client_body_buffer_size`, then "
              "temporary files; webcluster: `[buffering] memory = \"64k\"`, then temporary files); HAProxy and "
              "the \"buffering off\" webcluster stream. Each cell: median req/s, p99 and the proxy's CPU time per "
              "request; in brackets this row ÷ nginx's (req/s: higher is better; p99, CPU: lower)." % (
-                 bf[0].get("conns", 50), bf[0].get("threads", 1))]
+                 bf[0].get("conns", 50), bf[0].get("threads", 1),
+                 "a %s (`BUF_NGINX_BODY_BUFFER`)" % bf[0]["nginx_body_buffer"]
+                 if bf[0].get("nginx_body_buffer") else "the default 16 KiB")]
     lines.append("")
     lines.append("Each case ran %d time%s%s." % (
         reps_n, "s" if reps_n > 1 else "",

@@ -46,6 +46,8 @@
 #                direct = wrk straight at the upstream, webcluster-stream =
 #                webcluster with request and response buffering off
 #   BUF_WORKERS  worker threads/processes of each proxy when buffering [1]
+#   BUF_NGINX_BODY_BUFFER client_body_buffer_size of the nginx proxy in the
+#                buffering part [empty: nginx's default, 16k on 64-bit]
 #   IDLE_CONNS   idle keep-alive visitor connections in the "idle" part
 #                [10000, or less when the open-files hard limit is below
 #                20,200: HAProxy wants 2 descriptors per connection]
@@ -113,6 +115,7 @@ BUF_SIZES=${BUF_SIZES:-"16 64k 1m"}
 BUF_DIRS=${BUF_DIRS:-"up down"}
 BUF_PROXIES=${BUF_PROXIES:-"direct nginx haproxy webcluster webcluster-stream"}
 BUF_WORKERS=${BUF_WORKERS:-1}
+BUF_NGINX_BODY_BUFFER=${BUF_NGINX_BODY_BUFFER:-}
 if [[ -z ${IDLE_CONNS:-} ]]; then
     IDLE_CONNS=10000
     _hard=$(ulimit -Hn)
@@ -671,7 +674,8 @@ buffering_case() { # PROXY DIR SIZE UPPORT REP UPLOG
             # nginx's defaults otherwise: proxy_request_buffering and
             # proxy_buffering on, client_body_buffer_size 16k, proxy_buffers
             # 8 4k/8k, the rest of a body in a temporary file.
-            NGINX_EXTRA="    client_max_body_size 4m;
+            NGINX_EXTRA="    client_max_body_size 4m;${BUF_NGINX_BODY_BUFFER:+
+    client_body_buffer_size $BUF_NGINX_BODY_BUFFER;}
     client_body_temp_path $d/client_body;
     proxy_temp_path $d/proxy_temp;" \
                 start_proxy nginx "$d" "$port" "$BUF_WORKERS" "" "$up" ;;
@@ -716,7 +720,7 @@ buffering_case() { # PROXY DIR SIZE UPPORT REP UPLOG
     { grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' '
       [[ $dir == up ]] && printf '| upstream: %s uploads logged, %s whole (%s chunked)' "$lines" "$whole" "$chunked"
       echo; } >&2
-    jsonl "{\"part\":\"buffering\",\"rep\":$rep,\"proxy\":\"$kind\",\"dir\":\"$dir\",\"size\":\"$size\",\"bytes\":$bytes,\"threads\":$BUF_WORKERS,\"conns\":$CONNS,\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"upstream_uploads\":$lines,\"upstream_whole\":$whole,\"upstream_chunked\":$chunked,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"buffering\",\"rep\":$rep,\"proxy\":\"$kind\",\"dir\":\"$dir\",\"size\":\"$size\",\"bytes\":$bytes,\"threads\":$BUF_WORKERS,\"conns\":$CONNS,\"nginx_body_buffer\":\"$BUF_NGINX_BODY_BUFFER\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"upstream_uploads\":$lines,\"upstream_whole\":$whole,\"upstream_chunked\":$chunked,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     [[ $kind == direct ]] || stop "$PROXY_PID"
 }
 
@@ -1032,6 +1036,7 @@ EOF
         if [[ " $PARTS " == *" buffering "* ]]; then
             printf 'BUF_SIZES="%s" BUF_DIRS="%s" BUF_PROXIES="%s" BUF_WORKERS=%s ' \
                 "$BUF_SIZES" "$BUF_DIRS" "$BUF_PROXIES" "$BUF_WORKERS"
+            if [[ -n $BUF_NGINX_BODY_BUFFER ]]; then printf 'BUF_NGINX_BODY_BUFFER=%s ' "$BUF_NGINX_BODY_BUFFER"; fi
         fi
         printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s BAL_REPEAT=%s ' \
             "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT" "$BAL_REPEAT"
