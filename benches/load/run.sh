@@ -89,7 +89,8 @@
 #   OUT          Markdown file whose results section is rewritten
 #                [benches/README.md]
 #   PLOT         1: plot (installs matplotlib with pip if missing) [1]
-#   PLOT_DIR     where latency.png|svg and results.json go [benches/load]
+#   PLOT_DIR     where latency.png|svg and results.json go [benches/load;
+#                the directory of OUT when OUT is not benches/README.md]
 #   KEEP         1: keep the work directory (configs, logs, raw results) [0]
 #
 # It starts every server in its own process group and kills those groups on
@@ -143,7 +144,10 @@ BUILD=${BUILD:-auto}
 JOBS=${JOBS:-1}
 OUT=${OUT:-$ROOT/benches/README.md}
 PLOT=${PLOT:-1}
-PLOT_DIR=${PLOT_DIR:-$HERE}
+# A run whose tables go elsewhere (a smoke test) leaves benches/load alone.
+if [[ -z ${PLOT_DIR:-} ]]; then
+    if [[ $OUT == "$ROOT/benches/README.md" ]]; then PLOT_DIR=$HERE; else PLOT_DIR=$(dirname "$OUT"); fi
+fi
 KEEP=${KEEP:-0}
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
