@@ -677,8 +677,11 @@ buffering_case() { # PROXY DIR SIZE UPPORT REP UPLOG
         nginx)
             # nginx's defaults otherwise: proxy_request_buffering and
             # proxy_buffering on, client_body_buffer_size 16k, proxy_buffers
-            # 8 4k/8k, the rest of a body in a temporary file.
-            NGINX_EXTRA="    client_max_body_size 4m;${BUF_NGINX_BODY_BUFFER:+
+            # 8 4k/8k, the rest of a body in a temporary file. The error
+            # log at nginx's default level, error: at warn it would write
+            # a line for every body that goes to a temporary file.
+            NGINX_EXTRA="    error_log $d/logs/error.log error;
+    client_max_body_size 4m;${BUF_NGINX_BODY_BUFFER:+
     client_body_buffer_size $BUF_NGINX_BODY_BUFFER;}
     client_body_temp_path $d/client_body;
     proxy_temp_path $d/proxy_temp;" \
