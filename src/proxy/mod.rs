@@ -324,7 +324,6 @@ impl Proxy {
 
     /// Serve every request of one visitor connection, in order.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let mut shutdown = shutdown.clone();
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -334,13 +333,14 @@ impl Proxy {
             resp: ResponseHead::default(),
             out: Vec::new(),
             client: ip.map(Visitor::new),
+            shutdown: shutdown.clone(),
         };
         let mut first = true;
         loop {
             // A connection accepted before the listener closed has its first
             // request served even as the server stops (as nginx does); an
             // idle keep-alive connection is closed.
-            if !first && *shutdown.borrow() {
+            if !first && down.stopping() {
                 return;
             }
             let state = self.cluster.state();
@@ -359,7 +359,7 @@ impl Proxy {
                 tokio::select! {
                     biased;
                     read = read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read) => read,
-                    _ = shutdown.changed() => return,
+                    _ = down.shutdown.changed() => return,
                 }
             };
             match read {
@@ -376,7 +376,7 @@ impl Proxy {
                 }
             }
             first = false;
-            let keep = down.head.wants_keepalive() && !*shutdown.borrow();
+            let keep = down.head.wants_keepalive() && !down.stopping();
             // Boxed: a connection waiting for its next request then holds
             // only the small future of `read_head`, not the whole request
             // path's state.
@@ -410,7 +410,7 @@ impl Proxy {
             Admission::Proxy => {}
             Admission::Answer(code, body, reusable) => {
                 // A body not read would be taken for the next request.
-                let keep = reusable && ctx.keep && ctx.body.is_done();
+                let keep = reusable && ctx.keep && ctx.body.is_done() && !*down.shutdown.borrow();
                 self.answer(down, ctx, code, &body, keep).await?;
                 return Ok(keep);
             }
@@ -730,7 +730,10 @@ impl Proxy {
         // The visitor's connection goes on when the response's end is known
         // to it: a length or chunks the proxy writes, or no body at all.
         let delimited = outgoing != Outgoing::None || framing == Framing::Length(0);
-        let keep = ctx.keep && !upgrade && delimited && ctx.body.is_done();
+        // A response finished while the server stops says the connection
+        // closes after it (the visitor then does not reuse it and meet EOF).
+        let keep =
+            ctx.keep && !upgrade && delimited && ctx.body.is_done() && !*down.shutdown.borrow();
         let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
         down.out.clear();
         write_response_head(
