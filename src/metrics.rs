@@ -1,18 +1,20 @@
 //! Prometheus metrics: the counters the proxy keeps per request, and the
-//! per-node gauges rendered from a cluster snapshot at scrape time.
+//! per-node gauges rendered from a cluster snapshot at scrape time (their
+//! one table, [`nodes::NODE_METRICS`], is in `src/metrics/nodes.rs`).
 //!
 //! Naming follows Prometheus conventions: `webcluster_` prefix, base units
 //! (seconds, bytes), `_total` for counters, no lifetime averages. Everything
 //! lives in this process's own `Registry` (nothing global), encoded as the
 //! text format on `/metrics`.
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::cluster::snapshot::{ClusterSnapshot, NodeState};
+use crate::cluster::snapshot::ClusterSnapshot;
+
+pub mod nodes;
 
 /// Request duration buckets, seconds: from 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -192,7 +194,7 @@ impl Metrics {
             .with_label_values(&[snap.config.path.as_str(), snap.config.hash.as_str()])
             .set(1);
         let mut families = self.registry.gather();
-        families.extend(node_families(snap));
+        families.extend(nodes::families(snap));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -200,190 +202,6 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// One per-node metric family being built.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    counter: bool,
-    metrics: Vec<Metric>,
-}
-
-impl Family {
-    fn gauge(name: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            help,
-            counter: false,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn counter(name: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            help,
-            counter: true,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
-        let Some(value) = value else { return };
-        let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name(k.to_string());
-                    l.set_value(v.to_string());
-                    l
-                })
-                .collect(),
-        );
-        if self.counter {
-            let mut c = Counter::default();
-            c.set_value(value);
-            m.set_counter(c);
-        } else {
-            let mut g = Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-        self.metrics.push(m);
-    }
-
-    fn into_proto(self) -> Option<MetricFamily> {
-        if self.metrics.is_empty() {
-            return None;
-        }
-        let mut f = MetricFamily::default();
-        f.set_name(self.name.to_string());
-        f.set_help(self.help.to_string());
-        f.set_field_type(if self.counter {
-            MetricType::COUNTER
-        } else {
-            MetricType::GAUGE
-        });
-        f.set_metric(self.metrics);
-        Some(f)
-    }
-}
-
-/// Per-node families, read from a snapshot (nodes removed by a reload
-/// disappear from them at once).
-fn node_families(snap: &ClusterSnapshot) -> Vec<MetricFamily> {
-    let mut up = Family::gauge(
-        "webcluster_node_up",
-        "1 if the node may get requests (up, stale or unknown), 0 if down or draining.",
-    );
-    let mut state = Family::gauge(
-        "webcluster_node_state",
-        "1 for the node's current state: up, down, draining, stale or unknown.",
-    );
-    let mut busy = Family::gauge(
-        "webcluster_node_busy_workers",
-        "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).",
-    );
-    let mut idle = Family::gauge(
-        "webcluster_node_idle_workers",
-        "Idle workers in the node's last status (IdleWorkers).",
-    );
-    let mut capacity = Family::gauge(
-        "webcluster_node_capacity_workers",
-        "Worker capacity of the node (scoreboard length, or the configured max_workers).",
-    );
-    let mut estimated = Family::gauge(
-        "webcluster_node_estimated_busy_workers",
-        "The balancer's estimate of the node's busy workers now.",
-    );
-    let mut weight = Family::gauge(
-        "webcluster_node_effective_weight",
-        "Weight the balancer uses now (configured weight x slow-start ramp).",
-    );
-    let mut inflight = Family::gauge(
-        "webcluster_node_inflight_requests",
-        "Requests this proxy has in flight to the node.",
-    );
-    let mut scrape_duration = Family::gauge(
-        "webcluster_node_scrape_duration_seconds",
-        "Duration of the last status page scrape.",
-    );
-    let mut age = Family::gauge(
-        "webcluster_node_status_age_seconds",
-        "Age of the last successful status page scrape.",
-    );
-    let mut accesses = Family::counter(
-        "webcluster_node_accesses_total",
-        "The node's own request counter (Apache Total Accesses; nginx requests).",
-    );
-    let mut bytes = Family::counter(
-        "webcluster_node_sent_bytes_total",
-        "The node's own counter of bytes served (Apache Total kBytes x 1024).",
-    );
-    let mut scrapes = Family::counter(
-        "webcluster_node_scrapes_total",
-        "Status page scrapes attempted.",
-    );
-    let mut failures = Family::counter(
-        "webcluster_node_scrape_failures_total",
-        "Status page scrapes that failed.",
-    );
-    for group in &snap.groups {
-        for n in &group.nodes {
-            let l = [("group", group.name.as_str()), ("node", n.name.as_str())];
-            let usable = matches!(
-                n.state,
-                NodeState::Up | NodeState::Stale | NodeState::Unknown
-            );
-            up.add(&l, Some(f64::from(u8::from(usable))));
-            for (s, word) in [
-                (NodeState::Up, "up"),
-                (NodeState::Down, "down"),
-                (NodeState::Draining, "draining"),
-                (NodeState::Stale, "stale"),
-                (NodeState::Unknown, "unknown"),
-            ] {
-                state.add(
-                    &[l[0], l[1], ("state", word)],
-                    Some(f64::from(u8::from(n.state == s))),
-                );
-            }
-            busy.add(&l, n.busy_workers.map(f64::from));
-            idle.add(&l, n.idle_workers.map(f64::from));
-            capacity.add(&l, n.capacity.map(f64::from));
-            estimated.add(&l, Some(n.estimated_busy));
-            weight.add(&l, Some(n.effective_weight));
-            inflight.add(&l, Some(n.inflight as f64));
-            scrape_duration.add(&l, n.last_scrape_duration_seconds);
-            age.add(&l, n.last_scrape_age_seconds);
-            accesses.add(&l, n.node_accesses_total.map(|x| x as f64));
-            bytes.add(&l, n.node_bytes_total.map(|x| x as f64));
-            scrapes.add(&l, Some(n.scrapes_total as f64));
-            failures.add(&l, Some(n.scrape_failures_total as f64));
-        }
-    }
-    [
-        up,
-        state,
-        busy,
-        idle,
-        capacity,
-        estimated,
-        weight,
-        inflight,
-        scrape_duration,
-        age,
-        accesses,
-        bytes,
-        scrapes,
-        failures,
-    ]
-    .into_iter()
-    .filter_map(Family::into_proto)
-    .collect()
 }
 
 /// `2xx`, `4xx`, ... for a status code.

@@ -36,6 +36,30 @@ fn tally(wc: &Webcluster, n: usize) -> HashMap<String, usize> {
     counts
 }
 
+/// `Ok` when every run of `period` consecutive picks (period = the sum of
+/// the weights) holds each node exactly its weight's number of times. Any
+/// weighted round robin (smooth or not, from any starting point) passes;
+/// a random picker fails: with weights 1:2:3 a weighted random choice
+/// fills one given run of 6 exactly 1/2/3 with probability
+/// 60 x (1/6) x (1/3)^2 x (1/2)^3 = 0.139, so over 60 picks (10 disjoint
+/// runs) it passes with probability below 0.139^10 = 3e-9 (a uniform one:
+/// 0.082^10 = 1e-11). `weight_check_refuses_random_pickers` tries it.
+fn check_weighted_runs(picks: &[String], weights: &[(&str, usize)]) -> Result<(), String> {
+    let period: usize = weights.iter().map(|(_, w)| w).sum();
+    for (start, run) in picks.windows(period).enumerate() {
+        for (name, weight) in weights {
+            let got = run.iter().filter(|p| p == name).count();
+            if got != *weight {
+                return Err(format!(
+                    "picks {start}..{}: {name} {got} times, not {weight}: {run:?}",
+                    start + period
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn round_robin_spreads_by_weight() {
     let nodes = start_nodes(&["a", "b", "c"]);
@@ -52,10 +76,54 @@ fn round_robin_spreads_by_weight() {
             )
     });
     wc.wait_all_up();
-    let counts = tally(&wc, 60);
-    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
-    assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
-    assert_eq!(counts.get("c"), Some(&30), "{counts:?}");
+    let picks: Vec<String> = (0..60).map(|_| get_node_name(&wc, &[])).collect();
+    if let Err(e) = check_weighted_runs(&picks, &[("a", 1), ("b", 2), ("c", 3)]) {
+        panic!("not a weighted round robin: {e}\nall picks: {picks:?}");
+    }
+    // Smooth (nginx's): the heaviest node is never picked three times in a
+    // row, as a plain `a b b c c c` round robin would.
+    assert!(
+        picks.windows(3).all(|w| w.iter().any(|p| p != "c")),
+        "not smooth: {picks:?}"
+    );
+}
+
+/// The check above tells a weighted round robin from random picks: it
+/// refuses every one of 1000 seeded random sequences (weighted and
+/// uniform), and accepts the round robin sequences whatever their phase.
+#[test]
+fn weight_check_refuses_random_pickers() {
+    let weights = [("a", 1), ("b", 2), ("c", 3)];
+    let names =
+        |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| weights[i].0.to_string()).collect() };
+    // xorshift64*: deterministic, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for _ in 0..500 {
+        let weighted: Vec<usize> = (0..60)
+            .map(|_| match next() % 6 {
+                0 => 0,
+                1 | 2 => 1,
+                _ => 2,
+            })
+            .collect();
+        assert!(check_weighted_runs(&names(&weighted), &weights).is_err());
+        let uniform: Vec<usize> = (0..60).map(|_| (next() % 3) as usize).collect();
+        assert!(check_weighted_runs(&names(&uniform), &weights).is_err());
+    }
+    let smooth = [2, 1, 0, 2, 1, 2]; // nginx's smooth order for 1:2:3
+    let plain = [0, 1, 1, 2, 2, 2];
+    for cycle in [smooth, plain] {
+        for phase in 0..6 {
+            let seq: Vec<usize> = (0..60).map(|i| cycle[(i + phase) % 6]).collect();
+            assert_eq!(check_weighted_runs(&names(&seq), &weights), Ok(()));
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,8 @@
 
 pub mod auto;
 pub mod page;
+#[cfg(test)]
+pub(crate) mod sample;
 
 use std::net::IpAddr;
 use std::sync::Arc;

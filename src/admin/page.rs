@@ -5,7 +5,7 @@
 //! that refreshes itself every two seconds. Every piece of text that comes
 //! from a node or from the config (names, versions, scoreboards, errors) goes
 //! through maud's escaping; the only unescaped output is the static
-//! stylesheet below. The small formatting helpers (bytes, durations,
+//! stylesheet (`page.css`, next to this file). The small formatting helpers (bytes, durations,
 //! percentages, UTC times) live at the end of this file with their tests.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -727,335 +727,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 // ---- stylesheet -----------------------------------------------------------
 
-const CSS: &str = r#"
-:root{--fg:#1f2328;--muted:#656d76;--border:#d0d7de;--bg:#fff;--panel:#f6f8fa;--bar:#eaeef2;
---up:#1a7f37;--down:#cf222e;--drain:#9a6700;--stale:#bc4c00;--unknown:#6e7781;
---busy:#0969da;--warm:#d4a72c;--hot:#cf222e;--idle:#8ddb9f;--link:#0969da;
---sb-w:#0969da;--sb-k:#8250df;--sb-r:#bc4c00;--sb-wait:#8c959f;--sb-open:#c8d1da}
-@media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#8d96a0;--border:#30363d;--bg:#0d1117;
---panel:#161b22;--bar:#21262d;--up:#3fb950;--down:#f85149;--drain:#d29922;--stale:#db6d28;--unknown:#8d96a0;
---busy:#2f81f7;--idle:#2ea04366;--link:#4493f8;--sb-w:#4493f8;--sb-k:#a371f7;--sb-r:#db6d28;--sb-wait:#6e7681;--sb-open:#30363d}}
-*{box-sizing:border-box}
-body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
-a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}
-.mono,.sb,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
-header.top{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:center;justify-content:space-between;padding:12px 20px;border-bottom:1px solid var(--border);background:var(--panel)}
-h1{font-size:18px;margin:0;font-weight:600}
-nav{display:flex;gap:14px;flex-wrap:wrap}
-main{padding:16px 20px;max-width:1600px}
-footer{padding:8px 20px 20px;color:var(--muted);font-size:12px}
-.sub{color:var(--muted);font-size:12px}
-.muted{color:var(--muted)}
-.bad{color:var(--down);font-weight:600}
-.nowrap{white-space:nowrap}
-.alert{border:1px solid var(--down);border-left-width:4px;border-radius:6px;padding:8px 12px;margin-bottom:14px;background:color-mix(in srgb,var(--down) 8%,var(--bg));overflow-wrap:anywhere}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(136px,1fr));gap:10px;margin-bottom:20px}
-.card{border:1px solid var(--border);border-radius:8px;padding:10px 12px;min-width:0}
-.card.wide{grid-column:span 2}
-.label{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
-.big{font-size:22px;font-weight:600;margin:2px 0 4px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.big .of{font-size:13px;font-weight:400;color:var(--muted)}
-.path{overflow-wrap:anywhere}
-.group{margin-bottom:22px}
-.group-head{display:flex;flex-wrap:wrap;align-items:baseline;gap:4px 14px;margin-bottom:6px}
-h2{font-size:16px;margin:0;font-weight:600;overflow-wrap:anywhere}
-h3{font-size:13px;margin:0 0 6px}
-.gnote{color:var(--muted);margin:.5em 0 0;font-size:.9em}.gnote strong{color:var(--fg);font-weight:600}.gstat{color:var(--muted)}.gstat strong{color:var(--fg);font-weight:600}
-.tag{display:inline-block;font-size:11px;line-height:16px;padding:0 6px;border:1px solid var(--border);border-radius:9px;color:var(--muted);background:var(--panel);white-space:nowrap}
-.scroll{overflow-x:auto;border:1px solid var(--border);border-radius:8px;-webkit-overflow-scrolling:touch}
-table{border-collapse:separate;border-spacing:0;width:100%;table-layout:fixed;min-width:1200px}
-col.c-node{width:auto}/* the rest: at least 150px (140px on phones) by the table's min-width */
-col.c-uptime{width:64px}col.c-workers{width:150px}col.c-sb{width:224px}
-col.c-rps{width:62px}col.c-bps{width:82px}col.c-cpu{width:68px}col.c-share{width:62px}
-col.c-inflight{width:78px}col.c-errors{width:64px}col.c-weight{width:72px}col.c-scrape{width:124px}
-th,td{padding:6px 8px;text-align:left;vertical-align:top;border-bottom:1px solid var(--border);overflow-wrap:anywhere}
-tbody tr:last-child td{border-bottom:0}
-th{font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;color:var(--muted);background:var(--panel);white-space:nowrap}
-th a{color:inherit}
-.num{text-align:right;white-space:nowrap}
-td.first,th.first{position:sticky;left:0;z-index:1;border-right:1px solid var(--border)}
-td.first{background:var(--bg)}
-th.first{background:var(--panel)}
-tr.row td.first{box-shadow:inset 3px 0 0 var(--rowc,transparent)}
-.node-head{display:flex;align-items:center;gap:6px;flex-wrap:wrap}
-.name{overflow-wrap:anywhere}
-.pill{display:inline-flex;align-items:center;gap:4px;font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;padding:0 7px;line-height:18px;border-radius:9px;color:var(--c);background:color-mix(in srgb,var(--c) 12%,transparent);border:1px solid color-mix(in srgb,var(--c) 35%,transparent)}
-.dot{width:7px;height:7px;border-radius:50%;background:var(--c)}
-.st-up{--c:var(--up)}.st-down{--c:var(--down)}.st-draining{--c:var(--drain)}.st-stale{--c:var(--stale)}.st-unknown{--c:var(--unknown)}
-tr.st-down{--rowc:var(--down)}tr.st-draining{--rowc:var(--drain)}tr.st-stale{--rowc:var(--stale)}tr.st-unknown{--rowc:var(--unknown)}
-tr.st-down td:not(.first){background:color-mix(in srgb,var(--down) 4%,transparent)}
-.reason{color:var(--down);font-size:12px;margin-top:2px;overflow-wrap:anywhere}
-.server{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-tr.st-stale td.fig,tr.st-down td.fig{color:var(--muted)}
-tr.st-stale .bar,tr.st-stale .sb,tr.st-down .bar,tr.st-down .sb{opacity:.5}
-tr.st-stale .age{color:var(--stale);font-weight:600}
-.bar{display:flex;height:8px;border-radius:4px;background:var(--bar);overflow:hidden;margin:5px 0 3px}
-.bar span{display:block;height:100%}
-.bar .busy.ok{background:var(--busy)}.bar .busy.warm{background:var(--warm)}.bar .busy.hot{background:var(--hot)}
-.bar .idle{background:var(--idle)}
-.sb{font-size:11px;line-height:1.3;letter-spacing:.5px;word-break:break-all;white-space:normal;padding-top:1px}
-.sb-w{color:var(--sb-w);font-weight:700}.sb-k{color:var(--sb-k);font-weight:700}.sb-r{color:var(--sb-r);font-weight:700}
-.sb-wait{color:var(--sb-wait)}.sb-open{color:var(--sb-open)}.sb-other{color:var(--fg);font-weight:700}
-.more{color:var(--muted);font-family:system-ui,sans-serif;letter-spacing:0;white-space:nowrap}
-.empty{color:var(--muted);text-align:center;padding:14px}
-.legend{border:1px solid var(--border);border-radius:8px;padding:10px 12px}
-.legend ul{list-style:none;margin:0 0 6px;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px}
-.legend code.key{display:inline-block;min-width:1.4em;text-align:center;background:var(--panel);border:1px solid var(--border);border-radius:4px;font-size:12px}
-@media (max-width:600px){header.top,main{padding-left:10px;padding-right:10px}.card.wide{grid-column:span 1}
-.cards{grid-template-columns:repeat(auto-fill,minmax(150px,1fr))}table{min-width:1190px}.big{font-size:19px}}
-"#;
-
-#[cfg(test)]
-pub(crate) mod sample {
-    //! A hand-built snapshot shared by the page and `?auto` tests: two groups,
-    //! five nodes, one in each state, one with hostile text.
-
-    use crate::cluster::snapshot::*;
-
-    pub(crate) const HOSTILE_NAME: &str = "<script>alert('name')</script>";
-    pub(crate) const HOSTILE_ERROR: &str =
-        "connect refused <img src=x onerror=alert(1)> & \"quoted\"";
-
-    fn node(name: &str, address: &str, state: NodeState) -> NodeSnapshot {
-        NodeSnapshot {
-            name: name.to_string(),
-            address: address.to_string(),
-            status_url: format!("http://{address}/server-status?auto"),
-            state,
-            backup: false,
-            weight: 10,
-            effective_weight: 10.0,
-            server_kind: None,
-            server_version: None,
-            mpm: None,
-            node_uptime_seconds: None,
-            busy_workers: None,
-            idle_workers: None,
-            capacity: None,
-            estimated_busy: 0.0,
-            scoreboard: None,
-            node_accesses_total: None,
-            node_bytes_total: None,
-            requests_per_second: None,
-            bytes_per_second: None,
-            cpu_load: None,
-            load1: None,
-            inflight: 0,
-            proxied_total: 0,
-            share_last_minute: 0.0,
-            errors_total: 0,
-            scrapes_total: 0,
-            scrape_failures_total: 0,
-            last_scrape_age_seconds: None,
-            last_scrape_duration_seconds: None,
-            last_scrape_error: None,
-            down_reason: None,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apache(
-        mut n: NodeSnapshot,
-        mpm: &str,
-        busy: u32,
-        idle: u32,
-        scoreboard: String,
-        accesses: u64,
-        bytes: u64,
-        rps: f64,
-        bps: f64,
-    ) -> NodeSnapshot {
-        n.server_kind = Some("apache".into());
-        n.server_version = Some("Apache/2.4.71 (Debian) OpenSSL/3.0.19".into());
-        n.mpm = Some(mpm.into());
-        n.capacity = Some(scoreboard.chars().count() as u32);
-        n.busy_workers = Some(busy);
-        n.idle_workers = Some(idle);
-        n.estimated_busy = f64::from(busy) - 1.0 + n.inflight as f64;
-        n.scoreboard = Some(scoreboard);
-        n.node_accesses_total = Some(accesses);
-        n.node_bytes_total = Some(bytes);
-        n.requests_per_second = Some(rps);
-        n.bytes_per_second = Some(bps);
-        n
-    }
-
-    /// Totals as the cluster computes them: sums over nodes with a fresh
-    /// status (here: every node whose state is up or draining).
-    fn totals(nodes: &[&NodeSnapshot]) -> Totals {
-        let mut t = Totals::default();
-        for n in nodes {
-            t.nodes += 1;
-            t.inflight += n.inflight;
-            t.proxied_total += n.proxied_total;
-            if n.state == NodeState::Up {
-                t.nodes_up += 1;
-            }
-            if matches!(n.state, NodeState::Up | NodeState::Draining) {
-                t.busy_workers += u64::from(n.busy_workers.unwrap_or(0));
-                t.idle_workers += u64::from(n.idle_workers.unwrap_or(0));
-                t.capacity += u64::from(n.capacity.unwrap_or(0));
-                t.node_accesses_total += n.node_accesses_total.unwrap_or(0);
-                t.node_bytes_total += n.node_bytes_total.unwrap_or(0);
-                t.requests_per_second += n.requests_per_second.unwrap_or(0.0);
-                t.bytes_per_second += n.bytes_per_second.unwrap_or(0.0);
-            }
-        }
-        t
-    }
-
-    pub(crate) fn snapshot() -> ClusterSnapshot {
-        // web-1: event, busy, healthy.
-        let mut web1 = node("web-1", "10.0.0.11:80", NodeState::Up);
-        web1.inflight = 4;
-        web1 = apache(
-            web1,
-            "event",
-            9,
-            66,
-            format!(
-                "{}{}",
-                "_____________________W____________________________W_W_______W_W__W____WW_W_",
-                ".".repeat(75)
-            ),
-            45_107,
-            18_043 * 1024,
-            15_035.7,
-            6_158_680.0,
-        );
-        web1.node_uptime_seconds = Some(3 * 86_400 + 4 * 3600 + 17);
-        web1.cpu_load = Some(69.3333);
-        web1.load1 = Some(1.01);
-        web1.proxied_total = 1_234_567;
-        web1.share_last_minute = 0.62;
-        web1.errors_total = 0;
-        web1.scrapes_total = 4210;
-        web1.last_scrape_age_seconds = Some(0.4);
-        web1.last_scrape_duration_seconds = Some(0.003);
-
-        // web-2: prefork with keep-alive and reading slots, slow start.
-        let mut web2 = node("web-2", "10.0.0.12:80", NodeState::Up);
-        web2.inflight = 2;
-        web2 = apache(
-            web2,
-            "prefork",
-            9,
-            0,
-            format!("KKKKKKRRSWR{}", ".".repeat(139)),
-            67,
-            97 * 1024,
-            13.4,
-            19_865.6,
-        );
-        web2.node_uptime_seconds = Some(5 * 60 + 2);
-        web2.cpu_load = Some(0.2);
-        web2.load1 = Some(3.38);
-        web2.effective_weight = 3.25;
-        web2.proxied_total = 812;
-        web2.share_last_minute = 0.38;
-        web2.scrapes_total = 150;
-        web2.scrape_failures_total = 2;
-        web2.last_scrape_age_seconds = Some(1.2);
-        web2.last_scrape_duration_seconds = Some(0.012);
-
-        // web-3: hostile name and error, down, backup.
-        let mut web3 = node(HOSTILE_NAME, "10.0.0.13:80", NodeState::Down);
-        web3.backup = true;
-        web3.errors_total = 17;
-        web3.scrapes_total = 99;
-        web3.scrape_failures_total = 99;
-        web3.last_scrape_error = Some(HOSTILE_ERROR.to_string());
-        web3.down_reason = Some("3 failed health checks (fall = 3): <b>timeout</b>".to_string());
-
-        // web-4: draining, still reporting.
-        let mut web4 = node("web-4", "10.0.0.14:8080", NodeState::Draining);
-        web4.inflight = 1;
-        web4 = apache(
-            web4,
-            "worker",
-            1,
-            49,
-            format!("{}W{}{}", "_".repeat(31), "_".repeat(18), ".".repeat(100)),
-            10,
-            3 * 1024,
-            5.0,
-            1536.0,
-        );
-        web4.node_uptime_seconds = Some(2 * 3600 + 59);
-        web4.weight = 5;
-        web4.effective_weight = 5.0;
-        web4.last_scrape_age_seconds = Some(0.9);
-        web4.last_scrape_duration_seconds = Some(0.002);
-        web4.scrapes_total = 300;
-
-        // static-1: nginx, stale (its status page stopped answering).
-        let mut static1 = node("static-1", "10.0.1.21:80", NodeState::Stale);
-        static1.server_kind = Some("nginx".into());
-        static1.busy_workers = Some(3);
-        static1.idle_workers = Some(12);
-        static1.node_accesses_total = Some(998_877);
-        static1.requests_per_second = Some(120.5);
-        static1.inflight = 3;
-        static1.estimated_busy = 3.0;
-        static1.proxied_total = 55_000;
-        static1.share_last_minute = 1.0;
-        static1.errors_total = 2;
-        static1.scrapes_total = 800;
-        static1.scrape_failures_total = 6;
-        static1.last_scrape_age_seconds = Some(12.7);
-        static1.last_scrape_duration_seconds = Some(2.0);
-        static1.last_scrape_error = Some("timed out after 2 s".to_string());
-
-        // static-2: just added, not checked yet.
-        let static2 = node("static-2", "[2001:db8::22]:80", NodeState::Unknown);
-
-        let web_nodes = vec![web1, web2, web3, web4];
-        let static_nodes = vec![static1, static2];
-        let web_totals = totals(&web_nodes.iter().collect::<Vec<_>>());
-        let static_totals = totals(&static_nodes.iter().collect::<Vec<_>>());
-        let all: Vec<&NodeSnapshot> = web_nodes.iter().chain(static_nodes.iter()).collect();
-        let cluster_totals = totals(&all);
-
-        ClusterSnapshot {
-            version: "0.1.0".to_string(),
-            time_unix: 1_795_747_157.25,
-            uptime_seconds: 93_784.6,
-            config: ConfigInfo {
-                path: "/etc/webcluster/webcluster.toml".to_string(),
-                hash: "9f2c4e1ab37d55e0c0ffee1234567890abcdef".to_string(),
-                loaded_unix: 1_795_746_857.0,
-                reloads_ok: 3,
-                reloads_failed: 1,
-                last_reload_error: Some(
-                    "line 12: unknown key `wieght` <in [[group.node]]>".to_string(),
-                ),
-            },
-            totals: cluster_totals,
-            groups: vec![
-                GroupSnapshot {
-                    name: "web".to_string(),
-                    balance: "busyness".to_string(),
-                    totals: web_totals,
-                    nodes: web_nodes,
-                    affinity: Default::default(),
-                    content_sync: Default::default(),
-                },
-                GroupSnapshot {
-                    name: "static".to_string(),
-                    balance: "round_robin".to_string(),
-                    totals: static_totals,
-                    nodes: static_nodes,
-                    affinity: Default::default(),
-                    content_sync: Default::default(),
-                },
-            ],
-        }
-    }
-}
+/// The page's stylesheet, `page.css` next to this file (inlined: the page
+/// loads nothing else).
+const CSS: &str = include_str!("page.css");
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::sample;
 
     #[test]
     fn page_shows_every_node_and_state() {
@@ -1162,6 +841,55 @@ mod tests {
         assert!(html.contains("3.25"), "effective weight");
         assert!(html.contains("slow start"));
         assert!(html.contains("timed out after 2 s"));
+    }
+
+    /// The totals the page shows are the snapshot's, written out here as
+    /// the numbers they must be (sums over the fresh nodes of the sample,
+    /// worked out in `sample.rs`), not recomputed from the nodes.
+    #[test]
+    fn cluster_and_group_totals_show_the_expected_numbers() {
+        let html = render(&sample::snapshot());
+        let section = |start: &str, end: &str| {
+            let a = html
+                .find(start)
+                .unwrap_or_else(|| panic!("{start} missing"));
+            let b = a + html[a..].find(end).expect("end of the section");
+            html[a..b].to_string()
+        };
+        let cards = section(r#"<section class="cards""#, "</section>");
+        for text in [
+            r#"<div class="big">2<span class="of"> / 6</span></div>"#,
+            r#"<div class="sub">4 not up</div>"#,
+            r#"<div class="big">19<span class="of"> busy</span></div>"#,
+            r#"aria-label="19 busy, 115 idle of 450""#,
+            "115 idle · 450 capacity",
+            r#"<div class="big">15.1k<span class="of"> req/s</span></div>"#,
+            "45.2k served by nodes",
+            r#"<div class="big">6.2 MB<span class="of">/s</span></div>"#,
+            "18.6 MB sent by nodes",
+            r#"<div class="big">10</div>"#,
+            "1.3M proxied since start",
+        ] {
+            assert!(cards.contains(text), "{text:?} missing from {cards}");
+        }
+        let web = section("<h2>web</h2>", "</div>");
+        for text in [
+            "<strong>2 / 4</strong> up",
+            "<strong>19</strong> busy · 115 idle · 450 cap",
+            "<strong>15.1k</strong> req/s",
+            "<strong>6.2 MB</strong>/s",
+            "<strong>7</strong> in flight",
+        ] {
+            assert!(web.contains(text), "{text:?} missing from {web}");
+        }
+        let stat = section("<h2>static</h2>", "</div>");
+        for text in [
+            "<strong>0 / 2</strong> up",
+            "<strong>0</strong> busy · 0 idle · 0 cap",
+            "<strong>3</strong> in flight",
+        ] {
+            assert!(stat.contains(text), "{text:?} missing from {stat}");
+        }
     }
 
     #[test]

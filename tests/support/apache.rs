@@ -8,21 +8,20 @@
 //! own temp directory, which also holds its pid file, scoreboard, mutexes,
 //! cgid socket and logs. The binary runs in the foreground
 //! (`apache2 -d <dir> -f node.conf -DFOREGROUND ...`) in its own process group.
+//! What every test node shares (start, stop, logs) is [`TestNode`], in
+//! `node.rs`.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use super::process::{start_node, ServerProcess};
+use super::node::{clean_env, Server, TestNode};
 
 /// Debian's Apache binary.
 pub const APACHE_BIN: &str = "/usr/sbin/apache2";
 /// Debian's Apache module directory.
 pub const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
-/// How long a node may take to answer `GET /node` after being started.
-pub const START_LIMIT: Duration = Duration::from_secs(10);
 
 /// The multi-processing module a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,90 +109,67 @@ impl ApacheOpts {
 }
 
 /// A running Apache httpd; stopped (with all its children) on drop.
-#[derive(Debug)]
-pub struct ApacheNode {
-    opts: ApacheOpts,
-    addr: SocketAddr,
-    server: Option<ServerProcess>,
-    // Last: removed after the server is stopped.
-    dir: tempfile::TempDir,
-}
+pub type ApacheNode = TestNode<Apache>;
 
-impl ApacheNode {
-    /// Starts a node and waits (up to 10 s) until `GET /node` answers with its
-    /// name. Panics on failure, with the node's error log in the message.
-    pub fn start(opts: ApacheOpts) -> Self {
-        match Self::try_start(opts) {
-            Ok(node) => node,
-            Err(e) => panic!("{e}"),
+/// Apache httpd as a [`Server`] of [`TestNode`].
+#[derive(Debug)]
+pub enum Apache {}
+
+impl Server for Apache {
+    type Opts = ApacheOpts;
+    const BIN: &'static str = APACHE_BIN;
+    const PACKAGE: &'static str = "apache2";
+    const LABEL: &'static str = "apache";
+    const ERROR_LOG: &'static str = "logs/error.log";
+    const ACCESS_LOG: &'static str = "logs/access.log";
+    const REPORT_FILES: &'static [&'static str] =
+        &["logs/error.log", "logs/access.log", "stderr.log"];
+    const STATUS_PATH: &'static str = "/server-status?auto";
+
+    fn name(o: &ApacheOpts) -> &str {
+        &o.name
+    }
+
+    fn listen_ip(o: &ApacheOpts) -> IpAddr {
+        o.listen_ip
+    }
+
+    fn port(o: &ApacheOpts) -> Option<u16> {
+        o.port
+    }
+
+    fn allow_status_from(o: &ApacheOpts) -> &[String] {
+        &o.allow_status_from
+    }
+
+    fn with_port(o: &ApacheOpts, port: u16) -> ApacheOpts {
+        ApacheOpts {
+            port: Some(port),
+            ..o.clone()
         }
     }
 
-    /// Like [`ApacheNode::start`], returning the failure (with the error log)
-    /// instead of panicking.
-    pub fn try_start(opts: ApacheOpts) -> Result<Self, String> {
-        super::require_installed(APACHE_BIN, "apache2");
-        super::check_node_name(&opts.name);
+    fn describe(o: &ApacheOpts) -> String {
+        format!("Apache node {:?} ({} MPM)", o.name, o.mpm.as_str())
+    }
+
+    fn check(o: &ApacheOpts) {
         assert!(
-            (1..=256).contains(&opts.max_workers),
+            (1..=256).contains(&o.max_workers),
             "max_workers must be 1..=256"
         );
-        assert!(
-            !opts.allow_status_from.is_empty(),
-            "allow_status_from must name at least one address"
-        );
-        assert!(
-            opts.listen_ip.is_loopback(),
-            "test nodes listen on loopback addresses only"
-        );
-        let dir = super::instance_dir("apache", &opts.name);
-        prepare_dir(dir.path(), &opts.name);
-        write_extra_cgis(dir.path(), &opts.extra_cgis);
-        let mut node = Self {
-            addr: SocketAddr::new(opts.listen_ip, opts.port.unwrap_or(0)),
-            opts,
-            server: None,
-            dir,
-        };
-        // An ephemeral port can be taken between free_port() and bind():
-        // retry such bind failures with another port.
-        let attempts = if node.opts.port.is_some() { 1 } else { 3 };
-        let mut last_err = String::new();
-        for _ in 0..attempts {
-            if node.opts.port.is_none() {
-                node.addr.set_port(super::free_port());
-            }
-            match node.launch() {
-                Ok(()) => return Ok(node),
-                Err(e) => {
-                    let log = node.error_log();
-                    last_err = format!(
-                        "Apache node {:?} ({} MPM) on {} failed to start: {e}\n\
-                         command: {}\n---- error log ----\n{log}\n---- stderr ----\n{}",
-                        node.opts.name,
-                        node.opts.mpm.as_str(),
-                        node.addr,
-                        node.command_line(),
-                        fs::read_to_string(node.dir.path().join("stderr.log")).unwrap_or_default(),
-                    );
-                    let bind_failed =
-                        log.contains("Address already in use") || log.contains("could not bind");
-                    if !bind_failed {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last_err)
     }
 
-    fn command(&self) -> Command {
+    fn prepare(dir: &Path, o: &ApacheOpts) {
+        prepare_dir(dir, &o.name);
+        write_extra_cgis(dir, &o.extra_cgis);
+    }
+
+    fn command(dir: &Path, o: &ApacheOpts, addr: SocketAddr) -> Command {
         let (user, group) = super::worker_user();
-        let dir = self.dir.path();
-        let o = &self.opts;
         let defines = [
             ("NODE_NAME", o.name.clone()),
-            ("NODE_LISTEN", self.addr.to_string()),
+            ("NODE_LISTEN", addr.to_string()),
             ("NODE_MPM", o.mpm.as_str().to_string()),
             ("NODE_MAX_WORKERS", o.max_workers.to_string()),
             ("NODE_MAX_SPARE_THREADS", (o.max_workers + 1).to_string()),
@@ -230,156 +206,12 @@ impl ApacheNode {
         for directive in &o.extra_directives {
             cmd.arg("-c").arg(directive);
         }
-        // A clean environment: none of Debian's APACHE_* variables are needed,
-        // and CGIs see a predictable PATH.
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("LANG", "C");
+        clean_env(&mut cmd);
         cmd
     }
 
-    /// The command line used to start the node (for messages).
-    pub fn command_line(&self) -> String {
-        let cmd = self.command();
-        let mut line = cmd.get_program().to_string_lossy().into_owned();
-        for arg in cmd.get_args() {
-            let arg = arg.to_string_lossy();
-            if arg.contains(' ') {
-                line.push_str(&format!(" '{arg}'"));
-            } else {
-                line.push(' ');
-                line.push_str(&arg);
-            }
-        }
-        line
-    }
-
-    fn launch(&mut self) -> Result<(), String> {
-        let server = start_node(
-            self.command(),
-            self.dir.path(),
-            APACHE_BIN,
-            self.addr,
-            &self.opts.name,
-            START_LIMIT,
-        )?;
-        self.server = Some(server);
-        Ok(())
-    }
-
-    /// The address the node listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The node's name.
-    pub fn name(&self) -> &str {
-        &self.opts.name
-    }
-
-    /// The options it was started with (with the port actually used).
-    pub fn opts(&self) -> ApacheOpts {
-        ApacheOpts {
-            port: Some(self.addr.port()),
-            ..self.opts.clone()
-        }
-    }
-
-    /// Path of the status page in machine-readable form: `/server-status?auto`.
-    pub fn status_path(&self) -> &'static str {
-        "/server-status?auto"
-    }
-
-    /// `http://<addr>/server-status?auto`.
-    pub fn status_url(&self) -> String {
-        format!("http://{}{}", self.addr, self.status_path())
-    }
-
-    /// `http://<addr>` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The node's own directory (config values, logs, htdocs, cgi-bin).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Path of the node's error log.
-    pub fn error_log_path(&self) -> PathBuf {
-        self.dir.path().join("logs/error.log")
-    }
-
-    /// Contents of the node's error log.
-    pub fn error_log(&self) -> String {
-        fs::read_to_string(self.error_log_path()).unwrap_or_default()
-    }
-
-    /// Contents of the node's access log.
-    pub fn access_log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default()
-    }
-
-    /// Pid of the master process, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(|s| s.pid())
-    }
-
-    /// True while the master process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.server.as_mut().is_some_and(|s| s.exited().is_none())
-    }
-
-    /// Stops the node (master and all children; bounded). Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.stop();
-        }
-    }
-
-    /// Starts the node again on the same address (after [`ApacheNode::stop`],
-    /// or stops it first). Panics on failure, with the error log.
-    pub fn restart(&mut self) {
-        self.stop();
-        if let Err(e) = self.launch() {
-            panic!(
-                "Apache node {:?} on {} failed to restart: {e}\n---- error log ----\n{}",
-                self.opts.name,
-                self.addr,
-                self.error_log()
-            );
-        }
-    }
-
-    /// SIGSTOPs every process of the node: connections are still accepted by
-    /// the kernel but never answered (a hung node). Undone by [`Self::thaw`]
-    /// or by stopping the node.
-    pub fn freeze(&self) {
-        if let Some(s) = &self.server {
-            s.signal_group("STOP");
-        }
-    }
-
-    /// SIGCONTs a node frozen by [`Self::freeze`].
-    pub fn thaw(&self) {
-        if let Some(s) = &self.server {
-            s.signal_group("CONT");
-        }
-    }
-}
-
-impl Drop for ApacheNode {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let label = format!("apache-{}-{}", self.opts.name, self.addr.port());
-            let logs = ["logs/error.log", "logs/access.log", "stderr.log"]
-                .map(|l| self.dir.path().join(l));
-            super::report_failed_node(&label, &self.error_log_path(), &logs);
-        }
-        self.stop();
+    fn bind_failed(error_log: &str) -> bool {
+        error_log.contains("Address already in use") || error_log.contains("could not bind")
     }
 }
 

@@ -9,6 +9,8 @@
 //!   ExtendedStatus On, allowed only from the given addresses);
 //! * [`NginxNode`]: nginx from `docker/nginx/node.conf`, serving `/`, `/node`,
 //!   `/headers` and `stub_status` at `/nginx_status`;
+//! * both are a [`node::TestNode`] (start, stop, freeze, logs) of their
+//!   [`node::Server`] kind;
 //! * a small blocking HTTP/1.1 client ([`http_get`], [`http_get_from`],
 //!   [`KeepAliveClient`], [`capture_status`]);
 //! * [`webcluster::Webcluster`]: the real `webcluster` binary under test;
@@ -28,6 +30,7 @@ pub mod apache;
 pub mod demo;
 pub mod http;
 pub mod nginx;
+pub mod node;
 pub mod process;
 pub mod webcluster;
 
