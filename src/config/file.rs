@@ -21,7 +21,7 @@ use serde_spanned::Spanned;
 use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
-    GroupConfig, Limits, LogFormat, NodeConfig, Retries, RouteConfig, ScrapeSettings,
+    GroupConfig, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig, ScrapeSettings,
     ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
 };
 
@@ -123,6 +123,7 @@ pub struct ServerFile {
     pub pid_file: Option<Spanned<String>>,
     pub upgrade_sock: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
 }
 
 /// `[admin]`
@@ -212,6 +213,7 @@ pub struct GroupFile {
     pub affinity_cookies: Option<Spanned<Vec<Spanned<String>>>>,
     pub affinity_insert_cookie: Option<Spanned<String>>,
     pub affinity_strict: Option<bool>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<Spanned<NodeFile>>,
 }
@@ -504,6 +506,10 @@ impl ServerFile {
             None => Vec::new(),
             Some(list) => cx.cidrs(list, CX, "trusted_proxies")?,
         };
+        let proxy_protocol_from = match &self.proxy_protocol_from {
+            None => Vec::new(),
+            Some(list) => cx.cidrs(list, CX, "proxy_protocol_from")?,
+        };
         Ok(ServerSettings {
             listen,
             threads,
@@ -513,6 +519,7 @@ impl ServerFile {
             pid_file,
             upgrade_sock,
             trusted_proxies,
+            proxy_protocol_from,
         })
     }
 }
@@ -813,6 +820,22 @@ impl GroupFile {
                 "every node of the group has weight 0: at least one needs a weight above 0",
             ));
         }
+        let send_proxy_protocol = match &self.send_proxy_protocol {
+            None => None,
+            Some(v) => match v.get_ref().as_str() {
+                "off" => None,
+                "v1" => Some(ProxyVersion::V1),
+                "v2" => Some(ProxyVersion::V2),
+                other => {
+                    return Err(cx.bad(
+                        v,
+                        cxs,
+                        "send_proxy_protocol",
+                        format!("{other:?} is not a PROXY protocol version: write \"v1\", \"v2\" or \"off\""),
+                    ))
+                }
+            },
+        };
 
         Ok(GroupConfig {
             name,
@@ -824,6 +847,7 @@ impl GroupFile {
             slow_start,
             upstream_keepalive,
             affinity,
+            send_proxy_protocol,
         })
     }
 }

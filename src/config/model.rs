@@ -57,6 +57,9 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// Clients whose own `X-Forwarded-For` is kept and appended to.
     pub trusted_proxies: Vec<IpNet>,
+    /// Sources whose connections start with a PROXY protocol header (an L4
+    /// balancer or a proxy in front): the visitor's address comes from it.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// How log lines are written (`[server] log_format`).
@@ -227,6 +230,10 @@ pub struct GroupConfig {
     pub upstream_keepalive: UpstreamKeepalive,
     /// Session affinity (sticky sessions); off by default.
     pub affinity: Affinity,
+    /// Start each connection to a node with a PROXY protocol header
+    /// carrying the visitor's address (such connections are not pooled:
+    /// each belongs to one visitor connection).
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 /// How a group keeps a visitor's session on one node.
@@ -247,6 +254,22 @@ impl AffinityMode {
             AffinityMode::Off => "off",
             AffinityMode::Cookie => "cookie",
             AffinityMode::Insert => "insert",
+        }
+    }
+}
+
+/// A version of the PROXY protocol header sent to nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl ProxyVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod forwarded;
 pub mod guard;
 pub mod http1;
 pub mod pool;
+pub mod proxy_protocol;
 mod respond;
 pub mod spool;
 mod tunnel;
@@ -324,9 +325,7 @@ impl Proxy {
 
     /// Serve every request of one visitor connection, in order.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let ip = peer_address(&stream).map(|a| a.ip());
         let mut down = Downstream {
             io: Io::new(stream, VISITOR_READ),
             head: RequestHead::default(),
@@ -335,6 +334,25 @@ impl Proxy {
             client: ip.map(Visitor::new),
             shutdown: shutdown.clone(),
         };
+        let from_proxy = {
+            let state = self.cluster.state();
+            let trusted = &state.config.server.proxy_protocol_from;
+            ip.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)))
+        };
+        if from_proxy {
+            let timeout = self.cluster.state().config.timeouts.client_read;
+            match read_proxy_header(&mut down.io, timeout).await {
+                Ok(Some((source, destination))) => {
+                    down.client = Some(Visitor::proxied(source, destination));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(client = ?ip, "closed: {e}");
+                    self.metrics.bad_requests.inc();
+                    return;
+                }
+            }
+        }
         let mut first = true;
         loop {
             // A connection accepted before the listener closed has its first
@@ -540,8 +558,9 @@ impl Proxy {
             ctx.current = Some(node.live.begin_request());
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
-            let pool = (!ctx.fresh_only).then_some(&*self.pool);
             let group = &state.groups[ctx.group];
+            let private = group.config.send_proxy_protocol.is_some();
+            let pool = (!ctx.fresh_only && !private).then_some(&*self.pool);
             let make_room = || {
                 if node_is_full(group, node) {
                     self.pool.close_one_elsewhere(node.config.address);
@@ -641,15 +660,22 @@ impl Proxy {
         let mut node_io = Io::new(conn.stream, NODE_READ);
 
         // The head, what an earlier attempt sent of the body, and the body
-        // bytes already at hand: one write.
+        // bytes already at hand: one write; a new connection to a node that
+        // asks for it starts with the PROXY protocol header.
         down.out.clear();
+        if let (Some(version), false) = (group.config.send_proxy_protocol, reused) {
+            let addrs = visitor_addresses(down);
+            down.out
+                .extend_from_slice(&proxy_protocol::header(version, addrs));
+        }
         upstream::write_request_head(
             &mut down.out,
             &down.head,
             &Forwarding {
                 trusted: &state.config.server.trusted_proxies,
                 client: down.client.as_ref(),
-                close: keepalive == UpstreamKeepalive::Off,
+                close: keepalive == UpstreamKeepalive::Off
+                    || group.config.send_proxy_protocol.is_some(),
                 framing: request_framing(&down.head, ctx.buffered.as_ref()),
             },
         );
@@ -1283,6 +1309,52 @@ async fn flush(io: &mut Io<Stream>, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// The address of the other end of a visitor's connection.
+fn peer_address(stream: &Stream) -> Option<std::net::SocketAddr> {
+    let digest = stream.get_socket_digest()?;
+    digest.peer_addr().and_then(|a| a.as_inet()).copied()
+}
+
+/// The visitor's address and the one it connected to: from its PROXY
+/// header, else from its connection.
+fn visitor_addresses(down: &Downstream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    if let Some(proxied) = down.client.as_ref().and_then(|c| c.proxied.as_deref()) {
+        return Some(*proxied);
+    }
+    let digest = down.io.get_ref().get_socket_digest()?;
+    let peer = digest.peer_addr().and_then(|a| a.as_inet()).copied()?;
+    let local = digest.local_addr().and_then(|a| a.as_inet()).copied()?;
+    Some((peer, local))
+}
+
+/// Read the PROXY protocol header a trusted source starts its connection
+/// with: the addresses it gives, if any. Bounded by `timeout` in all.
+async fn read_proxy_header(
+    io: &mut Io<Stream>,
+    timeout: Duration,
+) -> std::result::Result<
+    Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    proxy_protocol::BadHeader,
+> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((n, addrs)) = proxy_protocol::parse(io.unread())? {
+            io.consume(n);
+            return Ok(addrs);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match io.fill(left).await {
+            Ok(0) => {
+                return Err(proxy_protocol::BadHeader(
+                    "closed before the header ended".into(),
+                ))
+            }
+            Err(e) => return Err(proxy_protocol::BadHeader(e.to_string())),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// A visitor's request body whose chunked framing cannot be followed.
 fn bad_request_body(e: http1::BadChunk) -> Box<Error> {
     Error::because(ErrorType::InvalidHTTPHeader, "the request body", e).into_down()
@@ -1323,6 +1395,11 @@ fn pool_for(
     node: &crate::cluster::node::Node,
     idle: Duration,
 ) -> Option<Duration> {
+    if group.config.send_proxy_protocol.is_some() {
+        // Its PROXY header named one visitor: the connection is that
+        // visitor's only (HAProxy makes such connections private too).
+        return None;
+    }
     match keepalive {
         UpstreamKeepalive::Off => None,
         UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),

@@ -126,6 +126,10 @@ pub async fn read_response_head(
 pub struct Visitor {
     pub ip: IpAddr,
     pub value: String,
+    /// The visitor's address and the one it connected to, as a PROXY
+    /// protocol header from a trusted source gave them (boxed: most
+    /// connections have none, and every idle connection holds this).
+    pub proxied: Option<Box<(SocketAddr, SocketAddr)>>,
 }
 
 impl Visitor {
@@ -133,6 +137,15 @@ impl Visitor {
         Visitor {
             ip,
             value: ip.to_string(),
+            proxied: None,
+        }
+    }
+
+    /// A visitor whose addresses a PROXY protocol header gave.
+    pub fn proxied(source: SocketAddr, destination: SocketAddr) -> Visitor {
+        Visitor {
+            proxied: Some(Box::new((source, destination))),
+            ..Visitor::new(source.ip())
         }
     }
 }
