@@ -702,7 +702,7 @@ impl GroupFile {
         let name = cx.name(&self.name, cxs, "group")?;
 
         let balance = match &self.balance {
-            None => BalanceMethod::Busyness,
+            None => BalanceMethod::DEFAULT,
             Some(v) => parse_balance(v.get_ref()).map_err(|e| cx.bad(v, cxs, "balance", e))?,
         };
         let max_fails = self.max_fails.unwrap_or(DEFAULT_MAX_FAILS);
@@ -1197,17 +1197,12 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// A method registered in `balance::METHODS`.
 fn parse_balance(text: &str) -> std::result::Result<BalanceMethod, String> {
-    [
-        BalanceMethod::Busyness,
-        BalanceMethod::RoundRobin,
-        BalanceMethod::LeastInflight,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == text)
-    .ok_or_else(|| {
+    BalanceMethod::named(text).ok_or_else(|| {
         format!(
-            "unknown balance method {text:?}: expected \"busyness\", \"round_robin\" or \"least_inflight\""
+            "unknown balance method {text:?}: expected {}",
+            BalanceMethod::names_for_message()
         )
     })
 }
@@ -1415,12 +1410,9 @@ mod tests {
 
     #[test]
     fn balance_and_status_kind() {
-        assert_eq!(parse_balance("round_robin"), Ok(BalanceMethod::RoundRobin));
-        assert_eq!(parse_balance("busyness"), Ok(BalanceMethod::Busyness));
-        assert_eq!(
-            parse_balance("least_inflight"),
-            Ok(BalanceMethod::LeastInflight)
-        );
+        for name in ["round_robin", "busyness", "least_inflight"] {
+            assert_eq!(parse_balance(name).map(|m| m.name()), Ok(name));
+        }
         assert!(parse_balance("random").is_err());
         assert_eq!(parse_status_kind("nginx"), Ok(StatusKind::Nginx));
         assert!(parse_status_kind("iis").is_err());

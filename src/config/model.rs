@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::balance::BalanceMethod;
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -138,27 +140,6 @@ pub struct Retries {
     /// Also retry idempotent requests (GET, HEAD, ...) whose connection
     /// failed after it was established, or timed out, on another node.
     pub idempotent_on_error: bool,
-}
-
-/// How a group picks a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BalanceMethod {
-    /// By the live load the nodes report (power of two choices).
-    Busyness,
-    /// Smooth weighted round robin, like nginx's.
-    RoundRobin,
-    /// Fewest requests in flight from this proxy, relative to weight.
-    LeastInflight,
-}
-
-impl BalanceMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BalanceMethod::Busyness => "busyness",
-            BalanceMethod::RoundRobin => "round_robin",
-            BalanceMethod::LeastInflight => "least_inflight",
-        }
-    }
 }
 
 /// Pooled keep-alive connections from the proxy to a group's nodes.

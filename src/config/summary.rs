@@ -145,7 +145,7 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         out,
         "group {} ({}): {passive}, {scrape}{slow}{keepalive}{affinity}{strict}",
         g.name,
-        g.balance.as_str()
+        g.balance.name()
     )?;
 
     let name_w = g.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
