@@ -217,7 +217,7 @@ fn explicit_status_url_is_parsed() {
     assert_eq!(n.status.address, addr("127.0.0.1:80"));
     assert_eq!(n.status.host, "127.0.0.1");
     assert_eq!(n.status.path_and_query, "/nginx_status");
-    assert_eq!(n.status_kind, StatusKind::Nginx);
+    assert_eq!(n.status_kind.name(), "nginx");
 }
 
 #[test]

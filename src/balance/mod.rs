@@ -96,11 +96,6 @@ impl BalanceMethod {
     pub fn balancer(self, nodes: usize) -> Box<dyn Balance> {
         (self.0.new)(nodes)
     }
-
-    /// The registered names as a message lists them: `"a", "b" or "c"`.
-    pub fn names_for_message() -> String {
-        quoted_list(METHODS.iter().map(|m| m.name))
-    }
 }
 
 impl PartialEq for BalanceMethod {
@@ -129,17 +124,6 @@ impl fmt::Display for BalanceMethod {
     }
 }
 
-/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: for messages listing the known
-/// names of a registry.
-pub fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let names: Vec<String> = names.map(|n| format!("{n:?}")).collect();
-    match names.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,18 +141,6 @@ mod tests {
         assert_eq!(BalanceMethod::named("random"), None);
         assert_eq!(BalanceMethod::DEFAULT.name(), "busyness");
         assert!(BalanceMethod::all().any(|m| m == BalanceMethod::DEFAULT));
-    }
-
-    #[test]
-    fn names_are_listed_for_messages() {
-        assert_eq!(quoted_list(["a"].into_iter()), "\"a\"");
-        assert_eq!(quoted_list(["a", "b"].into_iter()), "\"a\" or \"b\"");
-        assert_eq!(
-            quoted_list(["a", "b", "c"].into_iter()),
-            "\"a\", \"b\" or \"c\""
-        );
-        assert!(BalanceMethod::names_for_message()
-            .starts_with("\"busyness\", \"round_robin\", \"least_inflight\""));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::balance::BalanceMethod;
+pub use crate::status::ServerKind;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,15 +170,31 @@ impl UpstreamKeepalive {
     }
 }
 
-/// Which status page format a node serves.
+/// Which status page kind a node serves (`status_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusKind {
-    /// Detected from the page itself.
+    /// Detected from the page itself (`"auto"`).
     Auto,
-    /// Apache `mod_status` `?auto`.
-    Apache,
-    /// nginx `stub_status`.
-    Nginx,
+    /// A registered kind (`status::KINDS`), by its name.
+    Named(ServerKind),
+}
+
+impl StatusKind {
+    /// As written in the config: `auto` or the kind's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusKind::Auto => "auto",
+            StatusKind::Named(kind) => kind.name(),
+        }
+    }
+
+    /// The kind to expect, or None to detect it.
+    pub fn hint(self) -> Option<ServerKind> {
+        match self {
+            StatusKind::Auto => None,
+            StatusKind::Named(kind) => Some(kind),
+        }
+    }
 }
 
 /// A named group of nodes (`[[group]]`).
