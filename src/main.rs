@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use webcluster::config::{self, Config};
+use webcluster::config::{self, Config, LogFormat};
 use webcluster::demo::{self, DemoOptions};
 use webcluster::server::{self, RunOptions};
 
@@ -57,6 +57,17 @@ enum Command {
     Reload {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Wait for the running webcluster's verdict (read from its admin
+        /// listener) and exit non-zero when it refused the new config.
+        #[arg(short, long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// The process to signal, instead of the pid in `pid_file` (systemd:
+        /// `--pid $MAINPID`).
+        #[arg(long)]
+        pid: Option<i32>,
     },
     /// Run a demo: three demo nodes in this process, the proxy and the
     /// status page in front of them.
@@ -76,25 +87,39 @@ enum Command {
     },
 }
 
-fn init_logging(default_level: &str) {
+/// Log to standard output: text (in colour only on a terminal, and never
+/// with `NO_COLOR` set) or one JSON object per line.
+fn init_logging(default_level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{default_level},pingora_core=warn,pingora_proxy=warn"
         ))
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(use_colour()).try_init(),
+    };
+    fn use_colour() -> bool {
+        std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    }
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(config::load(path)?)
 }
 
-fn send_hup(config: &Config) -> anyhow::Result<i32> {
+fn send_hup(config: &Config, pid: Option<i32>) -> anyhow::Result<i32> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
+    if let Some(pid) = pid {
+        kill(Pid::from_raw(pid), Signal::SIGHUP)
+            .with_context(|| format!("cannot signal process {pid}"))?;
+        return Ok(pid);
+    }
     let pid_file = config.server.pid_file.as_ref().with_context(|| {
         format!(
             "{}: no `pid_file` in [server]: set one to use `webcluster reload` (or send SIGHUP yourself)",
@@ -112,23 +137,122 @@ fn send_hup(config: &Config) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
+/// The reload counters of the running webcluster, read from its admin
+/// listener's `/status.json`: (successes, failures, last error).
+fn reload_counters(admin: SocketAddr) -> anyhow::Result<(u64, u64, Option<String>)> {
+    use std::io::{Read, Write};
+    use webcluster::proxy::http1::{Body, Limits, ResponseHead};
+    // A listener on every address is asked on loopback.
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot reach the admin listener on {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET /status.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .with_context(|| format!("reading {addr}/status.json"))?;
+    let mut head = ResponseHead::default();
+    let len = head
+        .parse(&raw, &Limits::default())
+        .ok()
+        .flatten()
+        .with_context(|| format!("{addr}/status.json: not an HTTP response"))?;
+    anyhow::ensure!(
+        head.status == 200,
+        "{addr}/status.json answered {} (is this host in [admin] allow?)",
+        head.status
+    );
+    let framing = head
+        .framing(&http::Method::GET)
+        .map_err(|e| anyhow::anyhow!("{addr}/status.json: {e}"))?;
+    let mut body = Vec::new();
+    Body::new(framing)
+        .advance(&raw[len..], Some(&mut body))
+        .map_err(|e| anyhow::anyhow!("{addr}/status.json: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("{addr}/status.json is not JSON"))?;
+    let config = &json["config"];
+    let count = |k: &str| {
+        config[k]
+            .as_u64()
+            .with_context(|| format!("{addr}/status.json has no config.{k}"))
+    };
+    Ok((
+        count("reloads_ok")?,
+        count("reloads_failed")?,
+        config["last_reload_error"].as_str().map(str::to_owned),
+    ))
+}
+
+/// SIGHUP, then wait for the running webcluster to apply or refuse the
+/// config: an error when it refused it (or said nothing in `timeout`).
+fn reload_and_wait(config: &Config, pid: Option<i32>, timeout: Duration) -> anyhow::Result<()> {
+    let admin = config.admin.listen.with_context(|| {
+        format!(
+            "{}: --wait reads the result from the admin listener, which is disabled",
+            config.source.display()
+        )
+    })?;
+    let (ok, failed, _) = reload_counters(admin)?;
+    let pid = send_hup(config, pid)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let (now_ok, now_failed, error) = reload_counters(admin)?;
+        if now_failed > failed {
+            anyhow::bail!(
+                "webcluster (pid {pid}) refused the new config and keeps the running one: {}",
+                error.unwrap_or_else(|| "no reason given".to_owned())
+            );
+        }
+        if now_ok > ok {
+            println!(
+                "webcluster (pid {pid}) reloaded {}",
+                config.source.display()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "webcluster (pid {pid}) got SIGHUP but did not say within {timeout:?} whether it reloaded"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, upgrade } => load(&config).and_then(|c| {
-            init_logging(&c.server.log_level);
+            init_logging(&c.server.log_level, c.server.log_format);
             server::run(c, RunOptions { upgrade })
         }),
         Command::Check { config } => load(&config).map(|c| {
             print!("{}", c.summary());
             println!("{}: configuration is valid", config.display());
         }),
-        Command::Reload { config } => load(&config)
+        Command::Reload {
+            config,
+            wait,
+            timeout,
+            pid,
+        } => load(&config)
             .context("the config has an error, the running webcluster was not signalled")
             .and_then(|c| {
-                let pid = send_hup(&c)?;
-                println!("sent SIGHUP to webcluster (pid {pid})");
-                Ok(())
+                if !wait {
+                    let pid = send_hup(&c, pid)?;
+                    println!("sent SIGHUP to webcluster (pid {pid})");
+                    return Ok(());
+                }
+                reload_and_wait(&c, pid, Duration::from_secs(timeout))
             }),
         Command::Demo {
             listen,
@@ -136,7 +260,7 @@ fn main() -> ExitCode {
             workers,
             delay_ms,
         } => {
-            init_logging("info");
+            init_logging("info", LogFormat::Text);
             demo::run(DemoOptions {
                 listen,
                 admin,

@@ -41,7 +41,7 @@ fn keep<T: PartialEq + Clone + std::fmt::Debug>(
 
 /// Settings a reload cannot change in a running process: listeners need a
 /// restart or binary upgrade; pingora's threads and shutdown timers, the
-/// log filter, the access log, the pid file and upgrade socket are all set
+/// log filter and format, the access log, the pid file and upgrade socket are all set
 /// up once, at start.
 ///
 /// Every field of the config is named below, none left to `..`: a new
@@ -73,6 +73,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         threads,
         grace_period,
         log_level,
+        log_format,
         pid_file,
         upgrade_sock,
         trusted_proxies: _,
@@ -82,6 +83,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     keep(&mut kept, "threads", &o.threads, threads);
     keep(&mut kept, "grace_period", &o.grace_period, grace_period);
     keep(&mut kept, "log_level", &o.log_level, log_level);
+    keep(&mut kept, "log_format", &o.log_format, log_format);
     keep(&mut kept, "pid_file", &o.pid_file, pid_file);
     keep(&mut kept, "upgrade_sock", &o.upgrade_sock, upgrade_sock);
 

@@ -537,6 +537,42 @@ fn reload_command_signals_the_pid_in_pid_file() {
     let s = wc.wait_status("the reload", |s| reload_counts(s) == (1, 0));
     assert_eq!(node_names(&s), ["a", "b"], "{s:#}");
 
+    // --wait: the running process's verdict, read from its admin listener
+    let only_b = server_config(wc.listen, wc.admin, &extra) + &web_group(&[("b", b, "")]);
+    std::fs::write(&wc.config_path, &only_b).expect("write config");
+    let out = Command::new(binary())
+        .args(["reload", "--wait", "-c"])
+        .arg(&wc.config_path)
+        .output()
+        .expect("run webcluster reload --wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("webcluster (pid {}) reloaded", wc.pid())),
+        "{stdout}"
+    );
+    // Applied when it returned, not later.
+    assert_eq!(reload_counts(&wc.status()), (2, 0));
+    assert_eq!(node_names(&wc.status()), ["b"]);
+    std::fs::write(&wc.config_path, &text).expect("write config");
+    let out = Command::new(binary())
+        .args(["reload", "--wait", "--pid"])
+        .arg(wc.pid().to_string())
+        .arg("-c")
+        .arg(&wc.config_path)
+        .output()
+        .expect("run webcluster reload --wait --pid");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reload_counts(&wc.status()), (3, 0));
+
     // a broken config: said so, and the running process is left alone
     let broken = text.replace("[admin]", "[admin]\nlisten_to = 1");
     std::fs::write(&wc.config_path, &broken).expect("write config");
@@ -556,7 +592,17 @@ fn reload_command_signals_the_pid_in_pid_file() {
         stderr.contains("was not signalled") && stderr.contains(&place),
         "{stderr}"
     );
-    assert_eq!(reload_counts(&wc.status()), (1, 0));
+    assert_eq!(reload_counts(&wc.status()), (3, 0));
+    let out = Command::new(binary())
+        .args(["reload", "--wait", "-c"])
+        .arg(&wc.config_path)
+        .output()
+        .expect("run webcluster reload --wait");
+    assert!(
+        !out.status.success(),
+        "a broken config: reload --wait fails"
+    );
+    assert_eq!(reload_counts(&wc.status()), (3, 0));
 
     // no pid_file in the config: a clear refusal
     let no_pid = run_dir.path().join("no-pid.toml");
@@ -601,7 +647,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
         "{stderr}"
     );
     // the running process was not disturbed
-    assert_eq!(reload_counts(&wc.status()), (1, 0));
+    assert_eq!(reload_counts(&wc.status()), (3, 0));
 }
 
 #[test]
@@ -740,7 +786,17 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
     let requests: Vec<_> = (0..4)
         .map(|_| thread::spawn(move || http_get(listen, "/node", &[])))
         .collect();
-    wc.wait_status("4 requests in flight", |s| s["totals"]["inflight"] == 4);
+    // Two more on keep-alive connections: their responses, finished while
+    // the server stops, must say the connection closes.
+    let kept: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = KeepAliveClient::connect(listen).expect("connect");
+                c.get("/node", &[])
+            })
+        })
+        .collect();
+    wc.wait_status("6 requests in flight", |s| s["totals"]["inflight"] == 6);
     wc.signal(Signal::SIGTERM);
     // the listener is closed: new connections are refused (while the
     // requests in flight still run)
@@ -754,6 +810,14 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
         let r = r.join().expect("client thread").expect("request in flight");
         assert_eq!(r.status, 200, "{}", r.body);
     }
+    for r in kept {
+        let r = r
+            .join()
+            .expect("client thread")
+            .expect("keep-alive request in flight");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    }
     let status = wc
         .wait_exit(Duration::from_secs(10))
         .expect("webcluster exits once drained, well before its 30 s grace period");
@@ -761,6 +825,33 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
     assert!(wc
         .log()
         .contains("graceful shutdown: 0 request(s) still in flight"));
+    // Written to a file: no terminal colour codes.
+    assert!(!wc.log().contains('\x1b'), "{}", wc.log());
+}
+
+#[test]
+fn the_json_log_format_writes_one_object_per_line() {
+    let nodes = start_nodes(&["a"], Duration::ZERO);
+    let a = nodes.addr(0);
+    let wc = Webcluster::start(|l, adm| {
+        server_config(l, adm, "log_format = \"json\"") + &web_group(&[("a", a, "")])
+    });
+    wc.wait_all_up();
+    let r = http_get(wc.listen, "/server-status", &[]).expect("a refused request");
+    assert_eq!(r.status, 403);
+    wait_log(&wc, "refused a request for a node status page");
+    let log = wc.log();
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{log}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 2, "{log}");
 }
 
 #[test]

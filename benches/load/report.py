@@ -235,6 +235,126 @@ def handler_section(rows):
     return lines
 
 
+BUF_SHORT = {"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "webcluster": "webcluster",
+             "webcluster-stream": "webcluster streaming"}
+BUF_LABEL = {"direct": "direct (no proxy)", "nginx": "nginx (default buffering)",
+             "haproxy": "HAProxy (streams)", "webcluster": "webcluster (default buffering)",
+             "webcluster-stream": "webcluster, buffering off (streams)"}
+
+
+def size_label(size):
+    return {"16": "16 B", "64k": "64 KiB", "1m": "1 MiB"}.get(size, size)
+
+
+def buffering_section(rows):
+    """Two tables, request bodies (POST) and response bodies (GET): per size
+    req/s, p99 and CPU per request of the proxy, with ratios to nginx."""
+    bf = [r for r in rows if r["part"] == "buffering"]
+    if not bf:
+        return []
+    for r in bf:
+        r.update(parse_wrk(r["wrk"]))
+        ticks = r.get("cpu_ticks", 0) / float(r.get("clk_tck", 100))
+        reqs = r.get("requests") or 0
+        r["cpu_us_per_req"] = (ticks * 1e6 / reqs) if reqs else None
+    reps_n = max(r["rep"] for r in bf)
+    lines = ["", "### Buffering", "",
+             "The cost of buffering bodies: `wrk -t1 -c%s --latency --timeout 10s`, keep-alive, each proxy with "
+             "%d worker, one upstream nginx (1 worker) that serves the responses from files and reads every "
+             "upload whole before it answers. nginx and webcluster buffer with their defaults (nginx: "
+             "`proxy_request_buffering on`, `proxy_buffering on`, %s `client_body_buffer_size`, then "
+             "temporary files; webcluster: `[buffering] memory = \"64k\"`, then temporary files); HAProxy and "
+             "the \"buffering off\" webcluster stream. Each cell: median req/s, p99 and the proxy's CPU time per "
+             "request; in brackets this row ÷ nginx's (req/s: higher is better; p99, CPU: lower)." % (
+                 bf[0].get("conns", 50), bf[0].get("threads", 1),
+                 "a %s (`BUF_NGINX_BODY_BUFFER`)" % bf[0]["nginx_body_buffer"]
+                 if bf[0].get("nginx_body_buffer") else "the default 16 KiB")]
+    lines.append("")
+    lines.append("Each case ran %d time%s%s." % (
+        reps_n, "s" if reps_n > 1 else "",
+        ", interleaved; medians" if reps_n > 1 else ""))
+    for d, title in (("up", "request bodies (POST, body to the upstream)"),
+                     ("down", "response bodies (GET, body from the upstream)")):
+        rs = [r for r in bf if r["dir"] == d]
+        if not rs:
+            continue
+        sizes, kinds = [], []
+        for r in rs:
+            if r["size"] not in sizes:
+                sizes.append(r["size"])
+            if r["proxy"] not in kinds:
+                kinds.append(r["proxy"])
+        cell = {}
+        for s in sizes:
+            for k in kinds:
+                reps = [r for r in rs if r["size"] == s and r["proxy"] == k]
+                if not reps:
+                    continue
+                cell[(s, k)] = {
+                    "rps": median([r["rps"] for r in reps]),
+                    "p99": median([r["p99"] for r in reps]),
+                    "cpu": median([r["cpu_us_per_req"] for r in reps]),
+                    "errors": sum(r["errors"] + r["non2xx"] for r in reps),
+                    "requests": sum(r["requests"] or 0 for r in reps),
+                    "whole": sum(r.get("upstream_whole", 0) for r in reps),
+                    "chunked": sum(r.get("upstream_chunked", 0) for r in reps),
+                }
+        lines += ["", "#### Buffering: %s" % title, ""]
+        head = "| proxy |"
+        rule = "| --- |"
+        for s in sizes:
+            head += " %s req/s | %s p99 | %s CPU per request |" % ((size_label(s),) * 3)
+            rule += " ---: | ---: | ---: |"
+        head += " errors |"
+        rule += " ---: |"
+        lines += [head, rule]
+        for k in kinds:
+            row = "| %s |" % BUF_LABEL.get(k, k)
+            errors = 0
+            for s in sizes:
+                c = cell.get((s, k))
+                ng = cell.get((s, "nginx"))
+                if not c:
+                    row += " — | — | — |"
+                    continue
+                errors += c["errors"]
+                show_ratio = k not in ("nginx", "direct")
+
+                def with_ratio(text, key):
+                    if not show_ratio:
+                        return text
+                    return "%s (%s)" % (text, ratio(c[key], ng and ng[key]))
+
+                row += " %s | %s | %s |" % (
+                    with_ratio("%.0f" % c["rps"] if c["rps"] else "—", "rps"),
+                    with_ratio(fmt_ms(c["p99"]), "p99"),
+                    with_ratio("%.0f µs" % c["cpu"] if c["cpu"] else "—", "cpu") if k != "direct" else "—")
+            row += " %d |" % errors
+            lines.append(row)
+        wc = [s for s in sizes if cell.get((s, "webcluster")) and cell.get((s, "webcluster-stream"))]
+        if wc:
+            parts = []
+            for s in wc:
+                a, b = cell[(s, "webcluster")], cell[(s, "webcluster-stream")]
+                parts.append("%s: req/s %s, p99 %s, CPU %s" % (
+                    size_label(s), ratio(a["rps"], b["rps"]), ratio(a["p99"], b["p99"]), ratio(a["cpu"], b["cpu"])))
+            lines += ["", "The cost of buffering in webcluster (buffered ÷ streaming): " + "; ".join(parts) + "."]
+        if d == "up":
+            checks = []
+            for k in kinds:
+                req = sum(cell[(s, k)]["requests"] for s in sizes if (s, k) in cell)
+                whole = sum(cell[(s, k)]["whole"] for s in sizes if (s, k) in cell)
+                chunked = sum(cell[(s, k)]["chunked"] for s in sizes if (s, k) in cell)
+                checks.append("%s %d of %d%s%s" % (
+                    BUF_SHORT.get(k, k),
+                    min(whole, req), req, "" if whole >= req else " **(short!)**",
+                    " (%d chunked)" % chunked if chunked else ""))
+            lines += ["", "Uploads the upstream logged as read whole (answered 200, `$content_length` = the size, "
+                      "`$request_length` above it; nginx answers only after the last byte), against the "
+                      "requests wrk counted: " + ", ".join(checks) + "."]
+    return lines
+
+
 LAG_LIMIT_MS = 10.0
 
 
@@ -639,6 +759,7 @@ def main():
                    "sensitive to other load on the machine than req/s).")
         out.extend(ov_lines)
     out.extend(idle_section(rows))
+    out.extend(buffering_section(rows))
     if bal_lines or h_lines:
         out.append("")
         out.append("### Balancing quality")

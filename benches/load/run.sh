@@ -12,6 +12,14 @@
 # (keep-alive); the direct figure (no proxy) is the ceiling.
 # Part 1b, "idle": peak RSS of each proxy (1 worker) holding 10,000 idle
 # keep-alive visitor connections (benches/load/idleconns.py).
+# Part 1c, "buffering" (not in the default PARTS): the cost of request and
+# response buffering. An upstream nginx serves 16 B, 64 KiB and 1 MiB files
+# and reads 16 B, 64 KiB and 1 MiB POST bodies whole before it answers;
+# nginx (its default buffering), HAProxy (streams), webcluster (default
+# buffering) and webcluster with [buffering] requests = false, responses =
+# false proxy to it (1 worker each), loaded by `wrk -t1 -c50 --latency`
+# (uploads: benches/load/post.lua). The upstream's log checks that every
+# upload reached it whole.
 # Part 2, "balancing": three Apache prefork nodes (16 workers, a 20 ms Lua
 # handler); node n1 also gets hidden load that does not pass through the
 # proxy. webcluster busyness / round_robin / least_inflight, nginx
@@ -31,6 +39,15 @@
 #   THREADS_LIST worker threads/processes per proxy ["1 2"]
 #   PROXIES      proxies in the overhead part ["nginx haproxy webcluster"]
 #   SIZES        overhead responses ["small 64k"]
+#   BUF_SIZES    bodies in the "buffering" part ["16 64k 1m"]
+#   BUF_DIRS     "up" (request bodies, POST) and/or "down" (response bodies,
+#                GET) ["up down"]
+#   BUF_PROXIES  ["direct nginx haproxy webcluster webcluster-stream"];
+#                direct = wrk straight at the upstream, webcluster-stream =
+#                webcluster with request and response buffering off
+#   BUF_WORKERS  worker threads/processes of each proxy when buffering [1]
+#   BUF_NGINX_BODY_BUFFER client_body_buffer_size of the nginx proxy in the
+#                buffering part [empty: nginx's default, 16k on 64-bit]
 #   IDLE_CONNS   idle keep-alive visitor connections in the "idle" part
 #                [10000, or less when the open-files hard limit is below
 #                20,200: HAProxy wants 2 descriptors per connection]
@@ -72,7 +89,8 @@
 #   OUT          Markdown file whose results section is rewritten
 #                [benches/README.md]
 #   PLOT         1: plot (installs matplotlib with pip if missing) [1]
-#   PLOT_DIR     where latency.png|svg and results.json go [benches/load]
+#   PLOT_DIR     where latency.png|svg and results.json go [benches/load;
+#                the directory of OUT when OUT is not benches/README.md]
 #   KEEP         1: keep the work directory (configs, logs, raw results) [0]
 #
 # It starts every server in its own process group and kills those groups on
@@ -94,6 +112,11 @@ CONNS=${CONNS:-50}
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 PROXIES=${PROXIES:-"nginx haproxy webcluster"}
 SIZES=${SIZES:-"small 64k"}
+BUF_SIZES=${BUF_SIZES:-"16 64k 1m"}
+BUF_DIRS=${BUF_DIRS:-"up down"}
+BUF_PROXIES=${BUF_PROXIES:-"direct nginx haproxy webcluster webcluster-stream"}
+BUF_WORKERS=${BUF_WORKERS:-1}
+BUF_NGINX_BODY_BUFFER=${BUF_NGINX_BODY_BUFFER:-}
 if [[ -z ${IDLE_CONNS:-} ]]; then
     IDLE_CONNS=10000
     _hard=$(ulimit -Hn)
@@ -121,13 +144,16 @@ BUILD=${BUILD:-auto}
 JOBS=${JOBS:-1}
 OUT=${OUT:-$ROOT/benches/README.md}
 PLOT=${PLOT:-1}
-PLOT_DIR=${PLOT_DIR:-$HERE}
+# A run whose tables go elsewhere (a smoke test) leaves benches/load alone.
+if [[ -z ${PLOT_DIR:-} ]]; then
+    if [[ $OUT == "$ROOT/benches/README.md" ]]; then PLOT_DIR=$HERE; else PLOT_DIR=$(dirname "$OUT"); fi
+fi
 KEEP=${KEEP:-0}
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for v in FLAP_EVERY REPEAT IDLE_CONNS DURATION WARMUP CONNS BAL_DURATION TIMEOUT HANDLER_MS NODE_WORKERS HIDDEN HIDDEN_MS BAL_WORKERS JOBS; do
+for v in BUF_WORKERS FLAP_EVERY REPEAT IDLE_CONNS DURATION WARMUP CONNS BAL_DURATION TIMEOUT HANDLER_MS NODE_WORKERS HIDDEN HIDDEN_MS BAL_WORKERS JOBS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ $RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "RATE must be a number, got '$RATE'"
@@ -338,6 +364,7 @@ http {
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
+${NGINX_EXTRA:-}
     upstream up {
         $balance
 $servers        keepalive 64;
@@ -397,7 +424,7 @@ listen = "127.0.0.1:$admin"
 
 [access_log]
 target = "off"
-
+${WC_EXTRA:-}
 [[group]]
 name = "web"
 balance = "$balance"
@@ -417,7 +444,8 @@ EOF
 # start_proxy KIND DIR PORT WORKERS BALANCE UPSTREAM_PORTS...: sets PROXY_PID.
 # KIND: nginx | haproxy | webcluster (webcluster: BALANCE is
 # "method:scrape[:upstream_keepalive]",
-# admin listener on WC_ADMIN_PORT when set).
+# admin listener on WC_ADMIN_PORT when set; WC_EXTRA: more top-level tables
+# for webcluster, NGINX_EXTRA: more http-level directives for nginx).
 start_proxy() {
     local kind=$1 d=$2 port=$3 workers=$4 balance=$5; shift 5
     mkdir -p "$d"
@@ -447,10 +475,11 @@ proxy_pids() { # KIND PID
 # ---------------------------------------------------------------------------
 # Part 1: proxy overhead
 
-run_wrk() { # URL OUTFILE SECONDS
+run_wrk() { # URL OUTFILE SECONDS [WRK-ARGS...]
     # In the background and waited for, so that a signal to this script is
     # handled at once (bash runs traps only between foreground commands).
-    timeout -k 5 $(($3 + 30)) wrk -t1 -c"$CONNS" -d"$3"s --latency "$1" >"$2" 2>&1 &
+    local url=$1 out=$2 secs=$3; shift 3
+    timeout -k 5 $((secs + 30)) wrk -t1 -c"$CONNS" -d"$secs"s --latency "$@" "$url" >"$out" 2>&1 &
     wait $! || true
 }
 
@@ -549,6 +578,177 @@ part_idle() {
         jsonl "{\"part\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$open,\"failed\":$failed,\"rss_kb\":$rss,\"rss_before_kb\":$rss0}"
         stop "$gen"
         stop "$PROXY_PID"
+    done
+    stop "$master"
+}
+
+# Part 1c: the cost of buffering request and response bodies.
+
+# size_bytes SIZE: 16 -> 16, 64k -> 65536, 1m -> 1048576.
+size_bytes() {
+    case $1 in
+        *k) echo $(( ${1%k} * 1024 )) ;;
+        *m) echo $(( ${1%m} * 1048576 )) ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# The upstream of the buffering part: GET /SIZE is a static file of SIZE;
+# POST /upload is read whole and then answered "ok". nginx's proxy module
+# reads the whole request body before it connects anywhere (the default
+# proxy_request_buffering on; a 2 MiB client_body_buffer_size keeps it in
+# memory), so an answer 200 means the body was read to its last byte: a
+# short body ends in a timeout, never in a 200. The body is not passed on
+# (proxy_pass_request_body off) to a second server that just says "ok".
+# Every upload is logged with its $request_length and $content_length.
+nginx_buffering_upstream_conf() { # DIR PORT SINK_PORT
+    local d=$1 port=$2 sink=$3 size
+    mkdir -p "$d/logs" "$d/html"
+    for size in $BUF_SIZES; do
+        head -c "$(size_bytes "$size")" /dev/zero | tr '\0' 'x' >"$d/html/$size"
+    done
+    cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+error_log $d/logs/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    log_format upload '\$request_length \$content_length \$status';
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    default_type application/octet-stream;
+    client_max_body_size 4m;
+    client_body_buffer_size 2m;
+    client_body_temp_path $d/client_body;
+    proxy_temp_path $d/proxy_temp;
+    upstream sink {
+        server 127.0.0.1:$sink;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        root $d/html;
+        location / { }
+        location = /upload {
+            access_log $d/logs/upload.log upload;
+            proxy_pass http://sink/ok;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Content-Type "";
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+    server {
+        listen 127.0.0.1:$sink backlog=4096;
+        location = /ok { return 200 "ok\n"; }
+    }
+}
+EOF
+}
+
+# upload_check LOG FROM TO BYTES: the upstream's upload log between byte
+# offsets FROM and TO: "LINES WHOLE CHUNKED" (WHOLE: answered 200 with the
+# whole body; CHUNKED: of those, sent without a Content-Length).
+upload_check() {
+    local log=$1 from=$2 to=$3 want=$4
+    tail -c +$((from + 1)) "$log" 2>/dev/null | head -c $((to - from)) | awk -v want="$want" '
+        { n++ }
+        $3 == 200 && $2 == "-" && $1 >= want { whole++; chunked++ }
+        $3 == 200 && $2 == want && $1 > want { whole++ }
+        END { printf "%d %d %d\n", n, whole + 0, chunked + 0 }'
+}
+
+file_bytes() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+buffering_case() { # PROXY DIR SIZE UPPORT REP UPLOG
+    local kind=$1 dir=$2 size=$3 up=$4 rep=$5 uplog=$6 port d pids c0 c1 rss bytes o0 o1 url
+    local args=() check="0 0 0"
+    bytes=$(size_bytes "$size")
+    port=$(free_ports 1)
+    d="$WORK/buffering/$kind-$dir-$size-$rep"
+    mkdir -p "$d"
+    case $kind in
+        direct) port=$up ;;
+        nginx)
+            # nginx's defaults otherwise: proxy_request_buffering and
+            # proxy_buffering on, client_body_buffer_size 16k, proxy_buffers
+            # 8 4k/8k, the rest of a body in a temporary file. The error
+            # log at nginx's default level, error: at warn it would write
+            # a line for every body that goes to a temporary file.
+            NGINX_EXTRA="    error_log $d/logs/error.log error;
+    client_max_body_size 4m;${BUF_NGINX_BODY_BUFFER:+
+    client_body_buffer_size $BUF_NGINX_BODY_BUFFER;}
+    client_body_temp_path $d/client_body;
+    proxy_temp_path $d/proxy_temp;" \
+                start_proxy nginx "$d" "$port" "$BUF_WORKERS" "" "$up" ;;
+        haproxy) start_proxy haproxy "$d" "$port" "$BUF_WORKERS" roundrobin "$up" ;;
+        webcluster)
+            WC_ADMIN_PORT=0 WC_EXTRA=$'\n[limits]\nmax_request_body = "4m"\n' \
+                start_proxy webcluster "$d" "$port" "$BUF_WORKERS" round_robin:false "$up" ;;
+        webcluster-stream)
+            WC_ADMIN_PORT=0 WC_EXTRA=$'\n[limits]\nmax_request_body = "4m"\n\n[buffering]\nrequests = false\nresponses = false\n' \
+                start_proxy webcluster "$d" "$port" "$BUF_WORKERS" round_robin:false "$up" ;;
+        *) die "unknown proxy $kind in BUF_PROXIES" ;;
+    esac
+    if [[ $kind != direct ]]; then
+        wait_http "$port" "/$size" "$PROXY_PID"
+        sleep 0.3
+    fi
+    if [[ $dir == up ]]; then
+        url="http://127.0.0.1:$port/upload"
+        args=(-s "$HERE/post.lua")
+    else
+        url="http://127.0.0.1:$port/$size"
+    fi
+    # A generous wrk timeout: a slow 1 MiB exchange must count in the
+    # latencies, not drop out of them as a timeout.
+    args+=(--timeout 10s)
+    export BODY_BYTES=$bytes
+    ((WARMUP > 0)) && run_wrk "$url" "$d/warmup.txt" "$WARMUP" "${args[@]}"
+    if [[ $kind == direct ]]; then pids=$UP_PID; else pids=$(proxy_pids "${kind%-stream}" "$PROXY_PID"); fi
+    o0=$(file_bytes "$uplog")
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    log "buffering ($rep/$REPEAT): $kind $([[ $dir == up ]] && echo "POST $size bodies" || echo "GET $size responses"): BODY_BYTES=$bytes wrk -t1 -c$CONNS -d${DURATION}s --latency ${args[*]} $url"
+    run_wrk "$url" "$d/wrk.txt" "$DURATION" "${args[@]}"
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    o1=$(file_bytes "$uplog")
+    # shellcheck disable=SC2086
+    rss=$(rss_kb $pids)
+    [[ $dir == up ]] && check=$(upload_check "$uplog" "$o0" "$o1" "$bytes")
+    local lines whole chunked
+    read -r lines whole chunked <<<"$check"
+    { grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' '
+      [[ $dir == up ]] && printf '| upstream: %s uploads logged, %s whole (%s chunked)' "$lines" "$whole" "$chunked"
+      echo; } >&2
+    jsonl "{\"part\":\"buffering\",\"rep\":$rep,\"proxy\":\"$kind\",\"dir\":\"$dir\",\"size\":\"$size\",\"bytes\":$bytes,\"threads\":$BUF_WORKERS,\"conns\":$CONNS,\"nginx_body_buffer\":\"$BUF_NGINX_BODY_BUFFER\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"upstream_uploads\":$lines,\"upstream_whole\":$whole,\"upstream_chunked\":$chunked,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    [[ $kind == direct ]] || stop "$PROXY_PID"
+}
+
+part_buffering() {
+    local up sink d master rep dir size kind
+    read -r up sink <<<"$(free_ports 2)"
+    d="$WORK/buffering/upstream"
+    nginx_buffering_upstream_conf "$d" "$up" "$sink"
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    master=$STARTED_PID
+    wait_http "$up" "/$(set -- $BUF_SIZES; echo "$1")" "$master"
+    UP_PID=$(pgrep -P "$master" | head -1)
+    for rep in $(seq 1 "$REPEAT"); do
+        for dir in $BUF_DIRS; do
+            [[ $dir == up || $dir == down ]] || die "BUF_DIRS: up and/or down, got '$dir'"
+            for size in $BUF_SIZES; do
+                for kind in $BUF_PROXIES; do
+                    buffering_case "$kind" "$dir" "$size" "$up" "$rep" "$d/logs/upload.log"
+                done
+            done
+        done
     done
     stop "$master"
 }
@@ -759,7 +959,7 @@ part_balancing() {
 
 main() {
     need_tools
-    if [[ " $PROXIES $METHODS " == *" webcluster "* || " $METHODS " == *" wc-"* ]]; then
+    if [[ " $PROXIES $METHODS $BUF_PROXIES " == *" webcluster"* || " $METHODS " == *" wc-"* ]]; then
         build "$WEBCLUSTER" --bin webcluster
     fi
     if [[ " $PARTS " == *" balancing "* ]]; then build "$OPENLOOP" -p openloop; fi
@@ -839,6 +1039,12 @@ json.dump({
 }, open(out, "w"), indent=1)
 EOF
     {
+        printf 'PARTS="%s" ' "$PARTS"
+        if [[ " $PARTS " == *" buffering "* ]]; then
+            printf 'BUF_SIZES="%s" BUF_DIRS="%s" BUF_PROXIES="%s" BUF_WORKERS=%s ' \
+                "$BUF_SIZES" "$BUF_DIRS" "$BUF_PROXIES" "$BUF_WORKERS"
+            if [[ -n $BUF_NGINX_BODY_BUFFER ]]; then printf 'BUF_NGINX_BODY_BUFFER=%s ' "$BUF_NGINX_BODY_BUFFER"; fi
+        fi
         printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s BAL_REPEAT=%s ' \
             "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT" "$BAL_REPEAT"
         printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s BAL_WORKERS=%s bash benches/load/run.sh\n' \
@@ -849,12 +1055,13 @@ EOF
         case $part in
             overhead) part_overhead ;;
             idle) part_idle ;;
+            buffering) part_buffering ;;
             balancing)
                 apache_setup
                 log "Apache nodes: $APACHE_CONF (handler $LUA_PATH)"
                 [[ $HANDLER_CHECK == 1 ]] && part_handler_check
                 part_balancing ;;
-            *) die "unknown part $part (overhead, idle, balancing)" ;;
+            *) die "unknown part $part (overhead, idle, buffering, balancing)" ;;
         esac
     done
     log "load done in $((SECONDS - started)) s; writing the report"

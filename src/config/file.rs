@@ -21,7 +21,7 @@ use serde_spanned::Spanned;
 use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
-    GroupConfig, Limits, NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerKind,
+    GroupConfig, Limits, LogFormat, NodeConfig, Retries, RouteConfig, ScrapeSettings, ServerKind,
     ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
 };
 
@@ -119,6 +119,7 @@ pub struct ServerFile {
     pub threads: Option<Spanned<usize>>,
     pub grace_period: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
+    pub log_format: Option<Spanned<String>>,
     pub pid_file: Option<Spanned<String>>,
     pub upgrade_sock: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
@@ -472,6 +473,21 @@ impl ServerFile {
             }
             Some(v) => v.into_inner().trim().to_owned(),
         };
+        let log_format = match &self.log_format {
+            None => LogFormat::Text,
+            Some(v) => match v.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(cx.bad(
+                        v,
+                        CX,
+                        "log_format",
+                        format!("{other:?} is not a log format: write \"text\" or \"json\""),
+                    ))
+                }
+            },
+        };
         let pid_file = self
             .pid_file
             .map(Spanned::into_inner)
@@ -493,6 +509,7 @@ impl ServerFile {
             threads,
             grace_period,
             log_level,
+            log_format,
             pid_file,
             upgrade_sock,
             trusted_proxies,

@@ -52,12 +52,23 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Default log filter (overridden by `RUST_LOG`).
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Where the pid is written (for `webcluster reload`), if anywhere.
     pub pid_file: Option<PathBuf>,
     /// Unix socket used to hand listening sockets to a new binary on upgrade.
     pub upgrade_sock: PathBuf,
     /// Clients whose own `X-Forwarded-For` is kept and appended to.
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// How log lines are written (`[server] log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event (colour only on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// The admin listener (`[admin]`): status page, JSON, `?auto`, metrics.

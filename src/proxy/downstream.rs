@@ -22,6 +22,16 @@ pub struct Downstream {
     pub resp: ResponseHead,
     pub out: Vec<u8>,
     pub client: Option<Visitor>,
+    /// Turns true when the server starts to stop: a response then tells
+    /// the visitor the connection closes after it.
+    pub shutdown: pingora::server::ShutdownWatch,
+}
+
+impl Downstream {
+    /// Whether the server is stopping.
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }
 
 /// Read the next request head into `head`. `Ok(false)`: the visitor closed

@@ -141,8 +141,12 @@ pub struct RequestCtx {
     replay: Vec<u8>,
     /// More body was sent than `replay` keeps: no retry.
     replay_truncated: bool,
-    /// Status of the response head the visitor got, once sent.
+    /// Status of the response the visitor gets, once the node's head came
+    /// (or a local answer was made).
     status: Option<u16>,
+    /// Bytes of a response went to the visitor: no other answer can be
+    /// given any more.
+    sent_to_visitor: bool,
     /// Response body bytes sent to the visitor.
     body_sent: u64,
     group: usize,
@@ -199,6 +203,7 @@ impl RequestCtx {
             replay: Vec::new(),
             replay_truncated: false,
             status: None,
+            sent_to_visitor: false,
             body_sent: 0,
             group: 0,
             tried: Vec::new(),
@@ -319,7 +324,6 @@ impl Proxy {
 
     /// Serve every request of one visitor connection, in order.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let mut shutdown = shutdown.clone();
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -329,13 +333,14 @@ impl Proxy {
             resp: ResponseHead::default(),
             out: Vec::new(),
             client: ip.map(Visitor::new),
+            shutdown: shutdown.clone(),
         };
         let mut first = true;
         loop {
             // A connection accepted before the listener closed has its first
             // request served even as the server stops (as nginx does); an
             // idle keep-alive connection is closed.
-            if !first && *shutdown.borrow() {
+            if !first && down.stopping() {
                 return;
             }
             let state = self.cluster.state();
@@ -354,7 +359,7 @@ impl Proxy {
                 tokio::select! {
                     biased;
                     read = read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read) => read,
-                    _ = shutdown.changed() => return,
+                    _ = down.shutdown.changed() => return,
                 }
             };
             match read {
@@ -371,7 +376,7 @@ impl Proxy {
                 }
             }
             first = false;
-            let keep = down.head.wants_keepalive() && !*shutdown.borrow();
+            let keep = down.head.wants_keepalive() && !down.stopping();
             // Boxed: a connection waiting for its next request then holds
             // only the small future of `read_head`, not the whole request
             // path's state.
@@ -405,7 +410,7 @@ impl Proxy {
             Admission::Proxy => {}
             Admission::Answer(code, body, reusable) => {
                 // A body not read would be taken for the next request.
-                let keep = reusable && ctx.keep && ctx.body.is_done();
+                let keep = reusable && ctx.keep && ctx.body.is_done() && !*down.shutdown.borrow();
                 self.answer(down, ctx, code, &body, keep).await?;
                 return Ok(keep);
             }
@@ -447,6 +452,7 @@ impl Proxy {
         down.out.clear();
         plain_response(&mut down.out, code, body, keep);
         ctx.status = Some(code);
+        ctx.sent_to_visitor = true;
         let t = ctx.state.config.timeouts;
         down.io
             .write_all(&down.out, t.client_write)
@@ -721,11 +727,13 @@ impl Proxy {
         // body is decoded and ends with the connection, as nginx does.
         let http10 = down.head.version == Version::Http10;
         let (recode, outgoing) = response_framing(framing, declared, status, http10);
-        let keep = ctx.keep
-            && !upgrade
-            && recode != Recode::Decode
-            && framing != Framing::UntilClose
-            && ctx.body.is_done();
+        // The visitor's connection goes on when the response's end is known
+        // to it: a length or chunks the proxy writes, or no body at all.
+        let delimited = outgoing != Outgoing::None || framing == Framing::Length(0);
+        // A response finished while the server stops says the connection
+        // closes after it (the visitor then does not reuse it and meet EOF).
+        let keep =
+            ctx.keep && !upgrade && delimited && ctx.body.is_done() && !*down.shutdown.borrow();
         let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
         down.out.clear();
         write_response_head(
@@ -742,6 +750,7 @@ impl Proxy {
         ctx.status = Some(status);
 
         if upgrade {
+            ctx.sent_to_visitor = true;
             down.io
                 .write_all(&down.out, t.client_write)
                 .await
@@ -783,7 +792,7 @@ impl Proxy {
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;
-        flush_spool(down, &mut spool, &t)
+        flush_spool(down, ctx, &mut spool, &t)
             .await
             .map_err(|e| (e, reused))?;
         // Otherwise the connection closes here.
@@ -962,7 +971,7 @@ impl Proxy {
                 "answered {code}: {e}"
             );
         }
-        if code > 0 && ctx.status.is_none() {
+        if code > 0 && !ctx.sent_to_visitor {
             let body = ctx
                 .error_body
                 .take()
@@ -1054,7 +1063,10 @@ fn response_framing(
     match framing {
         Framing::Chunked if http10 => (Recode::Decode, Outgoing::None),
         Framing::Chunked => (Recode::Rechunk, Outgoing::Chunked),
-        Framing::UntilClose => (Recode::Same, Outgoing::None),
+        // Until the node closes: chunked for an HTTP/1.1 visitor, whose
+        // connection can then go on (nginx does the same).
+        Framing::UntilClose if http10 => (Recode::Same, Outgoing::None),
+        Framing::UntilClose => (Recode::Rechunk, Outgoing::Chunked),
         Framing::Length(_) if (100..200).contains(&status) || status == 204 => {
             (Recode::Same, Outgoing::None)
         }
@@ -1175,18 +1187,32 @@ async fn read_response_body(
                     Some(n) => {
                         spool.consume(n);
                         unflushed = true;
+                        ctx.sent_to_visitor = true;
                     }
                     None => unflushed = false,
                 }
             }
             read = node_io.fill_with(t.read, BODY_READ), if room => {
                 let read = read.map_err(|e| io_error(e, false, "reading the node's body").into_up())?;
-                if read == 0 && !body.end_of_stream() {
-                    return Err(Error::explain(
-                        ErrorType::ConnectionClosed,
-                        "the node closed the connection before the body ended",
-                    )
-                    .into_up());
+                if read == 0 {
+                    if !body.end_of_stream() {
+                        return Err(Error::explain(
+                            ErrorType::ConnectionClosed,
+                            "the node closed the connection before the body ended",
+                        )
+                        .into_up());
+                    }
+                    if recode == Recode::Rechunk {
+                        // A body that ran until the node closed, chunked
+                        // for the visitor: its last chunk.
+                        spool
+                            .append_with(&mut scratch, &dir, |out| {
+                                out.extend_from_slice(b"0\r\n\r\n");
+                                Ok::<(), http1::BadChunk>(())
+                            })
+                            .map_err(bad_body)?
+                            .map_err(temp_file)?;
+                    }
                 }
             }
             // A spool without room holds bytes for the visitor: never here.
@@ -1210,7 +1236,12 @@ async fn to_visitor_step(
 }
 
 /// Send what is left in the spool to the visitor.
-async fn flush_spool(down: &mut Downstream, spool: &mut Spool, t: &Timeouts) -> Result<()> {
+async fn flush_spool(
+    down: &mut Downstream,
+    ctx: &mut RequestCtx,
+    spool: &mut Spool,
+    t: &Timeouts,
+) -> Result<()> {
     let to_visitor = |e| io_error(e, true, "writing to the visitor").into_down();
     loop {
         let front = spool
@@ -1221,6 +1252,7 @@ async fn flush_spool(down: &mut Downstream, spool: &mut Spool, t: &Timeouts) -> 
                 .await
                 .map_err(to_visitor);
         }
+        ctx.sent_to_visitor = true;
         down.io
             .write_all(front, t.client_write)
             .await

@@ -46,11 +46,12 @@ impl std::fmt::Display for BadChunk {
 
 impl std::error::Error for BadChunk {}
 
-/// A chunk-size line at the start of `buf`, by the grammar
+/// A chunk-size line at the start of `buf`, by the grammar of RFC 9112 7.1
 /// `1*HEXDIG *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ) CRLF`
 /// read strictly: at most 16 hex digits within [`MAX_LENGTH`], whitespace
-/// only before a `;`, extensions of visible characters, spaces and tabs
-/// (no other control byte, no bare CR or LF), a CRLF at the end.
+/// only around the `;` and `=` of an extension, names and values tokens or
+/// quoted strings (so no control byte, no bare CR or LF), a CRLF at the
+/// end.
 /// `Ok(Some((line length, size)))`, or `Ok(None)` while incomplete.
 pub fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, BadChunk> {
     let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
@@ -71,41 +72,118 @@ pub fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, BadChunk> {
         return Err(BadChunk);
     }
     let mut i = digits;
-    // Whitespace may only come before an extension's `;`.
-    let ws = buf[i..]
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    i += ws;
-    match buf.get(i) {
-        None => return incomplete(buf),
-        Some(b';') => {
-            i += 1;
-            // At least one visible character of a name must follow.
-            let mut seen_name = false;
-            loop {
-                match buf.get(i) {
-                    None => return incomplete(buf),
-                    Some(b'\r') => break,
-                    Some(&b) if b == b'\t' || b == b' ' || b >= 0x21 && b != 0x7f => {
-                        seen_name |= b > b' ' && b != b';' && b != b'=';
-                        i += 1;
-                    }
-                    Some(_) => return Err(BadChunk),
-                }
-            }
-            if !seen_name {
-                return Err(BadChunk);
-            }
+    loop {
+        // Whitespace (BWS) only before a `;`.
+        i += bws(&buf[i..]);
+        match buf.get(i) {
+            None => return incomplete(buf),
+            Some(b'\r') if buf[i - 1] != b' ' && buf[i - 1] != b'\t' => break,
+            Some(b';') => i += 1,
+            Some(_) => return Err(BadChunk),
         }
-        Some(b'\r') if ws == 0 => {}
-        Some(_) => return Err(BadChunk),
+        // BWS ext-name [ BWS "=" BWS ext-val ]
+        i += bws(&buf[i..]);
+        let name = token(&buf[i..]);
+        if name == 0 {
+            return if i >= buf.len() {
+                incomplete(buf)
+            } else {
+                Err(BadChunk)
+            };
+        }
+        i += name;
+        let after_name = i;
+        i += bws(&buf[i..]);
+        match buf.get(i) {
+            None => return incomplete(buf),
+            Some(b'=') => {
+                i += 1;
+                i += bws(&buf[i..]);
+                let value = match buf.get(i) {
+                    None => return incomplete(buf),
+                    Some(b'"') => match quoted(&buf[i..])? {
+                        Some(n) => n,
+                        None => return incomplete(buf),
+                    },
+                    Some(_) => token(&buf[i..]),
+                };
+                if value == 0 {
+                    return if i >= buf.len() {
+                        incomplete(buf)
+                    } else {
+                        Err(BadChunk)
+                    };
+                }
+                i += value;
+            }
+            // No value: back to before any whitespace, which must then be
+            // followed by another `;`.
+            Some(_) => i = after_name,
+        }
     }
     // At the CR.
     match buf.get(i + 1) {
         None => incomplete(buf),
         Some(b'\n') if i + 2 <= MAX_CHUNK_LINE => Ok(Some((i + 2, size))),
         Some(_) => Err(BadChunk),
+    }
+}
+
+/// Spaces and tabs at the start of `buf`.
+fn bws(buf: &[u8]) -> usize {
+    buf.iter().take_while(|&&b| b == b' ' || b == b'\t').count()
+}
+
+/// The length of the token (RFC 9110 5.6.2) at the start of `buf`.
+fn token(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+        .count()
+}
+
+/// The length of the quoted-string (RFC 9110 5.6.4) at the start of `buf`,
+/// `None` while incomplete.
+fn quoted(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
+    let mut i = 1;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(b'"') => return Ok(Some(i + 1)),
+            Some(b'\\') => match buf.get(i + 1) {
+                None => return Ok(None),
+                Some(&c) if c == b'\t' || (b' '..=b'~').contains(&c) || c >= 0x80 => i += 2,
+                Some(_) => return Err(BadChunk),
+            },
+            Some(&c)
+                if c == b'\t'
+                    || c == b' '
+                    || c == b'!'
+                    || (0x23..=0x7e).contains(&c)
+                    || c >= 0x80 =>
+            {
+                i += 1
+            }
+            Some(_) => return Err(BadChunk),
+        }
     }
 }
 

@@ -38,9 +38,11 @@ pub struct Declared {
 }
 
 /// Read and check the framing headers: one `Transfer-Encoding` line whose
-/// only coding is `chunked`, and `Content-Length` lines whose elements are
-/// all the same plain decimal number.
-pub fn declared(fields: &Fields) -> Result<Declared, HeadError> {
+/// only coding is `chunked`, and one `Content-Length` line of one plain
+/// decimal number; with `duplicates`, several such lines of the same number
+/// are taken as one (RFC 9112 6.3 lets a recipient; HAProxy does it for
+/// requests; nginx refuses them from its upstreams, as the proxy does).
+pub fn declared(fields: &Fields, duplicates: bool) -> Result<Declared, HeadError> {
     let mut out = Declared::default();
     if fields.get_all("transfer-encoding").nth(1).is_some() {
         // On two lines it is a list (`chunked, chunked`, `gzip, chunked`):
@@ -68,14 +70,16 @@ pub fn declared(fields: &Fields) -> Result<Declared, HeadError> {
             HeadError::UnknownCoding
         });
     }
+    let mut lines = 0;
     for value in fields.get_all("content-length") {
-        for element in value.split(|&b| b == b',') {
-            let n = parse_decimal(trim_ows(element)).ok_or(HeadError::Ambiguous)?;
-            if out.content_length.is_some_and(|l| l != n) {
-                return Err(HeadError::Ambiguous);
-            }
-            out.content_length = Some(n);
+        lines += 1;
+        // One plain number per line: a list (`5, 5`, `5,`) is refused, as
+        // nginx and hyper refuse it.
+        let n = parse_decimal(trim_ows(value)).ok_or(HeadError::Ambiguous)?;
+        if out.content_length.is_some_and(|l| l != n) || (lines > 1 && !duplicates) {
+            return Err(HeadError::Ambiguous);
         }
+        out.content_length = Some(n);
     }
     Ok(out)
 }
@@ -97,7 +101,7 @@ pub fn parse_decimal(v: &[u8]) -> Option<u64> {
 /// `Transfer-Encoding` with a `Content-Length`, or on HTTP/1.0 (which has
 /// no transfer codings), is refused.
 pub fn request(fields: &Fields, version: Version) -> Result<(Framing, Declared), HeadError> {
-    let d = declared(fields)?;
+    let d = declared(fields, true)?;
     let framing = if d.chunked {
         if d.content_length.is_some() || version == Version::Http10 {
             return Err(HeadError::Ambiguous);
@@ -120,7 +124,7 @@ pub fn response(
     status: u16,
     method: &Method,
 ) -> Result<(Framing, Declared), HeadError> {
-    let d = declared(fields)?;
+    let d = declared(fields, false)?;
     if d.chunked && (d.content_length.is_some() || version == Version::Http10) {
         return Err(HeadError::Ambiguous);
     }

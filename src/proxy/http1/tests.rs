@@ -81,7 +81,8 @@ fn request_framing_table() {
             "Content-Length: 10\r\nContent-Length: 10\r\n",
             Ok(Length(10)),
         ),
-        ("Content-Length: 5, 5\r\n", Ok(Length(5))),
+        ("Content-Length: 5, 5\r\n", Err(Ambiguous)),
+        ("Content-Length: 5,5\r\n", Err(Ambiguous)),
         (
             "Content-Length: 10\r\nContent-Length: 11\r\n",
             Err(Ambiguous),
@@ -338,10 +339,16 @@ fn response_framing_table() {
             &get,
             Ok(Length(0)),
         ),
+        // From a node, equal duplicates are refused too (nginx does).
         (
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
             &get,
-            Ok(Length(5)),
+            Err(Ambiguous),
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            &get,
+            Err(Ambiguous),
         ),
         (
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
@@ -455,6 +462,9 @@ fn chunk_size_lines_table() {
         (b"5;ext=1\r\n", Ok(Some((9, 5)))),
         (b"5 ;ext\r\n", Ok(Some((8, 5)))),
         (b"5;name=\"quoted value\"\r\n", Ok(Some((23, 5)))),
+        (b"5 ; a = b\r\n", Ok(Some((11, 5)))),
+        (b"5;a;b=c\r\n", Ok(Some((9, 5)))),
+        (b"5;a=\"q\\\"x\"\r\n", Ok(Some((12, 5)))),
         (b"7fffffffffffffff\r\n", Ok(Some((18, i64::MAX as u64)))),
         (b"5", Ok(None)),
         (b"5;ext", Ok(None)),
@@ -482,6 +492,12 @@ fn chunk_size_lines_table() {
         (b"10000000000000000\r\n", Err(BadChunk)),
         (b"1000000000000000000000000000000000001\r\n", Err(BadChunk)),
         (b"5g\r\n", Err(BadChunk)),
+        (b"5;=x\r\n", Err(BadChunk)),
+        (b"5;a=b c\r\n", Err(BadChunk)),
+        (b"5;a=\r\n", Err(BadChunk)),
+        (b"5;a \r\n", Err(BadChunk)),
+        (b"5;a=\"x\r\n", Err(BadChunk)),
+        (b"5;a@b\r\n", Err(BadChunk)),
     ];
     for (line, want) in cases {
         assert_eq!(
