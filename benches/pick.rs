@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use webcluster::balance::{Balancer, Candidate};
+use webcluster::balance::{BalanceMethod, Candidate};
 use webcluster::cluster::node::Load;
 use webcluster::cluster::Cluster;
-use webcluster::config::{self, BalanceMethod};
+use webcluster::config;
 
 const NODES: usize = 64;
 
@@ -43,17 +43,13 @@ fn group_config(method: &str) -> String {
 
 fn bench(c: &mut Criterion) {
     let cands = candidates();
-    for method in [
-        BalanceMethod::Busyness,
-        BalanceMethod::RoundRobin,
-        BalanceMethod::LeastInflight,
-    ] {
-        let b = Balancer::new(method, NODES);
-        c.bench_function(&format!("balancer {} of 64", method.as_str()), |bench| {
+    for method in BalanceMethod::all() {
+        let b = method.balancer(NODES);
+        c.bench_function(&format!("balancer {method} of 64"), |bench| {
             bench.iter(|| b.pick(black_box(&cands)))
         });
     }
-    for method in ["busyness", "round_robin", "least_inflight"] {
+    for method in BalanceMethod::all().map(BalanceMethod::name) {
         let cfg = config::parse(&group_config(method), Path::new("<bench>"))
             .expect("bench config is valid");
         let cluster = Cluster::new(cfg);

@@ -14,7 +14,9 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cluster::{Cluster, ReloadDiff};
-use crate::config::{self, Config, ConfigError};
+use crate::config::{
+    self, AdminSettings, Buffering, Config, ConfigError, Limits, Retries, ServerSettings, Timeouts,
+};
 use crate::metrics::Metrics;
 
 pub struct Reloader {
@@ -39,39 +41,90 @@ fn keep<T: PartialEq + Clone + std::fmt::Debug>(
 
 /// Settings a reload cannot change in a running process: listeners need a
 /// restart or binary upgrade; pingora's threads and shutdown timers, the
-/// log filter, the access log, the pid file and upgrade socket are all set
+/// log filter and format, the access log, the pid file and upgrade socket are all set
 /// up once, at start.
+///
+/// Every field of the config is named below, none left to `..`: a new
+/// setting does not compile until it is sorted here, either kept (`keep`,
+/// when it is only read at start) or reloadable (`_`, when it is read from
+/// the live config, `Cluster::state()`, every time it is used).
 fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     let mut kept = Vec::new();
-    let (o, n) = (&old.server, &mut new.server);
-    keep(&mut kept, "proxy listeners", &o.listen, &mut n.listen);
-    keep(&mut kept, "threads", &o.threads, &mut n.threads);
-    keep(
-        &mut kept,
-        "grace_period",
-        &o.grace_period,
-        &mut n.grace_period,
-    );
-    keep(&mut kept, "log_level", &o.log_level, &mut n.log_level);
-    keep(&mut kept, "pid_file", &o.pid_file, &mut n.pid_file);
-    keep(
-        &mut kept,
-        "upgrade_sock",
-        &o.upgrade_sock,
-        &mut n.upgrade_sock,
-    );
-    keep(
-        &mut kept,
-        "admin listener",
-        &old.admin.listen,
-        &mut new.admin.listen,
-    );
-    keep(
-        &mut kept,
-        "access_log",
-        &old.access_log,
-        &mut new.access_log,
-    );
+    let Config {
+        source: _,
+        hash: _,
+        server,
+        admin,
+        access_log,
+        timeouts,
+        retries,
+        limits,
+        buffering,
+        // The status guard, groups (nodes keep their live state) and router
+        // are rebuilt by `Cluster::apply`: what a reload is for.
+        protected_paths: _,
+        groups: _,
+        routes: _,
+        default_group: _,
+    } = new;
+
+    let ServerSettings {
+        listen,
+        threads,
+        grace_period,
+        log_level,
+        log_format,
+        pid_file,
+        upgrade_sock,
+        // Read per request and per new connection: reloadable.
+        trusted_proxies: _,
+        proxy_protocol_from: _,
+    } = server;
+    let o = &old.server;
+    keep(&mut kept, "proxy listeners", &o.listen, listen);
+    keep(&mut kept, "threads", &o.threads, threads);
+    keep(&mut kept, "grace_period", &o.grace_period, grace_period);
+    keep(&mut kept, "log_level", &o.log_level, log_level);
+    keep(&mut kept, "log_format", &o.log_format, log_format);
+    keep(&mut kept, "pid_file", &o.pid_file, pid_file);
+    keep(&mut kept, "upgrade_sock", &o.upgrade_sock, upgrade_sock);
+
+    let AdminSettings {
+        listen: admin_listen,
+        allow: _,
+    } = admin;
+    keep(&mut kept, "admin listener", &old.admin.listen, admin_listen);
+
+    keep(&mut kept, "access_log", &old.access_log, access_log);
+
+    // Read per request (or per connection, per pool sweep) from the live
+    // config: all reloadable.
+    let Timeouts {
+        connect: _,
+        read: _,
+        write: _,
+        idle: _,
+        client_read: _,
+        client_write: _,
+        client_keepalive: _,
+    } = timeouts;
+    let Retries {
+        tries: _,
+        idempotent_on_error: _,
+    } = retries;
+    let Limits {
+        max_request_head: _,
+        max_headers: _,
+        max_request_body: _,
+        max_response_head: _,
+    } = limits;
+    let Buffering {
+        requests: _,
+        responses: _,
+        memory: _,
+        max_temp_file: _,
+        temp_dir: _,
+    } = buffering;
     kept
 }
 
@@ -162,5 +215,42 @@ impl BackgroundService for Reloader {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "{extra}[[group]]\nname = \"web\"\n[[group.node]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n"
+        );
+        config::parse(&text, Path::new("<test>")).expect("valid")
+    }
+
+    #[test]
+    fn fixed_settings_are_kept_and_said_others_change() {
+        let old = config("[server]\nlisten = [\"127.0.0.1:8080\"]\nthreads = 1\n");
+        let mut new = config(
+            "[server]\nlisten = [\"127.0.0.1:9090\"]\nthreads = 2\n\
+             [timeouts]\nconnect = \"7s\"\n[access_log]\ntarget = \"stdout\"\n",
+        );
+        let kept = keep_fixed_settings(&old, &mut new);
+        assert_eq!(new.server, old.server);
+        assert_eq!(new.access_log, old.access_log);
+        assert_eq!(new.timeouts.connect, std::time::Duration::from_secs(7));
+        assert_eq!(
+            kept,
+            [
+                "proxy listeners [127.0.0.1:8080] -> [127.0.0.1:9090]",
+                "threads 1 -> 2",
+                "access_log Off -> Stdout",
+            ]
+        );
+        let mut same = old.clone();
+        assert!(keep_fixed_settings(&old, &mut same).is_empty());
     }
 }

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use webcluster::config::{
-    load, parse, AccessLog, AffinityMode, BalanceMethod, Config, ConfigError, StatusKind,
-};
+use webcluster::config::{load, parse, AccessLog, AffinityMode, Config, ConfigError, StatusKind};
 
 const FILE: &str = "conf/test.toml";
 
@@ -175,7 +173,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.groups.len(), 1);
     let g = &c.groups[0];
     assert_eq!(g.name, "web");
-    assert_eq!(g.balance, BalanceMethod::Busyness);
+    assert_eq!(g.balance.name(), "busyness");
     assert_eq!(g.max_fails, 1);
     assert_eq!(g.fail_timeout, Duration::from_secs(10));
     assert_eq!(g.slow_start, Duration::ZERO);
@@ -219,7 +217,7 @@ fn explicit_status_url_is_parsed() {
     assert_eq!(n.status.address, addr("127.0.0.1:80"));
     assert_eq!(n.status.host, "127.0.0.1");
     assert_eq!(n.status.path_and_query, "/nginx_status");
-    assert_eq!(n.status_kind, StatusKind::Nginx);
+    assert_eq!(n.status_kind.name(), "nginx");
 }
 
 #[test]
@@ -319,7 +317,7 @@ group = "web"
     assert_eq!(c.retries.tries, 1);
     assert!(!c.retries.idempotent_on_error);
     let api = &c.groups[1];
-    assert_eq!(api.balance, BalanceMethod::LeastInflight);
+    assert_eq!(api.balance.name(), "least_inflight");
     assert_eq!(api.max_fails, 0);
     assert!(!api.scrape.enabled);
     assert_eq!(api.scrape.interval, Duration::from_millis(500));

@@ -7,7 +7,7 @@ use proptest::sample::Index;
 use std::time::{Duration, Instant};
 use webcluster::status::rates::{self, Sample};
 use webcluster::status::{
-    parse, ParseError, ScoreboardCounts, ServerKind, StatusReport, MAX_PAGE_BYTES,
+    apache, nginx, parse, ParseError, ScoreboardCounts, StatusReport, MAX_PAGE_BYTES,
 };
 
 const APACHE_SAMPLES: &[&str] = &[
@@ -64,7 +64,7 @@ fn counts(pairs: &[(char, u32)]) -> ScoreboardCounts {
 
 /// The header lines every captured 2.4.71 page shares.
 fn assert_debian_2_4_71(r: &StatusReport, mpm: &str, restart_time: &str) {
-    assert_eq!(r.kind, ServerKind::Apache);
+    assert_eq!(r.kind, apache::KIND);
     assert_eq!(r.server_name.as_deref(), Some("127.0.0.1"));
     assert_eq!(
         r.server_version.as_deref(),
@@ -336,7 +336,7 @@ fn peer_prefork_and_worker() {
 #[test]
 fn nginx_stub_status() {
     let r = read("nginx-stub_status.txt");
-    assert_eq!(r.kind, ServerKind::Nginx);
+    assert_eq!(r.kind, nginx::KIND);
     assert_eq!((r.busy_workers, r.idle_workers), (4, None));
     assert_eq!(
         (r.total_accesses, r.total_kbytes, r.total_bytes()),
@@ -426,12 +426,12 @@ fn html_empty_huge_and_binary_pages_are_refused() {
         "got an HTML page, not ?auto (is the status URL missing ?auto)"
     );
     assert_eq!(
-        parse(Some(ServerKind::Apache), b"Welcome\n<HTML>hi</HTML>"),
-        Err(ParseError::Html(ServerKind::Apache))
+        parse(Some(apache::KIND), b"Welcome\n<HTML>hi</HTML>"),
+        Err(ParseError::Html(apache::KIND))
     );
     assert_eq!(parse(None, b""), Err(ParseError::Empty));
     assert_eq!(
-        parse(Some(ServerKind::Nginx), b"\n\n  \n"),
+        parse(Some(nginx::KIND), b"\n\n  \n"),
         Err(ParseError::Empty)
     );
 
@@ -465,20 +465,20 @@ fn html_empty_huge_and_binary_pages_are_refused() {
 
 #[test]
 fn a_page_of_the_other_kind_is_named() {
-    let err = parse(Some(ServerKind::Nginx), &sample("apache24-worker-auto.txt")).unwrap_err();
+    let err = parse(Some(nginx::KIND), &sample("apache24-worker-auto.txt")).unwrap_err();
     assert_eq!(
         err,
         ParseError::WrongKind {
-            expected: ServerKind::Nginx,
-            found: ServerKind::Apache
+            expected: nginx::KIND,
+            found: apache::KIND
         }
     );
-    let err = parse(Some(ServerKind::Apache), &sample("nginx-stub_status.txt")).unwrap_err();
+    let err = parse(Some(apache::KIND), &sample("nginx-stub_status.txt")).unwrap_err();
     assert_eq!(
         err,
         ParseError::WrongKind {
-            expected: ServerKind::Apache,
-            found: ServerKind::Nginx
+            expected: apache::KIND,
+            found: nginx::KIND
         }
     );
 }
@@ -487,7 +487,7 @@ fn a_page_of_the_other_kind_is_named() {
 fn every_prefix_and_suffix_of_every_sample_parses_or_errs() {
     for body in all_samples() {
         for cut in 0..=body.len() {
-            for hint in [None, Some(ServerKind::Apache), Some(ServerKind::Nginx)] {
+            for hint in [None, Some(apache::KIND), Some(nginx::KIND)] {
                 let _ = parse(hint, &body[..cut]);
                 let _ = parse(hint, &body[cut..]);
             }
@@ -505,7 +505,7 @@ fn truncated_pages_are_errors_until_busy_workers_is_read() {
         + 14;
     for cut in 0..busy_end {
         assert!(
-            parse(Some(ServerKind::Apache), &body[..cut]).is_err(),
+            parse(Some(apache::KIND), &body[..cut]).is_err(),
             "cut at {cut}"
         );
     }
@@ -554,7 +554,7 @@ fn rates_between_real_captures() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        for hint in [None, Some(ServerKind::Apache), Some(ServerKind::Nginx)] {
+        for hint in [None, Some(apache::KIND), Some(nginx::KIND)] {
             let _ = parse(hint, &body);
         }
     }
@@ -578,7 +578,7 @@ proptest! {
             body[at] = byte;
         }
         body.truncate(cut.index(body.len() + 1));
-        for hint in [None, Some(ServerKind::Apache), Some(ServerKind::Nginx)] {
+        for hint in [None, Some(apache::KIND), Some(nginx::KIND)] {
             let _ = parse(hint, &body);
         }
     }
@@ -599,7 +599,7 @@ proptest! {
         a in any::<(u64, u64, u64)>(), b in any::<(u64, u64, u64)>(), millis in 0u64..100_000,
     ) {
         let report = |(accesses, kbytes, uptime): (u64, u64, u64)| {
-            let mut r = StatusReport::new(ServerKind::Apache);
+            let mut r = StatusReport::new(apache::KIND);
             (r.total_accesses, r.total_kbytes, r.uptime_seconds) = (Some(accesses), Some(kbytes), Some(uptime));
             r
         };

@@ -224,8 +224,8 @@ pub fn response_head(data: &[u8]) {
 
 /// An Apache `?auto` page: never panics, whatever the bytes.
 pub fn status_apache(data: &[u8]) {
-    use webcluster::status::{self, ServerKind};
-    if let Ok(report) = status::parse(Some(ServerKind::Apache), data) {
+    use webcluster::status;
+    if let Ok(report) = status::parse(Some(status::apache::KIND), data) {
         let _ = (
             report.capacity(None),
             report.capacity(Some(1)),
@@ -241,8 +241,8 @@ pub fn status_apache(data: &[u8]) {
 
 /// An nginx `stub_status` page: never panics, whatever the bytes.
 pub fn status_nginx(data: &[u8]) {
-    use webcluster::status::{self, ServerKind};
-    if let Ok(report) = status::parse(Some(ServerKind::Nginx), data) {
+    use webcluster::status;
+    if let Ok(report) = status::parse(Some(status::nginx::KIND), data) {
         let _ = (report.capacity(None), report.total_bytes());
     }
     if let Ok(text) = std::str::from_utf8(data) {

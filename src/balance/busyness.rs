@@ -20,7 +20,21 @@
 //!    requests are known to be moving while a node full of other traffic
 //!    (the case load feedback is for) may stay full for long.
 
-use super::Candidate;
+use super::{Balance, Candidate, Method};
+
+pub static METHOD: Method = Method {
+    name: "busyness",
+    new: |_nodes| Box::new(Busyness),
+};
+
+#[derive(Debug)]
+struct Busyness;
+
+impl Balance for Busyness {
+    fn pick(&self, candidates: &[Candidate]) -> Option<usize> {
+        pick(candidates, &mut fastrand::Rng::new())
+    }
+}
 
 pub fn pick(candidates: &[Candidate], rng: &mut fastrand::Rng) -> Option<usize> {
     let with_idle = candidates.iter().filter(|c| has_idle_worker(c)).count();

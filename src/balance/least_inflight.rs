@@ -2,7 +2,21 @@
 //! `least_conn`, HAProxy `leastconn`). Ties are broken at random so equal
 //! nodes share the load instead of the first one taking it all.
 
-use super::Candidate;
+use super::{Balance, Candidate, Method};
+
+pub static METHOD: Method = Method {
+    name: "least_inflight",
+    new: |_nodes| Box::new(LeastInflight),
+};
+
+#[derive(Debug)]
+struct LeastInflight;
+
+impl Balance for LeastInflight {
+    fn pick(&self, candidates: &[Candidate]) -> Option<usize> {
+        pick(candidates, &mut fastrand::Rng::new())
+    }
+}
 
 pub fn pick(candidates: &[Candidate], rng: &mut fastrand::Rng) -> Option<usize> {
     let n = candidates.len();

@@ -5,7 +5,12 @@
 
 use std::sync::Mutex;
 
-use super::Candidate;
+use super::{Balance, Candidate, Method};
+
+pub static METHOD: Method = Method {
+    name: "round_robin",
+    new: |nodes| Box::new(SmoothWeightedRoundRobin::new(nodes)),
+};
 
 /// Scale for fractional (slow-start) weights.
 const SCALE: f64 = 100.0;
@@ -42,6 +47,12 @@ impl SmoothWeightedRoundRobin {
         let b = best?;
         current[b] -= total;
         Some(b)
+    }
+}
+
+impl Balance for SmoothWeightedRoundRobin {
+    fn pick(&self, candidates: &[Candidate]) -> Option<usize> {
+        SmoothWeightedRoundRobin::pick(self, candidates)
     }
 }
 

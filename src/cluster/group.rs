@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::balance::{Balancer, Candidate};
+use crate::balance::{Balance, Candidate};
 use crate::cluster::affinity::GroupStats;
 use crate::cluster::node::Node;
 use crate::config::GroupConfig;
@@ -16,7 +16,7 @@ use crate::config::GroupConfig;
 pub struct Group {
     pub config: GroupConfig,
     pub nodes: Vec<Node>,
-    pub balancer: Balancer,
+    pub balancer: Box<dyn Balance>,
     /// What affinity and content-sync handling did; carried over reloads
     /// by group name, like the nodes' live state.
     pub stats: Arc<GroupStats>,
@@ -24,7 +24,7 @@ pub struct Group {
 
 impl Group {
     pub fn new(config: GroupConfig, nodes: Vec<Node>, stats: Arc<GroupStats>) -> Group {
-        let balancer = Balancer::new(config.balance, nodes.len());
+        let balancer = config.balance.balancer(nodes.len());
         Group {
             config,
             nodes,

@@ -285,7 +285,7 @@ impl Cluster {
                 }
                 GroupSnapshot {
                     name: g.name().to_string(),
-                    balance: g.config.balance.as_str().to_string(),
+                    balance: g.config.balance.name().to_string(),
                     totals,
                     nodes,
                     affinity: affinity::affinity_snapshot(g),

@@ -15,7 +15,7 @@ use crate::cluster::recent::RecentCounter;
 use crate::cluster::snapshot::{NodeSnapshot, NodeState};
 use crate::config::{GroupConfig, NodeConfig};
 use crate::status::rates::{self, Rates, Sample};
-use crate::status::{ServerKind, StatusReport};
+use crate::status::StatusReport;
 
 /// Smallest share a node gets while slow start ramps it up.
 const SLOW_START_FLOOR: f64 = 0.1;
@@ -393,7 +393,7 @@ impl NodeLive {
             backup: node.backup,
             weight: node.weight,
             effective_weight: f64::from(node.weight) * ramp,
-            server_kind: report.map(|r| kind_name(r.kind).to_string()),
+            server_kind: report.map(|r| r.kind.name().to_string()),
             server_version: report.and_then(|r| r.server_version.clone()),
             mpm: report.and_then(|r| r.mpm.clone()),
             node_uptime_seconds: report.and_then(|r| r.uptime_seconds),
@@ -449,14 +449,10 @@ impl LiveState {
     }
 }
 
-/// See [`NodeLive::worker_node_load`]. An Apache page that does not
-/// name its MPM (2.2) counts as one that does, to be safe.
+/// See [`NodeLive::worker_node_load`]; the page's kind decides
+/// ([`crate::status::StatusPage::worker_per_connection`]).
 fn holds_worker_per_connection(report: &StatusReport) -> bool {
-    report.kind == ServerKind::Apache
-        && !report
-            .mpm
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case("event"))
+    report.kind.page().worker_per_connection(report)
 }
 
 /// How many of the scraped busy workers are the status request's own and
@@ -469,13 +465,6 @@ fn status_worker_freed(report: &StatusReport, conn_kept: bool) -> u32 {
         0
     } else {
         1
-    }
-}
-
-fn kind_name(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::Apache => "apache",
-        ServerKind::Nginx => "nginx",
     }
 }
 
@@ -528,7 +517,7 @@ mod tests {
     }
 
     fn report(mpm: Option<&str>, busy: u32, slots: u32) -> StatusReport {
-        let mut r = StatusReport::new(ServerKind::Apache);
+        let mut r = StatusReport::new(crate::status::apache::KIND);
         r.mpm = mpm.map(str::to_string);
         r.busy_workers = busy;
         r.scoreboard_capacity = Some(slots);
@@ -553,7 +542,7 @@ mod tests {
         live.record_scrape(group, report(Some("event"), 4, 4), Duration::ZERO, true);
         assert_eq!(live.load(group, node, now()).busy, 3.0);
         assert!(!live.worker_per_connection());
-        let mut nginx = StatusReport::new(ServerKind::Nginx);
+        let mut nginx = StatusReport::new(crate::status::nginx::KIND);
         nginx.busy_workers = 1;
         live.record_scrape(group, nginx, Duration::ZERO, true);
         assert!(!live.worker_per_connection());

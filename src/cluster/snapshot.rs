@@ -162,7 +162,7 @@ pub struct NodeSnapshot {
     pub weight: u32,
     /// Weight after slow start, as the balancer uses it now.
     pub effective_weight: f64,
-    /// `apache` or `nginx` once known.
+    /// The page kind's name (`apache`, `nginx`: `status::KINDS`) once known.
     pub server_kind: Option<String>,
     pub server_version: Option<String>,
     pub mpm: Option<String>,

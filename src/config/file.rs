@@ -22,7 +22,7 @@ use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
     GroupConfig, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig, ScrapeSettings,
-    ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
+    ServerKind, ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -726,7 +726,7 @@ impl GroupFile {
         let name = cx.name(&self.name, cxs, "group")?;
 
         let balance = match &self.balance {
-            None => BalanceMethod::Busyness,
+            None => BalanceMethod::DEFAULT,
             Some(v) => parse_balance(v.get_ref()).map_err(|e| cx.bad(v, cxs, "balance", e))?,
         };
         let max_fails = self.max_fails.unwrap_or(DEFAULT_MAX_FAILS);
@@ -1238,19 +1238,25 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// A method registered in `balance::METHODS`.
 fn parse_balance(text: &str) -> std::result::Result<BalanceMethod, String> {
-    [
-        BalanceMethod::Busyness,
-        BalanceMethod::RoundRobin,
-        BalanceMethod::LeastInflight,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == text)
-    .ok_or_else(|| {
+    BalanceMethod::named(text).ok_or_else(|| {
         format!(
-            "unknown balance method {text:?}: expected \"busyness\", \"round_robin\" or \"least_inflight\""
+            "unknown balance method {text:?}: expected {}",
+            quoted_list(BalanceMethod::all().map(BalanceMethod::name))
         )
     })
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the known names of a registry,
+/// for a message.
+fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 fn parse_upstream_keepalive(text: &str) -> std::result::Result<UpstreamKeepalive, String> {
@@ -1293,15 +1299,21 @@ fn check_cookie_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// `"auto"` or a kind registered in `status::KINDS`.
 fn parse_status_kind(text: &str) -> std::result::Result<StatusKind, String> {
-    match text {
-        "auto" => Ok(StatusKind::Auto),
-        "apache" => Ok(StatusKind::Apache),
-        "nginx" => Ok(StatusKind::Nginx),
-        _ => Err(format!(
-            "unknown status kind {text:?}: expected \"auto\", \"apache\" or \"nginx\""
-        )),
+    if text == StatusKind::Auto.name() {
+        return Ok(StatusKind::Auto);
     }
+    ServerKind::named(text)
+        .map(StatusKind::Named)
+        .ok_or_else(|| {
+            let names = std::iter::once(StatusKind::Auto.name())
+                .chain(crate::status::KINDS.iter().map(|k| k.name()));
+            format!(
+                "unknown status kind {text:?}: expected {}",
+                quoted_list(names)
+            )
+        })
 }
 
 /// Lower case, port stripped, trailing dot removed; `*.` prefix kept.
@@ -1456,15 +1468,32 @@ mod tests {
 
     #[test]
     fn balance_and_status_kind() {
-        assert_eq!(parse_balance("round_robin"), Ok(BalanceMethod::RoundRobin));
-        assert_eq!(parse_balance("busyness"), Ok(BalanceMethod::Busyness));
-        assert_eq!(
-            parse_balance("least_inflight"),
-            Ok(BalanceMethod::LeastInflight)
-        );
+        for name in ["round_robin", "busyness", "least_inflight"] {
+            assert_eq!(parse_balance(name).map(|m| m.name()), Ok(name));
+        }
         assert!(parse_balance("random").is_err());
-        assert_eq!(parse_status_kind("nginx"), Ok(StatusKind::Nginx));
-        assert!(parse_status_kind("iis").is_err());
+        assert_eq!(
+            parse_status_kind("nginx").map(StatusKind::name),
+            Ok("nginx")
+        );
+        assert_eq!(parse_status_kind("auto"), Ok(StatusKind::Auto));
+        let err = parse_status_kind("iis").unwrap_err();
+        assert!(
+            err.starts_with(
+                "unknown status kind \"iis\": expected \"auto\", \"apache\", \"nginx\""
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn registry_names_are_listed() {
+        assert_eq!(quoted_list(["a"].into_iter()), "\"a\"");
+        assert_eq!(quoted_list(["a", "b"].into_iter()), "\"a\" or \"b\"");
+        assert_eq!(
+            quoted_list(["a", "b", "c"].into_iter()),
+            "\"a\", \"b\" or \"c\""
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::balance::BalanceMethod;
+pub use crate::status::ServerKind;
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -154,27 +157,6 @@ pub struct Retries {
     pub idempotent_on_error: bool,
 }
 
-/// How a group picks a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BalanceMethod {
-    /// By the live load the nodes report (power of two choices).
-    Busyness,
-    /// Smooth weighted round robin, like nginx's.
-    RoundRobin,
-    /// Fewest requests in flight from this proxy, relative to weight.
-    LeastInflight,
-}
-
-impl BalanceMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BalanceMethod::Busyness => "busyness",
-            BalanceMethod::RoundRobin => "round_robin",
-            BalanceMethod::LeastInflight => "least_inflight",
-        }
-    }
-}
-
 /// Pooled keep-alive connections from the proxy to a group's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamKeepalive {
@@ -202,15 +184,31 @@ impl UpstreamKeepalive {
     }
 }
 
-/// Which status page format a node serves.
+/// Which status page kind a node serves (`status_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusKind {
-    /// Detected from the page itself.
+    /// Detected from the page itself (`"auto"`).
     Auto,
-    /// Apache `mod_status` `?auto`.
-    Apache,
-    /// nginx `stub_status`.
-    Nginx,
+    /// A registered kind (`status::KINDS`), by its name.
+    Named(ServerKind),
+}
+
+impl StatusKind {
+    /// As written in the config: `auto` or the kind's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusKind::Auto => "auto",
+            StatusKind::Named(kind) => kind.name(),
+        }
+    }
+
+    /// The kind to expect, or None to detect it.
+    pub fn hint(self) -> Option<ServerKind> {
+        match self {
+            StatusKind::Auto => None,
+            StatusKind::Named(kind) => Some(kind),
+        }
+    }
 }
 
 /// A named group of nodes (`[[group]]`).

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::model::{AccessLog, AffinityMode, Config, GroupConfig, RouteConfig, StatusKind};
+use super::model::{AccessLog, AffinityMode, Config, GroupConfig, RouteConfig};
 
 fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -145,7 +145,7 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         out,
         "group {} ({}): {passive}, {scrape}{slow}{keepalive}{affinity}{strict}",
         g.name,
-        g.balance.as_str()
+        g.balance.name()
     )?;
 
     let name_w = g.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
@@ -162,11 +162,7 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         if let Some(max) = node.max_workers {
             let _ = write!(flags, " max_workers {max}");
         }
-        let kind = match node.status_kind {
-            StatusKind::Auto => "auto",
-            StatusKind::Apache => "apache",
-            StatusKind::Nginx => "nginx",
-        };
+        let kind = node.status_kind.name();
         writeln!(
             out,
             "  node {:name_w$}  {:addr_w$}  weight {}{flags}  status {} ({kind}, Host: {})",

@@ -31,8 +31,42 @@
 
 use super::{
     bad_value, parse_count as count, truncate_chars, ParseError, ScoreboardCounts, ServerKind,
-    StatusReport, MAX_SCOREBOARD_CHARS, MAX_TEXT_CHARS,
+    StatusPage, StatusReport, MAX_SCOREBOARD_CHARS, MAX_TEXT_CHARS,
 };
+
+/// `status_kind = "apache"`.
+pub const KIND: ServerKind = ServerKind::new(&Apache);
+
+/// Apache `mod_status` as a [`StatusPage`].
+pub struct Apache;
+
+impl StatusPage for Apache {
+    fn name(&self) -> &'static str {
+        "apache"
+    }
+
+    fn recognise(&self, text: &str) -> bool {
+        text.lines().any(|l| l.starts_with("BusyWorkers:"))
+    }
+
+    fn parse(&self, text: &str) -> Result<StatusReport, ParseError> {
+        parse(text)
+    }
+
+    fn html_error(&self) -> &'static str {
+        "got an HTML page, not ?auto (is the status URL missing ?auto)"
+    }
+
+    /// Prefork and worker hold a worker per connection; event does not. A
+    /// page that does not name its MPM (2.2) counts as one that does, to be
+    /// safe.
+    fn worker_per_connection(&self, report: &StatusReport) -> bool {
+        !report
+            .mpm
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("event"))
+    }
+}
 
 /// Parses an Apache `?auto` page (2.4 prefork/worker/event, 2.2).
 pub fn parse(body: &str) -> Result<StatusReport, ParseError> {
@@ -65,7 +99,7 @@ struct Page {
 impl Default for Page {
     fn default() -> Self {
         Page {
-            report: StatusReport::new(ServerKind::Apache),
+            report: StatusReport::new(KIND),
             busy: None,
             extended_uptime: None,
             scoreboard_slots: None,

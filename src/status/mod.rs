@@ -1,23 +1,51 @@
 //! Reading the nodes' own status pages.
 //!
 //! `status/` owns everything between the bytes of a status page and the
-//! numbers the rest of webcluster works with: the page formats (Apache
+//! numbers the rest of webcluster works with: the page kinds (Apache
 //! `mod_status` `?auto` in [`apache`], nginx `stub_status` in [`nginx`]),
-//! the shared [`StatusReport`] they both produce, the errors an operator sees
+//! the shared [`StatusReport`] they all produce, the errors an operator sees
 //! when a page cannot be read ([`ParseError`]), and request/byte rates from
 //! two consecutive reports ([`rates`]). The parsers never touch the
 //! network; polling the pages is the scraper's job (`scraper.rs`).
 //!
+//! A page kind is one file implementing [`StatusPage`] (its name, how to
+//! recognise, parse and read a page of that kind) and exporting
+//! `pub const KIND: ServerKind`; the [`kinds!`] list below registers it, one
+//! line per kind. `status_kind = "<name>"`, `"auto"` detection, the status
+//! page and the JSON all go by [`KINDS`]. See CONTRIBUTING.md, "Add a
+//! status-page kind".
+//!
 //! [`parse`] is the entry point: it checks the page is plausible text (size,
-//! encoding, not HTML), picks the format and hands over to the format's parser.
+//! encoding, not HTML), picks the kind and hands over to the kind's parser.
 
-pub mod apache;
-pub mod nginx;
 pub mod rates;
 pub mod scraper;
 
 use serde::Serialize;
 use std::fmt;
+
+/// Declares the kind modules and [`KINDS`], in this order (the order
+/// `"auto"` tries them in, and names are listed in messages). One line per
+/// kind; attributes such as `#[cfg(test)]` apply to both.
+macro_rules! kinds {
+    ($($(#[$attr:meta])* $module:ident,)*) => {
+        $($(#[$attr])* pub mod $module;)*
+
+        /// Every status-page kind, registered by the `kinds!` list.
+        pub static KINDS: &[ServerKind] = &[$($(#[$attr])* $module::KIND,)*];
+    };
+}
+
+kinds! {
+    apache,
+    nginx,
+    #[cfg(test)]
+    lighttpd,
+}
+
+/// A page no registered kind recognises is read as Apache's: its parser is
+/// the lenient one (unknown lines are skipped) and names the line it misses.
+pub const FALLBACK: ServerKind = apache::KIND;
 
 /// Pages bigger than this are refused; the scraper stops reading here too.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -29,20 +57,109 @@ pub const MAX_SCOREBOARD_CHARS: usize = 64 * 1024;
 /// Longest text field (server name, version, restart time) kept in a report.
 pub const MAX_TEXT_CHARS: usize = 256;
 
-/// Which server software wrote a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerKind {
-    Apache,
-    Nginx,
+/// One kind of status page: everything webcluster knows of a format. The
+/// text handed to it has passed the common checks (size, text, not empty,
+/// not HTML).
+pub trait StatusPage: Sync + 'static {
+    /// Lower case: `status_kind = "<name>"` in the config, `server_kind` in
+    /// the JSON and the status page. Unique among [`KINDS`].
+    fn name(&self) -> &'static str;
+
+    /// Whether the page is positively one of this kind (for `"auto"`, and to
+    /// tell an operator the configured kind is wrong). Cheap: every kind
+    /// looks at every page read with `"auto"`.
+    fn recognise(&self, text: &str) -> bool;
+
+    /// The page, read into the common model; `report.kind` is this kind.
+    fn parse(&self, text: &str) -> Result<StatusReport, ParseError>;
+
+    /// The error shown when an HTML page came where this kind was expected
+    /// (most often the human-readable variant of the same page).
+    fn html_error(&self) -> &'static str {
+        "got an HTML page, not a machine-readable status page (is the status URL right)"
+    }
+
+    /// Worker capacity of the node: what the page says (the Apache 2.4
+    /// scoreboard), else the configured `max_workers`. Zero is unknown.
+    fn capacity(&self, report: &StatusReport, configured_max_workers: Option<u32>) -> Option<u32> {
+        report
+            .scoreboard_capacity
+            .or(configured_max_workers)
+            .filter(|&n| n > 0)
+    }
+
+    /// Signs of a restart between two reports of this kind beyond the common
+    /// ones [`rates::restarted`] checks (generations, restart time, uptime,
+    /// `total_accesses`, `total_kbytes`): no rate spans a restart. Rates are
+    /// computed from `total_accesses` and `total_bytes()`, so a kind that
+    /// fills those gives rates.
+    fn restarted(&self, _prev: &StatusReport, _cur: &StatusReport) -> bool {
+        false
+    }
+
+    /// Whether every open connection to the node holds one of its workers
+    /// (Apache prefork and worker): then an idle kept-alive connection costs
+    /// a worker (see `proxy::pool_for` and `NodeLive::load`).
+    fn worker_per_connection(&self, _report: &StatusReport) -> bool {
+        false
+    }
+}
+
+/// Which server software wrote a page: a registered [`StatusPage`], as a
+/// small copyable handle compared by name.
+#[derive(Clone, Copy)]
+pub struct ServerKind(&'static dyn StatusPage);
+
+impl ServerKind {
+    /// The handle of a kind (for its file's `KIND` constant).
+    pub const fn new(page: &'static dyn StatusPage) -> ServerKind {
+        ServerKind(page)
+    }
+
+    /// The registered kind with this name.
+    pub fn named(name: &str) -> Option<ServerKind> {
+        KINDS.iter().copied().find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The kind's own behaviour.
+    pub fn page(self) -> &'static dyn StatusPage {
+        self.0
+    }
+}
+
+impl PartialEq for ServerKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for ServerKind {}
+
+impl std::hash::Hash for ServerKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state)
+    }
+}
+
+impl fmt::Debug for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerKind({:?})", self.name())
+    }
 }
 
 impl fmt::Display for ServerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServerKind::Apache => "apache",
-            ServerKind::Nginx => "nginx",
-        })
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for ServerKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -154,9 +271,7 @@ impl StatusReport {
     /// It may be smaller than `busy_workers` (see the type's doc): clamp
     /// when dividing.
     pub fn capacity(&self, configured_max_workers: Option<u32>) -> Option<u32> {
-        self.scoreboard_capacity
-            .or(configured_max_workers)
-            .filter(|&n| n > 0)
+        self.kind.page().capacity(self, configured_max_workers)
     }
 
     /// Total bytes the node served (`Total kBytes` x 1024).
@@ -240,7 +355,7 @@ pub enum ParseError {
     TooLarge(usize),
     #[error("not UTF-8/ASCII text (binary data at byte {offset})")]
     NotText { offset: usize },
-    #[error("{}", html_message(*.0))]
+    #[error("{}", .0.page().html_error())]
     Html(ServerKind),
     #[error(
         "expected an {expected} status page, got an {found} one (check the node's status kind)"
@@ -263,15 +378,8 @@ pub enum ParseError {
     },
 }
 
-fn html_message(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::Apache => "got an HTML page, not ?auto (is the status URL missing ?auto)",
-        ServerKind::Nginx => "got an HTML page, not stub_status text (is the status URL right)",
-    }
-}
-
 /// Parses a status page. `hint` is the configured kind; `None` detects it
-/// from the content (nginx pages start with `Active connections:`).
+/// from the content (the first registered kind that recognises it).
 pub fn parse(hint: Option<ServerKind>, body: &[u8]) -> Result<StatusReport, ParseError> {
     let text = as_text(body)?;
     if text.trim().is_empty() {
@@ -281,10 +389,7 @@ pub fn parse(hint: Option<ServerKind>, body: &[u8]) -> Result<StatusReport, Pars
     if looks_like_html(text) {
         return Err(ParseError::Html(kind));
     }
-    match kind {
-        ServerKind::Apache => apache::parse(text),
-        ServerKind::Nginx => nginx::parse(text),
-    }
+    kind.page().parse(text)
 }
 
 /// The page as text, if it is of an acceptable size and has no binary bytes.
@@ -303,26 +408,22 @@ fn as_text(body: &[u8]) -> Result<&str, ParseError> {
     }
 }
 
-/// The configured kind, unless the page is clearly the other one.
+/// The configured kind, unless the page is clearly another one; with no
+/// configured kind, the one the page looks like, else [`FALLBACK`].
 fn choose_kind(hint: Option<ServerKind>, text: &str) -> Result<ServerKind, ParseError> {
-    match (hint, recognise(text)) {
-        (Some(expected), Some(found)) if expected != found => {
-            Err(ParseError::WrongKind { expected, found })
-        }
-        (Some(kind), _) | (None, Some(kind)) => Ok(kind),
-        (None, None) => Ok(ServerKind::Apache),
+    match hint {
+        Some(expected) if expected.page().recognise(text) => Ok(expected),
+        Some(expected) => match recognise(text) {
+            Some(found) => Err(ParseError::WrongKind { expected, found }),
+            None => Ok(expected),
+        },
+        None => Ok(recognise(text).unwrap_or(FALLBACK)),
     }
 }
 
-/// The kind a page positively looks like, if any.
+/// The first registered kind a page positively looks like, if any.
 fn recognise(text: &str) -> Option<ServerKind> {
-    if text.trim_start().starts_with("Active connections:") {
-        Some(ServerKind::Nginx)
-    } else if text.lines().any(|l| l.starts_with("BusyWorkers:")) {
-        Some(ServerKind::Apache)
-    } else {
-        None
-    }
+    KINDS.iter().copied().find(|k| k.page().recognise(text))
 }
 
 fn looks_like_html(text: &str) -> bool {
@@ -470,7 +571,7 @@ mod tests {
 
     #[test]
     fn capacity_prefers_the_scoreboard_then_the_config() {
-        let mut r = StatusReport::new(ServerKind::Apache);
+        let mut r = StatusReport::new(apache::KIND);
         assert_eq!(r.capacity(None), None);
         assert_eq!(r.capacity(Some(0)), None);
         assert_eq!(r.capacity(Some(64)), Some(64));
@@ -480,7 +581,7 @@ mod tests {
 
     #[test]
     fn total_bytes_is_kbytes_times_1024() {
-        let mut r = StatusReport::new(ServerKind::Apache);
+        let mut r = StatusReport::new(apache::KIND);
         assert_eq!(r.total_bytes(), None);
         r.total_kbytes = Some(3);
         assert_eq!(r.total_bytes(), Some(3072));
@@ -515,28 +616,28 @@ mod tests {
             "got an HTML page, not ?auto (is the status URL missing ?auto)"
         );
         assert_eq!(
-            parse(Some(ServerKind::Nginx), b"x\n<HTML>").unwrap_err(),
-            ParseError::Html(ServerKind::Nginx)
+            parse(Some(nginx::KIND), b"x\n<HTML>").unwrap_err(),
+            ParseError::Html(nginx::KIND)
         );
     }
 
     #[test]
     fn kind_is_detected_and_a_mismatch_is_reported() {
         let nginx = b"Active connections: 1 \nserver accepts handled requests\n 1 1 1 \nReading: 0 Writing: 1 Waiting: 0 \n";
-        assert_eq!(parse(None, nginx).map(|r| r.kind), Ok(ServerKind::Nginx));
+        assert_eq!(parse(None, nginx).map(|r| r.kind), Ok(nginx::KIND));
         assert_eq!(
             parse(None, b"BusyWorkers: 1\n").map(|r| r.kind),
-            Ok(ServerKind::Apache)
+            Ok(apache::KIND)
         );
         assert_eq!(
-            parse(Some(ServerKind::Apache), nginx),
+            parse(Some(apache::KIND), nginx),
             Err(ParseError::WrongKind {
-                expected: ServerKind::Apache,
-                found: ServerKind::Nginx
+                expected: apache::KIND,
+                found: nginx::KIND
             })
         );
         assert_eq!(
-            parse(Some(ServerKind::Nginx), b"BusyWorkers: 1\n")
+            parse(Some(nginx::KIND), b"BusyWorkers: 1\n")
                 .unwrap_err()
                 .to_string(),
             "expected an nginx status page, got an apache one (check the node's status kind)"
@@ -545,6 +646,18 @@ mod tests {
 
     #[test]
     fn server_kind_displays_lowercase() {
-        assert_eq!(ServerKind::Nginx.to_string(), "nginx");
+        assert_eq!(nginx::KIND.to_string(), "nginx");
+        assert_eq!(format!("{:?}", apache::KIND), "ServerKind(\"apache\")");
+    }
+
+    #[test]
+    fn kinds_are_unique_and_named() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert!(KINDS[..i].iter().all(|o| o != k), "{k} is registered twice");
+            assert_eq!(ServerKind::named(k.name()), Some(*k));
+            assert_eq!(k.name(), k.name().to_ascii_lowercase());
+        }
+        assert_ne!(ServerKind::named("nginx"), ServerKind::named("apache"));
+        assert_eq!(ServerKind::named("auto"), None, "\"auto\" is not a kind");
     }
 }

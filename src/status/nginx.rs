@@ -14,7 +14,40 @@
 //! they are not busy. nginx prints no capacity. Blank lines are skipped and
 //! anything after the fourth line is ignored.
 
-use super::{parse_count, NginxCounters, ParseError, ServerKind, StatusReport};
+use super::rates::went_down;
+use super::{parse_count, NginxCounters, ParseError, ServerKind, StatusPage, StatusReport};
+
+/// `status_kind = "nginx"`.
+pub const KIND: ServerKind = ServerKind::new(&Nginx);
+
+/// nginx `stub_status` as a [`StatusPage`].
+pub struct Nginx;
+
+impl StatusPage for Nginx {
+    fn name(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn recognise(&self, text: &str) -> bool {
+        text.trim_start().starts_with("Active connections:")
+    }
+
+    fn parse(&self, text: &str) -> Result<StatusReport, ParseError> {
+        parse(text)
+    }
+
+    fn html_error(&self) -> &'static str {
+        "got an HTML page, not stub_status text (is the status URL right)"
+    }
+
+    /// `requests` is `total_accesses` (checked by the common rules); the
+    /// connection counters going down are a restart too.
+    fn restarted(&self, prev: &StatusReport, cur: &StatusReport) -> bool {
+        let counter = |r: &StatusReport, c: fn(&NginxCounters) -> u64| r.nginx.map(|n| c(&n));
+        went_down(counter(prev, |n| n.accepts), counter(cur, |n| n.accepts))
+            || went_down(counter(prev, |n| n.handled), counter(cur, |n| n.handled))
+    }
+}
 
 /// Parses a `stub_status` page.
 pub fn parse(body: &str) -> Result<StatusReport, ParseError> {
@@ -30,7 +63,7 @@ pub fn parse(body: &str) -> Result<StatusReport, ParseError> {
     let [accepts, handled, requests] = totals(next("accepts/handled/requests numbers")?)?;
     let [reading, writing, waiting] = states(next("`Reading: N Writing: N Waiting: N`")?)?;
 
-    let mut report = StatusReport::new(ServerKind::Nginx);
+    let mut report = StatusReport::new(KIND);
     report.busy_workers = reading.saturating_add(writing);
     report.total_accesses = Some(requests);
     report.nginx = Some(NginxCounters {

@@ -9,7 +9,7 @@
 //! time went forward, and the node did not restart in between. There is
 //! never a negative rate.
 
-use super::{NginxCounters, StatusReport};
+use super::StatusReport;
 use std::time::{Duration, Instant};
 
 /// How far the node's uptime may lag our own clock between two scrapes
@@ -55,15 +55,14 @@ pub fn between(prev: &Sample, cur: &Sample) -> Option<Rates> {
 
 /// Whether the node restarted (or was replaced) between two reports: other
 /// software, a generation or the restart time changed (or appeared or
-/// vanished), uptime went back, or a counter went down.
+/// vanished), uptime went back, a counter went down, or the kind's own
+/// rules ([`super::StatusPage::restarted`]) say so.
 ///
 /// A counter going down is always taken as a restart; on Apache it can also
 /// happen when a process slot is recycled, and either way no rate spans it.
 /// `RestartTime` is printed in local time, so a daylight-saving switch looks
 /// like a restart once: one rate is skipped.
 pub fn restarted(prev: &StatusReport, cur: &StatusReport) -> bool {
-    let nginx = |r: &StatusReport, counter: fn(&NginxCounters) -> u64| r.nginx.map(|n| counter(&n));
-
     prev.kind != cur.kind
         || prev.config_generation != cur.config_generation
         || prev.mpm_generation != cur.mpm_generation
@@ -71,11 +70,11 @@ pub fn restarted(prev: &StatusReport, cur: &StatusReport) -> bool {
         || went_down(prev.uptime_seconds, cur.uptime_seconds)
         || went_down(prev.total_accesses, cur.total_accesses)
         || went_down(prev.total_kbytes, cur.total_kbytes)
-        || went_down(nginx(prev, |n| n.accepts), nginx(cur, |n| n.accepts))
-        || went_down(nginx(prev, |n| n.handled), nginx(cur, |n| n.handled))
+        || cur.kind.page().restarted(prev, cur)
 }
 
-fn went_down(before: Option<u64>, after: Option<u64>) -> bool {
+/// Whether a counter both reports carry is lower in the second.
+pub fn went_down(before: Option<u64>, after: Option<u64>) -> bool {
     matches!((before, after), (Some(before), Some(after)) if after < before)
 }
 
@@ -94,10 +93,9 @@ fn uptime_lagged(prev: &StatusReport, cur: &StatusReport, elapsed: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::ServerKind;
 
     fn report(accesses: u64, kbytes: u64, uptime: u64) -> StatusReport {
-        let mut r = StatusReport::new(ServerKind::Apache);
+        let mut r = StatusReport::new(crate::status::apache::KIND);
         r.total_accesses = Some(accesses);
         r.total_kbytes = Some(kbytes);
         r.uptime_seconds = Some(uptime);

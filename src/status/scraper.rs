@@ -28,7 +28,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::cluster::node::NodeLive;
 use crate::cluster::Cluster;
 use crate::config::{GroupConfig, StatusKind, StatusUrl};
-use crate::status::{self, ServerKind, MAX_PAGE_BYTES};
+use crate::status::{self, MAX_PAGE_BYTES};
 
 /// How often the scheduler looks for due nodes.
 const TICK: Duration = Duration::from_millis(50);
@@ -122,16 +122,9 @@ impl Job {
         let timeout = self.group.scrape.timeout;
         let result = match tokio::time::timeout(timeout, fetch(connector, &self.url, timeout)).await
         {
-            Ok(Ok((body, kept))) => {
-                let hint = match self.kind {
-                    StatusKind::Auto => None,
-                    StatusKind::Apache => Some(ServerKind::Apache),
-                    StatusKind::Nginx => Some(ServerKind::Nginx),
-                };
-                status::parse(hint, &body)
-                    .map(|report| (report, kept))
-                    .map_err(|e| e.to_string())
-            }
+            Ok(Ok((body, kept))) => status::parse(self.kind.hint(), &body)
+                .map(|report| (report, kept))
+                .map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         };
