@@ -145,10 +145,19 @@ fn slow_uploads_and_slow_readers_hold_no_node_worker() {
         Duration::from_secs(30),
         || node.access_log().matches("GET /big.bin").count() >= 20,
     );
+    // Apache logs a response once the kernel has taken its last bytes; the
+    // proxy may still be reading them, with the worker in lingering close
+    // until it has. Once it has read them all (into its temporary files),
+    // the slow readers hold no worker, however long they take.
+    wait_until(
+        "the node's workers are free again",
+        Duration::from_secs(30),
+        || node_busy(&node) <= 3,
+    );
     // Normal requests are served as usual meanwhile, and the node's
-    // scoreboard shows no worker held by the slow visitors: busy are at
-    // most the status read itself, the proxy's scrape connection and a
-    // normal request finishing.
+    // scoreboard shows no worker held by the slow visitors (all 8 would
+    // be): busy are at most the status read itself, the proxy's scrape
+    // connection, a normal request and the one before it closing.
     let mut most_busy = 0;
     for i in 0..19 {
         let r = http_get(wc.listen, &format!("/node?normal={i}"), &[]).expect("a normal request");
@@ -156,7 +165,7 @@ fn slow_uploads_and_slow_readers_hold_no_node_worker() {
         most_busy = most_busy.max(node_busy(&node));
     }
     assert!(
-        most_busy <= 3,
+        most_busy <= 4,
         "the node had {most_busy} of 8 workers busy while the slow visitors went on"
     );
     // None of the slow uploads reached the node: their bodies never ended.
