@@ -17,6 +17,10 @@ use crate::config::{GroupConfig, NodeConfig};
 use crate::status::rates::{self, Rates, Sample};
 use crate::status::StatusReport;
 
+/// A node that keeps filling up is said to be full in the log at most this
+/// often.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Smallest share a node gets while slow start ramps it up.
 const SLOW_START_FLOOR: f64 = 0.1;
 
@@ -55,6 +59,43 @@ pub struct BalanceView {
     pub load: Load,
 }
 
+/// A change of a node's state worth a line in the log: what the caller,
+/// which knows the node's group and name, writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeEvent {
+    /// A warning (the node can take less) or information.
+    pub warn: bool,
+    pub text: String,
+}
+
+impl NodeEvent {
+    fn info(text: String) -> NodeEvent {
+        NodeEvent { warn: false, text }
+    }
+
+    fn warn(text: String) -> NodeEvent {
+        NodeEvent { warn: true, text }
+    }
+
+    /// Write it to the log with the node's group and name.
+    pub fn log(&self, group: &str, node: &str) {
+        if self.warn {
+            tracing::warn!(group, node, "node {group}/{node} {}", self.text);
+        } else {
+            tracing::info!(group, node, "node {group}/{node} {}", self.text);
+        }
+    }
+}
+
+/// A duration as a log line says it: whole seconds (milliseconds under one).
+fn lasted(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
 /// Active health as the scrapes see it (HAProxy's rise/fall).
 #[derive(Debug, Clone, PartialEq)]
 enum Health {
@@ -76,6 +117,14 @@ pub struct NodeLive {
 #[derive(Debug)]
 struct LiveState {
     health: Health,
+    /// Since when the node has had its current health.
+    health_since: Instant,
+    /// The last status said no worker was idle.
+    full: bool,
+    /// When "full" was last written to the log, and whether its end is
+    /// still to be (a node on the edge of full would fill the log).
+    full_logged_at: Option<Instant>,
+    full_announced: bool,
     ok_streak: u32,
     fail_streak: u32,
     /// Slow start runs from here, when set.
@@ -110,6 +159,10 @@ impl NodeLive {
             recent: RecentCounter::new(),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
+                health_since: now,
+                full: false,
+                full_logged_at: None,
+                full_announced: false,
                 ok_streak: 0,
                 fail_streak: 0,
                 ramp_from: added_by_reload.then_some(now),
@@ -166,10 +219,10 @@ impl NodeLive {
 
     /// A request to the node failed (connect error, timeout): counts towards
     /// passive health.
-    pub fn record_failure(&self, group: &GroupConfig, reason: &str) {
+    pub fn record_failure(&self, group: &GroupConfig, reason: &str) -> Option<NodeEvent> {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if group.max_fails == 0 {
-            return;
+            return None;
         }
         let now = Instant::now();
         let mut s = self.lock();
@@ -183,13 +236,19 @@ impl NodeLive {
         s.passive_fails += 1;
         if s.passive_fails >= group.max_fails {
             s.passive_down_until = Some(now + group.fail_timeout);
-            s.passive_reason = Some(format!(
+            let why = format!(
                 "{} failed request(s) within {:?}: {reason}",
                 s.passive_fails, group.fail_timeout
-            ));
+            );
+            s.passive_reason = Some(why.clone());
             s.passive_fails = 0;
             s.passive_window_start = None;
+            return Some(NodeEvent::warn(format!(
+                "taken out for {} (max_fails): {why}",
+                lasted(group.fail_timeout)
+            )));
         }
+        None
     }
 
     /// A request got a response: the node is reachable again.
@@ -211,8 +270,14 @@ impl NodeLive {
         report: StatusReport,
         took: Duration,
         conn_kept: bool,
-    ) {
+    ) -> Vec<NodeEvent> {
+        let mut events = Vec::new();
         let now = Instant::now();
+        let full = report.idle_workers == Some(0)
+            || report
+                .capacity(None)
+                .is_some_and(|c| report.busy_workers >= c && c > 0);
+        let (busy, capacity) = (report.busy_workers, report.capacity(None));
         let inflight = self.inflight();
         let mut s = self.lock();
         s.scrapes += 1;
@@ -230,17 +295,66 @@ impl NodeLive {
         s.fail_streak = 0;
         s.ok_streak = s.ok_streak.saturating_add(1);
         match s.health {
-            Health::Unknown => s.health = Health::Up,
-            Health::Down { .. } if s.ok_streak >= group.scrape.rise => {
+            Health::Unknown => {
                 s.health = Health::Up;
+                s.health_since = now;
+                events.push(NodeEvent::info("is up (first status read)".into()));
+            }
+            Health::Down { .. } if s.ok_streak >= group.scrape.rise => {
+                let down_for = now.duration_since(s.health_since);
+                s.health = Health::Up;
+                s.health_since = now;
                 s.ramp_from = Some(now);
+                let ramp = if group.slow_start.is_zero() {
+                    String::new()
+                } else {
+                    format!("; slow start over {}", lasted(group.slow_start))
+                };
+                events.push(NodeEvent::info(format!(
+                    "is back up after {} down ({} good status checks){ramp}",
+                    lasted(down_for),
+                    s.ok_streak
+                )));
             }
             _ => {}
         }
+        if let Some(from) = s.ramp_from {
+            if now.duration_since(from) >= group.slow_start {
+                s.ramp_from = None;
+                if !group.slow_start.is_zero() {
+                    events.push(NodeEvent::info("ended its slow start".into()));
+                }
+            }
+        }
+        if full != s.full {
+            s.full = full;
+            let quiet = s
+                .full_logged_at
+                .is_some_and(|t| now.duration_since(t) < FULL_LOG_EVERY);
+            if full && !quiet {
+                s.full_logged_at = Some(now);
+                s.full_announced = true;
+                let of = capacity.map_or(String::new(), |c| format!(" of {c}"));
+                events.push(NodeEvent::warn(format!(
+                    "is full: {busy}{of} workers busy, none idle"
+                )));
+            } else if !full && s.full_announced {
+                s.full_announced = false;
+                events.push(NodeEvent::info("has idle workers again".into()));
+            }
+        }
+        events
     }
 
     /// Record a failed scrape with its reason in words.
-    pub fn record_scrape_failure(&self, group: &GroupConfig, reason: String, took: Duration) {
+    pub fn record_scrape_failure(
+        &self,
+        group: &GroupConfig,
+        reason: String,
+        took: Duration,
+    ) -> Option<NodeEvent> {
+        let now = Instant::now();
+        let mut event = None;
         let mut s = self.lock();
         s.scrapes += 1;
         s.scrape_failures += 1;
@@ -248,11 +362,18 @@ impl NodeLive {
         s.ok_streak = 0;
         s.fail_streak = s.fail_streak.saturating_add(1);
         if s.fail_streak >= group.scrape.fall && !matches!(s.health, Health::Down { .. }) {
-            s.health = Health::Down {
-                reason: format!("{} status checks failed in a row: {reason}", s.fail_streak),
+            let why = format!("{} status checks failed in a row: {reason}", s.fail_streak);
+            let was = match s.health {
+                Health::Up => format!(" after {} up", lasted(now.duration_since(s.health_since))),
+                _ => String::new(),
             };
+            event = Some(NodeEvent::warn(format!("is down{was}: {why}")));
+            s.health = Health::Down { reason: why };
+            s.health_since = now;
+            s.full = false;
         }
         s.last_error = Some(reason);
+        event
     }
 
     // ---- what the balancer reads -------------------------------------------

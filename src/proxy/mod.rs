@@ -975,7 +975,9 @@ impl Proxy {
             return;
         };
         if let Some(node) = group.nodes.get(i) {
-            node.live.record_failure(&group.config, &e.to_string());
+            if let Some(event) = node.live.record_failure(&group.config, &e.to_string()) {
+                event.log(group.name(), &node.config.name);
+            }
             if failure == Failure::Connect {
                 self.metrics
                     .connect_failures

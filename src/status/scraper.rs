@@ -74,6 +74,7 @@ impl Scraper {
                 next.insert(key, now + interval.mul_f64(0.9 + fastrand::f64() * 0.2));
                 let job = Job {
                     live: Arc::clone(&node.live),
+                    node: node.config.name.clone(),
                     group: group.config.clone(),
                     url: node.config.status.clone(),
                     kind: node.config.status_kind,
@@ -111,6 +112,7 @@ impl BackgroundService for Scraper {
 /// One scrape of one node.
 struct Job {
     live: Arc<NodeLive>,
+    node: String,
     group: GroupConfig,
     url: StatusUrl,
     kind: StatusKind,
@@ -129,12 +131,18 @@ impl Job {
             Err(_) => Err(format!("no answer within {timeout:?}")),
         };
         let took = started.elapsed();
-        match result {
+        let events = match result {
             Ok((report, kept)) => self.live.record_scrape(&self.group, report, took, kept),
             Err(reason) => {
                 tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
-                self.live.record_scrape_failure(&self.group, reason, took)
+                self.live
+                    .record_scrape_failure(&self.group, reason, took)
+                    .into_iter()
+                    .collect()
             }
+        };
+        for event in events {
+            event.log(&self.group.name, &self.node);
         }
     }
 }
