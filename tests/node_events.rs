@@ -79,3 +79,91 @@ fn node_state_changes_are_logged_with_reason_and_duration() {
     wait_line(&wc, at, &["INFO", "node web/ev1 has idle workers again"]);
     assert!(!wc.log().contains('\x1b'), "{}", wc.log());
 }
+
+/// A frozen node (SIGSTOP: the kernel still accepts its connections, nothing
+/// answers) is held back as soon as its requests stop being answered, and
+/// gets no new request after that while the other node serves everyone;
+/// thawed, it is taken back and the requests it held are answered.
+#[test]
+fn a_frozen_node_is_held_back_and_gets_no_new_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use support::webcluster::node as node_status;
+
+    let n1 = ApacheNode::start(ApacheOpts::event("fz1", 16));
+    let n2 = ApacheNode::start(ApacheOpts::event("fz2", 16));
+    let (a1, a2) = (n1.addr(), n2.addr());
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group_config(
+                "web",
+                "fall = 3\nrise = 2",
+                &[("fz1", a1, ""), ("fz2", a2, "")],
+            )
+    });
+    wc.wait_all_up();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let listen = wc.listen;
+    // Four visitors, one request after another, 4,000 requests at most.
+    let visitors: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answered, failed) = (
+                Arc::clone(&stop),
+                Arc::clone(&answered),
+                Arc::clone(&failed),
+            );
+            thread::spawn(move || {
+                for _ in 0..1000 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match http_get(listen, "/node", &[]) {
+                        Ok(r) if r.status == 200 => answered.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let wait_answered = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answered.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "only {answered:?} answered");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_answered(200);
+    let at_freeze = node_status(&wc.status(), "fz1")["proxied_total"]
+        .as_u64()
+        .expect("proxied_total");
+    n1.freeze();
+    let (line, _) = wait_line(&wc, 0, &["WARN", "node web/fz1 is held back:"]);
+    let held = node_status(&wc.status(), "fz1")["proxied_total"]
+        .as_u64()
+        .expect("proxied_total");
+    eprintln!(
+        "fz1 got {} request(s) between its freeze and being held back: {line}",
+        held - at_freeze
+    );
+    let before = answered.load(Ordering::Relaxed);
+    wait_answered(before + 300);
+    let after = node_status(&wc.status(), "fz1")["proxied_total"]
+        .as_u64()
+        .expect("proxied_total");
+    assert_eq!(
+        after,
+        held,
+        "a held-back node got {} new request(s) ({line})",
+        after - held
+    );
+    n1.thaw();
+    wait_line(&wc, 0, &["node web/fz1", "no longer held back"]);
+    stop.store(true, Ordering::Relaxed);
+    for v in visitors {
+        let _ = v.join();
+    }
+    // The requests the frozen node held were answered once it thawed.
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}

@@ -48,8 +48,8 @@ impl Group {
     }
 
     fn candidates(&self, backup: bool, tried: &[usize], now: Instant) -> Vec<Candidate> {
-        let mut any_known = false;
-        let mut all: Vec<(Candidate, bool)> = self
+        let mut any_answering = false;
+        let mut all: Vec<(Candidate, bool, bool)> = self
             .nodes
             .iter()
             .enumerate()
@@ -62,21 +62,25 @@ impl Group {
             .filter_map(|(index, n)| {
                 let view = n.live.balance_view(&self.config, &n.config, now)?;
                 let known = !self.config.scrape.enabled || view.known_up;
-                any_known |= known;
+                any_answering |= !view.stalled;
                 let candidate = Candidate {
                     index,
                     weight: f64::from(n.config.weight) * view.ramp,
                     load: view.load,
                 };
-                Some((candidate, known))
+                Some((candidate, known, view.stalled))
             })
             .collect();
-        // Nodes whose health is not known yet (just added) serve only when no
-        // node is known to be up.
-        if any_known {
-            all.retain(|(_, known)| *known);
+        // Held-back nodes (they stopped answering) serve only when no other
+        // node can; nodes whose health is not known yet (just added) only
+        // when no node is known to be up.
+        if any_answering {
+            all.retain(|(_, _, stalled)| !*stalled);
         }
-        all.into_iter().map(|(c, _)| c).collect()
+        if all.iter().any(|(_, known, _)| *known) {
+            all.retain(|(_, known, _)| *known);
+        }
+        all.into_iter().map(|(c, _, _)| c).collect()
     }
 
     /// The live state of node `index`.

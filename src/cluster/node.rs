@@ -7,6 +7,7 @@
 //! records scrapes, the balancer reads `load()`, the admin side reads
 //! `snapshot()`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,6 +17,16 @@ use crate::cluster::snapshot::{NodeSnapshot, NodeState};
 use crate::config::{GroupConfig, NodeConfig};
 use crate::status::rates::{self, Rates, Sample};
 use crate::status::StatusReport;
+
+/// A node whose requests have waited this many times its usual response
+/// time for a response head, with nothing else heard from it meanwhile, is
+/// held back (stalled).
+const STALL_FACTOR: u32 = 8;
+/// ... but never after less than this.
+const STALL_FLOOR: Duration = Duration::from_millis(250);
+/// The share of new requests a node in a graceful restart gets (its
+/// scoreboard shows workers finishing: `G`).
+const GRACEFUL_SHARE: f64 = 0.25;
 
 /// A node that keeps filling up is said to be full in the log at most this
 /// often.
@@ -54,9 +65,25 @@ pub struct Load {
 pub struct BalanceView {
     /// Health known good, not merely unknown.
     pub known_up: bool,
+    /// Held back: it stopped answering (served only when no other node can).
+    pub stalled: bool,
     /// Slow-start factor in (0, 1].
     pub ramp: f64,
     pub load: Load,
+}
+
+/// A request waiting for its response head (see [`NodeLive::awaiting_head`]);
+/// dropped, it no longer counts.
+#[derive(Debug)]
+pub struct HeadWait {
+    live: Arc<NodeLive>,
+    id: u64,
+}
+
+impl Drop for HeadWait {
+    fn drop(&mut self) {
+        self.live.lock().waiting.remove(&self.id);
+    }
 }
 
 /// A change of a node's state worth a line in the log: what the caller,
@@ -121,6 +148,16 @@ struct LiveState {
     health_since: Instant,
     /// The last status said no worker was idle.
     full: bool,
+    /// Requests sent whose response head has not come yet, by number:
+    /// when each was sent.
+    waiting: BTreeMap<u64, Instant>,
+    next_wait: u64,
+    /// When a response head, or a status page, last came from the node.
+    last_heard: Option<Instant>,
+    /// The usual time to a response head (moving average).
+    usual_head: Option<Duration>,
+    /// Held back: the node stopped answering (why), until it answers again.
+    stalled: Option<String>,
     /// When "full" was last written to the log, and whether its end is
     /// still to be (a node on the edge of full would fill the log).
     full_logged_at: Option<Instant>,
@@ -161,6 +198,11 @@ impl NodeLive {
                 health: Health::Unknown,
                 health_since: now,
                 full: false,
+                waiting: BTreeMap::new(),
+                next_wait: 0,
+                last_heard: None,
+                usual_head: None,
+                stalled: None,
                 full_logged_at: None,
                 full_announced: false,
                 ok_streak: 0,
@@ -260,6 +302,75 @@ impl NodeLive {
         }
     }
 
+    /// A request was sent to the node and waits for its response head: the
+    /// wait counts (see [`NodeLive::check_stall`]) until the returned guard
+    /// is given to [`NodeLive::record_head`] or dropped.
+    pub fn awaiting_head(self: &Arc<Self>) -> HeadWait {
+        let mut s = self.lock();
+        let id = s.next_wait;
+        s.next_wait += 1;
+        s.waiting.insert(id, Instant::now());
+        HeadWait {
+            live: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The response head of the request `wait` came: the node answers, and
+    /// how long it took feeds its usual response time.
+    pub fn record_head(&self, wait: HeadWait) -> Option<NodeEvent> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        if let Some(sent) = s.waiting.remove(&wait.id) {
+            let took = now.duration_since(sent);
+            s.usual_head = Some(match s.usual_head {
+                None => took,
+                // An eighth of the new sample: a moving average over about
+                // the last eight responses.
+                Some(usual) => usual - usual / 8 + took / 8,
+            });
+        }
+        s.last_heard = Some(now);
+        s.stalled
+            .take()
+            .map(|_| NodeEvent::info("answers again: no longer held back".into()))
+    }
+
+    /// Hold the node back at once if its requests stopped producing
+    /// response heads: the oldest has waited [`STALL_FACTOR`] times its usual
+    /// time (at least [`STALL_FLOOR`]) and nothing was heard from the node
+    /// (a response head, its status page) for as long. A frozen node
+    /// (SIGSTOP, a hung disk: the kernel still accepts connections) is then
+    /// left alone within a fraction of a second, not after several failed
+    /// status checks. Called by the scraper every few tens of milliseconds.
+    pub fn check_stall(&self, now: Instant) -> Option<NodeEvent> {
+        let mut s = self.lock();
+        if s.stalled.is_some() {
+            return None;
+        }
+        let (_, &oldest) = s.waiting.first_key_value()?;
+        let threshold = s
+            .usual_head
+            .map_or(STALL_FLOOR, |u| (u * STALL_FACTOR).max(STALL_FLOOR));
+        let waited = now.duration_since(oldest);
+        let silent = s
+            .last_heard
+            .is_none_or(|t| now.duration_since(t) >= threshold);
+        if waited < threshold || !silent {
+            return None;
+        }
+        let usual = s.usual_head.map_or(String::from("unknown"), |u| {
+            format!("{:.1}ms", u.as_secs_f64() * 1000.0)
+        });
+        let why = format!(
+            "no response head for {}ms (usual {usual}), {} request(s) waiting",
+            waited.as_millis(),
+            s.waiting.len()
+        );
+        s.stalled = Some(why.clone());
+        Some(NodeEvent::warn(format!("is held back: {why}")))
+    }
+
     // ---- scrapes -----------------------------------------------------------
 
     /// Record a successful scrape; `conn_kept` tells whether the scraper
@@ -294,6 +405,12 @@ impl NodeLive {
         s.proxied_at_scrape = self.proxied();
         s.fail_streak = 0;
         s.ok_streak = s.ok_streak.saturating_add(1);
+        s.last_heard = Some(now);
+        if s.stalled.take().is_some() {
+            events.push(NodeEvent::info(
+                "answers its status page again: no longer held back".into(),
+            ));
+        }
         match s.health {
             Health::Unknown => {
                 s.health = Health::Up;
@@ -352,10 +469,18 @@ impl NodeLive {
         group: &GroupConfig,
         reason: String,
         took: Duration,
+        timed_out: bool,
     ) -> Option<NodeEvent> {
         let now = Instant::now();
         let mut event = None;
         let mut s = self.lock();
+        if timed_out && s.stalled.is_none() && !matches!(s.health, Health::Down { .. }) {
+            // A status page that stops answering in time holds the node back
+            // at once; `fall` failures in a row still mark it down.
+            let why = format!("its status page did not answer: {reason}");
+            event = Some(NodeEvent::warn(format!("is held back: {why}")));
+            s.stalled = Some(why);
+        }
         s.scrapes += 1;
         s.scrape_failures += 1;
         s.last_scrape_duration = Some(took);
@@ -368,6 +493,7 @@ impl NodeLive {
                 _ => String::new(),
             };
             event = Some(NodeEvent::warn(format!("is down{was}: {why}")));
+            s.stalled = None;
             s.health = Health::Down { reason: why };
             s.health_since = now;
             s.full = false;
@@ -381,7 +507,7 @@ impl NodeLive {
     /// Whether the node may get a new request now.
     pub fn usable(&self, now: Instant) -> bool {
         let s = self.lock();
-        !matches!(s.health, Health::Down { .. }) && !s.passive_down(now)
+        !matches!(s.health, Health::Down { .. }) && !s.passive_down(now) && s.stalled.is_none()
     }
 
     /// Whether the node holds a worker per connection (see
@@ -429,9 +555,15 @@ impl NodeLive {
         if matches!(s.health, Health::Down { .. }) || s.passive_down(now) {
             return None;
         }
+        let graceful = s
+            .fresh(group, now)
+            .and_then(|f| f.report.scoreboard.as_deref())
+            .is_some_and(|b| b.contains('G'));
+        let share = if graceful { GRACEFUL_SHARE } else { 1.0 };
         Some(BalanceView {
             known_up: matches!(s.health, Health::Up),
-            ramp: ramp_factor(s.ramp_from, group.slow_start, now),
+            stalled: s.stalled.is_some(),
+            ramp: ramp_factor(s.ramp_from, group.slow_start, now) * share,
             load: self.load_locked(&s, group, node, now),
         })
     }
@@ -488,7 +620,10 @@ impl NodeLive {
         let fresh = s.fresh(group, now).is_some();
         let state = if node.drain {
             NodeState::Draining
-        } else if matches!(s.health, Health::Down { .. }) || s.passive_down(now) {
+        } else if matches!(s.health, Health::Down { .. })
+            || s.passive_down(now)
+            || s.stalled.is_some()
+        {
             NodeState::Down
         } else if !group.scrape.enabled {
             NodeState::Up
@@ -502,7 +637,7 @@ impl NodeLive {
         let down_reason = match &s.health {
             Health::Down { reason } => Some(reason.clone()),
             _ if s.passive_down(now) => s.passive_reason.clone(),
-            _ => None,
+            _ => s.stalled.as_ref().map(|why| format!("held back: {why}")),
         };
         let report = s.last.as_ref().map(|l| &l.report);
         let recent = self.recent_requests();
@@ -630,6 +765,85 @@ mod tests {
         let half = ramp_factor(Some(t0), ss, t0 + Duration::from_secs(5));
         assert!((half - 0.5).abs() < 1e-9);
         assert_eq!(ramp_factor(Some(t0), ss, t0 + Duration::from_secs(60)), 1.0);
+    }
+
+    #[test]
+    fn a_node_whose_requests_stop_being_answered_is_held_back_until_it_answers() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = Arc::new(NodeLive::new(false));
+        let t0 = Instant::now();
+        // Answered in no time: usual is about 0; the floor applies.
+        let w = live.awaiting_head();
+        assert_eq!(live.record_head(w), None);
+        let waiting = live.awaiting_head();
+        assert_eq!(live.check_stall(t0 + STALL_FLOOR / 2), None, "not yet");
+        let later = Instant::now() + STALL_FLOOR * 2;
+        let event = live.check_stall(later).expect("held back");
+        assert!(
+            event.warn && event.text.contains("1 request(s) waiting"),
+            "{event:?}"
+        );
+        assert!(!live.usable(later));
+        assert!(live
+            .balance_view(group, node, later)
+            .is_some_and(|v| v.stalled));
+        assert_eq!(live.check_stall(later), None, "said once");
+        // It answers: taken back.
+        let back = live.record_head(waiting).expect("taken back");
+        assert!(!back.warn, "{back:?}");
+        assert!(live.usable(Instant::now()));
+        // A wait dropped (the request failed) no longer counts.
+        drop(live.awaiting_head());
+        assert_eq!(live.check_stall(Instant::now() + STALL_FLOOR * 4), None);
+    }
+
+    #[test]
+    fn a_status_page_that_times_out_holds_the_node_back_at_once() {
+        let cfg = config();
+        let group = &cfg.groups[0];
+        let live = NodeLive::new(false);
+        live.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        let e = live
+            .record_scrape_failure(group, "no answer within 1s".into(), Duration::ZERO, true)
+            .expect("held back");
+        assert!(e.text.starts_with("is held back"), "{e:?}");
+        assert!(!live.usable(Instant::now()));
+        // A refused connection only counts towards `fall`.
+        let other = NodeLive::new(false);
+        other.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        assert_eq!(
+            other.record_scrape_failure(group, "refused".into(), Duration::ZERO, false),
+            None
+        );
+        assert!(other.usable(Instant::now()));
+        // The next good status takes it back.
+        let events = live.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        assert!(events
+            .iter()
+            .any(|e| e.text.contains("no longer held back")));
+        assert!(live.usable(Instant::now()));
+    }
+
+    #[test]
+    fn a_node_in_a_graceful_restart_gets_a_smaller_share() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = NodeLive::new(false);
+        let mut r = report(Some("prefork"), 2, 8);
+        r.scoreboard = Some("GGW_____".into());
+        live.record_scrape(group, r, Duration::ZERO, false);
+        let view = live
+            .balance_view(group, node, Instant::now())
+            .expect("usable");
+        assert_eq!(view.ramp, GRACEFUL_SHARE);
+        let mut r = report(Some("prefork"), 2, 8);
+        r.scoreboard = Some("_WW_____".into());
+        live.record_scrape(group, r, Duration::ZERO, false);
+        let view = live
+            .balance_view(group, node, Instant::now())
+            .expect("usable");
+        assert_eq!(view.ramp, 1.0);
     }
 
     fn config() -> crate::config::Config {

@@ -700,6 +700,9 @@ impl Proxy {
         let resp = &mut down.resp;
         let limits = head_limits(&state.config, false);
         let mut informational = 0;
+        // Counted while it waits: a node whose requests stop being answered
+        // is held back at once (`NodeLive::check_stall`).
+        let waiting = node.live.awaiting_head();
         loop {
             read_response_head(&mut node_io, resp, &limits, t.read)
                 .await
@@ -716,6 +719,9 @@ impl Proxy {
             }
         }
         node.live.record_success();
+        if let Some(event) = node.live.record_head(waiting) {
+            event.log(group.name(), &node.config.name);
+        }
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_time = Some(t.elapsed());
         }

@@ -53,6 +53,14 @@ impl Scraper {
     fn start_due(&self, next: &mut HashMap<usize, Instant>, running: &Arc<Mutex<HashSet<usize>>>) {
         let state = self.cluster.state();
         let now = Instant::now();
+        // Nodes whose requests stopped being answered are held back at once.
+        for group in &state.groups {
+            for node in &group.nodes {
+                if let Some(event) = node.live.check_stall(now) {
+                    event.log(group.name(), &node.config.name);
+                }
+            }
+        }
         let mut seen = HashSet::new();
         for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
             let interval = group.config.scrape.interval;
@@ -126,17 +134,17 @@ impl Job {
         {
             Ok(Ok((body, kept))) => status::parse(self.kind.hint(), &body)
                 .map(|report| (report, kept))
-                .map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
+                .map_err(|e| (e.to_string(), false)),
+            Ok(Err(e)) => Err((e, false)),
+            Err(_) => Err((format!("no answer within {timeout:?}"), true)),
         };
         let took = started.elapsed();
         let events = match result {
             Ok((report, kept)) => self.live.record_scrape(&self.group, report, took, kept),
-            Err(reason) => {
+            Err((reason, timed_out)) => {
                 tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
                 self.live
-                    .record_scrape_failure(&self.group, reason, took)
+                    .record_scrape_failure(&self.group, reason, took, timed_out)
                     .into_iter()
                     .collect()
             }
