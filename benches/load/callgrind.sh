@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Instructions per request of webcluster builds, counted by valgrind's
+# callgrind: a figure that does not move with what else the machine is doing
+# (unlike req/s), so two builds can be compared on a busy machine.
+#
+#   bash benches/load/callgrind.sh                          # target/release/webcluster
+#   bash benches/load/callgrind.sh OLD_BINARY NEW_BINARY    # side by side
+#
+# For each binary and response size (SIZES, default "small 64k"): an upstream
+# nginx (1 worker) serves the response; webcluster runs under callgrind with
+# one worker thread, the status scrape off and no access log ("bare"), and
+# again as users run it ("full": busyness balancing with the scrape of the
+# upstream's stub_status on, the status-path guard, the access log on);
+# `ab -k -c 10` sends REQUESTS requests (default 2000), then webcluster is
+# stopped. The same run with no request gives the fixed cost (start, stop,
+# scrapes over the same time), which is subtracted:
+#   instructions per request = (Ir with REQUESTS - Ir with none) / REQUESTS
+# Output: one Markdown table on stdout (and the raw totals on stderr).
+# Needs valgrind, nginx and ab (apache2-utils); installed with apt-get when
+# missing and run as root. Only 127.0.0.1 and kernel-chosen ports are used.
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+REQUESTS=${REQUESTS:-2000}
+LAST_SECONDS=2
+SIZES=${SIZES:-"small 64k"}
+MODES=${MODES:-"bare full"}
+if [[ $# -eq 0 ]]; then
+    set -- "$ROOT/target/release/webcluster"
+fi
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v ab >/dev/null || need+=(apache2-utils)
+if ((${#need[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+    else
+        echo "missing: ${need[*]} (apt-get install them)" >&2
+        exit 1
+    fi
+fi
+
+WORK=$(mktemp -d /tmp/webcluster-callgrind.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+# The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status.
+UP=$(free_port)
+mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
+head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
+head -c 65536 /dev/zero | tr '\0' 'y' >"$WORK/nginx/html/64k"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$UP;
+        root $WORK/nginx/html;
+        location = /nginx_status { stub_status; }
+    }
+}
+EOF
+setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$UP"
+
+# Instructions of one webcluster run under callgrind with `n` requests.
+run() {
+    local bin=$1 mode=$2 size=$3 n=$4
+    local listen admin dir
+    listen=$(free_port)
+    admin=$(free_port)
+    dir="$WORK/run-$RANDOM"
+    mkdir -p "$dir"
+    local group="balance = \"round_robin\"\nscrape = false" log='target = "off"'
+    if [[ $mode == full ]]; then
+        group="balance = \"busyness\"\nscrape_interval = \"1s\""
+        log="target = \"$dir/access.log\""
+    fi
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = 1\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n  name = "nginx"\n  address = "127.0.0.1:%s"\n  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024\n' \
+        "$listen" "$admin" "$log" "$group" "$UP" "$UP" >"$dir/webcluster.toml"
+    setsid valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+        "$bin" run -c "$dir/webcluster.toml" >"$dir/out.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_port "$admin"
+    wait_port "$listen"
+    if ((n > 0)); then
+        local t0=$SECONDS
+        ab -q -k -c 10 -n "$n" "http://127.0.0.1:$listen/$size" >"$dir/ab.txt" 2>&1
+        grep -q "Failed requests:        0" "$dir/ab.txt" || { cat "$dir/ab.txt" >&2; return 1; }
+        echo $((SECONDS - t0 + 1)) >"$WORK/seconds"
+    else
+        # As long without requests: scrapes and timers still run.
+        sleep "$LAST_SECONDS"
+    fi
+    # SIGTERM to webcluster itself (under valgrind it is the same pid).
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    local ir
+    ir=$(awk '/^summary:/ {print $2}' "$dir/callgrind.out")
+    [[ -n $ir ]] || { echo "no callgrind summary in $dir" >&2; tail "$dir/out.log" >&2; return 1; }
+    echo "$ir"
+}
+
+printf '| binary | mode | response | instructions per request |\n| --- | --- | --- | ---: |\n'
+for bin in "$@"; do
+    name=$(basename "$bin")
+    [[ -x $bin ]] || { echo "$bin: not an executable" >&2; exit 1; }
+    for mode in $MODES; do
+        for size in $SIZES; do
+            log "$name $mode $size: $REQUESTS requests"
+            run "$bin" "$mode" "$size" "$REQUESTS" >"$WORK/total"
+            total=$(cat "$WORK/total")
+            LAST_SECONDS=$(cat "$WORK/seconds")
+            log "$name $mode $size: the same time without requests ($LAST_SECONDS s)"
+            base=$(run "$bin" "$mode" "$size" 0)
+            per=$(( (total - base) / REQUESTS ))
+            log "$name $mode $size: Ir $total - $base (fixed) = $((total - base)) over $REQUESTS requests"
+            printf '| %s | %s | %s | %s |\n' "$bin" "$mode" "$size" "$per"
+        done
+    done
+done
