@@ -540,7 +540,7 @@ impl NodeLive {
             last_scrape_duration_seconds: s.last_scrape_duration.map(|d| d.as_secs_f64()),
             last_scrape_error: s.last_error.clone(),
             down_reason,
-            status_fresh: fresh,
+            status_fresh: fresh && state != NodeState::Down,
             stats: self.stats.read(now),
         }
     }

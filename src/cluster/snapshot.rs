@@ -216,7 +216,8 @@ pub struct NodeSnapshot {
     pub last_scrape_error: Option<String>,
     /// Why the node is down, if it is.
     pub down_reason: Option<String>,
-    /// Whether the last status is recent enough to balance by: when not,
+    /// Whether the last status is recent enough to balance by and the node
+    /// is not down: when not,
     /// the worker figures above are the last known, not current ones.
     pub status_fresh: bool,
     /// Answers by class, response times, bytes, peak, downtime, history.
