@@ -37,6 +37,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub last_reload: IntGauge,
     pub config_info: IntGaugeVec,
+    /// 1 while the last reload attempt failed.
+    pub last_reload_failed: IntGauge,
 }
 
 const NODE_LABELS: &[&str] = &["group", "node"];
@@ -156,8 +158,36 @@ impl Metrics {
                 "404 answers retried on another node of the group (retry_on_404 routes).",
                 &["group"],
             ),
+            last_reload_failed: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_config_last_reload_failed",
+                    "1 if the last config reload attempt failed (the previous config still serves), else 0.",
+                )
+                .expect("static metric definition"),
+            ),
             registry: r,
         };
+        let build = register(
+            &m.registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "webcluster_build_info",
+                    "Always 1; the labels say which build of webcluster runs.",
+                ),
+                &["version"],
+            )
+            .expect("static metric definition"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // process_* (open and max fds, resident and virtual memory, CPU
+        // seconds, start time), read from /proc at each scrape; Linux only.
+        #[cfg(target_os = "linux")]
+        if let Err(e) = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::error!("registering the process metrics failed: {e}");
+        }
         // Every known label value exists from the start, at 0, so that
         // `rate()` and `increase()` see the first event (Prometheus practice).
         for result in ["success", "failure"] {
@@ -178,6 +208,10 @@ impl Metrics {
             for n in &group.nodes {
                 self.connect_failures
                     .with_label_values(&[group.name.as_str(), n.name.as_str()]);
+                for class in ["2xx", "3xx", "4xx", "5xx"] {
+                    self.requests
+                        .with_label_values(&[group.name.as_str(), n.name.as_str(), class]);
+                }
             }
             if group.affinity.mode != "off" {
                 for reason in ["down", "saturated", "draining"] {
@@ -189,6 +223,8 @@ impl Metrics {
                 self.retry_on_404.with_label_values(&[group.name.as_str()]);
             }
         }
+        self.last_reload_failed
+            .set(i64::from(snap.config.last_reload_error.is_some()));
         self.config_info.reset();
         self.config_info
             .with_label_values(&[snap.config.path.as_str(), snap.config.hash.as_str()])

@@ -370,6 +370,38 @@ fn metrics_pass_promtool_and_have_the_key_series() {
     present(r#"webcluster_node_sent_bytes_total{group="web",node="a"}"#);
     present(r#"webcluster_node_scrape_duration_seconds{group="web",node="a"}"#);
     present(r#"webcluster_node_effective_weight{group="web",node="a"}"#);
+    // the process, the build, and no current-looking load for a down node
+    present("process_open_fds");
+    present("process_max_fds");
+    present("process_resident_memory_bytes");
+    present("process_cpu_seconds_total");
+    present("process_start_time_seconds");
+    expect(
+        &format!(
+            r#"webcluster_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+        "1",
+    );
+    expect("webcluster_config_last_reload_failed", "0");
+    expect(r#"webcluster_node_status_fresh{group="web",node="b"}"#, "0");
+    assert!(
+        sample(
+            &body,
+            r#"webcluster_node_busy_workers{group="web",node="b"}"#
+        )
+        .is_none(),
+        "a down node's busy workers exported as current\n{body}"
+    );
+    // every answer class of every node exists, at 0 when nothing came
+    expect(
+        r#"webcluster_requests_total{code="5xx",group="web",node="a"}"#,
+        "0",
+    );
+    expect(
+        r#"webcluster_requests_total{code="3xx",group="web",node="b"}"#,
+        "0",
+    );
     let failures = sample(
         &body,
         r#"webcluster_node_scrape_failures_total{group="web",node="b"}"#,
@@ -886,5 +918,30 @@ fn status_page_in_headless_chromium() {
         "this site can",
     ] {
         assert!(!lower.contains(bad), "{bad:?} in the DOM:\n{dom}");
+    }
+}
+
+/// The shipped alert rules are valid and pass their unit tests
+/// (`conf/alerts.test.yml`).
+#[test]
+fn shipped_alert_rules_pass_promtool() {
+    support::require_installed("/usr/bin/promtool", "prometheus");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new("/usr/bin/promtool")
+            .args(args)
+            .current_dir(&conf)
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

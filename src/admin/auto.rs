@@ -9,6 +9,23 @@
 //! with the server name, then `Key: value` lines in Apache's order, then
 //! keys of our own (`Cluster*`) at the end, which such tools ignore.
 //!
+//! `Total Accesses` and `Total kBytes` are counters and never go down:
+//! they are the nodes' own counters accumulated while this proxy watched
+//! them (each node's positive deltas between scrapes, a restarted node's
+//! new value counting as its delta), plus what nodes removed by a reload
+//! had accumulated. A node going down or away therefore does not take its
+//! requests out of the total (apache_exporter would read a drop as a
+//! counter reset and graph a false spike).
+//!
+//! `ServerVersion` is `webcluster/<version> (cluster of N nodes)`: it does
+//! not claim to be an Apache version it is not (the nodes may run several,
+//! or nginx). apache_exporter keeps the whole string as the `version` label
+//! of `apache_info`, so the configured node count is kept there (it changes
+//! only on a reload, so the label does not churn), and reads the number
+//! after the `/` into `apache_version` (0.01 for 0.1.0: webcluster's, not
+//! an Apache's). No `CPULoad` line: the proxy cannot give one truthfully
+//! (apache_exporter then shows `apache_cpuload 0` by its own default).
+//!
 //! Numbers: integers print plain; fractions print like C's `%g` with six
 //! significant digits and no exponent, trailing zeros dropped (`15035.7`,
 //! `409.605`, `6158680`). Apache (through APR) drops the leading zero of
@@ -38,12 +55,12 @@ pub fn render(s: &ClusterSnapshot) -> String {
     let rps = non_negative(t.requests_per_second);
     let bps = non_negative(t.bytes_per_second);
     // Same basis as the two lines above, so the three agree as in Apache;
-    // with no traffic right now, the lifetime average of the nodes' own
-    // counters; 0 when there is neither (Apache omits the line then).
+    // with no traffic right now, the average of the accumulated counters;
+    // 0 when there is neither (Apache omits the line then).
     let bytes_per_req = if rps > 0.0 {
         bps / rps
-    } else if t.node_accesses_total > 0 {
-        t.node_bytes_total as f64 / t.node_accesses_total as f64
+    } else if t.accesses_accumulated_total > 0 {
+        t.bytes_accumulated_total as f64 / t.accesses_accumulated_total as f64
     } else {
         0.0
     };
@@ -55,13 +72,18 @@ pub fn render(s: &ClusterSnapshot) -> String {
     };
     line(
         "ServerVersion",
-        &format!("webcluster/{}", one_line(&s.version)),
+        &format!(
+            "webcluster/{} (cluster of {} node{})",
+            one_line(&s.version),
+            t.nodes,
+            if t.nodes == 1 { "" } else { "s" }
+        ),
     );
     line("ServerMPM", &"cluster");
     line("ServerUptimeSeconds", &uptime);
     line("ServerUptime", &apache_uptime(uptime));
-    line("Total Accesses", &t.node_accesses_total);
-    line("Total kBytes", &(t.node_bytes_total / 1024));
+    line("Total Accesses", &t.accesses_accumulated_total);
+    line("Total kBytes", &(t.bytes_accumulated_total / 1024));
     line("Uptime", &uptime);
     line("ReqPerSec", &fmt_g(rps));
     line("BytesPerSec", &fmt_g(bps));
@@ -91,7 +113,7 @@ fn cluster_scoreboard(s: &ClusterSnapshot) -> String {
     s.groups
         .iter()
         .flat_map(|g| &g.nodes)
-        .filter(|n| n.state == NodeState::Up)
+        .filter(|n| matches!(n.state, NodeState::Up | NodeState::Full))
         .filter_map(|n| n.scoreboard.as_deref())
         .flat_map(str::chars)
         .filter(char::is_ascii_graphic)
@@ -228,7 +250,7 @@ mod tests {
             ]
         );
         let m = map(&text);
-        assert_eq!(m["ServerVersion"], "webcluster/0.1.0");
+        assert_eq!(m["ServerVersion"], "webcluster/0.1.0 (cluster of 6 nodes)");
         assert_eq!(m["ServerMPM"], "cluster");
         assert_eq!(m["ServerUptimeSeconds"], "93784");
         assert_eq!(m["Uptime"], "93784");
@@ -243,8 +265,9 @@ mod tests {
         let m = map(&render(&s));
         assert_eq!(m["BusyWorkers"], "19");
         assert_eq!(m["IdleWorkers"], "115");
-        assert_eq!(m["Total Accesses"], "45184");
-        assert_eq!(m["Total kBytes"], "18143"); // 18 578 432 / 1024
+        // accumulated, down nodes and a removed one included (sample.rs)
+        assert_eq!(m["Total Accesses"], "1045561");
+        assert_eq!(m["Total kBytes"], "19643"); // 20 114 432 / 1024
         assert!((num(&m, "ReqPerSec") - 15_054.1).abs() < 0.05, "{m:?}");
         assert!((num(&m, "BytesPerSec") - 6_180_081.6).abs() < 0.5, "{m:?}");
         // 6 180 081.6 / 15 054.1
@@ -261,7 +284,7 @@ mod tests {
             .groups
             .iter()
             .flat_map(|g| &g.nodes)
-            .filter(|n| n.state == NodeState::Up)
+            .filter(|n| matches!(n.state, NodeState::Up | NodeState::Full))
             .filter_map(|n| n.scoreboard.clone())
             .collect();
         assert_eq!(m["Scoreboard"], expect);
@@ -279,7 +302,10 @@ mod tests {
         let m = map(&text); // panics on malformed or duplicate lines
         assert_eq!(m["BusyWorkers"], "19");
         assert!(m["Scoreboard"].starts_with("_WBusyWorkers:999_K"));
-        assert_eq!(m["ServerVersion"], "webcluster/1.0 ServerMPM: evil");
+        assert_eq!(
+            m["ServerVersion"],
+            "webcluster/1.0 ServerMPM: evil (cluster of 6 nodes)"
+        );
     }
 
     #[test]
@@ -302,8 +328,8 @@ mod tests {
         let mut s = sample::snapshot();
         s.totals.requests_per_second = 0.0;
         s.totals.bytes_per_second = 0.0;
-        s.totals.node_accesses_total = 4;
-        s.totals.node_bytes_total = 4098;
+        s.totals.accesses_accumulated_total = 4;
+        s.totals.bytes_accumulated_total = 4098;
         let m = map(&render(&s));
         assert_eq!(m["BytesPerReq"], "1024.5");
         s.totals.requests_per_second = f64::NAN;

@@ -11,9 +11,10 @@
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::cluster::snapshot::{
-    AffinitySnapshot, ClusterSnapshot, ContentSyncSnapshot, GroupSnapshot, NodeSnapshot, NodeState,
-    Totals,
+    AffinitySnapshot, ClusterSnapshot, ContentSyncSnapshot, GroupSnapshot, HistoryPoint,
+    NodeSnapshot, NodeState, Totals,
 };
+use crate::cluster::stats::{HISTORY_POINTS, HISTORY_STEP};
 
 /// Seconds between automatic reloads of the page.
 const REFRESH_SECONDS: u32 = 2;
@@ -211,6 +212,10 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                         col.c-share;
                         col.c-inflight;
                         col.c-errors;
+                        col.c-answers;
+                        col.c-rt;
+                        col.c-bytes;
+                        col.c-hist;
                         col.c-weight;
                         col.c-scrape;
                     }
@@ -227,14 +232,18 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                             th.num title="Apache CPULoad (percent, may exceed 100) and 1-minute load average" { "CPU" }
                             th.num title="Share of this group's requests sent by this proxy over the last minute" { "Share" }
                             th.num title="Requests this proxy has in flight to the node" { "In flight" }
-                            th.num title="Failed requests: connect errors, timeouts, 5xx from the proxy's view" { "Errors" }
+                            th.num title="Requests that failed at the proxy: connection errors and timeouts to the node" { "Proxy errors" }
+                            th.num title="The node's own answers with a 4xx or 5xx status, as the proxy passed them on" { "Node 4xx / 5xx" }
+                            th.num title="Response time per request as the proxy measured it (received to answered): median and 99th percentile, bucketed" { "p50 / p99" }
+                            th.num title="Request body bytes sent to the node / response body bytes of its answers, since start" { "Bytes in / out" }
+                            th title="Last 5 minutes, a point every 5 s: requests per second sent by this proxy (blue) and busy workers (purple)" { "History" }
                             th.num title="Effective weight (after slow start) / configured weight" { "Weight" }
                             th { "Last scrape" }
                         }
                     }
                     tbody {
                         @if g.nodes.is_empty() {
-                            tr { td.empty colspan="12" { "No nodes in this group." } }
+                            tr { td.empty colspan="16" { "No nodes in this group." } }
                         }
                         @for n in &g.nodes {
                             (node_row(n))
@@ -297,13 +306,29 @@ fn content_sync_note(c: &ContentSyncSnapshot) -> Markup {
 fn node_row(n: &NodeSnapshot) -> Markup {
     let (word, class) = state_word(n.state);
     let server = server_line(n);
+    // Figures from a status that is no longer fresh are the last known
+    // ones: greyed and dated, so none reads as current.
+    let old = !n.status_fresh && n.busy_workers.is_some();
+    let row_class = if old {
+        format!("row {class} old")
+    } else {
+        format!("row {class}")
+    };
+    let st = &n.stats;
     html! {
-        tr class=(format!("row {class}")) {
+        tr class=(row_class) data-node=(n.name) data-state=(word) {
             td.first {
                 div.node-head {
                     span class=(format!("pill {class}")) { span.dot {} (word) }
                     strong.name { (n.name) }
                     @if n.backup { span.tag { "backup" } }
+                }
+                div.sub.since {
+                    (word) " for " (human_duration(st.state_seconds))
+                    @if st.times_down > 0 {
+                        " · down " (st.times_down) "×, "
+                        (human_duration(st.downtime_seconds)) " in all"
+                    }
                 }
                 div.sub.mono title=(format!("status: {}", n.status_url)) { (n.address) }
                 @if let Some(server) = server {
@@ -324,6 +349,12 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                 @if n.busy_workers.is_some() || n.idle_workers.is_some() {
                     div.sub.nowrap { (worker_text(n)) }
                 }
+                @if old {
+                    div.sub.asof {
+                        "as of "
+                        (n.last_scrape_age_seconds.map_or("an unknown time".to_string(), human_age))
+                    }
+                }
             }
             td.fig { (scoreboard(n.scoreboard.as_deref())) }
             td.num.fig { (opt(n.requests_per_second.map(human_count))) }
@@ -337,13 +368,30 @@ fn node_row(n: &NodeSnapshot) -> Markup {
             td.num { (fmt_percent(n.share_last_minute * 100.0)) }
             td.num {
                 (n.inflight)
+                div.sub title="Most requests in flight to the node at once since start" {
+                    "peak " (st.peak_inflight)
+                }
                 div.sub title="Requests this proxy sent to the node since start" {
                     (human_count(n.proxied_total as f64)) " total"
                 }
             }
-            td.num {
+            td.num.proxy-errors {
                 span.bad[n.errors_total > 0] { (n.errors_total) }
             }
+            td.num.node-errors {
+                span.warnc[st.responses_4xx_total > 0] { (human_count(st.responses_4xx_total as f64)) }
+                span.muted { " / " }
+                span.bad[st.responses_5xx_total > 0] { (human_count(st.responses_5xx_total as f64)) }
+            }
+            td.num.rt {
+                (opt(st.response_time_p50_seconds.map(human_short_duration)))
+                div.sub { (opt(st.response_time_p99_seconds.map(human_short_duration))) }
+            }
+            td.num.bytes {
+                (human_bytes(st.request_body_bytes_total as f64))
+                div.sub { (human_bytes(st.response_body_bytes_total as f64)) }
+            }
+            td.hist { (sparklines(&st.history)) }
             td.num { (weight_text(n)) }
             td.scrape {
                 (scrape_age(n))
@@ -363,6 +411,7 @@ fn node_row(n: &NodeSnapshot) -> Markup {
 fn state_word(state: NodeState) -> (&'static str, &'static str) {
     match state {
         NodeState::Up => ("up", "st-up"),
+        NodeState::Full => ("full", "st-full"),
         NodeState::Down => ("down", "st-down"),
         NodeState::Draining => ("draining", "st-draining"),
         NodeState::Stale => ("stale", "st-stale"),
@@ -457,7 +506,26 @@ fn scoreboard(sb: Option<&str>) -> Markup {
                 " " span.more { "+" (open_tail) " open" }
             }
         }
+        div.sub.sbcount { (scoreboard_summary(sb)) }
     }
+}
+
+/// `9 W · 66 _ · 75 .`: each letter's count, in legend order (others last).
+fn scoreboard_summary(sb: &str) -> String {
+    let mut parts: Vec<String> = SCOREBOARD_LEGEND
+        .iter()
+        .map(|(c, _)| (c, sb.chars().filter(|x| x == c).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{n} {c}"))
+        .collect();
+    let other = sb
+        .chars()
+        .filter(|x| !SCOREBOARD_LEGEND.iter().any(|(c, _)| c == x))
+        .count();
+    if other > 0 {
+        parts.push(format!("{other} other"));
+    }
+    parts.join(" · ")
 }
 
 /// `("__W", 75)` for `__W` followed by 75 dots; the tail is only split off
@@ -567,11 +635,79 @@ fn legend() -> Markup {
             }
             p.sub {
                 "Workers: busy / idle / capacity as each node reports them (nginx has no capacity). "
-                "States: up = healthy with a fresh status; stale = usable but its status page "
+                "States: up = healthy with a fresh status; full = up, but its last status had no idle worker; stale = usable but its status page "
                 "stopped answering (balanced by in-flight counts); draining = no new requests; "
                 "down = failed health checks; unknown = not checked yet."
             }
         }
+    }
+}
+
+/// Two inline SVG lines over the node's history: requests per second
+/// (blue) and busy workers (purple), each scaled to its own maximum; a
+/// point with no fresh status leaves a gap in the worker line.
+fn sparklines(history: &[HistoryPoint]) -> Markup {
+    const W: f64 = 120.0;
+    const H: f64 = 28.0;
+    if history.len() < 2 {
+        return html! { span.muted { "—" } };
+    }
+    let step = W / (HISTORY_POINTS.max(history.len()) - 1) as f64;
+    let x0 = W - step * (history.len() - 1) as f64;
+    let rps: Vec<f64> = history
+        .iter()
+        .map(|p| finite(p.requests_per_second).max(0.0))
+        .collect();
+    let busy: Vec<Option<f64>> = history
+        .iter()
+        .map(|p| p.busy_workers.map(f64::from))
+        .collect();
+    let max_rps = rps.iter().copied().fold(0.0, f64::max);
+    let max_busy = busy.iter().flatten().copied().fold(0.0, f64::max);
+    let y = |v: f64, max: f64| {
+        if max > 0.0 {
+            H - 1.0 - v / max * (H - 2.0)
+        } else {
+            H - 1.0
+        }
+    };
+    let rps_points: String = rps
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1} ", x0 + step * i as f64, y(*v, max_rps)))
+        .collect();
+    // The busy line in runs of consecutive known points.
+    let mut runs: Vec<String> = Vec::new();
+    let mut run = String::new();
+    for (i, v) in busy.iter().enumerate() {
+        match v {
+            Some(v) => run.push_str(&format!(
+                "{:.1},{:.1} ",
+                x0 + step * i as f64,
+                y(*v, max_busy)
+            )),
+            None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
+            None => {}
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    let label = format!(
+        "last {} s: up to {} req/s, up to {} busy workers",
+        history.len() as u64 * HISTORY_STEP.as_secs(),
+        human_count(max_rps),
+        max_busy
+    );
+    html! {
+        svg.spark width=(W) height=(H) viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(label) {
+            title { (label) }
+            polyline.rps points=(rps_points.trim_end()) {}
+            @for r in &runs {
+                polyline.busyl points=(r.trim_end()) {}
+            }
+        }
+        div.sub.nowrap { (human_count(max_rps)) " req/s · " (max_busy) " busy max" }
     }
 }
 
@@ -1097,5 +1233,51 @@ mod tests {
         if let Some(path) = std::env::var_os("WEBCLUSTER_PAGE_PREVIEW") {
             std::fs::write(path, render(&sample::snapshot())).expect("write preview");
         }
+    }
+}
+
+#[cfg(test)]
+mod act_tests {
+    //! What issue #18 asks of the page: full as a state of its own, old
+    //! figures dated, errors split, times, bytes, history.
+    use super::*;
+    use crate::admin::sample;
+
+    fn row<'a>(page: &'a str, node: &str) -> &'a str {
+        let start = page
+            .find(&format!("data-node=\"{node}\""))
+            .unwrap_or_else(|| panic!("row of {node}"));
+        let end = page[start..]
+            .find("</tr>")
+            .map_or(page.len(), |e| start + e);
+        &page[start..end]
+    }
+
+    #[test]
+    fn full_stale_and_down_rows_say_so() {
+        let page = render(&sample::snapshot());
+        let web2 = row(&page, "web-2");
+        assert!(web2.contains("data-state=\"full\""), "{web2}");
+        assert!(web2.contains("pill st-full"));
+        assert!(!web2.contains("as of"));
+        let static1 = row(&page, "static-1");
+        assert!(static1.contains("as of 13 s ago"), "{static1}");
+        assert!(page.contains("class=\"row st-stale old\""));
+        let web1 = row(&page, "web-1");
+        assert!(web1.contains("up for 3h"), "{web1}");
+        assert!(web1.contains("down 1×"));
+        assert!(web1.contains("peak 57"));
+        assert!(web1.contains("<svg class=\"spark\""));
+        assert!(web1.contains(">5 ms<"), "{web1}");
+        assert!(web1.contains("18.0 GB"), "{web1}");
+    }
+
+    #[test]
+    fn errors_are_split() {
+        let page = render(&sample::snapshot());
+        assert!(page.contains("Proxy errors") && page.contains("Node 4xx / 5xx"));
+        let web1 = row(&page, "web-1");
+        let node = &web1[web1.find("node-errors").expect("node errors cell")..];
+        assert!(node.contains(">321<") && node.contains(">4<"), "{node}");
     }
 }

@@ -46,6 +46,8 @@ fn node(name: &str, address: &str, state: NodeState) -> NodeSnapshot {
         last_scrape_duration_seconds: None,
         last_scrape_error: None,
         down_reason: None,
+        status_fresh: false,
+        stats: StatsSnapshot::default(),
     }
 }
 
@@ -73,6 +75,9 @@ fn apache(
     n.node_bytes_total = Some(bytes);
     n.requests_per_second = Some(rps);
     n.bytes_per_second = Some(bps);
+    n.status_fresh = true;
+    n.stats.accesses_accumulated_total = accesses;
+    n.stats.bytes_accumulated_total = bytes;
     n
 }
 
@@ -104,9 +109,26 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
     web1.scrapes_total = 4210;
     web1.last_scrape_age_seconds = Some(0.4);
     web1.last_scrape_duration_seconds = Some(0.003);
+    web1.stats.responses_4xx_total = 321;
+    web1.stats.responses_5xx_total = 4;
+    web1.stats.request_body_bytes_total = 5_000_000;
+    web1.stats.response_body_bytes_total = 18_000_000_000;
+    web1.stats.peak_inflight = 57;
+    web1.stats.response_time_p50_seconds = Some(0.005);
+    web1.stats.response_time_p99_seconds = Some(0.2);
+    web1.stats.state_seconds = 3.0 * 3600.0 + 5.0;
+    web1.stats.times_down = 1;
+    web1.stats.downtime_seconds = 42.0;
+    web1.stats.history = (0..60)
+        .map(|i| HistoryPoint {
+            requests_per_second: 14_000.0 + f64::from(i % 7) * 300.0,
+            busy_workers: Some(5 + i % 6),
+        })
+        .collect();
 
-    // web-2: prefork with keep-alive and reading slots, slow start.
-    let mut web2 = node("web-2", "10.0.0.12:80", NodeState::Up);
+    // web-2: prefork with keep-alive and reading slots, slow start, full
+    // (no idle worker).
+    let mut web2 = node("web-2", "10.0.0.12:80", NodeState::Full);
     web2.inflight = 2;
     web2 = apache(
         web2,
@@ -138,6 +160,11 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
     web3.scrape_failures_total = 99;
     web3.last_scrape_error = Some(HOSTILE_ERROR.to_string());
     web3.down_reason = Some("3 failed health checks (fall = 3): <b>timeout</b>".to_string());
+    web3.stats.accesses_accumulated_total = 500;
+    web3.stats.bytes_accumulated_total = 512_000;
+    web3.stats.times_down = 2;
+    web3.stats.state_seconds = 75.0;
+    web3.stats.downtime_seconds = 95.0;
 
     // web-4: draining, still reporting.
     let mut web4 = node("web-4", "10.0.0.14:8080", NodeState::Draining);
@@ -177,6 +204,13 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
     static1.last_scrape_age_seconds = Some(12.7);
     static1.last_scrape_duration_seconds = Some(2.0);
     static1.last_scrape_error = Some("timed out after 2 s".to_string());
+    static1.stats.accesses_accumulated_total = 998_877;
+    static1.stats.history = (0..12)
+        .map(|i| HistoryPoint {
+            requests_per_second: f64::from(i) * 10.0,
+            busy_workers: (i < 10).then_some(3),
+        })
+        .collect();
 
     // static-2: just added, not checked yet.
     let static2 = node("static-2", "[2001:db8::22]:80", NodeState::Unknown);
@@ -186,7 +220,7 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
     // and web-4. static-1 is stale and static-2 unknown: no load figures.
     let web_totals = Totals {
         nodes: 4,
-        nodes_up: 2,                   // web-1, web-2
+        nodes_up: 2,                   // web-1, web-2 (full is up)
         busy_workers: 19,              // 9 + 9 + 1
         idle_workers: 115,             // 66 + 0 + 49
         capacity: 450,                 // 150 + 150 + 150
@@ -196,11 +230,15 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
         bytes_per_second: 6_180_081.6, // 6 158 680 + 19 865.6 + 1536
         inflight: 7,                   // 4 + 2 + 0 + 1
         proxied_total: 1_235_379,      // 1 234 567 + 812
+        // every node, down ones included: 45 107 + 67 + 500 + 10
+        accesses_accumulated_total: 45_684,
+        bytes_accumulated_total: 19_090_432, // 18 578 432 + 512 000
     };
     let static_totals = Totals {
         nodes: 2,
         inflight: 3,
         proxied_total: 55_000,
+        accesses_accumulated_total: 998_877,
         ..Totals::default()
     };
     let cluster_totals = Totals {
@@ -215,6 +253,10 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
         bytes_per_second: 6_180_081.6,
         inflight: 10,
         proxied_total: 1_290_379,
+        // the groups' plus 1 000 requests and 1 024 000 bytes of a node
+        // removed by a reload
+        accesses_accumulated_total: 1_045_561,
+        bytes_accumulated_total: 20_114_432,
     };
     let web_nodes = vec![web1, web2, web3, web4];
     let static_nodes = vec![static1, static2];

@@ -13,6 +13,7 @@ pub mod node;
 pub mod recent;
 pub mod router;
 pub mod snapshot;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -212,6 +213,9 @@ pub struct Cluster {
     state: ArcSwap<ClusterState>,
     started: Instant,
     reloads: Mutex<ReloadStats>,
+    /// What nodes removed by reloads had accumulated (requests, bytes; see
+    /// `stats::NodeStats::accumulated`): the cluster's totals keep it.
+    retired: Mutex<(u64, u64)>,
 }
 
 impl Cluster {
@@ -220,6 +224,7 @@ impl Cluster {
             state: ArcSwap::from_pointee(ClusterState::build(config, None)),
             started: Instant::now(),
             reloads: Mutex::new(ReloadStats::default()),
+            retired: Mutex::new((0, 0)),
         }
     }
 
@@ -238,6 +243,19 @@ impl Cluster {
         let old = self.state.load_full();
         let diff = ReloadDiff::between(&old.config, &config);
         let new = ClusterState::build(config, Some(&old));
+        {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            for gone in old.groups.iter().flat_map(|g| &g.nodes).filter(|o| {
+                !new.groups
+                    .iter()
+                    .flat_map(|g| &g.nodes)
+                    .any(|n| Arc::ptr_eq(&n.live, &o.live))
+            }) {
+                let (accesses, bytes) = gone.live.stats.accumulated();
+                retired.0 += accesses;
+                retired.1 += bytes;
+            }
+        }
         self.state.store(Arc::new(new));
         r.ok += 1;
         r.last_error = None;
@@ -294,6 +312,11 @@ impl Cluster {
             })
             .collect();
         let mut totals = Totals::default();
+        {
+            let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            totals.accesses_accumulated_total = retired.0;
+            totals.bytes_accumulated_total = retired.1;
+        }
         for g in &groups {
             for n in &g.nodes {
                 add_node(&mut totals, n);
@@ -324,8 +347,13 @@ fn add_node(t: &mut Totals, n: &snapshot::NodeSnapshot) {
     t.nodes += 1;
     t.inflight += n.inflight;
     t.proxied_total += n.proxied_total;
-    let fresh = matches!(n.state, NodeState::Up | NodeState::Draining);
-    if n.state == NodeState::Up {
+    t.accesses_accumulated_total += n.stats.accesses_accumulated_total;
+    t.bytes_accumulated_total += n.stats.bytes_accumulated_total;
+    let fresh = matches!(
+        n.state,
+        NodeState::Up | NodeState::Full | NodeState::Draining
+    );
+    if matches!(n.state, NodeState::Up | NodeState::Full) {
         t.nodes_up += 1;
     }
     if !fresh {

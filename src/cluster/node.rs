@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::recent::RecentCounter;
 use crate::cluster::snapshot::{NodeSnapshot, NodeState};
+use crate::cluster::stats::NodeStats;
 use crate::config::{GroupConfig, NodeConfig};
 use crate::status::rates::{self, Rates, Sample};
 use crate::status::StatusReport;
@@ -138,6 +139,8 @@ pub struct NodeLive {
     proxied: AtomicU64,
     errors: AtomicU64,
     recent: RecentCounter,
+    /// Answers, times, bytes, history and downtime (`cluster/stats.rs`).
+    pub stats: NodeStats,
     state: Mutex<LiveState>,
 }
 
@@ -194,6 +197,7 @@ impl NodeLive {
             proxied: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             recent: RecentCounter::new(),
+            stats: NodeStats::new(added_by_reload),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
                 health_since: now,
@@ -236,7 +240,8 @@ impl NodeLive {
     /// A request was sent to this node; the returned guard counts it in
     /// flight until dropped.
     pub fn begin_request(self: &Arc<Self>) -> InflightGuard {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let inflight = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.record_inflight(inflight);
         self.proxied.fetch_add(1, Ordering::Relaxed);
         self.recent.add(1);
         InflightGuard(Arc::clone(self))
@@ -390,6 +395,8 @@ impl NodeLive {
                 .is_some_and(|c| report.busy_workers >= c && c > 0);
         let (busy, capacity) = (report.busy_workers, report.capacity(None));
         let inflight = self.inflight();
+        self.stats
+            .record_counters(report.total_accesses, report.total_bytes());
         let mut s = self.lock();
         s.scrapes += 1;
         s.last_scrape_duration = Some(took);
@@ -618,22 +625,9 @@ impl NodeLive {
         let load = self.load_locked(&s, group, node, now);
         let ramp = ramp_factor(s.ramp_from, group.slow_start, now);
         let fresh = s.fresh(group, now).is_some();
-        let state = if node.drain {
-            NodeState::Draining
-        } else if matches!(s.health, Health::Down { .. })
-            || s.passive_down(now)
-            || s.stalled.is_some()
-        {
-            NodeState::Down
-        } else if !group.scrape.enabled {
-            NodeState::Up
-        } else if matches!(s.health, Health::Unknown) {
-            NodeState::Unknown
-        } else if !fresh {
-            NodeState::Stale
-        } else {
-            NodeState::Up
-        };
+        let state = s.state(group, node, now);
+        let busy_now = s.fresh(group, now).map(|l| l.report.busy_workers);
+        self.stats.observe(state, busy_now, self.proxied(), now);
         let down_reason = match &s.health {
             Health::Down { reason } => Some(reason.clone()),
             _ if s.passive_down(now) => s.passive_reason.clone(),
@@ -678,7 +672,19 @@ impl NodeLive {
             last_scrape_duration_seconds: s.last_scrape_duration.map(|d| d.as_secs_f64()),
             last_scrape_error: s.last_error.clone(),
             down_reason,
+            status_fresh: fresh && state != NodeState::Down,
+            stats: self.stats.read(now),
         }
+    }
+
+    /// Keep the node's time in state, downtime and history current (the
+    /// scraper calls this on each of its passes over the nodes).
+    pub fn observe(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) {
+        let s = self.lock();
+        let state = s.state(group, node, now);
+        let busy = s.fresh(group, now).map(|l| l.report.busy_workers);
+        drop(s);
+        self.stats.observe(state, busy, self.proxied(), now);
     }
 }
 
@@ -687,6 +693,29 @@ impl LiveState {
         self.last
             .as_ref()
             .is_some_and(|l| holds_worker_per_connection(&l.report))
+    }
+
+    /// The state the page shows: draining, down, unknown, stale, full
+    /// (a fresh status with no idle worker) or up.
+    fn state(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> NodeState {
+        if node.drain {
+            NodeState::Draining
+        } else if matches!(self.health, Health::Down { .. })
+            || self.passive_down(now)
+            || self.stalled.is_some()
+        {
+            NodeState::Down
+        } else if !group.scrape.enabled {
+            NodeState::Up
+        } else if matches!(self.health, Health::Unknown) {
+            NodeState::Unknown
+        } else if self.fresh(group, now).is_none() {
+            NodeState::Stale
+        } else if self.full {
+            NodeState::Full
+        } else {
+            NodeState::Up
+        }
     }
 
     fn passive_down(&self, now: Instant) -> bool {

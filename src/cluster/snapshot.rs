@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+pub use crate::cluster::stats::{HistoryPoint, StatsSnapshot};
+
 /// The whole cluster as the proxy sees it now.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterSnapshot {
@@ -53,6 +55,12 @@ pub struct Totals {
     pub inflight: u64,
     /// Requests this proxy has sent (all nodes, since start).
     pub proxied_total: u64,
+    /// The nodes' own request counters accumulated while this proxy
+    /// watched them: never goes down when a node restarts, goes down or
+    /// is removed (the cluster's total keeps what removed nodes had).
+    pub accesses_accumulated_total: u64,
+    /// The same for the nodes' `Total kBytes`, in bytes.
+    pub bytes_accumulated_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +155,9 @@ pub enum NodeState {
     /// Usable, but its status page has not answered for several intervals:
     /// balanced by this proxy's own in-flight counts.
     Stale,
+    /// Up with a fresh status, but that status had no idle worker: usable,
+    /// but new requests wait for a worker there.
+    Full,
     /// Not checked yet (just started or just added).
     Unknown,
 }
@@ -191,7 +202,9 @@ pub struct NodeSnapshot {
     pub proxied_total: u64,
     /// This node's share of the group's proxied requests over the last minute (0..1).
     pub share_last_minute: f64,
-    /// Failed requests (connect errors, timeouts, 5xx from the proxy's view).
+    /// Requests that failed at the proxy: connection errors and timeouts
+    /// to the node (its own 4xx/5xx answers are `responses_4xx_total` and
+    /// `responses_5xx_total`).
     pub errors_total: u64,
     pub scrapes_total: u64,
     pub scrape_failures_total: u64,
@@ -203,4 +216,11 @@ pub struct NodeSnapshot {
     pub last_scrape_error: Option<String>,
     /// Why the node is down, if it is.
     pub down_reason: Option<String>,
+    /// Whether the last status is recent enough to balance by and the node
+    /// is not down: when not,
+    /// the worker figures above are the last known, not current ones.
+    pub status_fresh: bool,
+    /// Answers by class, response times, bytes, peak, downtime, history.
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
 }

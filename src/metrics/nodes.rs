@@ -35,6 +35,10 @@ pub enum Read {
     /// One series per node, labelled `group` and `node`; none for the node
     /// when the figure is not known (`None`).
     Value(fn(&NodeSnapshot) -> Option<f64>),
+    /// As `Value`, but only while the node's status is fresh
+    /// (`status_fresh`): a down or stale node's last figures are not
+    /// exported as if they were current, the series is left out.
+    Fresh(fn(&NodeSnapshot) -> Option<f64>),
     /// One series per node and value of one more label: 1 for the value
     /// `current` names, 0 for the others (an enum as Prometheus wants it).
     OneOf {
@@ -77,8 +81,9 @@ impl NodeMetric {
 }
 
 /// Node states by their word (as in `/status.json`).
-const STATES: [(NodeState, &str); 5] = [
+const STATES: [(NodeState, &str); 6] = [
     (NodeState::Up, "up"),
+    (NodeState::Full, "full"),
     (NodeState::Down, "down"),
     (NodeState::Draining, "draining"),
     (NodeState::Stale, "stale"),
@@ -102,13 +107,13 @@ pub static NODE_METRICS: &[NodeMetric] = &[
     NodeMetric {
         name: "webcluster_node_up",
         help: "1 if the node may get requests (up, stale or unknown), 0 if down or draining.",
-        doc_note: "",
+        doc_note: "Full counts as up (1).",
         kind: Kind::Gauge,
         unit: "",
         read: Read::Value(|n| {
             flag(matches!(
                 n.state,
-                NodeState::Up | NodeState::Stale | NodeState::Unknown
+                NodeState::Up | NodeState::Full | NodeState::Stale | NodeState::Unknown
             ))
         }),
         json: None,
@@ -116,12 +121,12 @@ pub static NODE_METRICS: &[NodeMetric] = &[
     NodeMetric {
         name: "webcluster_node_state",
         help: "1 for the node's current state: up, down, draining, stale or unknown.",
-        doc_note: "One series per state, the others 0.",
+        doc_note: "One series per state, the others 0. `full`: up with a fresh status that had no idle worker.",
         kind: Kind::Gauge,
         unit: "",
         read: Read::OneOf {
             label: "state",
-            values: &["up", "down", "draining", "stale", "unknown"],
+            values: &["up", "full", "down", "draining", "stale", "unknown"],
             current: state_word,
         },
         json: Some("state"),
@@ -129,28 +134,28 @@ pub static NODE_METRICS: &[NodeMetric] = &[
     NodeMetric {
         name: "webcluster_node_busy_workers",
         help: "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).",
-        doc_note: "",
+        doc_note: "No series while the status is not fresh (down, stale): sums over nodes stay current.",
         kind: Kind::Gauge,
         unit: "workers",
-        read: Read::Value(|n| n.busy_workers.map(f64::from)),
+        read: Read::Fresh(|n| n.busy_workers.map(f64::from)),
         json: Some("busy_workers"),
     },
     NodeMetric {
         name: "webcluster_node_idle_workers",
         help: "Idle workers in the node's last status (IdleWorkers).",
-        doc_note: "",
+        doc_note: "No series while the status is not fresh.",
         kind: Kind::Gauge,
         unit: "workers",
-        read: Read::Value(|n| n.idle_workers.map(f64::from)),
+        read: Read::Fresh(|n| n.idle_workers.map(f64::from)),
         json: Some("idle_workers"),
     },
     NodeMetric {
         name: "webcluster_node_capacity_workers",
         help: "Worker capacity of the node (scoreboard length, or the configured max_workers).",
-        doc_note: "",
+        doc_note: "No series while the status is not fresh.",
         kind: Kind::Gauge,
         unit: "workers",
-        read: Read::Value(|n| n.capacity.map(f64::from)),
+        read: Read::Fresh(|n| n.capacity.map(f64::from)),
         json: Some("capacity"),
     },
     NodeMetric {
@@ -234,6 +239,42 @@ pub static NODE_METRICS: &[NodeMetric] = &[
         read: Read::Value(|n| n.last_scrape_age_seconds),
         json: Some("last_scrape_age_seconds"),
     },
+    NodeMetric {
+        name: "webcluster_node_status_fresh",
+        help: "1 if the node's last status is recent enough to balance by, else 0.",
+        doc_note: "The worker gauges have series only while this is 1.",
+        kind: Kind::Gauge,
+        unit: "",
+        read: Read::Value(|n| flag(n.status_fresh)),
+        json: None,
+    },
+    NodeMetric {
+        name: "webcluster_node_down_total",
+        help: "Times the node went down since this process started.",
+        doc_note: "",
+        kind: Kind::Counter,
+        unit: "",
+        read: Read::Value(|n| Some(n.stats.times_down as f64)),
+        json: Some("times_down"),
+    },
+    NodeMetric {
+        name: "webcluster_node_downtime_seconds_total",
+        help: "Seconds the node spent down since this process started.",
+        doc_note: "",
+        kind: Kind::Counter,
+        unit: "seconds",
+        read: Read::Value(|n| Some(n.stats.downtime_seconds)),
+        json: Some("downtime_seconds"),
+    },
+    NodeMetric {
+        name: "webcluster_node_peak_inflight_requests",
+        help: "Most requests this proxy had in flight to the node at once since start.",
+        doc_note: "",
+        kind: Kind::Gauge,
+        unit: "requests",
+        read: Read::Value(|n| Some(n.stats.peak_inflight as f64)),
+        json: Some("peak_inflight"),
+    },
 ];
 
 fn sample(labels: &[(&str, &str)], kind: Kind, value: f64) -> Metric {
@@ -274,6 +315,11 @@ fn family(row: &NodeMetric, snap: &ClusterSnapshot) -> Option<MetricFamily> {
             match row.read {
                 Read::Value(read) => {
                     if let Some(v) = read(n) {
+                        metrics.push(sample(&l, row.kind, v));
+                    }
+                }
+                Read::Fresh(read) => {
+                    if let Some(v) = read(n).filter(|_| n.status_fresh) {
                         metrics.push(sample(&l, row.kind, v));
                     }
                 }
@@ -388,6 +434,9 @@ mod tests {
                     Read::Value(read) => {
                         assert_eq!(value.as_f64(), read(n), "{} vs {field}", row.name);
                         assert_eq!(value.is_null(), read(n).is_none(), "{field}");
+                    }
+                    Read::Fresh(read) => {
+                        assert_eq!(value.as_f64(), read(n), "{} vs {field}", row.name);
                     }
                     Read::OneOf {
                         values, current, ..

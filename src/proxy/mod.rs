@@ -51,7 +51,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
-use crate::cluster::node::InflightGuard;
+use crate::cluster::node::{InflightGuard, NodeLive};
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
@@ -243,6 +243,15 @@ impl RequestCtx {
             (Some(g), Some(i)) => g.nodes.get(i).map_or("-", |n| n.config.name.as_str()),
             _ => "-",
         }
+    }
+
+    /// The live state of the node [`RequestCtx::node_name`] names.
+    fn node_live(&self) -> Option<&Arc<NodeLive>> {
+        let node = match (self.answered_by, self.tried.last(), &self.current) {
+            (Some(i), _, _) | (None, Some(&i), Some(_)) => Some(i),
+            _ => None,
+        };
+        self.group()?.live(node?)
     }
 
     fn tries_left(&self) -> bool {
@@ -1032,6 +1041,10 @@ impl Proxy {
                     .request_duration
                     .with_label_values(&[group, node])
                     .observe(elapsed.as_secs_f64());
+                if let Some(live) = ctx.node_live() {
+                    live.stats
+                        .record_response(status, elapsed, ctx.body_read, ctx.body_sent);
+                }
             }
         }
         if let Some(log) = &self.access_log {

@@ -62,6 +62,11 @@ impl Scraper {
             }
         }
         let mut seen = HashSet::new();
+        for group in &state.groups {
+            for node in &group.nodes {
+                node.live.observe(&group.config, &node.config, now);
+            }
+        }
         for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
             let interval = group.config.scrape.interval;
             for node in &group.nodes {
