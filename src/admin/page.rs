@@ -304,6 +304,7 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                     span class=(format!("pill {class}")) { span.dot {} (word) }
                     strong.name { (n.name) }
                     @if n.backup { span.tag { "backup" } }
+                    (crate::admin::api::badges(n))
                 }
                 div.sub.mono title=(format!("status: {}", n.status_url)) { (n.address) }
                 @if let Some(server) = server {

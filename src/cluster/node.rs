@@ -29,6 +29,9 @@ const SLOW_START_FLOOR: f64 = 0.1;
 pub struct Node {
     pub config: NodeConfig,
     pub live: Arc<NodeLive>,
+    /// Set by the operator at run time (`cluster::operator`); kept by
+    /// group and node name over reloads.
+    pub operator: Arc<crate::cluster::operator::Operator>,
 }
 
 /// What the balancer needs to know of a node's load right now.
@@ -543,6 +546,8 @@ impl NodeLive {
             last_scrape_duration_seconds: s.last_scrape_duration.map(|d| d.as_secs_f64()),
             last_scrape_error: s.last_error.clone(),
             down_reason,
+            operator_state: Default::default(),
+            operator_weight: None,
         }
     }
 }

@@ -203,4 +203,8 @@ pub struct NodeSnapshot {
     pub last_scrape_error: Option<String>,
     /// Why the node is down, if it is.
     pub down_reason: Option<String>,
+    /// Set by the operator (`ready`, `drain`, `maint`; `cluster::operator`).
+    pub operator_state: crate::cluster::operator::OperatorState,
+    /// The weight the operator set in place of the config's, if any.
+    pub operator_weight: Option<u32>,
 }
