@@ -16,7 +16,8 @@
 //! - [`balance`]: choosing a node among the usable ones;
 //! - [`proxy`]: the path of a request (its own HTTP/1 framing and request loop,
 //!   run as a pingora service), the connection pool to the nodes;
-//! - [`admin`]: status page, JSON, `?auto` and metrics;
+//! - [`admin`]: status page, JSON, `?auto`, metrics and the node control API
+//!   ([`control`] is its client, `webcluster node`);
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
 //! - [`demo`], [`demo_node`]: the embedded demo cluster.
 
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod balance;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod demo_node;
 pub mod metrics;

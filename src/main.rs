@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use webcluster::config::{self, Config, LogFormat};
+use webcluster::control::{self, NodeCommand};
 use webcluster::demo::{self, DemoOptions};
 use webcluster::server::{self, RunOptions};
 
@@ -69,6 +70,14 @@ enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
+    /// Take a node out or put it back at run time, through the running
+    /// webcluster's admin listener (with the token of `[admin] token_file`).
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+        #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+    },
     /// Run a demo: three demo nodes in this process, the proxy and the
     /// status page in front of them.
     Demo {
@@ -85,6 +94,21 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Every node's operator state and weight.
+    List,
+    /// No new requests or sessions for GROUP/NODE; in-flight ones finish.
+    Drain { node: String },
+    /// No request at all for GROUP/NODE (maintenance); health checks go on.
+    Maint { node: String },
+    /// GROUP/NODE back to normal.
+    Ready { node: String },
+    /// Set GROUP/NODE's weight (0 to 10000) in place of the config's, or
+    /// `reset` to go back to the config's.
+    Weight { node: String, weight: String },
 }
 
 /// Log to standard output: text (in colour only on a terminal, and never
@@ -254,6 +278,17 @@ fn main() -> ExitCode {
                 }
                 reload_and_wait(&c, pid, Duration::from_secs(timeout))
             }),
+        Command::Node { action, config } => load(&config).and_then(|c| {
+            let cmd = match action {
+                NodeAction::List => NodeCommand::List,
+                NodeAction::Drain { node } => NodeCommand::Drain(node),
+                NodeAction::Maint { node } => NodeCommand::Maint(node),
+                NodeAction::Ready { node } => NodeCommand::Ready(node),
+                NodeAction::Weight { node, weight } => NodeCommand::Weight(node, weight),
+            };
+            print!("{}", control::run(&c, &cmd)?);
+            Ok(())
+        }),
         Command::Demo {
             listen,
             admin,

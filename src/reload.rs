@@ -79,6 +79,9 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         // Read per request and per new connection: reloadable.
         trusted_proxies: _,
         proxy_protocol_from: _,
+        // Written on each operator change, from the live config; read back
+        // only at start.
+        state_file: _,
     } = server;
     let o = &old.server;
     keep(&mut kept, "proxy listeners", &o.listen, listen);
@@ -92,6 +95,8 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     let AdminSettings {
         listen: admin_listen,
         allow: _,
+        // Read on each node control request: reloadable.
+        token_file: _,
     } = admin;
     keep(&mut kept, "admin listener", &old.admin.listen, admin_listen);
 

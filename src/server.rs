@@ -90,6 +90,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen;
     let cluster = Arc::new(Cluster::new(config));
+    cluster.restore_controls();
     let metrics = Arc::new(Metrics::new());
     metrics.last_reload.set(unix_now());
     let active = Arc::new(ActiveRequests::default());

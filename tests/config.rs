@@ -101,6 +101,7 @@ fn reference_config_matches_defaults() {
         (r.threads, r.grace_period, &r.log_level, &r.pid_file),
         (m.threads, m.grace_period, &m.log_level, &m.pid_file)
     );
+    assert_eq!(r.state_file, m.state_file);
     assert_eq!(
         (&r.upgrade_sock, &r.trusted_proxies),
         (&m.upgrade_sock, &m.trusted_proxies)
@@ -143,8 +144,10 @@ fn minimal_config_gets_every_default() {
         Path::new("/tmp/webcluster_upgrade.sock")
     );
     assert!(c.server.trusted_proxies.is_empty());
+    assert_eq!(c.server.state_file, None);
 
     assert_eq!(c.admin.listen, Some(addr("127.0.0.1:8081")));
+    assert_eq!(c.admin.token_file, None);
     let allow: Vec<String> = c.admin.allow.iter().map(ToString::to_string).collect();
     assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(c.access_log, AccessLog::Off);
@@ -849,4 +852,22 @@ fn upstream_keepalive_values_and_error() {
     let e = ok("sometimes").expect_err("bad value").to_string();
     assert!(e.starts_with("k.toml:3:"), "{e}");
     assert!(e.contains("upstream_keepalive"), "{e}");
+}
+
+#[test]
+fn node_control_files_are_read_as_paths() {
+    let text = MINIMAL.replacen(
+        "[[group]]",
+        "[server]\nstate_file = \"/var/lib/webcluster/state.json\"\n[admin]\ntoken_file = \"/etc/webcluster/admin.token\"\n\n[[group]]",
+        1,
+    );
+    let c = ok(&text);
+    assert_eq!(
+        c.server.state_file.as_deref(),
+        Some(Path::new("/var/lib/webcluster/state.json"))
+    );
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/etc/webcluster/admin.token"))
+    );
 }

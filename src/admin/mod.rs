@@ -5,6 +5,7 @@
 //! picks a node. Every request is first checked against the allow list:
 //! any other source gets a bare 403 and learns nothing else.
 
+pub mod api;
 pub mod auto;
 pub mod page;
 #[cfg(test)]
@@ -116,6 +117,23 @@ fn response(code: StatusCode, content_type: &str, body: Vec<u8>, head: bool) -> 
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+/// Answer a node control API request (`api`), as JSON.
+fn api_response(cluster: &Cluster, session: &ServerSession, head: bool) -> Response<Vec<u8>> {
+    let req = session.req_header();
+    let auth = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let answer = api::handle(cluster, &req.method, req.uri.path(), req.uri.query(), auth);
+    let mut body = serde_json::to_vec_pretty(&answer.body).unwrap_or_default();
+    body.push(b'\n');
+    let mut resp = response(answer.status, "application/json", body, head);
+    if answer.ask_token {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"webcluster admin\""),
+        );
+    }
+    resp
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -134,6 +152,9 @@ impl ServeHttp for AdminApp {
         }
         let req = session.req_header();
         let head = req.method == Method::HEAD;
+        if req.uri.path().starts_with(api::PREFIX) {
+            return api_response(&self.cluster, session, head);
+        }
         if req.method != Method::GET && !head {
             return response(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -322,6 +322,7 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                     span class=(format!("pill {class}")) { span.dot {} (word) }
                     strong.name { (n.name) }
                     @if n.backup { span.tag { "backup" } }
+                    (crate::admin::api::badges(n))
                 }
                 div.sub.since {
                     (word) " for " (human_duration(st.state_seconds))

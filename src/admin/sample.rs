@@ -48,6 +48,8 @@ fn node(name: &str, address: &str, state: NodeState) -> NodeSnapshot {
         down_reason: None,
         status_fresh: false,
         stats: StatsSnapshot::default(),
+        operator_state: Default::default(),
+        operator_weight: None,
     }
 }
 
@@ -186,6 +188,9 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
     web4.last_scrape_age_seconds = Some(0.9);
     web4.last_scrape_duration_seconds = Some(0.002);
     web4.scrapes_total = 300;
+    // ... drained by the operator, who also set its weight.
+    web4.operator_state = crate::cluster::operator::OperatorState::Drain;
+    web4.operator_weight = Some(2);
 
     // static-1: nginx, stale (its status page stopped answering).
     let mut static1 = node("static-1", "10.0.1.21:80", NodeState::Stale);

@@ -62,7 +62,7 @@ impl Group {
             .map(|(index, n)| SessionNode {
                 index,
                 name: n.config.name.as_str(),
-                weight: f64::from(n.config.weight),
+                weight: f64::from(n.weight()),
                 backup: n.config.backup,
             })
             .collect();
@@ -86,9 +86,9 @@ impl Group {
         let mut saturated_fallback: Option<usize> = None;
         for &i in &order {
             let node = &self.nodes[i];
-            let reason = if tried.contains(&i) || !node.live.usable(now) {
+            let reason = if tried.contains(&i) || !node.usable(now) {
                 Some(SwitchReason::Down)
-            } else if node.config.drain && !existing {
+            } else if node.draining() && !existing {
                 Some(SwitchReason::Draining)
             } else if self.saturated(i, now) {
                 saturated_fallback.get_or_insert(i);
@@ -144,14 +144,14 @@ impl Group {
     /// request now (backups included).
     pub fn any_available(&self, tried: &[usize], now: Instant) -> bool {
         (0..self.nodes.len())
-            .any(|i| self.nodes[i].config.weight > 0 && self.node_available(i, tried, now))
+            .any(|i| self.nodes[i].weight() > 0 && self.node_available(i, tried, now))
     }
 
     /// Whether some available node not in `excluded` has an idle worker
     /// (or an unknown capacity).
     pub fn any_unsaturated(&self, excluded: &[usize], now: Instant) -> bool {
         (0..self.nodes.len()).any(|i| {
-            self.nodes[i].config.weight > 0
+            self.nodes[i].weight() > 0
                 && self.node_available(i, excluded, now)
                 && !self.saturated(i, now)
         })
@@ -168,7 +168,7 @@ impl Group {
     pub fn node_available(&self, index: usize, tried: &[usize], now: Instant) -> bool {
         self.nodes
             .get(index)
-            .is_some_and(|n| !tried.contains(&index) && !n.config.drain && n.live.usable(now))
+            .is_some_and(|n| !tried.contains(&index) && !n.draining() && n.usable(now))
     }
 }
 
@@ -337,6 +337,7 @@ mod tests {
             .map(|nc| Node {
                 config: nc.clone(),
                 live: Arc::new(NodeLive::new(false)),
+                operator: Arc::default(),
             })
             .collect();
         Group::new(gc, nodes, Arc::default())

@@ -54,10 +54,7 @@ impl Group {
             .iter()
             .enumerate()
             .filter(|(i, n)| {
-                n.config.backup == backup
-                    && n.config.weight > 0
-                    && !n.config.drain
-                    && !tried.contains(i)
+                n.config.backup == backup && n.weight() > 0 && !n.draining() && !tried.contains(i)
             })
             .filter_map(|(index, n)| {
                 let view = n.live.balance_view(&self.config, &n.config, now)?;
@@ -65,7 +62,7 @@ impl Group {
                 any_answering |= !view.stalled;
                 let candidate = Candidate {
                     index,
-                    weight: f64::from(n.config.weight) * view.ramp,
+                    weight: f64::from(n.weight()) * view.ramp,
                     load: view.load,
                 };
                 Some((candidate, known, view.stalled))

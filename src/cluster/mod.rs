@@ -10,6 +10,7 @@
 pub mod affinity;
 pub mod group;
 pub mod node;
+pub mod operator;
 pub mod recent;
 pub mod router;
 pub mod snapshot;
@@ -62,9 +63,13 @@ impl ClusterState {
                             Some(old) if old.config.address == nc.address => Arc::clone(&old.live),
                             _ => Arc::new(NodeLive::new(previous.is_some())),
                         };
+                        let operator = kept
+                            .get(&(gc.name.as_str(), nc.name.as_str()))
+                            .map_or_else(Default::default, |old| Arc::clone(&old.operator));
                         Node {
                             config: nc.clone(),
                             live,
+                            operator,
                         }
                     })
                     .collect();
@@ -295,7 +300,11 @@ impl Cluster {
                 let nodes: Vec<_> = g
                     .nodes
                     .iter()
-                    .map(|n| n.live.snapshot(&g.config, &n.config, recent, now))
+                    .map(|n| {
+                        let mut s = n.live.snapshot(&g.config, &n.config, recent, now);
+                        n.show_operator(&mut s);
+                        s
+                    })
                     .collect();
                 let mut totals = Totals::default();
                 for n in &nodes {

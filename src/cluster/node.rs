@@ -41,6 +41,9 @@ const SLOW_START_FLOOR: f64 = 0.1;
 pub struct Node {
     pub config: NodeConfig,
     pub live: Arc<NodeLive>,
+    /// Set by the operator at run time (`cluster::operator`); kept by
+    /// group and node name over reloads.
+    pub operator: Arc<crate::cluster::operator::Operator>,
 }
 
 /// What the balancer needs to know of a node's load right now.
@@ -674,6 +677,8 @@ impl NodeLive {
             down_reason,
             status_fresh: fresh && state != NodeState::Down,
             stats: self.stats.read(now),
+            operator_state: Default::default(),
+            operator_weight: None,
         }
     }
 

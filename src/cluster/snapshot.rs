@@ -223,4 +223,8 @@ pub struct NodeSnapshot {
     /// Answers by class, response times, bytes, peak, downtime, history.
     #[serde(flatten)]
     pub stats: StatsSnapshot,
+    /// Set by the operator (`ready`, `drain`, `maint`; `cluster::operator`).
+    pub operator_state: crate::cluster::operator::OperatorState,
+    /// The weight the operator set in place of the config's, if any.
+    pub operator_weight: Option<u32>,
 }

@@ -124,6 +124,7 @@ pub struct ServerFile {
     pub upgrade_sock: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
+    pub state_file: Option<Spanned<String>>,
 }
 
 /// `[admin]`
@@ -133,6 +134,7 @@ pub struct AdminFile {
     pub enabled: Option<bool>,
     pub listen: Option<Spanned<String>>,
     pub allow: Option<Vec<Spanned<String>>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[access_log]`
@@ -510,7 +512,13 @@ impl ServerFile {
             None => Vec::new(),
             Some(list) => cx.cidrs(list, CX, "proxy_protocol_from")?,
         };
+        let state_file = self
+            .state_file
+            .map(Spanned::into_inner)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         Ok(ServerSettings {
+            state_file,
             listen,
             threads,
             grace_period,
@@ -553,7 +561,16 @@ impl AdminFile {
                 .collect::<Result<_>>()?,
             Some(list) => cx.cidrs(list, CX, "allow")?,
         };
-        Ok(AdminSettings { listen, allow })
+        let token_file = self
+            .token_file
+            .map(Spanned::into_inner)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        Ok(AdminSettings {
+            listen,
+            allow,
+            token_file,
+        })
     }
 }
 

@@ -63,6 +63,9 @@ pub struct ServerSettings {
     /// Sources whose connections start with a PROXY protocol header (an L4
     /// balancer or a proxy in front): the visitor's address comes from it.
     pub proxy_protocol_from: Vec<IpNet>,
+    /// Where operator changes of nodes (drain, maint, weight) are kept
+    /// across restarts, if anywhere (`cluster::operator`).
+    pub state_file: Option<PathBuf>,
 }
 
 /// How log lines are written (`[server] log_format`).
@@ -81,6 +84,9 @@ pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
     /// Source networks allowed to read it; everyone else gets 403.
     pub allow: Vec<IpNet>,
+    /// File holding the bearer token the node control API asks for; without
+    /// one the API changes nothing.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Where the access log goes (`[access_log]`).

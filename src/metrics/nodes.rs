@@ -132,6 +132,28 @@ pub static NODE_METRICS: &[NodeMetric] = &[
         json: Some("state"),
     },
     NodeMetric {
+        name: "webcluster_node_operator_state",
+        help: "1 for the state an operator set on the node: ready, drain or maint.",
+        doc_note: "One series per state, the others 0. Set with `webcluster node` or the admin API; `ready` is the config's own behaviour.",
+        kind: Kind::Gauge,
+        unit: "",
+        read: Read::OneOf {
+            label: "state",
+            values: &["ready", "drain", "maint"],
+            current: |n| n.operator_state.as_str(),
+        },
+        json: Some("operator_state"),
+    },
+    NodeMetric {
+        name: "webcluster_node_operator_weight",
+        help: "The weight an operator set on the node in place of the configured one.",
+        doc_note: "No series while the configured weight applies.",
+        kind: Kind::Gauge,
+        unit: "",
+        read: Read::Value(|n| n.operator_weight.map(f64::from)),
+        json: Some("operator_weight"),
+    },
+    NodeMetric {
         name: "webcluster_node_busy_workers",
         help: "Busy workers in the node's last status (BusyWorkers; nginx: reading + writing).",
         doc_note: "No series while the status is not fresh (down, stale): sums over nodes stay current.",

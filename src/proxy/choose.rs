@@ -165,7 +165,7 @@ impl Proxy {
         tried: &[usize],
         now: Instant,
     ) -> Option<SwitchReason> {
-        let up = !tried.contains(&index) && group.nodes[index].live.usable(now);
+        let up = !tried.contains(&index) && group.nodes[index].usable(now);
         if !up {
             Some(SwitchReason::Down)
         } else if group.saturated(index, now)
