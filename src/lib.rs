@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod demo_node;
+pub mod discovery;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

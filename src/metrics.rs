@@ -35,6 +35,8 @@ pub struct Metrics {
     pub affinity_switches: IntCounterVec,
     pub retry_on_404: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Lookups of node host names and SRV names (`crate::discovery`).
+    pub dns_resolutions: IntCounterVec,
     pub last_reload: IntGauge,
     pub config_info: IntGaugeVec,
 }
@@ -125,6 +127,12 @@ impl Metrics {
                 "Config reloads, by result (success, failure).",
                 &["result"],
             ),
+            dns_resolutions: counter(
+                &r,
+                "webcluster_dns_resolutions_total",
+                "DNS lookups of node host names and SRV names, by group and result (success, failure; a failure keeps the last good answer).",
+                &["group", "result"],
+            ),
             last_reload: register(
                 &r,
                 IntGauge::new(
@@ -187,6 +195,14 @@ impl Metrics {
             }
             if group.content_sync.retry_on_404 {
                 self.retry_on_404.with_label_values(&[group.name.as_str()]);
+            }
+        }
+        for d in &snap.dns {
+            for g in &d.groups {
+                for result in ["success", "failure"] {
+                    self.dns_resolutions
+                        .with_label_values(&[g.as_str(), result]);
+                }
             }
         }
         self.config_info.reset();

@@ -1,8 +1,9 @@
 //! Builds the pingora server from a `Config` and runs it until shutdown.
 //!
 //! Services: the proxy on each listener, the admin listener, the status
-//! scraper and the SIGHUP reloader. pingora's own config file and command
-//! line are kept out of the user's way: its `ServerConf` is built here.
+//! scraper, the DNS discovery of nodes and the SIGHUP reloader. pingora's
+//! own config file and command line are kept out of the user's way: its
+//! `ServerConf` is built here.
 //! SIGTERM stops accepting, lets in-flight requests finish and exits as
 //! soon as they are done, or at the configured grace period at the latest
 //! (pingora alone would sleep the whole grace period).
@@ -132,6 +133,10 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     server.add_service(background_service(
         "status scraper",
         Scraper::new(Arc::clone(&cluster)),
+    ));
+    server.add_service(background_service(
+        "DNS discovery",
+        crate::discovery::service::DnsService::new(Arc::clone(&cluster), Arc::clone(&metrics)),
     ));
     server.add_service(background_service(
         "config reload",

@@ -252,5 +252,6 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
                 content_sync: Default::default(),
             },
         ],
+        dns: Vec::new(),
     }
 }
