@@ -165,7 +165,13 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write the pid file {}", p.display()))?;
     }
-    exit_when_drained(&server, Arc::clone(&shared.active), grace, pid_file.clone());
+    exit_when_drained(
+        &server,
+        Arc::clone(&shared.active),
+        Arc::clone(&shared.cluster),
+        grace,
+        pid_file.clone(),
+    );
     tracing::info!("webcluster {} started", env!("CARGO_PKG_VERSION"));
     server.run(RunArgs::default());
     remove_pid_file(pid_file.as_deref());
@@ -202,6 +208,7 @@ fn remove_pid_file(p: Option<&Path>) {
 fn exit_when_drained(
     server: &Server,
     active: Arc<ActiveRequests>,
+    cluster: Arc<Cluster>,
     grace: Duration,
     pid_file: Option<PathBuf>,
 ) {
@@ -224,6 +231,12 @@ fn exit_when_drained(
                     remove_pid_file(pid_file.as_deref());
                     std::process::exit(0);
                 }
+                // `/ready` says 503 from the first sign of a stop on.
+                Ok(
+                    ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::ShutdownStarted,
+                ) => cluster.set_stopping(),
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -156,6 +156,10 @@ fn nodes_follow_dns_without_a_reload_and_outages_keep_the_last_answer() {
             .all(|n| is_up(s, n))
     });
     assert_eq!(node(&status, "h")["address"], format!("127.0.0.1:{h_port}"));
+    for path in ["/ready", "/ready?all"] {
+        let r = http_get(wc.admin, path, &[]).expect("GET /ready");
+        assert_eq!((r.status, r.body.as_str()), (200, "ready\n"), "{path}");
+    }
     assert_eq!(
         group_nodes(&status, "web"),
         ["a.web.test", "b.web.test"],

@@ -217,6 +217,8 @@ pub struct Cluster {
     reloads: Mutex<ReloadStats>,
     /// The config as read and the DNS answers that expand it.
     pub dns: crate::discovery::Book,
+    /// Set once a graceful stop or upgrade began (`/ready` says so).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -227,7 +229,18 @@ impl Cluster {
             started: Instant::now(),
             reloads: Mutex::new(ReloadStats::default()),
             dns,
+            stopping: Default::default(),
         }
+    }
+
+    /// A graceful stop or binary upgrade began: not ready any more.
+    pub fn set_stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current state. Cheap; hold it for the length of one request.
