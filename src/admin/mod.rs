@@ -6,6 +6,7 @@
 //! any other source gets a bare 403 and learns nothing else.
 
 pub mod auto;
+pub mod dns;
 pub mod page;
 pub mod ready;
 #[cfg(test)]
