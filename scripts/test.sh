@@ -23,7 +23,7 @@ TEST_PACKAGES=(
     apache2 nginx haproxy prometheus
     chromium fonts-liberation fonts-dejavu-core
     curl wrk
-    dnsmasq-base
+    dnsmasq-base keepalived python3
 )
 
 ensure_packages "${TEST_PACKAGES[@]}"
