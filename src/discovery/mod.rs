@@ -118,9 +118,16 @@ struct Inner {
     answers: HashMap<Query, Answer>,
 }
 
+/// A name and the groups asking it.
+pub type Asked = (Query, Vec<String>);
+
+/// What is due: the discovery settings, the names to ask now, and when the
+/// next answer expires.
+pub type Due = (Discovery, Vec<Asked>, Option<Instant>);
+
 /// Every name the config asks, with the groups asking it, in file order.
-pub fn queries(config: &Config) -> Vec<(Query, Vec<String>)> {
-    let mut out: Vec<(Query, Vec<String>)> = Vec::new();
+pub fn queries(config: &Config) -> Vec<Asked> {
+    let mut out: Vec<Asked> = Vec::new();
     let mut add = |q: Query, group: &str| match out.iter_mut().find(|(o, _)| *o == q) {
         Some((_, groups)) => {
             if !groups.iter().any(|g| g == group) {
@@ -175,7 +182,7 @@ impl Book {
     /// The discovery settings, the names whose answer is due at `now`
     /// (never asked, or expired) with their groups, and when the next
     /// answer expires.
-    pub fn due(&self, now: Instant) -> (Discovery, Vec<(Query, Vec<String>)>, Option<Instant>) {
+    pub fn due(&self, now: Instant) -> Due {
         let inner = self.lock();
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
@@ -444,5 +451,40 @@ mod tests {
         .expect("valid");
         assert_eq!(book.set_base(plain).groups[0].nodes.len(), 1);
         assert!(book.status().is_empty());
+    }
+
+    #[test]
+    fn a_group_with_no_answer_yet_has_no_node_then_gains_keeps_and_drops_them() {
+        let cluster = crate::cluster::Cluster::new(config(""));
+        let now = Instant::now();
+        assert_eq!(cluster.state().groups[0].pick(&[], now), None);
+        assert_eq!(cluster.snapshot().groups[0].nodes.len(), 0);
+        assert!(cluster.rediscovered().is_none());
+
+        let q = Query::Srv("_http._tcp.web.test".to_owned());
+        let two = vec![
+            target("n1.web.test", 8001, 10, 1),
+            target("n2.web.test", 8002, 10, 1),
+        ];
+        cluster
+            .dns
+            .record(&q, Ok((Records::Srv(two), now)), now, 1.0);
+        let diff = cluster.rediscovered().expect("nodes added");
+        assert_eq!(diff.nodes_added, ["web/n1.web.test", "web/n2.web.test"]);
+        let state = cluster.state();
+        let n1 = std::sync::Arc::clone(&state.groups[0].nodes[0].live);
+        assert!(state.groups[0].pick(&[], now).is_some());
+        assert_eq!(cluster.reload_counts(), (0, 0));
+
+        // n2 leaves: n1 keeps its live state.
+        let one = vec![target("n1.web.test", 8001, 10, 1)];
+        cluster
+            .dns
+            .record(&q, Ok((Records::Srv(one), now)), now, 2.0);
+        let diff = cluster.rediscovered().expect("node removed");
+        assert_eq!(diff.nodes_removed, ["web/n2.web.test"]);
+        let state = cluster.state();
+        assert_eq!(state.groups[0].nodes.len(), 1);
+        assert!(std::sync::Arc::ptr_eq(&state.groups[0].nodes[0].live, &n1));
     }
 }
