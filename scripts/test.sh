@@ -23,6 +23,7 @@ TEST_PACKAGES=(
     apache2 nginx haproxy prometheus prometheus-apache-exporter
     chromium fonts-liberation fonts-dejavu-core
     curl wrk
+    dnsmasq-base keepalived python3
 )
 
 ensure_packages "${TEST_PACKAGES[@]}"

@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod demo_node;
+pub mod discovery;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

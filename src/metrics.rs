@@ -35,6 +35,8 @@ pub struct Metrics {
     pub affinity_switches: IntCounterVec,
     pub retry_on_404: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Lookups of node host names and SRV names (`crate::discovery`).
+    pub dns_resolutions: IntCounterVec,
     pub last_reload: IntGauge,
     pub config_info: IntGaugeVec,
     /// 1 while the last reload attempt failed.
@@ -126,6 +128,12 @@ impl Metrics {
                 "webcluster_config_reloads_total",
                 "Config reloads, by result (success, failure).",
                 &["result"],
+            ),
+            dns_resolutions: counter(
+                &r,
+                "webcluster_dns_resolutions_total",
+                "DNS lookups of node host names and SRV names, by group and result (success, failure; a failure keeps the last good answer).",
+                &["group", "result"],
             ),
             last_reload: register(
                 &r,
@@ -225,6 +233,14 @@ impl Metrics {
         }
         self.last_reload_failed
             .set(i64::from(snap.config.last_reload_error.is_some()));
+        for d in &snap.dns {
+            for g in &d.groups {
+                for result in ["success", "failure"] {
+                    self.dns_resolutions
+                        .with_label_values(&[g.as_str(), result]);
+                }
+            }
+        }
         self.config_info.reset();
         self.config_info
             .with_label_values(&[snap.config.path.as_str(), snap.config.hash.as_str()])

@@ -60,6 +60,8 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         retries,
         limits,
         buffering,
+        // Read by the discovery service on each round: reloadable.
+        discovery: _,
         // The status guard, groups (nodes keep their live state) and router
         // are rebuilt by `Cluster::apply`: what a reload is for.
         protected_paths: _,

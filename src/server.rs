@@ -1,8 +1,9 @@
 //! Builds the pingora server from a `Config` and runs it until shutdown.
 //!
 //! Services: the proxy on each listener, the admin listener, the status
-//! scraper and the SIGHUP reloader. pingora's own config file and command
-//! line are kept out of the user's way: its `ServerConf` is built here.
+//! scraper, the DNS discovery of nodes and the SIGHUP reloader. pingora's
+//! own config file and command line are kept out of the user's way: its
+//! `ServerConf` is built here.
 //! SIGTERM stops accepting, lets in-flight requests finish and exits as
 //! soon as they are done, or at the configured grace period at the latest
 //! (pingora alone would sleep the whole grace period).
@@ -135,6 +136,10 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
         Scraper::new(Arc::clone(&cluster)),
     ));
     server.add_service(background_service(
+        "DNS discovery",
+        crate::discovery::service::DnsService::new(Arc::clone(&cluster), Arc::clone(&metrics)),
+    ));
+    server.add_service(background_service(
         "config reload",
         Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source),
     ));
@@ -161,7 +166,13 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write the pid file {}", p.display()))?;
     }
-    exit_when_drained(&server, Arc::clone(&shared.active), grace, pid_file.clone());
+    exit_when_drained(
+        &server,
+        Arc::clone(&shared.active),
+        Arc::clone(&shared.cluster),
+        grace,
+        pid_file.clone(),
+    );
     tracing::info!("webcluster {} started", env!("CARGO_PKG_VERSION"));
     server.run(RunArgs::default());
     remove_pid_file(pid_file.as_deref());
@@ -198,6 +209,7 @@ fn remove_pid_file(p: Option<&Path>) {
 fn exit_when_drained(
     server: &Server,
     active: Arc<ActiveRequests>,
+    cluster: Arc<Cluster>,
     grace: Duration,
     pid_file: Option<PathBuf>,
 ) {
@@ -220,6 +232,12 @@ fn exit_when_drained(
                     remove_pid_file(pid_file.as_deref());
                     std::process::exit(0);
                 }
+                // `/ready` says 503 from the first sign of a stop on.
+                Ok(
+                    ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::ShutdownStarted,
+                ) => cluster.set_stopping(),
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -871,3 +871,65 @@ fn node_control_files_are_read_as_paths() {
         Some(Path::new("/etc/webcluster/admin.token"))
     );
 }
+
+// ---------------------------------------------------------------------------
+// Nodes from DNS ([discovery], srv, host names)
+
+#[test]
+fn discovery_defaults_and_host_name_nodes() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.discovery.min_ttl, Duration::from_secs(1));
+    assert_eq!(c.discovery.max_ttl, Duration::from_secs(300));
+    assert!(c.discovery.nameservers.is_empty());
+    assert!(c.groups[0].srv.is_none());
+    // With name servers of its own, a host name is not resolved at load:
+    // the node waits for its first answer.
+    let c = ok(
+        "[discovery]\nnameservers = [\"127.0.0.1:5353\", \"10.0.0.2\"]\n\
+                [[group]]\nname = \"web\"\nsrv = \"_http._tcp.web.service.consul\"\n\
+                [[group.node]]\nname = \"a\"\naddress = \"a.web.internal:8080\"\n",
+    );
+    assert_eq!(
+        c.discovery.nameservers,
+        [addr("127.0.0.1:5353"), addr("10.0.0.2:53")]
+    );
+    let node = &c.groups[0].nodes[0];
+    assert_eq!(node.host.as_deref(), Some("a.web.internal"));
+    assert!(node.address.ip().is_unspecified());
+    assert_eq!(node.status.host, "a.web.internal:8080");
+    assert_eq!(
+        c.groups[0].srv.as_deref(),
+        Some("_http._tcp.web.service.consul")
+    );
+    // A group may have only its SRV name.
+    ok("[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\n");
+}
+
+#[test]
+fn discovery_errors_name_line_and_key() {
+    assert_error(
+        &format!("[discovery]\nnameservers = [\"dns.local\"]\n{MINIMAL}"),
+        2,
+        "nameservers",
+        "not an IP address",
+    );
+    assert_error(
+        &format!("[discovery]\nmin_ttl = \"10s\"\nmax_ttl = \"5s\"\n{MINIMAL}"),
+        3,
+        "max_ttl",
+        "shorter than min_ttl",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"bad name!\"\n",
+        3,
+        "srv",
+        "neither an IP address nor a host name",
+    );
+    assert_error(
+        "[discovery]\nnameservers = [\"127.0.0.1:5353\"]\n[[group]]\nname = \"web\"\n\
+         [[group.node]]\nname = \"a\"\naddress = \"bad host!:80\"\n",
+        7,
+        "address",
+        "neither an IP address nor a host name",
+    );
+}

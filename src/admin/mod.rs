@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod auto;
+pub mod dns;
 pub mod page;
+pub mod ready;
 #[cfg(test)]
 pub(crate) mod sample;
 
@@ -30,6 +32,11 @@ pub enum View {
     Auto,
     Metrics,
     Health,
+    /// `/ready`: whether this instance can serve (`ready.rs`); `/ready?all`
+    /// for every group.
+    Ready {
+        every_group: bool,
+    },
     NotFound,
 }
 
@@ -50,6 +57,9 @@ impl View {
             "/server-status" => View::Page,
             "/metrics" => View::Metrics,
             "/healthz" => View::Health,
+            "/ready" => View::Ready {
+                every_group: has("all"),
+            },
             _ => View::NotFound,
         }
     }
@@ -98,6 +108,14 @@ impl AdminApp {
                 self.metrics.render(&self.cluster.snapshot()).into_bytes(),
             ),
             View::Health => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
+            View::Ready { every_group } => match ready::readiness(&self.cluster, every_group) {
+                Ok(body) => (StatusCode::OK, TEXT, body.into_bytes()),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("{why}\n").into_bytes(),
+                ),
+            },
             View::NotFound => (StatusCode::NOT_FOUND, TEXT, b"404 Not Found\n".to_vec()),
         }
     }
@@ -186,6 +204,10 @@ mod tests {
         assert_eq!(View::of("/server-status", None), View::Page);
         assert_eq!(View::of("/metrics", None), View::Metrics);
         assert_eq!(View::of("/healthz", None), View::Health);
+        assert_eq!(
+            View::of("/ready", Some("all")),
+            View::Ready { every_group: true }
+        );
         assert_eq!(View::of("/etc/passwd", None), View::NotFound);
     }
 }

@@ -80,6 +80,7 @@ pub fn render(s: &ClusterSnapshot) -> String {
                     @for g in &s.groups {
                         (group_section(g))
                     }
+                    (super::dns::section(&s.dns, s.time_unix))
                     (legend())
                 }
                 footer {

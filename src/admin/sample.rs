@@ -299,5 +299,6 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
                 content_sync: Default::default(),
             },
         ],
+        dns: Vec::new(),
     }
 }

@@ -5,7 +5,10 @@
 //! the proxy write live state into its nodes; the proxy reads it to pick a
 //! node; the admin side renders `snapshot()`. A reload builds a new state
 //! from the new config and swaps it in with `apply`, carrying over the live
-//! state of every node that stays (same group, name and address).
+//! state of every node that stays (same group, name and address). Node
+//! host names and SRV groups are resolved by `crate::discovery`: the state
+//! runs the config expanded with their last answers, and a changed answer
+//! swaps in a new state the same way (`rediscovered`).
 
 pub mod affinity;
 pub mod group;
@@ -221,16 +224,33 @@ pub struct Cluster {
     /// What nodes removed by reloads had accumulated (requests, bytes; see
     /// `stats::NodeStats::accumulated`): the cluster's totals keep it.
     retired: Mutex<(u64, u64)>,
+    /// The config as read and the DNS answers that expand it.
+    pub dns: crate::discovery::Book,
+    /// Set once a graceful stop or upgrade began (`/ready` says so).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
     pub fn new(config: Config) -> Cluster {
+        let dns = crate::discovery::Book::new(config);
         Cluster {
-            state: ArcSwap::from_pointee(ClusterState::build(config, None)),
+            state: ArcSwap::from_pointee(ClusterState::build(dns.expanded(), None)),
             started: Instant::now(),
             reloads: Mutex::new(ReloadStats::default()),
             retired: Mutex::new((0, 0)),
+            dns,
+            stopping: Default::default(),
         }
+    }
+
+    /// A graceful stop or binary upgrade began: not ready any more.
+    pub fn set_stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current state. Cheap; hold it for the length of one request.
@@ -246,6 +266,7 @@ impl Cluster {
         // applies cannot interleave).
         let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.state.load_full();
+        let config = self.dns.set_base(config);
         let diff = ReloadDiff::between(&old.config, &config);
         let new = ClusterState::build(config, Some(&old));
         {
@@ -265,6 +286,23 @@ impl Cluster {
         r.ok += 1;
         r.last_error = None;
         diff
+    }
+
+    /// Swap in the config expanded with new DNS answers, if that changes
+    /// the nodes; not a reload (not counted, `loaded_unix` kept). Nodes
+    /// that stay keep their live state as in `apply`.
+    pub fn rediscovered(&self) -> Option<ReloadDiff> {
+        let _r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.state.load_full();
+        let config = self.dns.expanded();
+        if config.groups == old.config.groups {
+            return None;
+        }
+        let diff = ReloadDiff::between(&old.config, &config);
+        let mut new = ClusterState::build(config, Some(&old));
+        new.loaded_unix = old.loaded_unix;
+        self.state.store(Arc::new(new));
+        Some(diff)
     }
 
     /// Count a reload that was refused (the old config keeps serving).
@@ -346,6 +384,7 @@ impl Cluster {
             },
             totals,
             groups,
+            dns: self.dns.status(),
         }
     }
 }
@@ -377,7 +416,7 @@ fn add_node(t: &mut Totals, n: &snapshot::NodeSnapshot) {
     t.bytes_per_second += n.bytes_per_second.unwrap_or(0.0);
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

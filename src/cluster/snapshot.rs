@@ -23,6 +23,9 @@ pub struct ClusterSnapshot {
     /// Sums over every node with a fresh status.
     pub totals: Totals,
     pub groups: Vec<GroupSnapshot>,
+    /// Node host names and SRV names being resolved, with their last
+    /// answer and error (`crate::discovery`); empty when there are none.
+    pub dns: Vec<crate::discovery::DnsStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]

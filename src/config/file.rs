@@ -20,7 +20,7 @@ use serde_spanned::Spanned;
 
 use super::error::ConfigError;
 use super::model::{
-    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
+    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config, Discovery,
     GroupConfig, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig, ScrapeSettings,
     ServerKind, ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
 };
@@ -71,6 +71,8 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Weights above this are rejected, so sums over a group cannot overflow.
 pub const MAX_WEIGHT: u32 = 10_000;
 pub const DEFAULT_STATUS_PATH: &str = "/server-status?auto";
+pub const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(1);
+pub const DEFAULT_DNS_MAX_TTL: Duration = Duration::from_secs(300);
 /// Session cookies of common platforms (PHP/Bitrix, Java, ASP.NET, Laravel,
 /// Django), looked for in `affinity = "cookie"` mode.
 pub const DEFAULT_AFFINITY_COOKIES: &[&str] = &[
@@ -105,6 +107,8 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     #[serde(default)]
     pub buffering: BufferingFile,
+    #[serde(default)]
+    pub discovery: DiscoveryFile,
     #[serde(default, rename = "group")]
     pub groups: Vec<Spanned<GroupFile>>,
     #[serde(default, rename = "route")]
@@ -186,6 +190,15 @@ pub struct BufferingFile {
     pub temp_dir: Option<Spanned<String>>,
 }
 
+/// `[discovery]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    pub nameservers: Option<Vec<Spanned<String>>>,
+}
+
 /// A size as written: a number of bytes, or a string with a unit
 /// (`"64k"`, `"1m"`, `"1g"`, as nginx writes them).
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +229,7 @@ pub struct GroupFile {
     pub affinity_insert_cookie: Option<Spanned<String>>,
     pub affinity_strict: Option<bool>,
     pub send_proxy_protocol: Option<Spanned<String>>,
+    pub srv: Option<Spanned<String>>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<Spanned<NodeFile>>,
 }
@@ -376,6 +390,7 @@ impl ConfigFile {
         let retries = self.retries.into_model(cx)?;
         let limits = self.limits.into_model(cx)?;
         let buffering = self.buffering.into_model(cx)?;
+        let discovery = self.discovery.into_model(cx)?;
         let protected_paths = protected_paths(cx, self.protected_paths)?;
 
         if self.groups.is_empty() {
@@ -406,7 +421,7 @@ impl ConfigFile {
                 ));
             }
             seen.insert(name, group.name.span());
-            groups.push(group.into_model(cx, span)?);
+            groups.push(group.into_model(cx, span, &discovery)?);
         }
 
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -439,6 +454,7 @@ impl ConfigFile {
             retries,
             limits,
             buffering,
+            discovery,
             protected_paths,
             groups,
             routes,
@@ -718,6 +734,52 @@ impl RetriesFile {
     }
 }
 
+impl DiscoveryFile {
+    fn into_model(self, cx: &Checker<'_>) -> Result<Discovery> {
+        const CX: &str = "[discovery]";
+        let min_ttl = cx.positive_duration(&self.min_ttl, DEFAULT_DNS_MIN_TTL, CX, "min_ttl")?;
+        let max_ttl = cx.positive_duration(&self.max_ttl, DEFAULT_DNS_MAX_TTL, CX, "max_ttl")?;
+        if max_ttl < min_ttl {
+            let at = self.max_ttl.as_ref().or(self.min_ttl.as_ref());
+            return Err(cx.err(
+                at.map(Spanned::span),
+                CX,
+                if self.max_ttl.is_some() {
+                    "max_ttl"
+                } else {
+                    "min_ttl"
+                },
+                format!(
+                    "max_ttl ({}) is shorter than min_ttl ({})",
+                    humantime::format_duration(max_ttl),
+                    humantime::format_duration(min_ttl)
+                ),
+            ));
+        }
+        let mut nameservers = Vec::new();
+        for v in self.nameservers.iter().flatten() {
+            let t = v.get_ref().trim();
+            let addr = t
+                .parse::<SocketAddr>()
+                .or_else(|_| t.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    cx.bad(
+                        v,
+                        CX,
+                        "nameservers",
+                        format!("{t:?} is not an IP address with an optional port, e.g. \"10.0.0.2\" or \"127.0.0.1:5353\""),
+                    )
+                })?;
+            nameservers.push(addr);
+        }
+        Ok(Discovery {
+            min_ttl,
+            max_ttl,
+            nameservers,
+        })
+    }
+}
+
 fn protected_paths(cx: &Checker<'_>, value: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
     let Some(list) = value else {
         return Ok(DEFAULT_PROTECTED_PATHS
@@ -737,7 +799,12 @@ fn protected_paths(cx: &Checker<'_>, value: Option<Vec<Spanned<String>>>) -> Res
 }
 
 impl GroupFile {
-    fn into_model(self, cx: &Checker<'_>, header: Range<usize>) -> Result<GroupConfig> {
+    fn into_model(
+        self,
+        cx: &Checker<'_>,
+        header: Range<usize>,
+        discovery: &Discovery,
+    ) -> Result<GroupConfig> {
         let context = format!("group {:?}", self.name.get_ref());
         let cxs = context.as_str();
         let name = cx.name(&self.name, cxs, "group")?;
@@ -801,13 +868,21 @@ impl GroupFile {
         };
 
         let affinity = affinity(cx, cxs, &self)?;
+        let srv = match &self.srv {
+            None => None,
+            Some(v) => Some(
+                check_host_name(v.get_ref().trim().trim_end_matches('.'))
+                    .map(|()| v.get_ref().trim().to_owned())
+                    .map_err(|e| cx.bad(v, cxs, "srv", e))?,
+            ),
+        };
 
-        if self.nodes.is_empty() {
+        if self.nodes.is_empty() && srv.is_none() {
             return Err(cx.err(
                 Some(header),
                 cxs,
                 "node",
-                "the group has no nodes: add at least one [[group.node]] after it",
+                "the group has no nodes: add at least one [[group.node]] after it (or `srv`)",
             ));
         }
         let mut nodes: Vec<NodeConfig> = Vec::with_capacity(self.nodes.len());
@@ -827,9 +902,9 @@ impl GroupFile {
                 ));
             }
             seen.insert(node_name, node.name.span());
-            nodes.push(node.into_model(cx, &context)?);
+            nodes.push(node.into_model(cx, &context, discovery)?);
         }
-        if nodes.iter().all(|n| n.weight == 0) {
+        if srv.is_none() && nodes.iter().all(|n| n.weight == 0) {
             return Err(cx.err(
                 Some(header),
                 cxs,
@@ -865,16 +940,44 @@ impl GroupFile {
             upstream_keepalive,
             affinity,
             send_proxy_protocol,
+            srv,
         })
     }
 }
 
 impl NodeFile {
-    fn into_model(self, cx: &Checker<'_>, group_context: &str) -> Result<NodeConfig> {
+    fn into_model(
+        self,
+        cx: &Checker<'_>,
+        group_context: &str,
+        discovery: &Discovery,
+    ) -> Result<NodeConfig> {
         let context = format!("{group_context} node {:?}", self.name.get_ref());
         let cxs = context.as_str();
         let name = cx.name(&self.name, cxs, "node")?;
-        let address = cx.address(&self.address, cxs, "address")?;
+        // A host name is re-resolved by `crate::discovery`. With name servers
+        // of its own, the system's resolver may not know the name: it is
+        // only checked here and the node serves once it has resolved.
+        let host = node_host_name(self.address.get_ref())
+            .map_err(|why| {
+                cx.bad(
+                    &self.address,
+                    cxs,
+                    "address",
+                    format!("{:?} is not a valid address: {why}", self.address.get_ref()),
+                )
+            })?
+            .map(|(h, _)| h.to_owned());
+        let unresolved = match node_host_name(self.address.get_ref()) {
+            Ok(Some((_, port))) if !discovery.nameservers.is_empty() => {
+                Some(SocketAddr::from(([0, 0, 0, 0], port)))
+            }
+            _ => None,
+        };
+        let address = match unresolved {
+            Some(a) => a,
+            None => cx.address(&self.address, cxs, "address")?,
+        };
         let weight = match &self.weight {
             None => DEFAULT_WEIGHT,
             Some(w) if *w.get_ref() > MAX_WEIGHT => {
@@ -883,12 +986,26 @@ impl NodeFile {
             Some(w) => *w.get_ref(),
         };
         let status = match &self.status_url {
+            None if unresolved.is_some() => StatusUrl {
+                url: format!(
+                    "http://{}{DEFAULT_STATUS_PATH}",
+                    self.address.get_ref().trim()
+                ),
+                address,
+                host: self.address.get_ref().trim().to_owned(),
+                path_and_query: DEFAULT_STATUS_PATH.to_owned(),
+            },
             None => {
                 let url = format!(
                     "http://{}{DEFAULT_STATUS_PATH}",
                     self.address.get_ref().trim()
                 );
-                parse_status_url(&url).map_err(|e| cx.bad(&self.address, cxs, "address", e))?
+                let mut status =
+                    parse_status_url(&url).map_err(|e| cx.bad(&self.address, cxs, "address", e))?;
+                // The same lookup as the node's own (a name may have several
+                // addresses): the status page follows the node.
+                status.address = address;
+                status
             }
             Some(v) => {
                 parse_status_url(v.get_ref()).map_err(|e| cx.bad(v, cxs, "status_url", e))?
@@ -910,6 +1027,7 @@ impl NodeFile {
         Ok(NodeConfig {
             name,
             address,
+            host,
             weight,
             backup: self.backup.unwrap_or(false),
             drain: self.drain.unwrap_or(false),
@@ -1110,6 +1228,39 @@ pub fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
     }
     let (host, port) = split_host_port(text)?;
     resolve(host, port)
+}
+
+/// The host name and port of a node `address` written with a name (`None`
+/// for an IP address); an error for one that is neither.
+pub fn node_host_name(text: &str) -> std::result::Result<Option<(&str, u16)>, String> {
+    let text = text.trim();
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(None);
+    }
+    let (host, port) = split_host_port(text)?;
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(None);
+    }
+    check_host_name(host)?;
+    Ok(Some((host, port)))
+}
+
+/// A DNS name: dot-separated labels of letters, digits, `-` and `_`.
+pub fn check_host_name(host: &str) -> std::result::Result<(), String> {
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is neither an IP address nor a host name"))
+    }
 }
 
 /// Split `host:port` / `[v6]:port`, checking the port.

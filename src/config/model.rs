@@ -31,6 +31,9 @@ pub struct Config {
     pub retries: Retries,
     pub limits: Limits,
     pub buffering: Buffering,
+    /// Name resolution of nodes written as host names and of SRV groups
+    /// (`[discovery]`, see `crate::discovery`).
+    pub discovery: Discovery,
     /// Paths of node status pages that visitors may never reach through the
     /// proxy (already normalised: lower case, no trailing slash).
     pub protected_paths: Vec<String>,
@@ -152,6 +155,18 @@ pub struct Buffering {
     pub temp_dir: PathBuf,
 }
 
+/// How node host names and SRV names are resolved (`[discovery]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// An answer is asked again after its TTL, but never sooner than this.
+    pub min_ttl: Duration,
+    /// ... and never later than this.
+    pub max_ttl: Duration,
+    /// Name servers to ask (UDP, then TCP); empty: those of
+    /// `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+}
+
 /// Retry policy (`[retries]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retries {
@@ -238,6 +253,9 @@ pub struct GroupConfig {
     /// carrying the visitor's address (such connections are not pooled:
     /// each belongs to one visitor connection).
     pub send_proxy_protocol: Option<ProxyVersion>,
+    /// A DNS SRV name whose targets are nodes of the group too (with their
+    /// port and weight; targets of a priority above the lowest are backups).
+    pub srv: Option<String>,
 }
 
 /// How a group keeps a visitor's session on one node.
@@ -312,8 +330,13 @@ pub struct ScrapeSettings {
 pub struct NodeConfig {
     /// Unique within its group.
     pub name: String,
-    /// Where requests go.
+    /// Where requests go. For a node written with a host name, the address
+    /// it resolved to (in the config the cluster runs), or unspecified
+    /// (`0.0.0.0`) in the config as read, until `crate::discovery` resolves it.
     pub address: SocketAddr,
+    /// The host name `address` was written with, re-resolved as its TTL says
+    /// (`crate::discovery`); `None` for an IP address.
+    pub host: Option<String>,
     /// Relative share; 0 means never chosen (but still monitored).
     pub weight: u32,
     /// Serves only when no primary node of the group is usable.

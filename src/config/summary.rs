@@ -147,9 +147,21 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         g.name,
         g.balance.name()
     )?;
+    if let Some(srv) = &g.srv {
+        writeln!(out, "  nodes from DNS SRV {srv}")?;
+    }
 
     let name_w = g.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
-    let addrs: Vec<String> = g.nodes.iter().map(|n| n.address.to_string()).collect();
+    // A host name is shown as written, with what it resolved to at load.
+    let addrs: Vec<String> = g
+        .nodes
+        .iter()
+        .map(|n| match &n.host {
+            Some(h) if n.address.ip().is_unspecified() => format!("{h}:{}", n.address.port()),
+            Some(h) => format!("{h}:{} ({})", n.address.port(), n.address.ip()),
+            None => n.address.to_string(),
+        })
+        .collect();
     let addr_w = addrs.iter().map(String::len).max().unwrap_or(0);
     for (node, addr) in g.nodes.iter().zip(&addrs) {
         let mut flags = String::new();
