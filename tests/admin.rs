@@ -1130,6 +1130,125 @@ fn status_page_in_headless_chromium() {
     }
 }
 
+/// The `<tr>` of `node` in a page or DOM (from its `data-node` attribute to
+/// the row's end).
+fn node_row<'a>(html: &'a str, node: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-node=\"{node}\""))
+        .unwrap_or_else(|| panic!("no row of {node}:\n{html}"));
+    let end = html[start..]
+        .find("</tr>")
+        .map_or(html.len(), |e| start + e);
+    &html[start..end]
+}
+
+#[test]
+fn status_page_in_headless_chromium_down_full_draining() {
+    const FULL_WORKERS: u32 = 3;
+    let ok = ApacheNode::start(ApacheOpts::event("ok-1", 8));
+    let mut down = ApacheNode::start(ApacheOpts::event("down-1", 8));
+    let full = ApacheNode::start(ApacheOpts::prefork("full-1", FULL_WORKERS));
+    let drained = ApacheNode::start(ApacheOpts::event("drain-1", 8));
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "",
+                &[
+                    ("ok-1", ok.addr(), ""),
+                    ("down-1", down.addr(), ""),
+                    ("full-1", full.addr(), ""),
+                    ("drain-1", drained.addr(), "drain = true"),
+                ],
+            )
+    });
+    wc.wait_status("every node up but the drained one", |s| {
+        ["ok-1", "down-1", "full-1"]
+            .iter()
+            .all(|n| node(s, n)["state"] == "up")
+            && node(s, "drain-1")["state"] == "draining"
+    });
+    for _ in 0..10 {
+        assert_eq!(get(wc.listen, "/node").status, 200);
+    }
+    down.stop();
+    // Every worker of full-1 but one held by slow requests sent straight to
+    // it; the last one answers the proxy's scrape (prefork: the scrape
+    // holds a worker), so its status shows no idle worker.
+    let _held: Vec<TcpStream> = (0..FULL_WORKERS - 1)
+        .map(|_| hold_worker(full.addr(), 120_000))
+        .collect();
+    wc.wait_status("down-1 down, full-1 full, drain-1 draining", |s| {
+        node(s, "down-1")["state"] == "down"
+            && node(s, "full-1")["state"] == "full"
+            && node(s, "drain-1")["state"] == "draining"
+            && node(s, "ok-1")["state"] == "up"
+    });
+
+    let out = support::test_output_dir();
+    let profile = tempfile::tempdir().expect("chromium profile dir");
+    let url = format!("http://{}/", wc.admin);
+    let png = out.join("admin-page-down-full-draining.png");
+    let _ = fs::remove_file(&png);
+    chromium(
+        profile.path(),
+        &[
+            "--window-size=1280,1000".to_string(),
+            format!("--screenshot={}", png.display()),
+        ],
+        &url,
+        &out.join("admin-page-down-full-draining.screenshot.stdout.txt"),
+    );
+    let size = fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 1000,
+        "screenshot {} missing or empty ({size} bytes)",
+        png.display()
+    );
+    let png_bytes = fs::read(&png).expect("read screenshot");
+    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+
+    let dom = chromium(
+        profile.path(),
+        &["--dump-dom".to_string()],
+        &url,
+        &out.join("admin-page-down-full-draining.dom.html"),
+    );
+    assert!(dom.contains("webcluster status"), "{dom}");
+    for (name, state) in [
+        ("ok-1", "up"),
+        ("down-1", "down"),
+        ("full-1", "full"),
+        ("drain-1", "draining"),
+    ] {
+        let row = node_row(&dom, name);
+        assert!(
+            row.contains(&format!("data-state=\"{state}\"")),
+            "{name} is not {state} in the DOM:\n{row}"
+        );
+        assert!(
+            row.contains(&format!("<span class=\"dot\"></span>{state}</span>")),
+            "{name}: no {state} pill in the DOM:\n{row}"
+        );
+        assert!(row.contains(&format!(">{name}<")), "{row}");
+    }
+    // Why down-1 is down, in words.
+    assert!(
+        node_row(&dom, "down-1").contains("connection refused"),
+        "{dom}"
+    );
+    let lower = dom.to_ascii_lowercase();
+    for bad in [
+        "internal server error",
+        "panic",
+        "502 bad gateway",
+        "404 not found",
+        "this site can",
+    ] {
+        assert!(!lower.contains(bad), "{bad:?} in the DOM:\n{dom}");
+    }
+}
+
 /// The shipped alert rules are valid and pass their unit tests
 /// (`conf/alerts.test.yml`).
 #[test]
