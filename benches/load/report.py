@@ -513,17 +513,16 @@ def freeze_table(runs):
     fr = [r for r in runs if r.get("freeze")]
     if not fr:
         return []
-    f0 = fr[0]["freeze"]
-    lines = ["", "n1 frozen %.1f s after the load began, for %.1f s; \"to n1 after the thaw\" counts the "
-             "requests n1's access log shows received from %.1f s after the load began (at least 1 s after "
-             "the thaw: requests that waited in its backlog during the freeze are received at the thaw and "
-             "are not counted) to the end:" % (f0["frozen_at_s"], f0["frozen_s"], f0["after_from_s"]), "",
-             "| method | to n1 after the thaw | to n1 in all | ≥ 1 s | timed out |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["", "n1 frozen (SIGSTOP) mid-run, then thawed (SIGCONT); \"to n1 after the thaw\" counts the "
+             "requests n1's access log shows received from the whole second at least 1 s after the thaw "
+             "(\"counted from\", after the load began) to the end: requests that waited in its backlog "
+             "during the freeze are received at the thaw and are not counted.", "",
+             "| method | frozen at | frozen for | counted from | to n1 after the thaw | to n1 in all | ≥ 1 s | timed out |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in fr:
         f, ol = r["freeze"], r["ol"]
-        lines.append("| %s | %s | %s | %d | %d |" % (
-            METHOD_LABEL.get(r["method"], r["method"]),
+        lines.append("| %s | %.1f s | %.1f s | %.1f s | %s | %s | %d | %d |" % (
+            METHOD_LABEL.get(r["method"], r["method"]), f["frozen_at_s"], f["frozen_s"], f["after_from_s"],
             "—" if f.get("n1_after_thaw") is None else f["n1_after_thaw"],
             "—" if f.get("n1_requests") is None else f["n1_requests"],
             ol["over_1s"], ol["timeouts"]))

@@ -1116,8 +1116,10 @@ EOF
         fi
         printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s BAL_REPEAT=%s ' \
             "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT" "$BAL_REPEAT"
-        printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s BAL_WORKERS=%s bash benches/load/run.sh\n' \
-            "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$BAL_WORKERS"
+        local freeze_opt=""
+        if [[ " $SCENARIOS " == *" freeze "* ]]; then freeze_opt="FREEZE_SECS=$FREEZE_SECS "; fi
+        printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s %sBAL_WORKERS=%s bash benches/load/run.sh\n' \
+            "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$freeze_opt" "$BAL_WORKERS"
     } >"$WORK/command.txt"
     local part
     for part in $PARTS; do
