@@ -462,6 +462,215 @@ fn metrics_pass_promtool_and_have_the_key_series() {
     }
 }
 
+// ------------------------------------------------- 2b. apache_exporter
+
+const APACHE_EXPORTER: &str = "/usr/bin/prometheus-apache-exporter";
+
+/// Debian's `prometheus-apache-exporter` scraping the admin listener's
+/// cluster `?auto` page; killed when dropped.
+struct Exporter {
+    child: std::process::Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Exporter {
+    /// Starts the exporter on a free port of 127.0.0.1 reading
+    /// `http://<admin>/server-status?auto`, and waits (bounded) until it
+    /// serves `apache_up 1`.
+    fn start(admin: SocketAddr) -> Exporter {
+        support::require_installed(APACHE_EXPORTER, "prometheus-apache-exporter");
+        let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let log = support::test_output_dir().join("apache-exporter.log");
+        let out = fs::File::create(&log).expect("create the exporter log");
+        let child = Command::new(APACHE_EXPORTER)
+            .arg(format!("--scrape_uri=http://{admin}/server-status?auto"))
+            .arg(format!("--telemetry.address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().expect("dup the exporter log")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start prometheus-apache-exporter");
+        let mut e = Exporter { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = e.child.try_wait() {
+                panic!("the exporter exited ({status}):\n{}", e.log());
+            }
+            if http_get(e.addr, "/metrics", &[])
+                .is_ok_and(|r| r.status == 200 && sample(&r.body, "apache_up") == Some("1"))
+            {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the exporter never served apache_up 1 within 20 s:\n{}",
+                e.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exporter's `/metrics` (it scrapes the admin listener for each).
+    fn metrics(&self) -> String {
+        let r = http_get(self.addr, "/metrics", &[])
+            .unwrap_or_else(|e| panic!("GET the exporter's /metrics: {e}\n{}", self.log()));
+        assert_eq!(r.status, 200, "exporter /metrics: {}", r.body);
+        r.body
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- apache exporter log ----\n{}", self.log());
+        }
+    }
+}
+
+/// What one exporter scrape said of the cluster's counters.
+#[derive(Debug, Clone, Copy)]
+struct CounterSample {
+    phase: &'static str,
+    accesses: f64,
+    kbytes: f64,
+}
+
+#[test]
+fn apache_exporter_counters_never_go_down_when_a_node_stops_and_starts() {
+    let a = ApacheNode::start(ApacheOpts::event("a", 8));
+    let mut b = ApacheNode::start(ApacheOpts::prefork("b", 4));
+    let c = ApacheNode::start(ApacheOpts::event("c", 8));
+    let wc = Webcluster::start(|l, ad| {
+        base_config(l, ad, "")
+            + &group(
+                "web",
+                "balance = \"round_robin\"",
+                &[
+                    ("a", a.addr(), ""),
+                    ("b", b.addr(), ""),
+                    ("c", c.addr(), ""),
+                ],
+            )
+    });
+    wc.wait_all_up();
+    let exporter = Exporter::start(wc.admin);
+
+    // Traffic through the proxy all along (bounded: at most LOOP requests,
+    // ended early by `stop`). Requests in flight when b stops may fail:
+    // only the answered ones are counted.
+    const LOOP: usize = 20_000;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let listen = wc.listen;
+        std::thread::spawn(move || {
+            let mut ok = 0usize;
+            for _ in 0..LOOP {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if http_get(listen, "/node", &[]).is_ok_and(|r| r.status == 200) {
+                    ok += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            ok
+        })
+    };
+
+    let mut samples: Vec<CounterSample> = Vec::new();
+    let mut take = |phase: &'static str| {
+        let body = exporter.metrics();
+        assert_eq!(sample(&body, "apache_up"), Some("1"), "{body}");
+        let value = |name: &str| -> f64 {
+            sample(&body, name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} from the exporter:\n{body}"))
+        };
+        let s = CounterSample {
+            phase,
+            accesses: value("apache_accesses_total"),
+            kbytes: value("apache_sent_kilobytes_total"),
+        };
+        if let Some(prev) = samples.last() {
+            assert!(
+                s.accesses >= prev.accesses && s.kbytes >= prev.kbytes,
+                "an exporter counter went down: {prev:?} then {s:?}\nall samples: {samples:#?}\n{body}"
+            );
+        }
+        samples.push(s);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Before: b answers and has counted requests of its own (its share of
+    // the traffic and the proxy's scrapes), which a plain sum would lose.
+    for _ in 0..15 {
+        take("before");
+    }
+    let s = wc.status();
+    assert!(
+        node(&s, "b")["node_accesses_total"].as_u64() > Some(10),
+        "{s:#}"
+    );
+
+    // During: b stopped, until the proxy sees it down and a while after.
+    b.stop();
+    let mut seen_down = false;
+    for _ in 0..200 {
+        take("stopping");
+        if node(&wc.status(), "b")["state"] == "down" {
+            seen_down = true;
+            break;
+        }
+    }
+    assert!(seen_down, "b never shown down:\n{}", wc.log());
+    for _ in 0..15 {
+        take("down");
+    }
+
+    // After: b started again (its own counters from 0), until up, and on.
+    b.restart();
+    let mut seen_up = false;
+    for _ in 0..200 {
+        take("restarting");
+        if node(&wc.status(), "b")["state"] == "up" {
+            seen_up = true;
+            break;
+        }
+    }
+    assert!(seen_up, "b never back up:\n{}", wc.log());
+    for _ in 0..15 {
+        take("after");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = traffic.join().expect("the traffic thread");
+    assert!(answered > 0, "no request answered through the proxy");
+
+    let first = samples.first().copied().expect("samples");
+    let last = samples.last().copied().expect("samples");
+    assert!(
+        last.accesses > first.accesses,
+        "the traffic never showed: {first:?} .. {last:?}"
+    );
+    let lines: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{} {} {}", s.phase, s.accesses, s.kbytes))
+        .collect();
+    fs::write(
+        support::test_output_dir().join("apache-exporter-samples.txt"),
+        lines.join("\n") + "\n",
+    )
+    .expect("save the samples");
+}
+
 // ---------------------------------------------------------------- 3. allow list
 
 const ADMIN_PATHS: &[&str] = &[
@@ -909,6 +1118,125 @@ fn status_page_in_headless_chromium() {
     );
     // Why web-3 is down, in words.
     assert!(dom.contains("connection refused"), "{dom}");
+    let lower = dom.to_ascii_lowercase();
+    for bad in [
+        "internal server error",
+        "panic",
+        "502 bad gateway",
+        "404 not found",
+        "this site can",
+    ] {
+        assert!(!lower.contains(bad), "{bad:?} in the DOM:\n{dom}");
+    }
+}
+
+/// The `<tr>` of `node` in a page or DOM (from its `data-node` attribute to
+/// the row's end).
+fn node_row<'a>(html: &'a str, node: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-node=\"{node}\""))
+        .unwrap_or_else(|| panic!("no row of {node}:\n{html}"));
+    let end = html[start..]
+        .find("</tr>")
+        .map_or(html.len(), |e| start + e);
+    &html[start..end]
+}
+
+#[test]
+fn status_page_in_headless_chromium_down_full_draining() {
+    const FULL_WORKERS: u32 = 3;
+    let ok = ApacheNode::start(ApacheOpts::event("ok-1", 8));
+    let mut down = ApacheNode::start(ApacheOpts::event("down-1", 8));
+    let full = ApacheNode::start(ApacheOpts::prefork("full-1", FULL_WORKERS));
+    let drained = ApacheNode::start(ApacheOpts::event("drain-1", 8));
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "")
+            + &group(
+                "web",
+                "",
+                &[
+                    ("ok-1", ok.addr(), ""),
+                    ("down-1", down.addr(), ""),
+                    ("full-1", full.addr(), ""),
+                    ("drain-1", drained.addr(), "drain = true"),
+                ],
+            )
+    });
+    wc.wait_status("every node up but the drained one", |s| {
+        ["ok-1", "down-1", "full-1"]
+            .iter()
+            .all(|n| node(s, n)["state"] == "up")
+            && node(s, "drain-1")["state"] == "draining"
+    });
+    for _ in 0..10 {
+        assert_eq!(get(wc.listen, "/node").status, 200);
+    }
+    down.stop();
+    // Every worker of full-1 but one held by slow requests sent straight to
+    // it; the last one answers the proxy's scrape (prefork: the scrape
+    // holds a worker), so its status shows no idle worker.
+    let _held: Vec<TcpStream> = (0..FULL_WORKERS - 1)
+        .map(|_| hold_worker(full.addr(), 120_000))
+        .collect();
+    wc.wait_status("down-1 down, full-1 full, drain-1 draining", |s| {
+        node(s, "down-1")["state"] == "down"
+            && node(s, "full-1")["state"] == "full"
+            && node(s, "drain-1")["state"] == "draining"
+            && node(s, "ok-1")["state"] == "up"
+    });
+
+    let out = support::test_output_dir();
+    let profile = tempfile::tempdir().expect("chromium profile dir");
+    let url = format!("http://{}/", wc.admin);
+    let png = out.join("admin-page-down-full-draining.png");
+    let _ = fs::remove_file(&png);
+    chromium(
+        profile.path(),
+        &[
+            "--window-size=1280,1000".to_string(),
+            format!("--screenshot={}", png.display()),
+        ],
+        &url,
+        &out.join("admin-page-down-full-draining.screenshot.stdout.txt"),
+    );
+    let size = fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 1000,
+        "screenshot {} missing or empty ({size} bytes)",
+        png.display()
+    );
+    let png_bytes = fs::read(&png).expect("read screenshot");
+    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+
+    let dom = chromium(
+        profile.path(),
+        &["--dump-dom".to_string()],
+        &url,
+        &out.join("admin-page-down-full-draining.dom.html"),
+    );
+    assert!(dom.contains("webcluster status"), "{dom}");
+    for (name, state) in [
+        ("ok-1", "up"),
+        ("down-1", "down"),
+        ("full-1", "full"),
+        ("drain-1", "draining"),
+    ] {
+        let row = node_row(&dom, name);
+        assert!(
+            row.contains(&format!("data-state=\"{state}\"")),
+            "{name} is not {state} in the DOM:\n{row}"
+        );
+        assert!(
+            row.contains(&format!("<span class=\"dot\"></span>{state}</span>")),
+            "{name}: no {state} pill in the DOM:\n{row}"
+        );
+        assert!(row.contains(&format!(">{name}<")), "{row}");
+    }
+    // Why down-1 is down, in words.
+    assert!(
+        node_row(&dom, "down-1").contains("connection refused"),
+        "{dom}"
+    );
     let lower = dom.to_ascii_lowercase();
     for bad in [
         "internal server error",

@@ -37,6 +37,7 @@ SCENARIO_LABEL = {
     "equal": "all nodes equal (no hidden load)",
     "full": "hidden load fills every worker of n1",
     "flap": "hidden load fills n1 but frees a worker now and then",
+    "freeze": "n1 frozen (SIGSTOP) for a few seconds mid-run, then thawed",
 }
 PROXY_LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
                "webcluster": "webcluster"}
@@ -502,8 +503,30 @@ def balancing_section(rows, handler_ms, handler_p99=None):
         for n in notes:
             lines.append("")
             lines.append("- " + n)
+        lines.extend(freeze_table(runs))
         lines.extend(repeats_table(all_runs))
     return lines, {sc: [r for r in bal if r["scenario"] == sc and r["ol"]] for sc in scenarios}
+
+
+def freeze_table(runs):
+    """The freeze scenario: what each method sent to n1 once it was thawed."""
+    fr = [r for r in runs if r.get("freeze")]
+    if not fr:
+        return []
+    lines = ["", "n1 frozen (SIGSTOP) mid-run, then thawed (SIGCONT); \"to n1 after the thaw\" counts the "
+             "requests n1's access log shows received from the whole second at least 1 s after the thaw "
+             "(\"counted from\", after the load began) to the end: requests that waited in its backlog "
+             "during the freeze are received at the thaw and are not counted.", "",
+             "| method | frozen at | frozen for | counted from | to n1 after the thaw | to n1 in all | ≥ 1 s | timed out |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in fr:
+        f, ol = r["freeze"], r["ol"]
+        lines.append("| %s | %.1f s | %.1f s | %.1f s | %s | %s | %d | %d |" % (
+            METHOD_LABEL.get(r["method"], r["method"]), f["frozen_at_s"], f["frozen_s"], f["after_from_s"],
+            "—" if f.get("n1_after_thaw") is None else f["n1_after_thaw"],
+            "—" if f.get("n1_requests") is None else f["n1_requests"],
+            ol["over_1s"], ol["timeouts"]))
+    return lines
 
 
 def by_method(runs):

@@ -68,8 +68,12 @@
 #                HIDDEN workers of n1 busy with hidden load, equal = no hidden
 #                load, full = hidden load holds every worker of n1, flap = as
 #                full, but each hidden connection is closed after about
-#                FLAP_EVERY requests, so n1 frees a worker now and then
+#                FLAP_EVERY requests, so n1 frees a worker now and then;
+#                freeze (not in the default list) = no hidden load, n1
+#                frozen (SIGSTOP to its process group) for FREEZE_SECS in the
+#                middle of the run, then thawed (SIGCONT)
 #   FLAP_EVERY   see flap [20]
+#   FREEZE_SECS  how long n1 stays frozen in the freeze scenario [3]
 #   METHODS      ["wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka
 #                  nginx-least_conn haproxy-leastconn"]; wc-M is webcluster
 #                with balance = M and its default upstream_keepalive ("auto":
@@ -135,6 +139,7 @@ HIDDEN=${HIDDEN:-14}
 HIDDEN_MS=${HIDDEN_MS:-100}
 SCENARIOS=${SCENARIOS:-"hidden equal full flap"}
 FLAP_EVERY=${FLAP_EVERY:-20}
+FREEZE_SECS=${FREEZE_SECS:-3}
 METHODS=${METHODS:-"wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka nginx-least_conn haproxy-leastconn"}
 BAL_WORKERS=${BAL_WORKERS:-1}
 HANDLER_CHECK=${HANDLER_CHECK:-1}
@@ -864,6 +869,59 @@ part_handler_check() {
     done
 }
 
+# freeze_n1 PGID DIR: in the middle of the run (of BAL_DURATION s), SIGSTOP
+# n1's process group for FREEZE_SECS, then SIGCONT; the epoch times of both
+# go to DIR/freeze.txt.
+freeze_n1() {
+    local pg=$1 d=$2 at
+    at=$(python3 -c "print(max(0.0, ($BAL_DURATION - $FREEZE_SECS) / 2))")
+    sleep "$at"
+    kill -STOP -- "-$pg"
+    echo "stop $(date +%s.%N)" >"$d/freeze.txt"
+    log "freeze: n1 (process group $pg) stopped for ${FREEZE_SECS}s"
+    sleep "$FREEZE_SECS"
+    kill -CONT -- "-$pg"
+    echo "cont $(date +%s.%N)" >>"$d/freeze.txt"
+    log "freeze: n1 thawed"
+}
+
+# freeze_report DIR T_LOAD: JSON of the freeze: when (seconds after the load
+# began) and for how long n1 was frozen, and what n1's access log shows of
+# the load ($LUA_PATH requests): in all, and received from one whole second
+# after the thaw on (Apache's %t has whole seconds, and requests that queued
+# in n1's listen backlog during the freeze are received at the thaw: those
+# were not sent after it). No access log (APACHE_CONF's own config): null.
+freeze_report() {
+    python3 - "$1/freeze.txt" "$1/n1/logs/access.log" "$LUA_PATH" "$2" <<'EOF'
+import datetime, json, sys
+times = dict(l.split() for l in open(sys.argv[1]) if l.strip())
+stop, cont, t_load = float(times["stop"]), float(times["cont"]), float(sys.argv[4])
+since = int(cont) + 2  # the first whole second >= thaw + 1 s
+total = after = None
+try:
+    lines = open(sys.argv[2], errors="replace").readlines()
+    total = after = 0
+except OSError:
+    lines = []
+for line in lines:
+    # 127.0.0.1 51234 [05/Dec/2026:22:10:03 +0000] "GET /lua-sleep?ms=20 HTTP/1.1" ...
+    try:
+        stamp = line.split("[", 1)[1].split("]", 1)[0]
+        target = line.split('"', 2)[1].split(" ")[1]
+        t = datetime.datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    except (IndexError, ValueError):
+        continue
+    if not target.startswith(sys.argv[3]) or t < t_load - 1:
+        continue
+    total += 1
+    if t >= since:
+        after += 1
+print(json.dumps({"frozen_at_s": round(stop - t_load, 2), "frozen_s": round(cont - stop, 2),
+                  "n1_requests": total, "n1_after_thaw": after,
+                  "after_from_s": round(since - t_load, 2)}))
+EOF
+}
+
 balancing_run() { # SCENARIO METHOD REP
     local scenario=$1 method=$2 rep=${3:-1} d kind balance port admin hidden=0 hidden_pid="" status_json=""
     d="$WORK/balancing/$scenario-$method"
@@ -873,7 +931,7 @@ balancing_run() { # SCENARIO METHOD REP
     case $scenario in
         hidden) hidden=$HIDDEN ;;
         full|flap) hidden=$NODE_WORKERS ;;
-        equal) hidden=0 ;;
+        equal|freeze) hidden=0 ;;
         *) die "unknown scenario $scenario" ;;
     esac
     if ((hidden > 0)); then
@@ -923,10 +981,21 @@ EOF
     start sampler "$d/sampler.log" python3 "$HERE/sampler.py" --ports "${NODE_PORTS[@]}" \
         --names n1 n2 n3 --pids $ppids $([[ $kind == webcluster ]] && echo "--admin $admin") --max-seconds $((BAL_DURATION + TIMEOUT + 20)) --out "$d/sampler.json"
     sampler=$STARTED_PID
+    local t_load freezer="" freeze_json=""
+    t_load=$(date +%s.%N)
     "$OPENLOOP" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" \
         --node-header "$NODE_HEADER" --rate "$RATE" --duration "$BAL_DURATION" --timeout "$TIMEOUT" --out "$d/openloop.json" \
         2> >(tee "$d/openloop.log" >&2) &
-    wait $! || die "openloop failed (see $d/openloop.log)"
+    local openloop_pid=$!
+    if [[ $scenario == freeze ]]; then
+        freeze_n1 "${NODE_PIDS[0]}" "$d" &
+        freezer=$!
+    fi
+    wait "$openloop_pid" || die "openloop failed (see $d/openloop.log)"
+    if [[ -n $freezer ]]; then
+        wait "$freezer" || die "freezing n1 failed"
+        freeze_json=$(freeze_report "$d" "$t_load")
+    fi
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $ppids)
     stop "$sampler"
@@ -937,7 +1006,7 @@ open(sys.argv[2], "wb").write(urllib.request.urlopen("http://127.0.0.1:%s/status
 EOF
         status_json="$d/admin-status.json"
     fi
-    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"rep\":$rep,\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"rep\":$rep,\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"${freeze_json:+,\"freeze\":$freeze_json}}"
     stop "$PROXY_PID"
     [[ -n $hidden_pid ]] && stop "$hidden_pid"
     local i
@@ -1047,8 +1116,10 @@ EOF
         fi
         printf 'DURATION=%s WARMUP=%s REPEAT=%s CONNS=%s THREADS_LIST="%s" SIZES="%s" BAL_DURATION=%s RATE=%s TIMEOUT=%s BAL_REPEAT=%s ' \
             "$DURATION" "$WARMUP" "$REPEAT" "$CONNS" "$THREADS_LIST" "$SIZES" "$BAL_DURATION" "$RATE" "$TIMEOUT" "$BAL_REPEAT"
-        printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s BAL_WORKERS=%s bash benches/load/run.sh\n' \
-            "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$BAL_WORKERS"
+        local freeze_opt=""
+        if [[ " $SCENARIOS " == *" freeze "* ]]; then freeze_opt="FREEZE_SECS=$FREEZE_SECS "; fi
+        printf 'HANDLER_MS=%s NODE_WORKERS=%s HIDDEN=%s HIDDEN_MS=%s SCENARIOS="%s" FLAP_EVERY=%s %sBAL_WORKERS=%s bash benches/load/run.sh\n' \
+            "$HANDLER_MS" "$NODE_WORKERS" "$HIDDEN" "$HIDDEN_MS" "$SCENARIOS" "$FLAP_EVERY" "$freeze_opt" "$BAL_WORKERS"
     } >"$WORK/command.txt"
     local part
     for part in $PARTS; do
