@@ -24,7 +24,7 @@ use crate::status::StatusReport;
 /// held back (stalled).
 const STALL_FACTOR: u32 = 8;
 /// ... but never after less than this.
-const STALL_FLOOR: Duration = Duration::from_millis(250);
+const STALL_FLOOR: Duration = Duration::from_millis(150);
 /// The share of new requests a node in a graceful restart gets (its
 /// scoreboard shows workers finishing: `G`).
 const GRACEFUL_SHARE: f64 = 0.25;
