@@ -88,7 +88,7 @@ impl Group {
             let node = &self.nodes[i];
             let reason = if tried.contains(&i) || !node.usable(now) {
                 Some(SwitchReason::Down)
-            } else if node.draining() && !existing {
+            } else if node.draining() && (!existing || node.operator_drained()) {
                 Some(SwitchReason::Draining)
             } else if self.saturated(i, now) {
                 saturated_fallback.get_or_insert(i);
@@ -393,6 +393,21 @@ mod tests {
         let p = g.pick_for_session(key.as_bytes(), true, &[], now).unwrap();
         assert_eq!((p.index, p.switched), (0, None));
         let p = g.pick_for_session(key.as_bytes(), false, &[], now).unwrap();
+        assert_eq!((p.index, p.switched), (1, Some(SwitchReason::Draining)));
+    }
+
+    #[test]
+    fn an_operator_drain_moves_existing_sessions_too() {
+        let g = group(&["a", "b"], &["", ""]);
+        let now = Instant::now();
+        let key = (0..100)
+            .map(|k| format!("k{k}"))
+            .find(|k| g.session_order(k.as_bytes())[0] == 0)
+            .unwrap();
+        g.nodes[0]
+            .operator
+            .set_state(crate::cluster::operator::OperatorState::Drain);
+        let p = g.pick_for_session(key.as_bytes(), true, &[], now).unwrap();
         assert_eq!((p.index, p.switched), (1, Some(SwitchReason::Draining)));
     }
 

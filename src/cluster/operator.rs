@@ -102,7 +102,7 @@ impl Operator {
         Some(self.weight.load(Ordering::Relaxed)).filter(|&w| w != NO_WEIGHT)
     }
 
-    fn set_state(&self, s: OperatorState) -> OperatorState {
+    pub(crate) fn set_state(&self, s: OperatorState) -> OperatorState {
         OperatorState::from_u8(self.state.swap(s as u8, Ordering::Relaxed))
     }
 
@@ -121,6 +121,13 @@ impl Node {
     /// or in maintenance.
     pub fn draining(&self) -> bool {
         self.config.drain || self.operator.state() != OperatorState::Ready
+    }
+
+    /// Drained by the operator: besides no new requests, the sessions on
+    /// it move to other nodes (a drain for a deploy), where the config's
+    /// `drain = true` lets them stay until they end.
+    pub fn operator_drained(&self) -> bool {
+        self.operator.state() == OperatorState::Drain
     }
 
     /// Taken out by the operator: no request at all.
