@@ -122,8 +122,10 @@ fn line(n: &Value) -> String {
     )
 }
 
-/// One request to the admin listener: (status, JSON body).
-fn request(
+/// One request to the admin listener (an unspecified address is asked on
+/// loopback): (status, JSON body). Also how `webcluster reload --wait`
+/// reads the reload counters.
+pub fn request(
     admin: SocketAddr,
     method: &str,
     path: &str,

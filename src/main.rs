@@ -164,46 +164,12 @@ fn send_hup(config: &Config, pid: Option<i32>) -> anyhow::Result<i32> {
 /// The reload counters of the running webcluster, read from its admin
 /// listener's `/status.json`: (successes, failures, last error).
 fn reload_counters(admin: SocketAddr) -> anyhow::Result<(u64, u64, Option<String>)> {
-    use std::io::{Read, Write};
-    use webcluster::proxy::http1::{Body, Limits, ResponseHead};
-    // A listener on every address is asked on loopback.
-    let mut addr = admin;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let timeout = Duration::from_secs(5);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot reach the admin listener on {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.write_all(b"GET /status.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading {addr}/status.json"))?;
-    let mut head = ResponseHead::default();
-    let len = head
-        .parse(&raw, &Limits::default())
-        .ok()
-        .flatten()
-        .with_context(|| format!("{addr}/status.json: not an HTTP response"))?;
+    let (status, json) = control::request(admin, "GET", "/status.json", None)?;
     anyhow::ensure!(
-        head.status == 200,
-        "{addr}/status.json answered {} (is this host in [admin] allow?)",
-        head.status
+        status == 200,
+        "{admin}/status.json answered {status} (is this host in [admin] allow?)"
     );
-    let framing = head
-        .framing(&http::Method::GET)
-        .map_err(|e| anyhow::anyhow!("{addr}/status.json: {e}"))?;
-    let mut body = Vec::new();
-    Body::new(framing)
-        .advance(&raw[len..], Some(&mut body))
-        .map_err(|e| anyhow::anyhow!("{addr}/status.json: {e}"))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&body).with_context(|| format!("{addr}/status.json is not JSON"))?;
+    let addr = admin;
     let config = &json["config"];
     let count = |k: &str| {
         config[k]

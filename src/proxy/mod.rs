@@ -854,18 +854,7 @@ impl Proxy {
         let t = ctx.state.config.timeouts;
         continue_if_expected(down, ctx).await?;
         while !ctx.body.is_done() {
-            let read = down
-                .io
-                .fill_with(t.client_read, BODY_READ)
-                .await
-                .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
-            if read == 0 {
-                return Err(Error::explain(
-                    ErrorType::ConnectionClosed,
-                    "the visitor closed the connection before the request body ended",
-                )
-                .into_down());
-            }
+            read_more_body(&mut down.io, t.client_read).await?;
             let input = down.io.unread();
             down.out.clear();
             let n = http1::forward_body(&mut ctx.body, input, &mut down.out)
@@ -923,18 +912,7 @@ impl Proxy {
             if ctx.body.is_done() {
                 break;
             }
-            let read = down
-                .io
-                .fill_with(t.client_read, BODY_READ)
-                .await
-                .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
-            if read == 0 {
-                return Err(Error::explain(
-                    ErrorType::ConnectionClosed,
-                    "the visitor closed the connection before the request body ended",
-                )
-                .into_down());
-            }
+            read_more_body(&mut down.io, t.client_read).await?;
         }
         ctx.buffered = Some(buffer);
         Ok(None)
@@ -1328,6 +1306,23 @@ async fn flush(io: &mut Io<Stream>, timeout: Duration) -> io::Result<()> {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
+}
+
+/// Read more of the visitor's request body; an error when it closed the
+/// connection before the body ended, or went quiet for `timeout`.
+async fn read_more_body(io: &mut Io<Stream>, timeout: Duration) -> Result<()> {
+    let read = io
+        .fill_with(timeout, BODY_READ)
+        .await
+        .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
+    if read == 0 {
+        return Err(Error::explain(
+            ErrorType::ConnectionClosed,
+            "the visitor closed the connection before the request body ended",
+        )
+        .into_down());
+    }
+    Ok(())
 }
 
 /// The address of the other end of a visitor's connection.

@@ -18,6 +18,18 @@ use std::path::Path;
 /// How much is read back from a file at once.
 const FILE_READ: usize = 64 * 1024;
 
+/// Write `data` at `*end` of the temporary file (made in `dir` on first
+/// use, unlinked at once), and move `*end` past it.
+fn write_at(file: &mut Option<File>, dir: &Path, data: &[u8], end: &mut u64) -> io::Result<()> {
+    let file = match file {
+        Some(f) => f,
+        None => file.insert(tempfile::tempfile_in(dir)?),
+    };
+    file.write_all_at(data, *end)?;
+    *end += data.len() as u64;
+    Ok(())
+}
+
 /// A request body read whole: memory first, then a temporary file. Read
 /// back from any position, as often as a retry needs.
 #[derive(Debug, Default)]
@@ -49,13 +61,7 @@ impl BodyBuffer {
             self.mem.extend_from_slice(data);
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(tempfile::tempfile_in(dir)?),
-        };
-        file.write_all_at(data, self.file_len)?;
-        self.file_len += data.len() as u64;
-        Ok(())
+        write_at(&mut self.file, dir, data, &mut self.file_len)
     }
 
     /// The bytes from `pos` on, as much as is at hand at once: a slice of
@@ -161,13 +167,7 @@ impl Spool {
         if data.is_empty() {
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(tempfile::tempfile_in(dir)?),
-        };
-        file.write_all_at(data, self.file_write)?;
-        self.file_write += data.len() as u64;
-        Ok(())
+        write_at(&mut self.file, dir, data, &mut self.file_write)
     }
 
     /// The next bytes for the visitor (empty when none wait); memory first,
