@@ -1072,35 +1072,7 @@ fn status_page_in_headless_chromium() {
             && node(s, "web-1")["busy_workers"].as_u64() >= Some(3)
     });
 
-    let out = support::test_output_dir();
-    let profile = tempfile::tempdir().expect("chromium profile dir");
-    let url = format!("http://{}/", wc.admin);
-    let png = out.join("admin-page.png");
-    let _ = fs::remove_file(&png);
-    chromium(
-        profile.path(),
-        &[
-            "--window-size=1280,900".to_string(),
-            format!("--screenshot={}", png.display()),
-        ],
-        &url,
-        &out.join("admin-page.screenshot.stdout.txt"),
-    );
-    let size = fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 1000,
-        "screenshot {} missing or empty ({size} bytes)",
-        png.display()
-    );
-    let png_bytes = fs::read(&png).expect("read screenshot");
-    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-
-    let dom = chromium(
-        profile.path(),
-        &["--dump-dom".to_string()],
-        &url,
-        &out.join("admin-page.dom.html"),
-    );
+    let dom = screenshot_and_dom(wc.admin, "admin-page", 900);
     assert!(dom.contains("webcluster status"), "{dom}");
     for name in ["web-1", "web-2", "web-3"] {
         assert!(
@@ -1185,35 +1157,7 @@ fn status_page_in_headless_chromium_down_full_draining() {
             && node(s, "ok-1")["state"] == "up"
     });
 
-    let out = support::test_output_dir();
-    let profile = tempfile::tempdir().expect("chromium profile dir");
-    let url = format!("http://{}/", wc.admin);
-    let png = out.join("admin-page-down-full-draining.png");
-    let _ = fs::remove_file(&png);
-    chromium(
-        profile.path(),
-        &[
-            "--window-size=1280,1000".to_string(),
-            format!("--screenshot={}", png.display()),
-        ],
-        &url,
-        &out.join("admin-page-down-full-draining.screenshot.stdout.txt"),
-    );
-    let size = fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 1000,
-        "screenshot {} missing or empty ({size} bytes)",
-        png.display()
-    );
-    let png_bytes = fs::read(&png).expect("read screenshot");
-    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-
-    let dom = chromium(
-        profile.path(),
-        &["--dump-dom".to_string()],
-        &url,
-        &out.join("admin-page-down-full-draining.dom.html"),
-    );
+    let dom = screenshot_and_dom(wc.admin, "admin-page-down-full-draining", 1000);
     assert!(dom.contains("webcluster status"), "{dom}");
     for (name, state) in [
         ("ok-1", "up"),
@@ -1272,4 +1216,38 @@ fn shipped_alert_rules_pass_promtool() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A screenshot of the status page at `admin` (1280 x `height`) saved as
+/// `target/test-output/NAME.png`, checked to be a PNG, and the page's DOM
+/// as Chromium built it (also saved, as `NAME.dom.html`).
+fn screenshot_and_dom(admin: std::net::SocketAddr, name: &str, height: u32) -> String {
+    let out = support::test_output_dir();
+    let profile = tempfile::tempdir().expect("chromium profile dir");
+    let url = format!("http://{admin}/");
+    let png = out.join(format!("{name}.png"));
+    let _ = fs::remove_file(&png);
+    chromium(
+        profile.path(),
+        &[
+            format!("--window-size=1280,{height}"),
+            format!("--screenshot={}", png.display()),
+        ],
+        &url,
+        &out.join(format!("{name}.screenshot.stdout.txt")),
+    );
+    let size = fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 1000,
+        "screenshot {} missing or empty ({size} bytes)",
+        png.display()
+    );
+    let png_bytes = fs::read(&png).expect("read screenshot");
+    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    chromium(
+        profile.path(),
+        &["--dump-dom".to_string()],
+        &url,
+        &out.join(format!("{name}.dom.html")),
+    )
 }
