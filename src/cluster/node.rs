@@ -7,7 +7,7 @@
 //! records scrapes, the balancer reads `load()`, the admin side reads
 //! `snapshot()`.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -86,7 +86,7 @@ pub struct HeadWait {
 
 impl Drop for HeadWait {
     fn drop(&mut self) {
-        self.live.lock().waiting.remove(&self.id);
+        self.live.lock().take_waiting(self.id);
     }
 }
 
@@ -156,7 +156,9 @@ struct LiveState {
     full: bool,
     /// Requests sent whose response head has not come yet, by number:
     /// when each was sent.
-    waiting: BTreeMap<u64, Instant>,
+    /// (In the order they were sent, so the oldest is first; a deque that
+    /// keeps its memory, so a request costs no allocation.)
+    waiting: VecDeque<(u64, Instant)>,
     next_wait: u64,
     /// When a response head, or a status page, last came from the node.
     last_heard: Option<Instant>,
@@ -205,7 +207,7 @@ impl NodeLive {
                 health: Health::Unknown,
                 health_since: now,
                 full: false,
-                waiting: BTreeMap::new(),
+                waiting: VecDeque::new(),
                 next_wait: 0,
                 last_heard: None,
                 usual_head: None,
@@ -317,7 +319,7 @@ impl NodeLive {
         let mut s = self.lock();
         let id = s.next_wait;
         s.next_wait += 1;
-        s.waiting.insert(id, Instant::now());
+        s.waiting.push_back((id, Instant::now()));
         HeadWait {
             live: Arc::clone(self),
             id,
@@ -329,7 +331,7 @@ impl NodeLive {
     pub fn record_head(&self, wait: HeadWait) -> Option<NodeEvent> {
         let now = Instant::now();
         let mut s = self.lock();
-        if let Some(sent) = s.waiting.remove(&wait.id) {
+        if let Some(sent) = s.take_waiting(wait.id) {
             let took = now.duration_since(sent);
             s.usual_head = Some(match s.usual_head {
                 None => took,
@@ -356,7 +358,7 @@ impl NodeLive {
         if s.stalled.is_some() {
             return None;
         }
-        let (_, &oldest) = s.waiting.first_key_value()?;
+        let &(_, oldest) = s.waiting.front()?;
         let threshold = s
             .usual_head
             .map_or(STALL_FLOOR, |u| (u * STALL_FACTOR).max(STALL_FLOOR));
@@ -694,6 +696,14 @@ impl NodeLive {
 }
 
 impl LiveState {
+    /// Take the request `id` out of those waiting for a response head:
+    /// when it was sent. Requests mostly end in the order they were sent,
+    /// so it is found near the front.
+    fn take_waiting(&mut self, id: u64) -> Option<Instant> {
+        let at = self.waiting.iter().position(|&(i, _)| i == id)?;
+        self.waiting.remove(at).map(|(_, sent)| sent)
+    }
+
     fn worker_per_connection(&self) -> bool {
         self.last
             .as_ref()

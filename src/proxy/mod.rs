@@ -1178,7 +1178,8 @@ async fn read_response_body(
             e,
         )
     };
-    let dir = ctx.state.config.buffering.temp_dir.clone();
+    let state = Arc::clone(&ctx.state);
+    let dir = &state.config.buffering.temp_dir;
     let mut body = Body::new(framing);
     let mut scratch = Vec::new();
     // Bytes the visitor's stream took but may hold in its write buffer.
@@ -1188,7 +1189,7 @@ async fn read_response_body(
         if !input.is_empty() && !body.is_done() {
             let before = spool.pending();
             let taken = spool
-                .append_with(&mut scratch, &dir, |out| {
+                .append_with(&mut scratch, dir, |out| {
                     http1::forward(&mut body, recode, input, out)
                 })
                 .map_err(bad_body)?
@@ -1231,7 +1232,7 @@ async fn read_response_body(
                         // A body that ran until the node closed, chunked
                         // for the visitor: its last chunk.
                         spool
-                            .append_with(&mut scratch, &dir, |out| {
+                            .append_with(&mut scratch, dir, |out| {
                                 out.extend_from_slice(b"0\r\n\r\n");
                                 Ok::<(), http1::BadChunk>(())
                             })
