@@ -639,7 +639,7 @@ fn legend() -> Markup {
                 "Workers: busy / idle / capacity as each node reports them (nginx has no capacity). "
                 "States: up = healthy with a fresh status; full = up, but its last status had no idle worker; stale = usable but its status page "
                 "stopped answering (balanced by in-flight counts); draining = no new requests; "
-                "down = failed health checks; unknown = not checked yet."
+                "down = failed health checks, held back (stopped answering) or in maintenance; unknown = not checked yet."
             }
         }
     }
