@@ -169,12 +169,11 @@ fn reload_counters(admin: SocketAddr) -> anyhow::Result<(u64, u64, Option<String
         status == 200,
         "{admin}/status.json answered {status} (is this host in [admin] allow?)"
     );
-    let addr = admin;
     let config = &json["config"];
     let count = |k: &str| {
         config[k]
             .as_u64()
-            .with_context(|| format!("{addr}/status.json has no config.{k}"))
+            .with_context(|| format!("{admin}/status.json has no config.{k}"))
     };
     Ok((
         count("reloads_ok")?,

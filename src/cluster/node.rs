@@ -303,15 +303,6 @@ impl NodeLive {
         None
     }
 
-    /// A request got a response: the node is reachable again.
-    pub fn record_success(&self) {
-        let mut s = self.lock();
-        if s.passive_fails > 0 {
-            s.passive_fails = 0;
-            s.passive_window_start = None;
-        }
-    }
-
     /// A request was sent to the node and waits for its response head: the
     /// wait counts (see [`NodeLive::check_stall`]) until the returned guard
     /// is given to [`NodeLive::record_head`] or dropped.
@@ -326,11 +317,14 @@ impl NodeLive {
         }
     }
 
-    /// The response head of the request `wait` came: the node answers, and
-    /// how long it took feeds its usual response time.
+    /// The response head of the request `wait` came: the node answers (its
+    /// passive failure count starts again, a hold-back ends), and how long
+    /// it took feeds its usual response time.
     pub fn record_head(&self, wait: HeadWait) -> Option<NodeEvent> {
         let now = Instant::now();
         let mut s = self.lock();
+        s.passive_fails = 0;
+        s.passive_window_start = None;
         if let Some(sent) = s.take_waiting(wait.id) {
             let took = now.duration_since(sent);
             s.usual_head = Some(match s.usual_head {
@@ -630,9 +624,7 @@ impl NodeLive {
         let load = self.load_locked(&s, group, node, now);
         let ramp = ramp_factor(s.ramp_from, group.slow_start, now);
         let fresh = s.fresh(group, now).is_some();
-        let state = s.state(group, node, now);
-        let busy_now = s.fresh(group, now).map(|l| l.report.busy_workers);
-        self.stats.observe(state, busy_now, self.proxied(), now);
+        let state = self.observe_locked(&s, group, node, now);
         let down_reason = match &s.health {
             Health::Down { reason } => Some(reason.clone()),
             _ if s.passive_down(now) => s.passive_reason.clone(),
@@ -688,10 +680,21 @@ impl NodeLive {
     /// scraper calls this on each of its passes over the nodes).
     pub fn observe(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) {
         let s = self.lock();
+        self.observe_locked(&s, group, node, now);
+    }
+
+    /// [`NodeLive::observe`] under a lock already held: the node's state.
+    fn observe_locked(
+        &self,
+        s: &LiveState,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        now: Instant,
+    ) -> NodeState {
         let state = s.state(group, node, now);
         let busy = s.fresh(group, now).map(|l| l.report.busy_workers);
-        drop(s);
         self.stats.observe(state, busy, self.proxied(), now);
+        state
     }
 }
 

@@ -234,12 +234,17 @@ impl RequestCtx {
         self.group().map_or("-", |g| g.name())
     }
 
-    fn node_name(&self) -> &str {
-        let node = match (self.answered_by, self.tried.last(), &self.current) {
+    /// The node the request is with: the one whose answer the visitor got,
+    /// else the one of the attempt in progress.
+    fn node_index(&self) -> Option<usize> {
+        match (self.answered_by, self.tried.last(), &self.current) {
             (Some(i), _, _) | (None, Some(&i), Some(_)) => Some(i),
             _ => None,
-        };
-        match (self.group(), node) {
+        }
+    }
+
+    fn node_name(&self) -> &str {
+        match (self.group(), self.node_index()) {
             (Some(g), Some(i)) => g.nodes.get(i).map_or("-", |n| n.config.name.as_str()),
             _ => "-",
         }
@@ -247,11 +252,7 @@ impl RequestCtx {
 
     /// The live state of the node [`RequestCtx::node_name`] names.
     fn node_live(&self) -> Option<&Arc<NodeLive>> {
-        let node = match (self.answered_by, self.tried.last(), &self.current) {
-            (Some(i), _, _) | (None, Some(&i), Some(_)) => Some(i),
-            _ => None,
-        };
-        self.group()?.live(node?)
+        self.group()?.live(self.node_index()?)
     }
 
     fn tries_left(&self) -> bool {
@@ -437,15 +438,13 @@ impl Proxy {
             Admission::Proxy => {}
             Admission::Answer(code, body, reusable) => {
                 // A body not read would be taken for the next request.
-                let keep = reusable && ctx.keep && ctx.body.is_done() && !*down.shutdown.borrow();
+                let keep = reusable && ctx.keep && ctx.body.is_done() && !down.stopping();
                 self.answer(down, ctx, code, &body, keep).await?;
                 return Ok(keep);
             }
         }
         if !ctx.body.is_done() {
-            if let Some(refused) = self.read_body_first(down, ctx).await? {
-                return Ok(refused);
-            }
+            self.read_body_first(down, ctx).await?;
         }
         loop {
             let (index, conn) = self.connect(ctx).await?;
@@ -568,8 +567,7 @@ impl Proxy {
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
             let group = &state.groups[ctx.group];
-            let private = group.config.send_proxy_protocol.is_some();
-            let pool = (!ctx.fresh_only && !private).then_some(&*self.pool);
+            let pool = (!ctx.fresh_only && !private_connections(group)).then_some(&*self.pool);
             let make_room = || {
                 if node_is_full(group, node) {
                     self.pool.close_one_elsewhere(node.config.address);
@@ -683,8 +681,7 @@ impl Proxy {
             &Forwarding {
                 trusted: &state.config.server.trusted_proxies,
                 client: down.client.as_ref(),
-                close: keepalive == UpstreamKeepalive::Off
-                    || group.config.send_proxy_protocol.is_some(),
+                close: keepalive == UpstreamKeepalive::Off || private_connections(group),
                 framing: request_framing(&down.head, ctx.buffered.as_ref()),
             },
         );
@@ -727,7 +724,6 @@ impl Proxy {
                 )));
             }
         }
-        node.live.record_success();
         if let Some(event) = node.live.record_head(waiting) {
             event.log(group.name(), &node.config.name);
         }
@@ -873,16 +869,12 @@ impl Proxy {
 
     /// With request buffering (the route's), read the whole request body
     /// before a node is chosen, so that no node's worker waits on a slow
-    /// upload. `Ok(Some(reusable))`: the request was answered here (413).
-    async fn read_body_first(
-        &self,
-        down: &mut Downstream,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<bool>> {
+    /// upload. A body over the route's limit ends in a 413 (`count_body`).
+    async fn read_body_first(&self, down: &mut Downstream, ctx: &mut RequestCtx) -> Result<()> {
         let state = Arc::clone(&ctx.state);
         let config = &state.config;
         if !config.request_buffering(ctx.route) || down.head.is_websocket_upgrade() {
-            return Ok(None);
+            return Ok(());
         }
         let t = config.timeouts;
         let b = &config.buffering;
@@ -896,12 +888,7 @@ impl Proxy {
                 .advance(down.io.unread(), Some(&mut data))
                 .map_err(bad_request_body)?;
             down.io.consume(n);
-            if let Err(e) = count_body(ctx, data.len()) {
-                tracing::debug!(group = ctx.group_name(), "refused: {e}");
-                self.answer(down, ctx, 413, respond::plain_body(413), false)
-                    .await?;
-                return Ok(Some(false));
-            }
+            count_body(ctx, data.len())?;
             buffer.append(&data, b.memory, &b.temp_dir).map_err(|e| {
                 Error::because(
                     ErrorType::InternalError,
@@ -915,7 +902,7 @@ impl Proxy {
             read_more_body(&mut down.io, t.client_read).await?;
         }
         ctx.buffered = Some(buffer);
-        Ok(None)
+        Ok(())
     }
 
     /// After a failed attempt: count it against the node when it says
@@ -1255,9 +1242,9 @@ async fn to_visitor_step(
     timeout: Duration,
 ) -> io::Result<Option<usize>> {
     if data.is_empty() {
-        flush(io, timeout).await.map(|()| None)
+        io.flush(timeout).await.map(|()| None)
     } else {
-        write_some(io, data, timeout).await.map(Some)
+        io.write_some(data, timeout).await.map(Some)
     }
 }
 
@@ -1274,9 +1261,7 @@ async fn flush_spool(
             .front()
             .map_err(|e| Error::because(ErrorType::InternalError, "reading a temporary file", e))?;
         if front.is_empty() {
-            return flush(&mut down.io, t.client_write)
-                .await
-                .map_err(to_visitor);
+            return down.io.flush(t.client_write).await.map_err(to_visitor);
         }
         ctx.sent_to_visitor = true;
         down.io
@@ -1285,27 +1270,6 @@ async fn flush_spool(
             .map_err(to_visitor)?;
         let n = front.len();
         spool.consume(n);
-    }
-}
-
-/// One write of some of `data` to the visitor (as much as the stream
-/// takes), bounded by `timeout`. Cancel-safe: a write either took its bytes
-/// and said how many, or took none.
-async fn write_some(io: &mut Io<Stream>, data: &[u8], timeout: Duration) -> io::Result<usize> {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(timeout, io.io.write(data)).await {
-        Ok(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Send what the visitor's stream holds in its write buffer.
-async fn flush(io: &mut Io<Stream>, timeout: Duration) -> io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(timeout, io.io.flush()).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -1326,10 +1290,21 @@ async fn read_more_body(io: &mut Io<Stream>, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The addresses of a visitor's connection, as far as they are known: the
+/// other end's and ours.
+fn stream_addresses(
+    stream: &Stream,
+) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+    let digest = stream.get_socket_digest();
+    let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| a?.as_inet().copied();
+    let peer = digest.as_ref().and_then(|d| inet(d.peer_addr()));
+    let local = digest.as_ref().and_then(|d| inet(d.local_addr()));
+    (peer, local)
+}
+
 /// The address of the other end of a visitor's connection.
 fn peer_address(stream: &Stream) -> Option<std::net::SocketAddr> {
-    let digest = stream.get_socket_digest()?;
-    digest.peer_addr().and_then(|a| a.as_inet()).copied()
+    stream_addresses(stream).0
 }
 
 /// The visitor's address and the one it connected to: from its PROXY
@@ -1338,10 +1313,10 @@ fn visitor_addresses(down: &Downstream) -> Option<(std::net::SocketAddr, std::ne
     if let Some(proxied) = down.client.as_ref().and_then(|c| c.proxied.as_deref()) {
         return Some(*proxied);
     }
-    let digest = down.io.get_ref().get_socket_digest()?;
-    let peer = digest.peer_addr().and_then(|a| a.as_inet()).copied()?;
-    let local = digest.local_addr().and_then(|a| a.as_inet()).copied()?;
-    Some((peer, local))
+    match stream_addresses(down.io.get_ref()) {
+        (Some(peer), Some(local)) => Some((peer, local)),
+        _ => None,
+    }
 }
 
 /// Read the PROXY protocol header a trusted source starts its connection
@@ -1392,6 +1367,14 @@ fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u
     Ok(())
 }
 
+/// Whether a group's node connections each belong to one visitor
+/// connection, and so are neither taken from the pool nor put back: their
+/// PROXY protocol header named that visitor (HAProxy makes such
+/// connections private too).
+fn private_connections(group: &Group) -> bool {
+    group.config.send_proxy_protocol.is_some()
+}
+
 /// Whether a node's connection goes back to the pool after a response, and
 /// for how long at most.
 ///
@@ -1412,9 +1395,7 @@ fn pool_for(
     node: &crate::cluster::node::Node,
     idle: Duration,
 ) -> Option<Duration> {
-    if group.config.send_proxy_protocol.is_some() {
-        // Its PROXY header named one visitor: the connection is that
-        // visitor's only (HAProxy makes such connections private too).
+    if private_connections(group) {
         return None;
     }
     match keepalive {

@@ -39,6 +39,17 @@ impl std::error::Error for BadHeader {}
 /// `Ok(None)`: not complete yet.
 pub type Parsed = Option<(usize, Option<(SocketAddr, SocketAddr)>)>;
 
+/// (source, destination) of any of ppp's address structs, whose fields are
+/// named alike in both versions and both families.
+macro_rules! pair {
+    ($a:expr) => {
+        (
+            SocketAddr::from(($a.source_address, $a.source_port)),
+            SocketAddr::from(($a.destination_address, $a.destination_port)),
+        )
+    };
+}
+
 /// The longest version 1 header, with its CRLF (the specification's 107).
 const MAX_V1: usize = 107;
 
@@ -86,14 +97,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, BadHeader> {
         return Err(BadHeader(format!("longer than {MAX_HEADER} bytes")));
     }
     let addrs = match (h.command, h.addresses) {
-        (Command::Proxy, v2::Addresses::IPv4(a)) => Some((
-            SocketAddr::from((a.source_address, a.source_port)),
-            SocketAddr::from((a.destination_address, a.destination_port)),
-        )),
-        (Command::Proxy, v2::Addresses::IPv6(a)) => Some((
-            SocketAddr::from((a.source_address, a.source_port)),
-            SocketAddr::from((a.destination_address, a.destination_port)),
-        )),
+        (Command::Proxy, v2::Addresses::IPv4(a)) => Some(pair!(a)),
+        (Command::Proxy, v2::Addresses::IPv6(a)) => Some(pair!(a)),
         _ => None,
     };
     Ok(Some((len, addrs)))
@@ -101,14 +106,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, BadHeader> {
 
 fn v1_addresses(a: v1::Addresses) -> Option<(SocketAddr, SocketAddr)> {
     match a {
-        v1::Addresses::Tcp4(a) => Some((
-            SocketAddr::from((a.source_address, a.source_port)),
-            SocketAddr::from((a.destination_address, a.destination_port)),
-        )),
-        v1::Addresses::Tcp6(a) => Some((
-            SocketAddr::from((a.source_address, a.source_port)),
-            SocketAddr::from((a.destination_address, a.destination_port)),
-        )),
+        v1::Addresses::Tcp4(a) => Some(pair!(a)),
+        v1::Addresses::Tcp6(a) => Some(pair!(a)),
         v1::Addresses::Unknown => None,
     }
 }

@@ -53,20 +53,17 @@ impl Scraper {
     fn start_due(&self, next: &mut HashMap<usize, Instant>, running: &Arc<Mutex<HashSet<usize>>>) {
         let state = self.cluster.state();
         let now = Instant::now();
-        // Nodes whose requests stopped being answered are held back at once.
+        // Nodes whose requests stopped being answered are held back at once;
+        // every node's time in state and history are kept current.
         for group in &state.groups {
             for node in &group.nodes {
                 if let Some(event) = node.live.check_stall(now) {
                     event.log(group.name(), &node.config.name);
                 }
-            }
-        }
-        let mut seen = HashSet::new();
-        for group in &state.groups {
-            for node in &group.nodes {
                 node.live.observe(&group.config, &node.config, now);
             }
         }
+        let mut seen = HashSet::new();
         for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
             let interval = group.config.scrape.interval;
             for node in &group.nodes {

@@ -49,26 +49,20 @@ pub fn declared(fields: &Fields, duplicates: bool) -> Result<Declared, HeadError
         // refused as a list is.
         return Err(HeadError::Ambiguous);
     }
-    for value in fields.get_all("transfer-encoding") {
-        let mut elements = value.split(|&b| b == b',').map(trim_ows);
-        let first = elements.next().unwrap_or_default();
-        let rest: Option<&[u8]> = elements.next();
-        if rest.is_none() && first.eq_ignore_ascii_case(b"chunked") {
+    if let Some(value) = fields.get("transfer-encoding") {
+        let codings = || value.split(|&b| b == b',').map(trim_ows);
+        let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+        let count = codings().count();
+        if count == 1 && codings().all(chunked) {
             out.chunked = true;
-            continue;
-        }
-        // Empty, or a list (`gzip, chunked`, `chunked, chunked`,
-        // `,chunked`): a 400, since readers disagree on where it ends. One
-        // coding the proxy does not know (`gzip`, `identity`): a 501.
-        let listed = value.split(|&b| b == b',').map(trim_ows);
-        let odd = listed
-            .clone()
-            .any(|c| c.is_empty() || c.eq_ignore_ascii_case(b"chunked"));
-        return Err(if odd || listed.count() > 1 {
-            HeadError::Ambiguous
+        } else if count > 1 || codings().any(|c| c.is_empty() || chunked(c)) {
+            // Empty, or a list (`gzip, chunked`, `chunked, chunked`,
+            // `,chunked`): a 400, since readers disagree on where it ends.
+            return Err(HeadError::Ambiguous);
         } else {
-            HeadError::UnknownCoding
-        });
+            // One coding the proxy does not know (`gzip`, `identity`).
+            return Err(HeadError::UnknownCoding);
+        }
     }
     let mut lines = 0;
     for value in fields.get_all("content-length") {
@@ -162,40 +156,13 @@ impl Outgoing {
         match self {
             Outgoing::None => {}
             Outgoing::Length(n) => {
-                out.extend_from_slice(b"Content-Length: ");
-                let mut digits = itoa_buf(n);
-                out.extend_from_slice(digits.as_str());
-                out.extend_from_slice(b"\r\n");
+                use std::io::Write;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "Content-Length: {n}\r\n");
             }
             Outgoing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
     }
-}
-
-/// A decimal number's digits without an allocation.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_str(&mut self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_buf(mut n: u64) -> Digits {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    Digits { buf, start: i }
 }
 
 /// Whether a header line is one of the framing headers, which the proxy

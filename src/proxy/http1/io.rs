@@ -100,6 +100,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         timed_out(tokio::time::timeout(timeout, write).await)
     }
 
+    /// One write of some of `data` (as much as the stream takes now),
+    /// bounded by `timeout`. Cancel-safe: a write either took its bytes and
+    /// said how many, or took none.
+    pub async fn write_some(&mut self, data: &[u8], timeout: Duration) -> io::Result<usize> {
+        match timed_out(tokio::time::timeout(timeout, self.io.write(data)).await) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            r => r,
+        }
+    }
+
+    /// Send what the stream holds in its own write buffer.
+    pub async fn flush(&mut self, timeout: Duration) -> io::Result<()> {
+        timed_out(tokio::time::timeout(timeout, self.io.flush()).await)
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.io
     }
