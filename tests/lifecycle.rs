@@ -97,6 +97,15 @@ fn wait_log(wc: &Webcluster, needle: &str) {
     }
 }
 
+/// `webcluster ARGS CONFIG` (a `reload` command line), run to its end.
+fn reload_cli(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .arg(config)
+        .output()
+        .expect("run webcluster reload")
+}
+
 /// The line number (1-based) of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
@@ -519,11 +528,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
     let text =
         server_config(wc.listen, wc.admin, &extra) + &web_group(&[("a", a, ""), ("b", b, "")]);
     std::fs::write(&wc.config_path, &text).expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "-c"])
-        .arg(&wc.config_path)
-        .output()
-        .expect("run webcluster reload");
+    let out = reload_cli(&["reload", "-c"], &wc.config_path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -540,11 +545,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
     // --wait: the running process's verdict, read from its admin listener
     let only_b = server_config(wc.listen, wc.admin, &extra) + &web_group(&[("b", b, "")]);
     std::fs::write(&wc.config_path, &only_b).expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "--wait", "-c"])
-        .arg(&wc.config_path)
-        .output()
-        .expect("run webcluster reload --wait");
+    let out = reload_cli(&["reload", "--wait", "-c"], &wc.config_path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -559,13 +560,10 @@ fn reload_command_signals_the_pid_in_pid_file() {
     assert_eq!(reload_counts(&wc.status()), (2, 0));
     assert_eq!(node_names(&wc.status()), ["b"]);
     std::fs::write(&wc.config_path, &text).expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "--wait", "--pid"])
-        .arg(wc.pid().to_string())
-        .arg("-c")
-        .arg(&wc.config_path)
-        .output()
-        .expect("run webcluster reload --wait --pid");
+    let out = reload_cli(
+        &["reload", "--wait", "--pid", &wc.pid().to_string(), "-c"],
+        &wc.config_path,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -576,11 +574,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
     // a broken config: said so, and the running process is left alone
     let broken = text.replace("[admin]", "[admin]\nlisten_to = 1");
     std::fs::write(&wc.config_path, &broken).expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "-c"])
-        .arg(&wc.config_path)
-        .output()
-        .expect("run webcluster reload");
+    let out = reload_cli(&["reload", "-c"], &wc.config_path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let place = format!(
@@ -593,11 +587,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
         "{stderr}"
     );
     assert_eq!(reload_counts(&wc.status()), (3, 0));
-    let out = Command::new(binary())
-        .args(["reload", "--wait", "-c"])
-        .arg(&wc.config_path)
-        .output()
-        .expect("run webcluster reload --wait");
+    let out = reload_cli(&["reload", "--wait", "-c"], &wc.config_path);
     assert!(
         !out.status.success(),
         "a broken config: reload --wait fails"
@@ -611,11 +601,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
         server_config(wc.listen, wc.admin, "") + &web_group(&[("a", a, "")]),
     )
     .expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "-c"])
-        .arg(&no_pid)
-        .output()
-        .expect("run webcluster reload");
+    let out = reload_cli(&["reload", "-c"], &no_pid);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -635,11 +621,7 @@ fn reload_command_signals_the_pid_in_pid_file() {
         ) + &web_group(&[("a", a, "")]),
     )
     .expect("write config");
-    let out = Command::new(binary())
-        .args(["reload", "-c"])
-        .arg(&missing)
-        .output()
-        .expect("run webcluster reload");
+    let out = reload_cli(&["reload", "-c"], &missing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -991,6 +973,13 @@ fn sighup_as_soon_as_the_pid_file_appears_does_not_kill_the_process() {
         let exited = child.0.try_wait().ok().flatten();
         drop(child);
         let text = std::fs::read_to_string(run_dir.path().join("log")).unwrap_or_default();
+        // The listeners bind after the pid file is written: a port another
+        // socket took meanwhile ends the process then too. Not this test's
+        // subject either: the round starts again on fresh ports.
+        if exited.is_some() && lost_port_race(&text) && lost_races < 3 {
+            lost_races += 1;
+            continue;
+        }
         assert!(
             up && exited.is_none(),
             "round {round}: the early SIGHUP ended the process ({exited:?}):\n{text}"
