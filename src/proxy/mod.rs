@@ -26,12 +26,15 @@
 mod choose;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
-use downstream::{read_head, write_response_head, Downstream, Shape};
+use downstream::{read_head, Downstream, Shape};
 pub mod forwarded;
 pub mod guard;
 pub mod http1;
+pub mod http2;
 pub mod pool;
 pub mod proxy_protocol;
+mod request;
+use request::VisitorIo;
 mod respond;
 pub mod spool;
 mod tunnel;
@@ -87,6 +90,7 @@ pub struct Proxy {
     access_log: Option<AccessLog>,
     active: Arc<ActiveRequests>,
     pool: Arc<Pool>,
+    http2: Arc<http2::Http2Stats>,
 }
 
 /// Requests being handled right now, across the whole proxy (used to end a
@@ -330,20 +334,20 @@ impl Proxy {
             access_log,
             active,
             pool,
+            http2: Arc::default(),
         }
     }
 
+    /// HTTP/2 connections and streams open now.
+    pub fn http2_stats(&self) -> Arc<http2::Http2Stats> {
+        Arc::clone(&self.http2)
+    }
+
     /// Serve every request of one visitor connection, in order.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
         let ip = peer_address(&stream).map(|a| a.ip());
-        let mut down = Downstream {
-            io: Io::new(stream, VISITOR_READ),
-            head: RequestHead::default(),
-            resp: ResponseHead::default(),
-            out: Vec::new(),
-            client: ip.map(Visitor::new),
-            shutdown: shutdown.clone(),
-        };
+        let mut io = Io::new(stream, VISITOR_READ);
+        let mut client = ip.map(Visitor::new);
         let from_proxy = {
             let state = self.cluster.state();
             let trusted = &state.config.server.proxy_protocol_from;
@@ -351,9 +355,9 @@ impl Proxy {
         };
         if from_proxy {
             let timeout = self.cluster.state().config.timeouts.client_read;
-            match read_proxy_header(&mut down.io, timeout).await {
+            match read_proxy_header(&mut io, timeout).await {
                 Ok(Some((source, destination))) => {
-                    down.client = Some(Visitor::proxied(source, destination));
+                    client = Some(Visitor::proxied(source, destination));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -363,6 +367,25 @@ impl Proxy {
                 }
             }
         }
+        // HTTP/2 with prior knowledge (h2c): the client preface starts the
+        // connection; its bytes go on to the HTTP/2 side.
+        let timeout = self.cluster.state().config.timeouts.client_read;
+        match http2::sniff(&mut io, timeout).await {
+            http2::Sniffed::Http2 => {
+                let (stream, read) = io.into_parts();
+                return self.serve_h2_after(stream, read, client, shutdown).await;
+            }
+            http2::Sniffed::Closed => return,
+            http2::Sniffed::Http1 => {}
+        }
+        let mut down = Downstream {
+            io: VisitorIo::Http1(io),
+            head: RequestHead::default(),
+            resp: ResponseHead::default(),
+            out: Vec::new(),
+            client,
+            shutdown: shutdown.clone(),
+        };
         let mut first = true;
         loop {
             // A connection accepted before the listener closed has its first
@@ -381,12 +404,15 @@ impl Proxy {
                 t.client_keepalive.max(Duration::from_secs(1))
             };
             let limits = head_limits(&state.config, true);
+            let VisitorIo::Http1(io) = &mut down.io else {
+                return;
+            };
             let read = if first {
-                read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read).await
+                read_head(io, &mut down.head, &limits, wait, t.client_read).await
             } else {
                 tokio::select! {
                     biased;
-                    read = read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read) => read,
+                    read = read_head(io, &mut down.head, &limits, wait, t.client_read) => read,
                     _ = down.shutdown.changed() => return,
                 }
             };
@@ -412,7 +438,9 @@ impl Proxy {
                 return;
             }
             // An idle connection holds no buffer (pipelined bytes stay).
-            down.io.release();
+            if let Some(io) = down.io.http1() {
+                io.release();
+            }
             down.out = Vec::new();
             down.resp = ResponseHead::default();
         }
@@ -475,13 +503,11 @@ impl Proxy {
         body: &str,
         keep: bool,
     ) -> Result<()> {
-        down.out.clear();
-        plain_response(&mut down.out, code, body, keep);
         ctx.status = Some(code);
         ctx.sent_to_visitor = true;
         let t = ctx.state.config.timeouts;
         down.io
-            .write_all(&down.out, t.client_write)
+            .answer(&mut down.out, code, body, keep, t.client_write)
             .await
             .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
         ctx.body_sent += body.len() as u64;
@@ -762,8 +788,11 @@ impl Proxy {
         }
         // An HTTP/1.0 visitor cannot take chunked coding (RFC 9112 6.1): the
         // body is decoded and ends with the connection, as nginx does.
+        // HTTP/2 has no chunked coding either: its DATA frames carry the
+        // decoded body and END_STREAM ends it.
         let http10 = down.head.version == Version::Http10;
-        let (recode, outgoing) = response_framing(framing, declared, status, http10);
+        let h2 = down.io.is_http2();
+        let (recode, outgoing) = response_framing(framing, declared, status, http10 || h2);
         // The visitor's connection goes on when the response's end is known
         // to it: a length or chunks the proxy writes, or no body at all.
         let delimited = outgoing != Outgoing::None || framing == Framing::Length(0);
@@ -773,26 +802,36 @@ impl Proxy {
             ctx.keep && !upgrade && delimited && ctx.body.is_done() && !*down.shutdown.borrow();
         let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
         down.out.clear();
-        write_response_head(
-            &mut down.out,
-            resp,
-            &Shape {
-                keep,
-                http10,
-                upgrade,
-                framing: outgoing,
-            },
-            cookies.iter().flatten(),
-        );
+        down.io
+            .start_response(
+                &mut down.out,
+                resp,
+                &Shape {
+                    keep,
+                    http10,
+                    upgrade,
+                    framing: outgoing,
+                },
+                cookies.iter().flatten(),
+                framing == Framing::Length(0),
+            )
+            .map_err(to_visitor)?;
         ctx.status = Some(status);
+        // An HTTP/2 head went at once.
+        ctx.sent_to_visitor |= h2;
 
         if upgrade {
             ctx.sent_to_visitor = true;
-            down.io
-                .write_all(&down.out, t.client_write)
+            let Some(io) = down.io.http1() else {
+                return Err(up(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the node switched protocols on an HTTP/2 stream",
+                )));
+            };
+            io.write_all(&down.out, t.client_write)
                 .await
                 .map_err(to_visitor)?;
-            tunnel::run(&mut down.io, &mut node_io, t.read)
+            tunnel::run(io, &mut node_io, t.read)
                 .await
                 .map_err(|e| (e, reused))?;
             return Ok(Attempt::Done(false));
@@ -1195,7 +1234,7 @@ async fn read_response_body(
         let writing = !front.is_empty();
         tokio::select! {
             biased;
-            sent = to_visitor_step(&mut down.io, front, t.client_write), if writing || unflushed => {
+            sent = down.io.send_step(front, t.client_write), if writing || unflushed => {
                 match sent.map_err(to_visitor)? {
                     Some(n) => {
                         spool.consume(n);
@@ -1234,20 +1273,6 @@ async fn read_response_body(
     }
 }
 
-/// Write some of `data` to the visitor (`Some(bytes taken)`), or when
-/// there is none, flush what the stream holds (`None`).
-async fn to_visitor_step(
-    io: &mut Io<Stream>,
-    data: &[u8],
-    timeout: Duration,
-) -> io::Result<Option<usize>> {
-    if data.is_empty() {
-        io.flush(timeout).await.map(|()| None)
-    } else {
-        io.write_some(data, timeout).await.map(Some)
-    }
-}
-
 /// Send what is left in the spool to the visitor.
 async fn flush_spool(
     down: &mut Downstream,
@@ -1261,11 +1286,11 @@ async fn flush_spool(
             .front()
             .map_err(|e| Error::because(ErrorType::InternalError, "reading a temporary file", e))?;
         if front.is_empty() {
-            return down.io.flush(t.client_write).await.map_err(to_visitor);
+            return down.io.finish(t.client_write).await.map_err(to_visitor);
         }
         ctx.sent_to_visitor = true;
         down.io
-            .write_all(front, t.client_write)
+            .write_body(front, t.client_write)
             .await
             .map_err(to_visitor)?;
         let n = front.len();
@@ -1275,9 +1300,9 @@ async fn flush_spool(
 
 /// Read more of the visitor's request body; an error when it closed the
 /// connection before the body ended, or went quiet for `timeout`.
-async fn read_more_body(io: &mut Io<Stream>, timeout: Duration) -> Result<()> {
+async fn read_more_body(io: &mut VisitorIo, timeout: Duration) -> Result<()> {
     let read = io
-        .fill_with(timeout, BODY_READ)
+        .fill_body(timeout)
         .await
         .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
     if read == 0 {
@@ -1313,7 +1338,7 @@ fn visitor_addresses(down: &Downstream) -> Option<(std::net::SocketAddr, std::ne
     if let Some(proxied) = down.client.as_ref().and_then(|c| c.proxied.as_deref()) {
         return Some(*proxied);
     }
-    match stream_addresses(down.io.get_ref()) {
+    match down.io.addresses() {
         (Some(peer), Some(local)) => Some((peer, local)),
         _ => None,
     }
@@ -1354,7 +1379,7 @@ fn bad_request_body(e: http1::BadChunk) -> Box<Error> {
 
 /// Move the request body bytes already read from the visitor to `out`,
 /// keeping them for a retry.
-fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
+fn take_buffered_body(io: &mut VisitorIo, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
     if ctx.body.is_done() || io.unread().is_empty() {
         return Ok(());
     }

@@ -123,6 +123,7 @@ pub async fn read_response_head(
 
 /// The visitor's address, and the same as a header value (computed once
 /// per connection: it is what most requests' forwarded headers are).
+#[derive(Clone)]
 pub struct Visitor {
     pub ip: IpAddr,
     pub value: String,
