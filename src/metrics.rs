@@ -34,6 +34,12 @@ pub struct Metrics {
     pub bad_requests: IntCounter,
     pub affinity_switches: IntCounterVec,
     pub retry_on_404: IntCounterVec,
+    /// Requests answered, by the visitor's protocol.
+    pub requests_by_protocol: IntCounterVec,
+    /// HTTP/2 visitor connections open now.
+    pub http2_connections: IntGauge,
+    /// HTTP/2 streams being served now.
+    pub http2_streams: IntGauge,
     pub reloads: IntCounterVec,
     /// Lookups of node host names and SRV names (`crate::discovery`).
     pub dns_resolutions: IntCounterVec,
@@ -166,6 +172,28 @@ impl Metrics {
                 "404 answers retried on another node of the group (retry_on_404 routes).",
                 &["group"],
             ),
+            requests_by_protocol: counter(
+                &r,
+                "webcluster_requests_by_protocol_total",
+                "Requests answered, by the visitor's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
+                &["protocol"],
+            ),
+            http2_connections: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_http2_connections",
+                    "HTTP/2 visitor connections open now.",
+                )
+                .expect("static metric definition"),
+            ),
+            http2_streams: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_http2_streams",
+                    "HTTP/2 streams being served now (each one request).",
+                )
+                .expect("static metric definition"),
+            ),
             last_reload_failed: register(
                 &r,
                 IntGauge::new(
@@ -200,6 +228,9 @@ impl Metrics {
         // `rate()` and `increase()` see the first event (Prometheus practice).
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
+        }
+        for protocol in ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] {
+            m.requests_by_protocol.with_label_values(&[protocol]);
         }
         m
     }

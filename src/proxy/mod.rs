@@ -90,7 +90,6 @@ pub struct Proxy {
     access_log: Option<AccessLog>,
     active: Arc<ActiveRequests>,
     pool: Arc<Pool>,
-    http2: Arc<http2::Http2Stats>,
 }
 
 /// Requests being handled right now, across the whole proxy (used to end a
@@ -334,13 +333,7 @@ impl Proxy {
             access_log,
             active,
             pool,
-            http2: Arc::default(),
         }
-    }
-
-    /// HTTP/2 connections and streams open now.
-    pub fn http2_stats(&self) -> Arc<http2::Http2Stats> {
-        Arc::clone(&self.http2)
     }
 
     /// Serve every request of one visitor connection, in order.
@@ -1039,6 +1032,10 @@ impl Proxy {
             self.metrics
                 .requests
                 .with_label_values(&[group, node, code_class(status)])
+                .inc();
+            self.metrics
+                .requests_by_protocol
+                .with_label_values(&[down.head.version.as_str()])
                 .inc();
             if node != "-" {
                 self.metrics

@@ -52,7 +52,8 @@ use super::downstream::Downstream;
 use super::http1::{Io, RequestHead, ResponseHead};
 use super::request::VisitorIo;
 use super::upstream::Visitor;
-use super::{head_limits, stream_addresses, Proxy};
+use super::{head_limits, stream_addresses, ActiveGuard, Proxy};
+use crate::metrics::Metrics;
 use stream::{reset_by_visitor, Sending};
 
 /// The client connection preface (RFC 9113 3.4).
@@ -168,14 +169,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// HTTP/2 connections and streams open now, across the proxy (for the
-/// status page and the metrics).
-#[derive(Debug, Default)]
-pub struct Http2Stats {
-    pub connections: AtomicU64,
-    pub streams: AtomicU64,
-}
-
 /// One connection's state shared with its streams' tasks.
 struct Conn {
     client: Option<Visitor>,
@@ -206,21 +199,22 @@ impl Conn {
 }
 
 /// Counts a stream as served while it lives.
-struct StreamGuard(Arc<Conn>, Arc<Http2Stats>);
+struct StreamGuard(Arc<Conn>, Arc<Metrics>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.1.streams.fetch_sub(1, Ordering::Relaxed);
+        self.1.http2_streams.dec();
     }
 }
 
-struct ConnGuard(Arc<Http2Stats>);
+/// Counts a connection as open while it lives.
+struct ConnGuard(Arc<Metrics>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.http2_connections.dec();
     }
 }
 
@@ -271,8 +265,12 @@ impl Proxy {
             }
             Err(_) => return,
         };
-        self.http2.connections.fetch_add(1, Ordering::Relaxed);
-        let _counted = ConnGuard(Arc::clone(&self.http2));
+        self.metrics.http2_connections.inc();
+        let _counted = ConnGuard(Arc::clone(&self.metrics));
+        // Once told to go away, the connection counts as a request in
+        // flight until it is closed: a graceful stop then waits for its
+        // streams' last frames to be sent, not only for their requests.
+        let mut draining: Option<ActiveGuard> = None;
         let shared = Arc::new(Conn {
             client,
             addresses,
@@ -286,6 +284,7 @@ impl Proxy {
         if *shutdown.borrow() {
             conn.graceful_shutdown();
             closing = Some(Instant::now());
+            draining = Some(ActiveGuard::new(&self.active));
         }
         loop {
             let keepalive = self
@@ -306,6 +305,7 @@ impl Proxy {
                     if changed.is_err() || *shutdown_rx.borrow() {
                         conn.graceful_shutdown();
                         closing = Some(Instant::now());
+                        draining = Some(ActiveGuard::new(&self.active));
                     }
                 }
                 next = conn.accept() => match next {
@@ -325,8 +325,8 @@ impl Proxy {
                             continue;
                         }
                         shared.active.fetch_add(1, Ordering::Relaxed);
-                        self.http2.streams.fetch_add(1, Ordering::Relaxed);
-                        let guard = StreamGuard(Arc::clone(&shared), Arc::clone(&self.http2));
+                        self.metrics.http2_streams.inc();
+                        let guard = StreamGuard(Arc::clone(&shared), Arc::clone(&self.metrics));
                         let proxy = Arc::clone(self);
                         let shutdown = shutdown.clone();
                         tokio::spawn(async move {
@@ -347,6 +347,7 @@ impl Proxy {
                 }
             }
         }
+        drop(draining);
     }
 
     /// One stream: its head checked, then the request path; the request is
