@@ -22,7 +22,7 @@ TEST_PACKAGES=(
     cmake build-essential pkg-config
     apache2 nginx haproxy prometheus prometheus-apache-exporter
     chromium fonts-liberation fonts-dejavu-core
-    curl wrk
+    curl wrk nghttp2-client
     dnsmasq-base keepalived python3
 )
 

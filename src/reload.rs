@@ -81,6 +81,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         // Read per request and per new connection: reloadable.
         trusted_proxies: _,
         proxy_protocol_from: _,
+        h2c: _,
         // Written on each operator change, from the live config; read back
         // only at start.
         state_file: _,
@@ -124,6 +125,8 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         max_headers: _,
         max_request_body: _,
         max_response_head: _,
+        // Read per new HTTP/2 connection.
+        http2_max_concurrent_streams: _,
     } = limits;
     let Buffering {
         requests: _,

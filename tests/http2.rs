@@ -883,3 +883,73 @@ fn sigterm_sends_goaway_and_lets_an_open_stream_finish() {
     assert!(goaway, "no GOAWAY");
     assert_eq!(answer, Some(0x88), "no 200 for the open stream");
 }
+
+/// A stream reset by the visitor while its request is with a node: the
+/// request is dropped at once (the node's connection closed), not left
+/// running until the node answers.
+#[test]
+fn a_reset_stream_drops_its_request_at_the_node() {
+    let node = echo_node("n1");
+    let wc = start("", "", &[("n1", node.addr(), "")]);
+    let a = wc.listen.to_string();
+    let mut c = RawH2::connect(wc.listen);
+    let fields = request(b"GET", b"/sleep?ms=30000", a.as_bytes());
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &header_block(&fields),
+    ))
+    .expect("send the request");
+    let inflight = || support::webcluster::node(&wc.status(), "n1")["inflight"].clone();
+    wait_until(
+        "the request is with the node",
+        Duration::from_secs(10),
+        || inflight() == 1,
+    );
+    c.send(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()))
+        .expect("send RST_STREAM");
+    // The node would answer in 30 s: well before, the proxy has let go.
+    wait_until(
+        "the proxy dropped the request",
+        Duration::from_secs(10),
+        || inflight() == 0,
+    );
+    let m = metrics(&wc);
+    assert_eq!(metric(&m, "webcluster_http2_streams "), 0.0, "{m}");
+    assert_eq!(metric(&m, "webcluster_http2_connections "), 1.0, "{m}");
+    // The connection goes on serving.
+    let fields = request(b"GET", b"/node", a.as_bytes());
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        3,
+        &header_block(&fields),
+    ))
+    .expect("send another request");
+    assert!(
+        matches!(
+            c.outcome(3),
+            Outcome::Answered {
+                first: 0x88,
+                ended: true,
+                ..
+            }
+        ),
+        "the connection no longer serves"
+    );
+}
+
+/// `[server] h2c = false`: the preface is an HTTP/1 request like any other,
+/// refused as malformed.
+#[test]
+fn h2c_can_be_turned_off() {
+    let node = echo_node("n1");
+    let wc = Webcluster::start(|l, a| {
+        base_config(l, a, "h2c = false") + &group_config("web", "", &[("n1", node.addr(), "")])
+    });
+    let mut c = RawH2::connect(wc.listen);
+    let mut answer = String::new();
+    let _ = c.s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+}

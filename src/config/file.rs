@@ -45,6 +45,9 @@ pub const DEFAULT_CLIENT_KEEPALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_TRIES: u32 = 3;
 pub const DEFAULT_MAX_REQUEST_HEAD: u64 = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Streams open at once on one HTTP/2 connection (nginx's
+/// `http2_max_concurrent_streams` and HAProxy's default).
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// nginx's `client_max_body_size`.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_HEAD: u64 = 32 * 1024;
@@ -129,6 +132,7 @@ pub struct ServerFile {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
     pub state_file: Option<Spanned<String>>,
+    pub h2c: Option<bool>,
 }
 
 /// `[admin]`
@@ -177,6 +181,7 @@ pub struct LimitsFile {
     pub max_headers: Option<Spanned<usize>>,
     pub max_request_body: Option<Spanned<Size>>,
     pub max_response_head: Option<Spanned<Size>>,
+    pub http2_max_concurrent_streams: Option<Spanned<u32>>,
 }
 
 /// `[buffering]`
@@ -534,6 +539,7 @@ impl ServerFile {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
         Ok(ServerSettings {
+            h2c: self.h2c.unwrap_or(true),
             state_file,
             listen,
             threads,
@@ -677,6 +683,18 @@ impl LimitsFile {
                 DEFAULT_MAX_RESPONSE_HEAD,
                 "max_response_head",
             )?,
+            http2_max_concurrent_streams: match &self.http2_max_concurrent_streams {
+                None => DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+                Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => {
+                    return Err(cx.bad(
+                        v,
+                        CX,
+                        "http2_max_concurrent_streams",
+                        "must be between 1 and 1000",
+                    ))
+                }
+            },
         })
     }
 }

@@ -69,6 +69,9 @@ pub struct ServerSettings {
     /// Where operator changes of nodes (drain, maint, weight) are kept
     /// across restarts, if anywhere (`cluster::operator`).
     pub state_file: Option<PathBuf>,
+    /// Plain listeners take HTTP/2 with prior knowledge (h2c): a connection
+    /// that starts with the HTTP/2 preface is served as HTTP/2.
+    pub h2c: bool,
 }
 
 /// How log lines are written (`[server] log_format`).
@@ -133,6 +136,8 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Largest response head from a node (502 beyond).
     pub max_response_head: usize,
+    /// Streams open at once on one HTTP/2 visitor connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// Buffering of bodies between visitors and nodes (`[buffering]`), so that a

@@ -362,8 +362,16 @@ impl Proxy {
         }
         // HTTP/2 with prior knowledge (h2c): the client preface starts the
         // connection; its bytes go on to the HTTP/2 side.
-        let timeout = self.cluster.state().config.timeouts.client_read;
-        match http2::sniff(&mut io, timeout).await {
+        let (timeout, h2c) = {
+            let state = self.cluster.state();
+            (state.config.timeouts.client_read, state.config.server.h2c)
+        };
+        let sniffed = if h2c {
+            http2::sniff(&mut io, timeout).await
+        } else {
+            http2::Sniffed::Http1
+        };
+        match sniffed {
             http2::Sniffed::Http2 => {
                 let (stream, read) = io.into_parts();
                 return self.serve_h2_after(stream, read, client, shutdown).await;

@@ -254,7 +254,8 @@ mod tests {
 
     #[test]
     fn malformed_requests_are_refused() {
-        let bad: &[(&str, &str, &[(&str, &str)], bool)] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+        let bad: &[Case] = &[
             ("GET", "ftp://a/x", &[], true),
             ("GET", "/x", &[], true),
             ("GET", "/x", &[("host", "a"), ("host", "b")], true),

@@ -12,7 +12,8 @@
 //! HAProxy do) at the start of a connection and hands the bytes it read
 //! on. There is no HTTP/1.1 `Upgrade: h2c` (nginx has none either).
 //!
-//! Limits: [`MAX_STREAMS`] concurrent streams; the header list at most
+//! Limits: `[limits] http2_max_concurrent_streams` (100) concurrent
+//! streams; the header list at most
 //! `[limits] max_request_head`; a connection with no stream for
 //! `client_keepalive` gets GOAWAY and closes; windows of [`STREAM_WINDOW`]
 //! and [`CONNECTION_WINDOW`], capacity given back as the request path takes
@@ -58,9 +59,6 @@ use stream::{reset_by_visitor, Sending};
 
 /// The client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Streams open at once on one connection (nginx's
-/// `http2_max_concurrent_streams` and HAProxy's default: 100).
-pub const MAX_STREAMS: u32 = 100;
 /// Each stream's receive window: a request body this large comes without
 /// waiting for the proxy.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
@@ -243,7 +241,7 @@ impl Proxy {
         let t = state.config.timeouts;
         let mut builder = h2::server::Builder::new();
         builder
-            .max_concurrent_streams(MAX_STREAMS)
+            .max_concurrent_streams(state.config.limits.http2_max_concurrent_streams)
             .max_header_list_size(state.config.limits.max_request_head.min(u32::MAX as usize) as u32)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
