@@ -8,8 +8,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::webcluster::{base_config, group_config, Webcluster};
@@ -757,65 +755,60 @@ fn concurrent_streams_and_h2load_all_succeed() {
     assert!(out.contains("2000 succeeded, 0 failed"), "{out}");
 }
 
-/// HEADERS and RST_STREAM in a loop (CVE-2023-44487), 20,000 at most in
-/// all and 60 s at most, reconnecting when the proxy ends a connection:
-/// the proxy keeps answering another client, its memory stays bounded, and
-/// the node sees a small part of the flood at most.
-#[test]
-fn a_rapid_reset_flood_is_bounded() {
+/// Streams opened and made to end in a reset at once, `per_stream(id)`
+/// (the frames after the stream's HEADERS) each, 20,000 at most in all and
+/// 60 s at most, reconnecting when the proxy ends a connection, while
+/// another client is served: the proxy keeps answering it, its memory
+/// stays bounded, and the node sees a small part of the flood at most.
+fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
     let node = echo_node("n1");
     let wc = start("", "", &[("n1", node.addr(), "")]);
     let rss_before = rss_kib(wc.pid());
     let listen = wc.listen;
     let a = listen.to_string();
     let block = header_block(&request(b"GET", b"/node?flood", a.as_bytes()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooder = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let (mut sent, mut connections) = (0u32, 0u32);
-            while sent < 20_000 && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-                let mut c = RawH2::connect(listen);
-                connections += 1;
-                let mut reader = c.s.try_clone().unwrap();
-                let drain = std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
-                });
-                let mut id = 1u32;
-                'conn: while sent < 20_000 && Instant::now() < deadline {
-                    let mut batch = Vec::new();
-                    for _ in 0..100 {
-                        batch.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
-                        batch.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
-                        id += 2;
-                    }
-                    if c.send(&batch).is_err() {
-                        break 'conn;
-                    }
-                    sent += 100;
+    let flooder = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut sent, mut connections) = (0u32, 0u32);
+        while sent < 20_000 && Instant::now() < deadline {
+            let mut c = RawH2::connect(listen);
+            connections += 1;
+            let mut reader = c.s.try_clone().unwrap();
+            let drain = std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let mut id = 1u32;
+            while sent < 20_000 && Instant::now() < deadline {
+                let mut batch = Vec::new();
+                for _ in 0..100 {
+                    batch.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
+                    batch.extend(per_stream(id));
+                    id += 2;
                 }
-                let _ = c.s.shutdown(std::net::Shutdown::Both);
-                let _ = drain.join();
+                if c.send(&batch).is_err() {
+                    break;
+                }
+                sent += 100;
             }
-            (sent, connections)
-        })
-    };
+            let _ = c.s.shutdown(std::net::Shutdown::Both);
+            let _ = drain.join();
+        }
+        (sent, connections)
+    });
     // Meanwhile another client is answered.
     for _ in 0..5 {
         let r = curl_h2(wc.listen, "/node", &[]);
-        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.status, 200, "{what}: {r:?}");
     }
     let (sent, connections) = flooder.join().expect("the flood thread");
-    stop.store(true, Ordering::Relaxed);
-    assert!(sent >= 1000, "only {sent} streams sent");
+    assert!(sent >= 1000, "{what}: only {sent} streams sent");
     let r = curl_h2(wc.listen, "/node", &[]);
-    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.status, 200, "{what}: {r:?}");
     let rss_after = rss_kib(wc.pid());
     assert!(
         rss_after < rss_before + 200 * 1024,
-        "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
+        "{what}: VmRSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     wait_until(
         "the node logged the later request",
@@ -834,13 +827,29 @@ fn a_rapid_reset_flood_is_bounded() {
         .filter(|l| l.contains("/node?flood"))
         .count();
     eprintln!(
-        "{sent} HEADERS+RST_STREAM on {connections} connections; the node saw {flood_seen}; \
+        "{what}: {sent} streams on {connections} connections; the node saw {flood_seen}; \
          VmRSS {rss_before} -> {rss_after} KiB"
     );
     assert!(
         flood_seen * 10 < sent as usize,
-        "the node saw {flood_seen} of {sent} reset streams ({connections} connections)"
+        "{what}: the node saw {flood_seen} of {sent} reset streams ({connections} connections)"
     );
+}
+
+/// Rapid reset (CVE-2023-44487): HEADERS then RST_STREAM(CANCEL).
+#[test]
+fn a_rapid_reset_flood_is_bounded() {
+    flood_is_bounded("rapid reset", |id| {
+        frame(RST_STREAM, 0, id, &8u32.to_be_bytes())
+    });
+}
+
+/// MadeYouReset (CVE-2025-8671): HEADERS then a frame that makes the
+/// server reset the stream itself (WINDOW_UPDATE with a zero increment, a
+/// stream error, RFC 9113 6.9).
+#[test]
+fn a_made_you_reset_flood_is_bounded() {
+    flood_is_bounded("MadeYouReset", |id| frame(8, 0, id, &0u32.to_be_bytes()));
 }
 
 /// SIGTERM while a slow stream is open: the visitor gets GOAWAY and the
@@ -890,7 +899,10 @@ fn sigterm_sends_goaway_and_lets_an_open_stream_finish() {
 #[test]
 fn a_reset_stream_drops_its_request_at_the_node() {
     let node = echo_node("n1");
-    let wc = start("", "", &[("n1", node.addr(), "")]);
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let tables = format!("[access_log]\ntarget = \"{}\"\n", access.display());
+    let wc = start(&tables, "", &[("n1", node.addr(), "")]);
     let a = wc.listen.to_string();
     let mut c = RawH2::connect(wc.listen);
     let fields = request(b"GET", b"/sleep?ms=30000", a.as_bytes());
@@ -914,6 +926,15 @@ fn a_reset_stream_drops_its_request_at_the_node() {
         "the proxy dropped the request",
         Duration::from_secs(10),
         || inflight() == 0,
+    );
+    // Logged as nginx logs a request its client gave up: 499.
+    wait_until(
+        "the access log shows the 499",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&access)
+                .is_ok_and(|l| l.contains("\"GET /sleep?ms=30000 HTTP/2.0\" 499"))
+        },
     );
     let m = metrics(&wc);
     assert_eq!(metric(&m, "webcluster_http2_streams "), 0.0, "{m}");

@@ -82,6 +82,9 @@ const BODY_READ: usize = 64 * 1024;
 const MAX_REPLAY: usize = 64 * 1024;
 /// Most informational (1xx) responses a node may send before its answer.
 const MAX_INFORMATIONAL: u32 = 8;
+/// The status logged for a request the visitor cancelled before its
+/// response ended (nginx's 499).
+const CANCELLED: u16 = 499;
 
 /// The visitor-facing proxy.
 pub struct Proxy {
@@ -451,8 +454,28 @@ impl Proxy {
     /// another one.
     async fn handle(&self, down: &mut Downstream, state: Arc<ClusterState>, keep: bool) -> bool {
         let mut ctx = RequestCtx::new(&self.active, state, keep, down.head.body);
-        let reusable = match self.proxy(down, &mut ctx).await {
+        // A visitor that can cancel its request (an HTTP/2 stream reset)
+        // drops it wherever it is: a node's connection is then closed, not
+        // pooled, and the request is logged as nginx does, 499.
+        let result = match down.io.cancellation() {
+            None => self.proxy(down, &mut ctx).await,
+            Some(cancel) => tokio::select! {
+                biased;
+                () = cancel.cancelled() => Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the visitor cancelled the request",
+                )
+                .into_down()),
+                result = self.proxy(down, &mut ctx) => result,
+            },
+        };
+        let reusable = match result {
             Ok(reusable) => reusable,
+            Err(e) if e.etype() == &ErrorType::ConnectionClosed && down.io.is_cancelled() => {
+                ctx.status = Some(CANCELLED);
+                ctx.current = None;
+                false
+            }
             Err(e) => {
                 self.fail(down, &e, &mut ctx).await;
                 false

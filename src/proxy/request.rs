@@ -35,7 +35,7 @@ use pingora::protocols::Stream;
 
 use super::downstream::{write_response_head, Shape};
 use super::http1::{Io, ResponseHead};
-use super::http2::StreamIo;
+use super::http2::{Cancellation, StreamIo};
 use super::respond::plain_response;
 
 /// How much one read of a visitor's request body asks for (HTTP/1).
@@ -165,6 +165,23 @@ impl VisitorIo {
         match self {
             VisitorIo::Http1(io) => io.flush(timeout).await,
             VisitorIo::Http2(s) => s.finish(),
+        }
+    }
+
+    /// How the visitor may cancel this request while it is being served
+    /// (an HTTP/2 stream reset), if it can.
+    pub fn cancellation(&self) -> Option<Cancellation> {
+        match self {
+            VisitorIo::Http1(_) => None,
+            VisitorIo::Http2(s) => Some(s.cancellation()),
+        }
+    }
+
+    /// Whether the visitor cancelled the request.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            VisitorIo::Http1(_) => false,
+            VisitorIo::Http2(s) => s.is_cancelled(),
         }
     }
 

@@ -32,7 +32,7 @@ mod head;
 mod stream;
 
 pub use head::{request_head, Refusal};
-pub use stream::StreamIo;
+pub use stream::{Cancellation, StreamIo};
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,7 +55,7 @@ use super::request::VisitorIo;
 use super::upstream::Visitor;
 use super::{head_limits, stream_addresses, ActiveGuard, Proxy};
 use crate::metrics::Metrics;
-use stream::{reset_by_visitor, Sending};
+use stream::Sending;
 
 /// The client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -380,7 +380,7 @@ impl Proxy {
         };
         drop(parts);
         let send = Arc::new(Mutex::new(Sending::Head(respond)));
-        let io = StreamIo::new(body, chunked, Arc::clone(&send), conn.addresses);
+        let io = StreamIo::new(body, chunked, send, conn.addresses);
         let mut down = Downstream {
             io: VisitorIo::Http2(Box::new(io)),
             head,
@@ -389,12 +389,8 @@ impl Proxy {
             client: conn.client.clone(),
             shutdown,
         };
-        let reset = tokio::select! {
-            biased;
-            () = reset_by_visitor(&send) => true,
-            _ = Box::pin(self.handle(&mut down, state, true)) => false,
-        };
-        if reset {
+        Box::pin(self.handle(&mut down, state, true)).await;
+        if down.io.is_cancelled() {
             tracing::debug!(
                 client = ?conn.client.as_ref().map(|c| c.ip),
                 "the visitor reset its stream: its request is dropped"

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -41,15 +42,24 @@ pub fn lock(s: &Mutex<Sending>) -> MutexGuard<'_, Sending> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Resolves when the visitor reset the stream (or the connection failed)
-/// before its response ended.
-pub async fn reset_by_visitor(send: &Mutex<Sending>) {
-    std::future::poll_fn(|cx| match &mut *lock(send) {
-        Sending::Head(r) => r.poll_reset(cx).map(|_| ()),
-        Sending::Body(s) => s.poll_reset(cx).map(|_| ()),
-        Sending::Done => Poll::Pending,
-    })
-    .await
+/// The watch for a stream's reset (by the visitor, or by the `h2` crate
+/// for the visitor's protocol error) before its response ended.
+pub struct Cancellation {
+    send: SharedSending,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Cancellation {
+    /// Resolves when the stream is reset (or its connection failed).
+    pub async fn cancelled(&self) {
+        std::future::poll_fn(|cx| match &mut *lock(&self.send) {
+            Sending::Head(r) => r.poll_reset(cx).map(|_| ()),
+            Sending::Body(s) => s.poll_reset(cx).map(|_| ()),
+            Sending::Done => Poll::Pending,
+        })
+        .await;
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One HTTP/2 stream, seen by the request path.
@@ -64,6 +74,8 @@ pub struct StreamIo {
     /// END_STREAM came (or the body was given up).
     ended: bool,
     send: SharedSending,
+    /// The stream was reset before its response ended.
+    cancelled: Arc<AtomicBool>,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
 }
 
@@ -94,8 +106,20 @@ impl StreamIo {
             chunked,
             ended: ended && !chunked,
             send,
+            cancelled: Arc::default(),
             addresses,
         }
+    }
+
+    pub fn cancellation(&self) -> Cancellation {
+        Cancellation {
+            send: Arc::clone(&self.send),
+            cancelled: Arc::clone(&self.cancelled),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     pub fn unread(&self) -> &[u8] {
