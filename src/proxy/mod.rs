@@ -37,6 +37,8 @@ mod request;
 use request::VisitorIo;
 mod respond;
 pub mod spool;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 pub mod upstream;
 

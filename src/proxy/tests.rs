@@ -1,0 +1,320 @@
+//! The request path in process (issue 16): a visitor over
+//! `tokio::io::duplex` (HTTP/1 bytes, or the `h2` crate as a client) and
+//! scripted nodes on loopback listeners, so that retries, `retry_on_404`,
+//! body replay and keep-alive decisions are checked for both protocols in
+//! milliseconds, without the binary or a real web server. What only a real
+//! node or client shows stays in `tests/`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::pool::Pool;
+use super::{ActiveRequests, Proxy};
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a scripted node answers to one request (its head and body), or
+/// `None` to close the connection without an answer; after an answer that
+/// says `Connection: close` the node closes it.
+type Script = fn(&str, &[u8]) -> Option<String>;
+
+/// A node on a loopback listener that answers as its script says and keeps
+/// each request it got (head and body).
+struct Node {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl Node {
+    async fn start(script: Script) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some((head, body)) = read_request(&mut conn, &mut buf).await else {
+                            return;
+                        };
+                        let answer = script(&head, &body);
+                        log.lock().unwrap().push((head, body));
+                        match answer {
+                            Some(a) => {
+                                if conn.write_all(a.as_bytes()).await.is_err()
+                                    || a.contains("Connection: close")
+                                {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        Node { addr, seen }
+    }
+
+    fn requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A closed port: connecting to it fails at once.
+async fn dead_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// One request head and its `Content-Length` body (what the proxy sends a
+/// node, buffered bodies included).
+async fn read_request(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut more = [0u8; 8192];
+                let n = conn.read(&mut more).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((head, body));
+        }
+        let mut more = [0u8; 8192];
+        let n = conn.read(&mut more).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+fn ok(body: &str) -> Option<String> {
+    Some(format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A proxy for one group "web" of `nodes` (round robin, no scraping) with
+/// `extra` config after it.
+fn proxy(nodes: &[SocketAddr], extra: &str) -> Arc<Proxy> {
+    let mut text = String::from(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[admin]\nenabled = false\n\
+         [[group]]\nname = \"web\"\nbalance = \"round_robin\"\nscrape = false\n",
+    );
+    for (i, addr) in nodes.iter().enumerate() {
+        text.push_str(&format!(
+            "  [[group.node]]\n  name = \"n{i}\"\n  address = \"{addr}\"\n"
+        ));
+    }
+    text.push_str(extra);
+    let config = crate::config::parse(&text, Path::new("test.toml")).expect("a valid config");
+    Arc::new(Proxy::new(
+        Arc::new(Cluster::new(config)),
+        Arc::new(Metrics::new()),
+        None,
+        Arc::new(ActiveRequests::default()),
+        Arc::new(Pool::default()),
+    ))
+}
+
+/// The stop signal a connection watches; never sent here.
+fn running() -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::sync::watch::channel(false)
+}
+
+/// Send `request` as an HTTP/1 visitor and read what comes back until the
+/// proxy closes the connection or a response to a request with
+/// `Connection: close` ended.
+async fn http1(proxy: &Arc<Proxy>, request: &[u8]) -> String {
+    let (mut client, server) = tokio::io::duplex(256 * 1024);
+    let (_stop, watch) = running();
+    let p = Arc::clone(proxy);
+    let served = tokio::spawn(async move { p.serve(Box::new(server), &watch).await });
+    client.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    served.await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One request as an HTTP/2 visitor (the `h2` crate as the client): the
+/// status and body.
+async fn http2(proxy: &Arc<Proxy>, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (client, server) = tokio::io::duplex(256 * 1024);
+    let (_stop, watch) = running();
+    let p = Arc::clone(proxy);
+    tokio::spawn(async move { p.serve_h2(Box::new(server), &watch).await });
+    let (mut h2, conn) = h2::client::handshake(client).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://site.test{path}"))
+        .body(())
+        .unwrap();
+    let (resp, mut send) = h2.send_request(req, body.is_empty()).unwrap();
+    if !body.is_empty() {
+        send.send_data(Bytes::copy_from_slice(body), true).unwrap();
+    }
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let status = resp.status().as_u16();
+    let mut recv = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(data) = tokio::time::timeout(WAIT, recv.data()).await.unwrap() {
+        let data = data.unwrap();
+        let _ = recv.flow_control().release_capacity(data.len());
+        out.extend_from_slice(&data);
+    }
+    (status, out)
+}
+
+#[tokio::test]
+async fn a_dead_node_is_retried_for_both_protocols() {
+    let live = Node::start(|_, _| ok("live")).await;
+    let p = proxy(&[dead_address().await, live.addr], "");
+    for _ in 0..2 {
+        let r = http1(
+            &p,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("live"), "{r}");
+        assert_eq!(http2(&p, "GET", "/", b"").await, (200, b"live".to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn a_404_is_retried_on_another_node_for_both_protocols() {
+    let missing =
+        Node::start(|_, _| Some("HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope".into()))
+            .await;
+    let has = Node::start(|_, _| ok("found")).await;
+    let p = proxy(
+        &[missing.addr, has.addr],
+        "[[route]]\npath = \"/\"\ngroup = \"web\"\nretry_on_404 = true\n",
+    );
+    for _ in 0..2 {
+        let r = http1(
+            &p,
+            b"GET /f HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("found"), "{r}");
+        assert_eq!(http2(&p, "GET", "/f", b"").await, (200, b"found".to_vec()));
+    }
+    // A write is not retried on 404.
+    assert_eq!(http2(&p, "POST", "/f", b"x").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_body_is_sent_again_to_the_next_node_for_both_protocols() {
+    // The first node takes the request and closes without an answer.
+    let drops = Node::start(|_, _| None).await;
+    let echo = Node::start(|_, body| ok(&String::from_utf8_lossy(body))).await;
+    let p = proxy(&[drops.addr, echo.addr], "");
+    let body = "x".repeat(100_000);
+    let r = http1(
+        &p,
+        format!(
+            "PUT /u HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with(&body),
+        "{}",
+        &r[..60]
+    );
+    let (status, back) = http2(&p, "PUT", "/u", body.as_bytes()).await;
+    assert_eq!((status, back.len()), (200, body.len()));
+    // Both nodes got the whole body each time, with one framing header.
+    for (head, got) in drops.requests().iter().chain(echo.requests().iter()) {
+        assert_eq!(got.len(), body.len(), "{head}");
+        assert_eq!(head.matches("Content-Length").count(), 1, "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("transfer-encoding"),
+            "{head}"
+        );
+    }
+    assert_eq!(echo.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn keep_alive_follows_the_visitor_and_the_node() {
+    let node = Node::start(|head, _| {
+        if head.contains("/closing") {
+            Some("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end".into())
+        } else {
+            ok("one")
+        }
+    })
+    .await;
+    let p = proxy(&[node.addr], "");
+    // Two requests on one connection, the second asks to close.
+    let r = http1(
+        &p,
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("HTTP/1.1 200").count(), 2, "{r}");
+    assert!(r.trim_end().ends_with("one"), "{r}");
+    assert_eq!(r.matches("Connection: close").count(), 1, "{r}");
+    // A body that runs until the node closes reaches an HTTP/1.1 visitor
+    // chunked (its connection could go on), an HTTP/1.0 one as it came,
+    // and an HTTP/2 one in DATA frames.
+    let r = http1(
+        &p,
+        b"GET /closing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("Transfer-Encoding: chunked"), "{r}");
+    let r = http1(&p, b"GET /closing HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert!(!r.contains("chunked") && r.ends_with("to the end"), "{r}");
+    assert_eq!(
+        http2(&p, "GET", "/closing", b"").await,
+        (200, b"to the end".to_vec())
+    );
+    // The node got the HTTP/2 request with Host from :authority.
+    let last = node.requests().pop().unwrap().0;
+    assert!(
+        last.contains("Host: site.test\r\n") || last.contains("host: site.test\r\n"),
+        "{last}"
+    );
+}
