@@ -30,8 +30,11 @@ type Script = fn(&str, &[u8]) -> Option<String>;
 /// each request it got (head and body).
 struct Node {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// A request a node got: its head and body.
+type Seen = (String, Vec<u8>);
 
 impl Node {
     async fn start(script: Script) -> Node {
@@ -67,7 +70,7 @@ impl Node {
         Node { addr, seen }
     }
 
-    fn requests(&self) -> Vec<(String, Vec<u8>)> {
+    fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -80,10 +83,7 @@ async fn dead_address() -> SocketAddr {
 
 /// One request head and its `Content-Length` body (what the proxy sends a
 /// node, buffered bodies included).
-async fn read_request(
-    conn: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
-) -> Option<(String, Vec<u8>)> {
+async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
