@@ -65,7 +65,7 @@ use http1::{
     Version,
 };
 use pool::Pool;
-use respond::{is_timeout, plain_response, status_for_error};
+use respond::{is_timeout, status_for_error};
 use spool::{BodyBuffer, Spool};
 use upstream::{read_response_head, Forwarding, Visitor};
 
@@ -371,7 +371,8 @@ impl Proxy {
             let state = self.cluster.state();
             (state.config.timeouts.client_read, state.config.server.h2c)
         };
-        let sniffed = if h2c {
+        // Not on TLS, where ALPN says the protocol (as pingora does).
+        let sniffed = if h2c && io.get_ref().get_ssl_digest().is_none() {
             http2::sniff(&mut io, timeout).await
         } else {
             http2::Sniffed::Http1
@@ -429,9 +430,11 @@ impl Proxy {
                     tracing::debug!(client = ?ip, "bad request: {e}");
                     self.metrics.bad_requests.inc();
                     let code = status_for_head(e);
-                    down.out.clear();
-                    plain_response(&mut down.out, code, respond::plain_body(code), false);
-                    let _ = down.io.write_all(&down.out, t.client_write).await;
+                    let body = respond::plain_body(code);
+                    let _ = down
+                        .io
+                        .answer(&mut down.out, code, body, false, t.client_write)
+                        .await;
                     return;
                 }
             }
@@ -1195,7 +1198,7 @@ async fn continue_if_expected(down: &mut Downstream, ctx: &mut RequestCtx) -> Re
     ctx.continued = true;
     let t = ctx.state.config.timeouts;
     down.io
-        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", t.client_write)
+        .send_continue(t.client_write)
         .await
         .map_err(|e| io_error(e, true, "writing to the visitor").into_down())
 }

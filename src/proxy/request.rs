@@ -86,12 +86,14 @@ impl VisitorIo {
         }
     }
 
-    /// Write bytes of the protocol itself (an HTTP/1 interim response);
-    /// nothing on HTTP/2, which has no such bytes.
-    pub async fn write_all(&mut self, data: &[u8], timeout: Duration) -> io::Result<()> {
+    /// `100 Continue`, to a visitor that sent `Expect: 100-continue`.
+    pub async fn send_continue(&mut self, timeout: Duration) -> io::Result<()> {
         match self {
-            VisitorIo::Http1(io) => io.write_all(data, timeout).await,
-            VisitorIo::Http2(_) => Ok(()),
+            VisitorIo::Http1(io) => {
+                io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", timeout)
+                    .await
+            }
+            VisitorIo::Http2(s) => s.send_continue(),
         }
     }
 

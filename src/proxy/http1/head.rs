@@ -322,9 +322,10 @@ impl RequestHead {
         }
     }
 
-    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    /// `Expect: 100-continue` on an HTTP/1.1 or HTTP/2 request.
     pub fn expects_continue(&self) -> bool {
-        self.version == Version::Http11 && self.fields.has_token("expect", "100-continue")
+        matches!(self.version, Version::Http11 | Version::Http2)
+            && self.fields.has_token("expect", "100-continue")
     }
 
     /// `GET` with `Connection: upgrade` and `Upgrade: websocket` over

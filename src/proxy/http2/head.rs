@@ -228,6 +228,8 @@ mod tests {
         assert_eq!(head.request_line(), "GET /a/b?c=d HTTP/2.0");
         assert!(head.wants_keepalive());
         assert!(!head.expects_continue());
+        let (head, _) = check("PUT", "http://a/x", &[("expect", "100-continue")], false).unwrap();
+        assert!(head.expects_continue());
         assert!(!head.is_websocket_upgrade());
     }
 

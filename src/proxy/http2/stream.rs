@@ -180,6 +180,16 @@ impl StreamIo {
         }
     }
 
+    /// An interim `100 Continue` (RFC 9113 8.1).
+    pub fn send_continue(&mut self) -> io::Result<()> {
+        let mut resp = http::Response::new(());
+        *resp.status_mut() = http::StatusCode::CONTINUE;
+        match &mut *lock(&self.send) {
+            Sending::Head(r) => r.send_informational(resp).map_err(h2_error),
+            _ => Ok(()),
+        }
+    }
+
     /// A short plain-text local answer, the whole response.
     pub async fn answer(&mut self, code: u16, body: &str, _timeout: Duration) -> io::Result<()> {
         let mut resp = http::Response::new(());
