@@ -318,3 +318,21 @@ async fn keep_alive_follows_the_visitor_and_the_node() {
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn local_answers_reach_http2_visitors_and_head_has_no_body() {
+    let node = Node::start(|_, _| ok("page")).await;
+    let p = proxy(&[node.addr], "");
+    assert_eq!(
+        http2(&p, "GET", "/server-status", b"").await,
+        (403, b"403 Forbidden\n".to_vec())
+    );
+    assert_eq!(
+        http2(&p, "HEAD", "/server-status", b"").await,
+        (403, Vec::new())
+    );
+    assert_eq!(http2(&p, "CONNECT", "", b"").await.0, 405);
+    assert!(node.requests().is_empty(), "{:?}", node.requests());
+    assert_eq!(http2(&p, "HEAD", "/", b"").await, (200, Vec::new()));
+    assert_eq!(node.requests().len(), 1);
+}

@@ -380,7 +380,8 @@ impl Proxy {
         };
         drop(parts);
         let send = Arc::new(Mutex::new(Sending::Head(respond)));
-        let io = StreamIo::new(body, chunked, send, conn.addresses);
+        let head_only = head.method == http::Method::HEAD;
+        let io = StreamIo::new(body, chunked, head_only, send, conn.addresses);
         let mut down = Downstream {
             io: VisitorIo::Http2(Box::new(io)),
             head,

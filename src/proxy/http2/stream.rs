@@ -76,6 +76,8 @@ pub struct StreamIo {
     send: SharedSending,
     /// The stream was reset before its response ended.
     cancelled: Arc<AtomicBool>,
+    /// A HEAD request: a local answer has no body (RFC 9110 9.3.2).
+    head_only: bool,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
 }
 
@@ -95,6 +97,7 @@ impl StreamIo {
     pub fn new(
         body: RecvStream,
         chunked: bool,
+        head_only: bool,
         send: SharedSending,
         addresses: (Option<SocketAddr>, Option<SocketAddr>),
     ) -> StreamIo {
@@ -107,6 +110,7 @@ impl StreamIo {
             ended: ended && !chunked,
             send,
             cancelled: Arc::default(),
+            head_only,
             addresses,
         }
     }
@@ -210,10 +214,9 @@ impl StreamIo {
             return Err(closed("the response was already started"));
         };
         let mut respond = respond;
-        let mut stream = respond
-            .send_response(resp, body.is_empty())
-            .map_err(h2_error)?;
-        if !body.is_empty() {
+        let no_body = body.is_empty() || self.head_only;
+        let mut stream = respond.send_response(resp, no_body).map_err(h2_error)?;
+        if !no_body {
             // Small: buffered by the connection whatever the window.
             stream
                 .send_data(Bytes::copy_from_slice(body.as_bytes()), true)
