@@ -827,7 +827,7 @@ fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
         .filter(|l| l.contains("/node?flood"))
         .count();
     eprintln!(
-        "{what}: {sent} streams on {connections} connections; the node saw {flood_seen}; \
+        "{what}: {sent} streams written on {connections} connections; the node saw {flood_seen}; \
          VmRSS {rss_before} -> {rss_after} KiB"
     );
     assert!(

@@ -336,3 +336,86 @@ async fn local_answers_reach_http2_visitors_and_head_has_no_body() {
     assert_eq!(http2(&p, "HEAD", "/", b"").await, (200, Vec::new()));
     assert_eq!(node.requests().len(), 1);
 }
+
+/// An HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A header block of literal fields (HPACK, no indexing; short strings).
+fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in fields {
+        out.push(0);
+        out.push(n.len() as u8);
+        out.extend_from_slice(n.as_bytes());
+        out.push(v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Streams the visitor resets beyond its completed ones end the connection
+/// (`http2::MAX_GLITCHES`) with ENHANCE_YOUR_CALM, and none of the reset
+/// requests reaches a node: each is dropped when its reset comes.
+#[tokio::test]
+async fn a_connection_that_keeps_resetting_its_streams_is_ended() {
+    let node = Node::start(|_, _| ok("page")).await;
+    let p = proxy(&[node.addr], "");
+    let (mut client, server) = tokio::io::duplex(1024 * 1024);
+    let (_stop, watch) = running();
+    let pp = Arc::clone(&p);
+    let served = tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    let block = header_block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "site.test"),
+        (":path", "/"),
+    ]);
+    let mut hello = super::http2::PREFACE.to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    client.write_all(&hello).await.unwrap();
+    let (mut read, mut write) = tokio::io::split(client);
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(WAIT, read.read_to_end(&mut all)).await;
+        all
+    });
+    // One stream at a time, reset once the proxy has it: 1,000 at most.
+    let mut sent = 0;
+    for id in (1..2000u32).step_by(2) {
+        let mut pair = frame(1, 4, id, &block);
+        pair.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+        if write.write_all(&pair).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(WAIT, served).await.unwrap().unwrap();
+    let all = reader.await.unwrap();
+    // A GOAWAY (type 7) with ENHANCE_YOUR_CALM (0xb) came.
+    let mut goaway = None;
+    let mut at = 0;
+    while at + 9 <= all.len() {
+        let len = (usize::from(all[at]) << 16)
+            | (usize::from(all[at + 1]) << 8)
+            | usize::from(all[at + 2]);
+        if all[at + 3] == 7 && at + 9 + 8 <= all.len() {
+            let p = &all[at + 9..];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    assert_eq!(goaway, Some(0xb), "after {sent} reset streams");
+    assert!(sent < 1000, "the connection took {sent} reset streams");
+    assert!(
+        node.requests().len() < sent / 2,
+        "{} of {sent}",
+        node.requests().len()
+    );
+}
