@@ -974,3 +974,51 @@ fn h2c_can_be_turned_off() {
     let _ = c.s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 }
+
+/// A connection with no stream for `client_keepalive` gets GOAWAY and is
+/// closed; one with a stream open is not.
+#[test]
+fn an_idle_connection_gets_goaway_and_is_closed() {
+    let node = echo_node("n1");
+    let wc = start(
+        "[timeouts]\nclient_keepalive = \"1s\"\n",
+        "",
+        &[("n1", node.addr(), "")],
+    );
+    let a = wc.listen.to_string();
+    // A stream longer than the keep-alive timeout still ends whole.
+    let mut c = RawH2::connect(wc.listen);
+    let fields = request(b"GET", b"/sleep?ms=1500", a.as_bytes());
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &header_block(&fields),
+    ))
+    .expect("send the request");
+    assert!(
+        matches!(
+            c.outcome(1),
+            Outcome::Answered {
+                first: 0x88,
+                ended: true,
+                ..
+            }
+        ),
+        "the slow stream did not end whole"
+    );
+    // Then nothing: GOAWAY (NO_ERROR) and the end of the connection.
+    let mut goaway = None;
+    while let Some((kind, _, _, payload)) = c.read_frame() {
+        if kind == GOAWAY {
+            goaway = Some(u32::from_be_bytes([
+                payload[4], payload[5], payload[6], payload[7],
+            ]));
+        }
+    }
+    assert_eq!(goaway, Some(0), "no GOAWAY before the close");
+    assert!(
+        matches!(c.s.read(&mut [0u8; 1]), Ok(0)),
+        "the connection was not closed"
+    );
+}
