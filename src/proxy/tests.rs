@@ -175,6 +175,18 @@ async fn http1(proxy: &Arc<Proxy>, request: &[u8]) -> String {
 /// One request as an HTTP/2 visitor (the `h2` crate as the client): the
 /// status and body.
 async fn http2(proxy: &Arc<Proxy>, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (head, got) = http2_response(proxy, method, path, body)
+        .await
+        .expect("a response head");
+    (head.status.as_u16(), got.expect("a whole body"))
+}
+
+/// What an HTTP/2 visitor got: the response head (or the stream's error
+/// before it), and the body (or the stream's error in it).
+type H2Response = Result<(http::response::Parts, Result<Vec<u8>, h2::Error>), h2::Error>;
+
+/// [`http2`], with the response head and the stream's errors.
+async fn http2_response(proxy: &Arc<Proxy>, method: &str, path: &str, body: &[u8]) -> H2Response {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (_stop, watch) = running();
     let p = Arc::clone(proxy);
@@ -190,16 +202,19 @@ async fn http2(proxy: &Arc<Proxy>, method: &str, path: &str, body: &[u8]) -> (u1
     if !body.is_empty() {
         send.send_data(Bytes::copy_from_slice(body), true).unwrap();
     }
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-    let status = resp.status().as_u16();
-    let mut recv = resp.into_body();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap()?;
+    let (head, mut recv) = resp.into_parts();
     let mut out = Vec::new();
     while let Some(data) = tokio::time::timeout(WAIT, recv.data()).await.unwrap() {
-        let data = data.unwrap();
-        let _ = recv.flow_control().release_capacity(data.len());
-        out.extend_from_slice(&data);
+        match data {
+            Ok(data) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                out.extend_from_slice(&data);
+            }
+            Err(e) => return Ok((head, Err(e))),
+        }
     }
-    (status, out)
+    Ok((head, Ok(out)))
 }
 
 #[tokio::test]
@@ -418,4 +433,50 @@ async fn a_connection_that_keeps_resetting_its_streams_is_ended() {
         "{} of {sent}",
         node.requests().len()
     );
+}
+
+#[tokio::test]
+async fn an_http2_response_has_no_connection_fields_and_a_cut_body_resets_the_stream() {
+    let node = Node::start(|head, _| {
+        if head.contains("/cut") {
+            Some(
+                "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly ten b"
+                    .into(),
+            )
+        } else {
+            Some(
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+                 X-Hop: 1\r\nUpgrade: h2c\r\nTrailer: X-Sum\r\nX-Kept: 2\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"
+                    .into(),
+            )
+        }
+    })
+    .await;
+    let p = proxy(&[node.addr], "[buffering]\nresponses = false\n");
+    let (head, body) = http2_response(&p, "GET", "/", b"").await.unwrap();
+    assert_eq!(body.unwrap(), b"abc");
+    for gone in [
+        "connection",
+        "keep-alive",
+        "x-hop",
+        "upgrade",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "x-sum",
+    ] {
+        assert!(head.headers.get(gone).is_none(), "{gone}: {head:?}");
+    }
+    assert_eq!(head.headers.get("x-kept").unwrap(), "2");
+    // The node closes before the length it gave: the stream is reset, not
+    // ended as if whole (the reset may overtake the head in the client).
+    let e = match http2_response(&p, "GET", "/cut", b"").await {
+        Err(e) => e,
+        Ok((head, body)) => {
+            assert_eq!(head.headers.get("content-length").unwrap(), "100");
+            body.expect_err("a cut body ended as if whole")
+        }
+    };
+    assert_eq!(e.reason(), Some(h2::Reason::INTERNAL_ERROR), "{e}");
 }
