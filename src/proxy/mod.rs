@@ -3,7 +3,12 @@
 //!
 //! A pingora [`ServerApp`] that runs each visitor connection as one loop of
 //! HTTP/1.x requests, with its own framing (`http1`) on both sides: heads
-//! are parsed in place and forwarded as bytes, bodies as they came. Each
+//! are parsed in place and forwarded as bytes, bodies as they came. An
+//! HTTP/2 connection (`http2`: TLS with ALPN `h2` through
+//! [`Proxy::serve_h2`], or the h2c preface on a plain listener) feeds each
+//! of its streams to the same request path: what the path sees of the
+//! visitor, whatever its protocol, is `request::VisitorIo` and a
+//! `RequestHead`; nodes are always spoken to in HTTP/1.1. Each
 //! request goes through the same phases, each a method here: `admit` (the
 //! `guard` refuses node status pages, the cluster's router picks the group,
 //! `choose` the write or session target), `attempt` (pick a node, get a

@@ -6,6 +6,14 @@
 //! log and the metrics are the same code. Nodes are still spoken to in
 //! HTTP/1.1, with the proxy's own framing.
 //!
+//! Why the `h2` crate itself rather than pingora's `v2::server` sessions:
+//! pingora's loop that accepts streams is crate-private, and its
+//! `HttpSession` would put a second request type (header maps, its own
+//! body and response calls) in front of the request path; here a stream's
+//! head becomes the same `RequestHead` as an HTTP/1 one and its body and
+//! response the same `VisitorIo` calls. pingora's own h2 code is this
+//! crate underneath.
+//!
 //! Where HTTP/2 comes in: a TLS listener that negotiated ALPN `h2` calls
 //! [`Proxy::serve_h2`]; a plain listener recognises the client preface
 //! (HTTP/2 with prior knowledge, "h2c", as nginx's `listen ... http2` and
