@@ -36,9 +36,9 @@ pub struct Metrics {
     pub retry_on_404: IntCounterVec,
     /// Requests answered, by the visitor's protocol.
     pub requests_by_protocol: IntCounterVec,
-    /// HTTP/2 visitor connections open now.
+    /// HTTP/2 visitor connections open now (set from the snapshot).
     pub http2_connections: IntGauge,
-    /// HTTP/2 streams being served now.
+    /// HTTP/2 streams being served now (set from the snapshot).
     pub http2_streams: IntGauge,
     pub reloads: IntCounterVec,
     /// Lookups of node host names and SRV names (`crate::discovery`).
@@ -264,6 +264,11 @@ impl Metrics {
         }
         self.last_reload_failed
             .set(i64::from(snap.config.last_reload_error.is_some()));
+        let v = &snap.visitors;
+        self.http2_connections
+            .set(i64::try_from(v.http2_connections).unwrap_or(i64::MAX));
+        self.http2_streams
+            .set(i64::try_from(v.http2_streams).unwrap_or(i64::MAX));
         for d in &snap.dns {
             for g in &d.groups {
                 for result in ["success", "failure"] {

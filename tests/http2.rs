@@ -939,6 +939,15 @@ fn a_reset_stream_drops_its_request_at_the_node() {
     let m = metrics(&wc);
     assert_eq!(metric(&m, "webcluster_http2_streams "), 0.0, "{m}");
     assert_eq!(metric(&m, "webcluster_http2_connections "), 1.0, "{m}");
+    let visitors = &wc.status()["visitors"];
+    assert_eq!(visitors["http2_connections"], 1, "{visitors}");
+    assert_eq!(visitors["http2_streams"], 0, "{visitors}");
+    let page = http_get(wc.admin, "/", &[]).expect("the status page");
+    assert!(
+        page.body.contains("HTTP/2: 1 connections, 0 streams"),
+        "{}",
+        page.body
+    );
     // The connection goes on serving.
     let fields = request(b"GET", b"/node", a.as_bytes());
     c.send(&frame(

@@ -103,6 +103,8 @@ fn header(s: &ClusterSnapshot) -> Markup {
                     "webcluster " (s.version)
                     " · up " (human_duration(s.uptime_seconds))
                     " · " (fmt_utc(s.time_unix))
+                    " · HTTP/2: " (s.visitors.http2_connections) " connections, "
+                    (s.visitors.http2_streams) " streams"
                 }
             }
             nav {

@@ -299,6 +299,10 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
                 content_sync: Default::default(),
             },
         ],
+        visitors: VisitorsSnapshot {
+            http2_connections: 3,
+            http2_streams: 5,
+        },
         dns: Vec::new(),
     }
 }

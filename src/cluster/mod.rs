@@ -31,7 +31,8 @@ use crate::proxy::guard::StatusGuard;
 use group::Group;
 use node::{Node, NodeLive};
 use router::Router;
-use snapshot::{ClusterSnapshot, ConfigInfo, GroupSnapshot, NodeState, Totals};
+use snapshot::{ClusterSnapshot, ConfigInfo, GroupSnapshot, NodeState, Totals, VisitorsSnapshot};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// One configuration generation, ready to serve.
 #[derive(Debug)]
@@ -228,6 +229,16 @@ pub struct Cluster {
     pub dns: crate::discovery::Book,
     /// Set once a graceful stop or upgrade began (`/ready` says so).
     stopping: std::sync::atomic::AtomicBool,
+    /// Visitor connections by protocol, as the proxy counts them.
+    pub visitors: Visitors,
+}
+
+/// Visitor connections the proxy holds now (HTTP/2: connections and the
+/// streams being served), for the status page, its JSON and the metrics.
+#[derive(Debug, Default)]
+pub struct Visitors {
+    pub http2_connections: std::sync::atomic::AtomicU64,
+    pub http2_streams: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -240,6 +251,7 @@ impl Cluster {
             retired: Mutex::new((0, 0)),
             dns,
             stopping: Default::default(),
+            visitors: Visitors::default(),
         }
     }
 
@@ -384,6 +396,10 @@ impl Cluster {
             },
             totals,
             groups,
+            visitors: VisitorsSnapshot {
+                http2_connections: self.visitors.http2_connections.load(Relaxed),
+                http2_streams: self.visitors.http2_streams.load(Relaxed),
+            },
             dns: self.dns.status(),
         }
     }

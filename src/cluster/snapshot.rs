@@ -23,9 +23,20 @@ pub struct ClusterSnapshot {
     /// Sums over every node with a fresh status.
     pub totals: Totals,
     pub groups: Vec<GroupSnapshot>,
+    /// Visitor connections by protocol.
+    pub visitors: VisitorsSnapshot,
     /// Node host names and SRV names being resolved, with their last
     /// answer and error (`crate::discovery`); empty when there are none.
     pub dns: Vec<crate::discovery::DnsStatus>,
+}
+
+/// Visitor connections the proxy holds now, by protocol.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VisitorsSnapshot {
+    /// HTTP/2 connections open.
+    pub http2_connections: u64,
+    /// HTTP/2 streams being served (each one request).
+    pub http2_streams: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -62,7 +62,7 @@ use super::http1::{Io, RequestHead, ResponseHead};
 use super::request::VisitorIo;
 use super::upstream::Visitor;
 use super::{head_limits, stream_addresses, ActiveGuard, Proxy};
-use crate::metrics::Metrics;
+use crate::cluster::Cluster;
 use stream::Sending;
 
 /// The client connection preface (RFC 9113 3.4).
@@ -205,22 +205,41 @@ impl Conn {
 }
 
 /// Counts a stream as served while it lives.
-struct StreamGuard(Arc<Conn>, Arc<Metrics>);
+struct StreamGuard(Arc<Conn>, Arc<Cluster>);
+
+impl StreamGuard {
+    fn new(conn: &Arc<Conn>, cluster: &Arc<Cluster>) -> StreamGuard {
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        let v = &cluster.visitors;
+        v.http2_streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(Arc::clone(conn), Arc::clone(cluster))
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.1.http2_streams.dec();
+        let v = &self.1.visitors;
+        v.http2_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Counts a connection as open while it lives.
-struct ConnGuard(Arc<Metrics>);
+struct ConnGuard(Arc<Cluster>);
+
+impl ConnGuard {
+    fn new(cluster: &Arc<Cluster>) -> ConnGuard {
+        let v = &cluster.visitors;
+        v.http2_connections.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(Arc::clone(cluster))
+    }
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.http2_connections.dec();
+        let v = &self.0.visitors;
+        v.http2_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -271,8 +290,7 @@ impl Proxy {
             }
             Err(_) => return,
         };
-        self.metrics.http2_connections.inc();
-        let _counted = ConnGuard(Arc::clone(&self.metrics));
+        let _counted = ConnGuard::new(&self.cluster);
         // Once told to go away, the connection counts as a request in
         // flight until it is closed: a graceful stop then waits for its
         // streams' last frames to be sent, not only for their requests.
@@ -330,9 +348,7 @@ impl Proxy {
                             closing = Some(Instant::now());
                             continue;
                         }
-                        shared.active.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.http2_streams.inc();
-                        let guard = StreamGuard(Arc::clone(&shared), Arc::clone(&self.metrics));
+                        let guard = StreamGuard::new(&shared, &self.cluster);
                         let proxy = Arc::clone(self);
                         let shutdown = shutdown.clone();
                         tokio::spawn(async move {
