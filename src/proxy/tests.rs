@@ -158,13 +158,18 @@ fn running() -> (
 /// proxy closes the connection or a response to a request with
 /// `Connection: close` ended.
 async fn http1(proxy: &Arc<Proxy>, request: &[u8]) -> String {
+    http1_within(proxy, request, WAIT).await
+}
+
+/// [`http1`], waiting `wait` at most for the end.
+async fn http1_within(proxy: &Arc<Proxy>, request: &[u8], wait: Duration) -> String {
     let (mut client, server) = tokio::io::duplex(256 * 1024);
     let (_stop, watch) = running();
     let p = Arc::clone(proxy);
     let served = tokio::spawn(async move { p.serve(Box::new(server), &watch).await });
     client.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(WAIT, client.read_to_end(&mut out))
+    tokio::time::timeout(wait, client.read_to_end(&mut out))
         .await
         .expect("the proxy closes the connection")
         .unwrap();
@@ -479,4 +484,81 @@ async fn an_http2_response_has_no_connection_fields_and_a_cut_body_resets_the_st
         }
     };
     assert_eq!(e.reason(), Some(h2::Reason::INTERNAL_ERROR), "{e}");
+}
+
+// Timeouts, with tokio's paused clock (it moves on whenever every task
+// waits): minutes of the visitor's silence take no time. Only visitors over
+// `duplex` here; no node is reached (the request body is buffered first).
+
+/// A request body that stops coming: after `client_read` the HTTP/1
+/// connection closes unanswered, the HTTP/2 stream is reset; no node is
+/// asked either way.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_coming_ends_at_client_read_for_both_protocols() {
+    let p = proxy(
+        &[dead_address().await],
+        "[timeouts]\nclient_read = \"30s\"\n",
+    );
+    let started = tokio::time::Instant::now();
+    let r = http1_within(
+        &p,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(r, "");
+    assert!(started.elapsed() >= Duration::from_secs(30));
+
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (_stop, watch) = running();
+    let pp = Arc::clone(&p);
+    tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    let (mut h2, conn) = h2::client::handshake(client).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://site.test/")
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (resp, mut send) = h2.send_request(req, false).unwrap();
+    send.send_data(Bytes::from_static(b"abc"), false).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(300), resp)
+        .await
+        .expect("an end before 300 s")
+        .expect_err("an answer to a body that never came");
+    assert!(e.is_reset(), "{e}");
+    assert!(started.elapsed() >= Duration::from_secs(30));
+}
+
+/// A visitor that connects and sends nothing: HTTP/1 is closed after
+/// `client_read`; an HTTP/2 connection without a stream gets GOAWAY after
+/// `client_keepalive` and is closed.
+#[tokio::test(start_paused = true)]
+async fn silent_visitors_are_let_go() {
+    let p = proxy(
+        &[dead_address().await],
+        "[timeouts]\nclient_read = \"20s\"\nclient_keepalive = \"40s\"\n",
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(http1_within(&p, b"", Duration::from_secs(300)).await, "");
+    assert!(started.elapsed() >= Duration::from_secs(20));
+
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (_stop, watch) = running();
+    let pp = Arc::clone(&p);
+    let served = tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    let (_h2, conn) = h2::client::handshake(client).await.unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(600), conn)
+        .await
+        .expect("the connection ends")
+        .expect("with GOAWAY, not an error");
+    assert!(
+        started.elapsed() >= Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    served.await.unwrap();
 }

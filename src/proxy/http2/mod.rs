@@ -48,7 +48,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the one its timers run on (and that tests can pause).
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -357,7 +359,7 @@ impl Proxy {
                         });
                     }
                 },
-                () = tokio::time::sleep_until(wake.into()) => {
+                () = tokio::time::sleep_until(wake) => {
                     match (closing, shared.idle_since()) {
                         (Some(since), Some(idle)) if since.max(idle).elapsed() >= CLOSE_GRACE => break,
                         (None, Some(idle)) if idle.elapsed() >= keepalive => {
