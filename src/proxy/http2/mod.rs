@@ -32,9 +32,11 @@
 //! are bounded by the `h2` crate's counters, which end the connection with
 //! ENHANCE_YOUR_CALM; a stream reset by the visitor while its request is
 //! with a node drops that request (the node's connection closes, it is not
-//! pooled), and a connection whose resets and malformed streams outnumber
-//! its completed ones past [`MAX_GLITCHES`] is ended the same way. Reload
-//! and SIGTERM send GOAWAY and let open streams finish.
+//! pooled), and a connection whose reset and malformed streams number more
+//! than [`MAX_GLITCHES`] and more than its completed ones is ended the same
+//! way. SIGTERM and a binary upgrade send GOAWAY and let open streams
+//! finish (a config reload needs none: each request reads the live
+//! config).
 
 mod head;
 mod stream;
@@ -82,8 +84,8 @@ const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the proxy reset for the visitor's protocol errors, over the
 /// connection's life (the `h2` crate's MadeYouReset bound; its default).
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// Streams a connection may reset or send malformed beyond those it
-/// completed before it is ended.
+/// Streams a connection may reset or send malformed (when they also
+/// outnumber the ones it completed) before it is ended.
 pub const MAX_GLITCHES: u64 = 100;
 /// How long a connection told to go away may linger with no stream before
 /// it is closed (a visitor that never acknowledges the GOAWAY).
