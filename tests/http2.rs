@@ -139,6 +139,7 @@ const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
+const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
@@ -199,17 +200,27 @@ enum Outcome {
 
 struct RawH2 {
     s: TcpStream,
+    /// Acknowledge the proxy's SETTINGS as they come (not when another
+    /// thread writes on the same connection).
+    ack_settings: bool,
 }
 
 impl RawH2 {
     fn connect(addr: SocketAddr) -> RawH2 {
-        let mut s = TcpStream::connect(addr).expect("connect to the proxy");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        RawH2::try_connect(addr).unwrap_or_else(|e| panic!("connect to the proxy: {e}"))
+    }
+
+    fn try_connect(addr: SocketAddr) -> std::io::Result<RawH2> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(SETTINGS, 0, 0, &[]));
-        s.write_all(&hello).expect("send the preface");
-        RawH2 { s }
+        s.write_all(&hello)?;
+        Ok(RawH2 {
+            s,
+            ack_settings: true,
+        })
     }
 
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -224,7 +235,7 @@ impl RawH2 {
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         let mut payload = vec![0; len];
         self.s.read_exact(&mut payload).ok()?;
-        if h[3] == SETTINGS && h[4] & 1 == 0 {
+        if h[3] == SETTINGS && h[4] & 1 == 0 && self.ack_settings {
             let _ = self.s.write_all(&frame(SETTINGS, 1, 0, &[]));
         }
         Some((h[3], h[4], stream, payload))
@@ -756,11 +767,13 @@ fn concurrent_streams_and_h2load_all_succeed() {
 }
 
 /// Streams opened and made to end in a reset at once, `per_stream(id)`
-/// (the frames after the stream's HEADERS) each, 20,000 at most in all and
-/// 60 s at most, reconnecting when the proxy ends a connection, while
+/// (the frames after the stream's HEADERS) each, in batches of `batch_len` that
+/// each end with a PING whose ACK says the proxy read them, 20,000 at most
+/// in all and 60 s at most, reconnecting when the proxy ends a connection,
+/// while
 /// another client is served: the proxy keeps answering it, its memory
 /// stays bounded, and the node sees a small part of the flood at most.
-fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
+fn flood_is_bounded(what: &str, batch_len: u32, per_stream: fn(u32) -> Vec<u8>) {
     let node = echo_node("n1");
     let wc = start("", "", &[("n1", node.addr(), "")]);
     let rss_before = rss_kib(wc.pid());
@@ -769,40 +782,71 @@ fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
     let block = header_block(&request(b"GET", b"/node?flood", a.as_bytes()));
     let flooder = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut sent, mut connections) = (0u32, 0u32);
-        while sent < 20_000 && Instant::now() < deadline {
-            let mut c = RawH2::connect(listen);
+        let (mut sent, mut connections, mut ended, mut refused) = (0u32, 0u32, 0u32, Vec::new());
+        while sent < 20_000 && Instant::now() < deadline && refused.len() < 10 {
+            // A connection the proxy closes while the preface is sent, or
+            // a full accept queue, is no answer about the proxy: the
+            // client after the flood is.
+            let mut c = match RawH2::try_connect(listen) {
+                Ok(c) => c,
+                Err(e) => {
+                    refused.push(e.to_string());
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
             connections += 1;
-            let mut reader = c.s.try_clone().unwrap();
+            // What the proxy sends is read (so that it never waits on this
+            // client), and each PING's ACK told to the writer: a batch
+            // counts once the proxy has read all of it, not once the
+            // kernel's buffers took it.
+            let mut reader = RawH2 {
+                s: c.s.try_clone().unwrap(),
+                ack_settings: false,
+            };
+            let (acks, acked) = std::sync::mpsc::channel();
             let drain = std::thread::spawn(move || {
-                let mut buf = [0u8; 16384];
-                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                while let Some((kind, flags, _, _)) = reader.read_frame() {
+                    if kind == PING && flags & 1 == 1 && acks.send(()).is_err() {
+                        return;
+                    }
+                }
             });
             let mut id = 1u32;
             while sent < 20_000 && Instant::now() < deadline {
                 let mut batch = Vec::new();
-                for _ in 0..100 {
+                for _ in 0..batch_len {
                     batch.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
                     batch.extend(per_stream(id));
                     id += 2;
                 }
+                batch.extend(frame(PING, 0, 0, &[0; 8]));
                 if c.send(&batch).is_err() {
                     break;
                 }
-                sent += 100;
+                sent += batch_len;
+                // Acknowledged: the proxy read it all and serves on; or the
+                // proxy ended the connection (its reader stopped).
+                if acked.recv_timeout(Duration::from_secs(10)).is_err() {
+                    ended += 1;
+                    break;
+                }
             }
             let _ = c.s.shutdown(std::net::Shutdown::Both);
             let _ = drain.join();
         }
-        (sent, connections)
+        (sent, connections, ended, refused)
     });
     // Meanwhile another client is answered.
     for _ in 0..5 {
         let r = curl_h2(wc.listen, "/node", &[]);
         assert_eq!(r.status, 200, "{what}: {r:?}");
     }
-    let (sent, connections) = flooder.join().expect("the flood thread");
-    assert!(sent >= 1000, "{what}: only {sent} streams sent");
+    let (sent, connections, ended, refused) = flooder.join().expect("the flood thread");
+    assert!(
+        sent >= 1000,
+        "{what}: only {sent} streams sent ({refused:?})"
+    );
     let r = curl_h2(wc.listen, "/node", &[]);
     assert_eq!(r.status, 200, "{what}: {r:?}");
     let rss_after = rss_kib(wc.pid());
@@ -827,9 +871,13 @@ fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
         .filter(|l| l.contains("/node?flood"))
         .count();
     eprintln!(
-        "{what}: {sent} streams written on {connections} connections; the node saw {flood_seen}; \
-         VmRSS {rss_before} -> {rss_after} KiB"
+        "{what}: {sent} streams written on {connections} connections, {ended} ended by the proxy \
+         ({} failed to open); \
+         the node saw {flood_seen}; \
+         VmRSS {rss_before} -> {rss_after} KiB",
+        refused.len()
     );
+    assert!(ended > 0, "{what}: the proxy ended no connection");
     assert!(
         flood_seen * 10 < sent as usize,
         "{what}: the node saw {flood_seen} of {sent} reset streams ({connections} connections)"
@@ -839,7 +887,16 @@ fn flood_is_bounded(what: &str, per_stream: fn(u32) -> Vec<u8>) {
 /// Rapid reset (CVE-2023-44487): HEADERS then RST_STREAM(CANCEL).
 #[test]
 fn a_rapid_reset_flood_is_bounded() {
-    flood_is_bounded("rapid reset", |id| {
+    flood_is_bounded("rapid reset", 100, |id| {
+        frame(RST_STREAM, 0, id, &8u32.to_be_bytes())
+    });
+}
+
+/// Rapid reset in small batches, each read before the next is sent: the
+/// streams are accepted, so each reset drops a request of the proxy's own.
+#[test]
+fn a_paced_rapid_reset_flood_is_bounded() {
+    flood_is_bounded("paced rapid reset", 5, |id| {
         frame(RST_STREAM, 0, id, &8u32.to_be_bytes())
     });
 }
@@ -849,7 +906,9 @@ fn a_rapid_reset_flood_is_bounded() {
 /// stream error, RFC 9113 6.9).
 #[test]
 fn a_made_you_reset_flood_is_bounded() {
-    flood_is_bounded("MadeYouReset", |id| frame(8, 0, id, &0u32.to_be_bytes()));
+    flood_is_bounded("MadeYouReset", 100, |id| {
+        frame(8, 0, id, &0u32.to_be_bytes())
+    });
 }
 
 /// SIGTERM while a slow stream is open: the visitor gets GOAWAY and the
