@@ -42,7 +42,18 @@ fn start(tables: &str, group_extra: &str, nodes: &[(&str, SocketAddr, &str)]) ->
     if !group_extra.contains("scrape = false") {
         wc.wait_all_up();
     }
+    listening(&wc);
     wc
+}
+
+/// Until the proxy's listener takes connections: the harness waits for the
+/// admin listener, and pingora starts the proxy service after it.
+fn listening(wc: &Webcluster) {
+    wait_until(
+        "the proxy listener takes connections",
+        Duration::from_secs(10),
+        || TcpStream::connect(wc.listen).is_ok(),
+    );
 }
 
 /// A response as curl saw it.
@@ -1037,6 +1048,7 @@ fn h2c_can_be_turned_off() {
     let wc = Webcluster::start(|l, a| {
         base_config(l, a, "h2c = false") + &group_config("web", "", &[("n1", node.addr(), "")])
     });
+    listening(&wc);
     let mut c = RawH2::connect(wc.listen);
     let mut answer = String::new();
     let _ = c.s.read_to_string(&mut answer);
