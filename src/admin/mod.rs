@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auto;
 pub mod dns;
+pub mod tls;
 pub mod page;
 pub mod ready;
 #[cfg(test)]

@@ -25,9 +25,20 @@ pub struct Downstream {
     /// Turns true when the server starts to stop: a response then tells
     /// the visitor the connection closes after it.
     pub shutdown: pingora::server::ShutdownWatch,
+    /// How the connection came: TLS or not, our port.
+    pub arrival: super::Arrival,
 }
 
 impl Downstream {
+    /// The port the visitor connected to: a PROXY header's destination,
+    /// else ours.
+    pub fn visitor_port(&self) -> Option<u16> {
+        match self.client.as_ref().and_then(|c| c.proxied.as_deref()) {
+            Some((_, destination)) => Some(destination.port()),
+            None => self.arrival.local_port,
+        }
+    }
+
     /// Whether the server is stopping.
     pub fn stopping(&self) -> bool {
         *self.shutdown.borrow()
