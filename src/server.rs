@@ -91,9 +91,8 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
 
     let source = config.source.clone();
     let listen = config.server.listen.clone();
-    let tls = Arc::new(
-        Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?,
-    );
+    let tls =
+        Arc::new(Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?);
     let tls_listen: Vec<_> = config.tls.iter().flat_map(|t| t.listen.clone()).collect();
     crate::tls::expiry::warn_expiring(&config, unix_now());
     let admin_listen = config.admin.listen;

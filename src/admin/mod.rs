@@ -8,11 +8,11 @@
 pub mod api;
 pub mod auto;
 pub mod dns;
-pub mod tls;
 pub mod page;
 pub mod ready;
 #[cfg(test)]
 pub(crate) mod sample;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::sync::Arc;

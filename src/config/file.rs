@@ -460,9 +460,10 @@ impl ConfigFile {
 
         let mut tls = Vec::with_capacity(self.tls.len());
         for (index, listener) in self.tls.into_iter().enumerate() {
-            let listener = listener
-                .into_inner()
-                .into_model(cx, index + 1, &server, &admin, &tls)?;
+            let listener =
+                listener
+                    .into_inner()
+                    .into_model(cx, index + 1, &server, &admin, &tls)?;
             tls.push(listener);
         }
 
@@ -513,7 +514,12 @@ impl TlsFile {
         let context = format!("[[tls]] #{index}");
         let cxs = context.as_str();
         if self.listen.get_ref().is_empty() {
-            return Err(cx.bad(&self.listen, cxs, "listen", "at least one address is required"));
+            return Err(cx.bad(
+                &self.listen,
+                cxs,
+                "listen",
+                "at least one address is required",
+            ));
         }
         let mut listen: Vec<SocketAddr> = Vec::new();
         for item in self.listen.get_ref() {

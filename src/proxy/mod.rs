@@ -26,6 +26,7 @@
 mod arrival;
 pub use arrival::Arrival;
 mod choose;
+mod https;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
 use downstream::{read_head, write_response_head, Downstream, Shape};
@@ -296,6 +297,8 @@ enum Admission {
     /// Answer locally with this code and body; whether the visitor's
     /// connection may carry another request.
     Answer(u16, String, bool),
+    /// Send the visitor to this URL with a 308 (`https_redirect`).
+    Redirect(String),
 }
 
 /// The status a visitor's unreadable request head is answered with.
@@ -519,6 +522,13 @@ impl Proxy {
                 self.answer(down, ctx, code, &body, keep).await?;
                 return Ok(keep);
             }
+            Admission::Redirect(location) => {
+                let keep = ctx.keep && ctx.body.is_done() && !down.stopping();
+                down.out.clear();
+                let body = respond::redirect_response(&mut down.out, &location, keep);
+                self.send_answer(down, ctx, 308, body).await?;
+                return Ok(keep);
+            }
         }
         if !ctx.body.is_done() {
             self.read_body_first(down, ctx).await?;
@@ -554,6 +564,18 @@ impl Proxy {
     ) -> Result<()> {
         down.out.clear();
         plain_response(&mut down.out, code, body, keep);
+        self.send_answer(down, ctx, code, body.len()).await
+    }
+
+    /// Send the local answer composed in `down.out` (`body` bytes of it
+    /// its body).
+    async fn send_answer(
+        &self,
+        down: &mut Downstream,
+        ctx: &mut RequestCtx,
+        code: u16,
+        body: usize,
+    ) -> Result<()> {
         ctx.status = Some(code);
         ctx.sent_to_visitor = true;
         let t = ctx.state.config.timeouts;
@@ -561,7 +583,7 @@ impl Proxy {
             .write_all(&down.out, t.client_write)
             .await
             .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
-        ctx.body_sent += body.len() as u64;
+        ctx.body_sent += body as u64;
         Ok(())
     }
 
@@ -587,6 +609,21 @@ impl Proxy {
         let (group, route) = state.router.route_with_index(req.host(), req.path());
         ctx.group = group;
         ctx.route = route;
+        let https_redirect = route
+            .and_then(|i| state.config.routes.get(i))
+            .is_some_and(|r| r.https_redirect);
+        let client = down.client.as_ref().map(|c| c.ip);
+        let trusted = &state.config.server.trusted_proxies;
+        if https_redirect && !https::is_https(&down.arrival, client, req, trusted) {
+            let port = https::redirect_port(&state.config);
+            return match req
+                .host()
+                .and_then(|h| https::location(h, port, &req.origin_target()))
+            {
+                Some(location) => Admission::Redirect(location),
+                None => Admission::Answer(400, respond::plain_body(400).into(), false),
+            };
+        }
         ctx.body_limit = state.config.max_request_body(route);
         if let (Framing::Length(n), limit) = (req.body, ctx.body_limit) {
             if limit > 0 && n > limit {
@@ -852,6 +889,16 @@ impl Proxy {
         let keep =
             ctx.keep && !upgrade && delimited && ctx.body.is_done() && !*down.shutdown.borrow();
         let cookies = [ctx.set_cookie.take(), pin_cookie(resp, ctx)];
+        let hsts = ctx
+            .route
+            .and_then(|i| state.config.routes.get(i))
+            .and_then(|r| r.hsts.as_ref())
+            .filter(|_| {
+                let client = down.client.as_ref().map(|c| c.ip);
+                let trusted = &state.config.server.trusted_proxies;
+                https::is_https(&down.arrival, client, &down.head, trusted)
+            })
+            .map(crate::config::Hsts::header_value);
         down.out.clear();
         write_response_head(
             &mut down.out,
@@ -863,6 +910,7 @@ impl Proxy {
                 framing: outgoing,
             },
             cookies.iter().flatten(),
+            hsts.as_deref(),
         );
         ctx.status = Some(status);
 
@@ -1401,7 +1449,10 @@ fn stream_addresses(
 /// The plain TCP stream pingora accepted, to run a TLS handshake on (the
 /// proxy's listeners are all plain TCP ones).
 fn into_l4(stream: Stream) -> Option<pingora::protocols::l4::stream::Stream> {
-    match stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>() {
+    match stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    {
         Ok(l4) => Some(*l4),
         Err(_) => {
             tracing::error!("a TLS listener's connection is not a TCP stream; closed");

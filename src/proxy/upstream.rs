@@ -376,7 +376,10 @@ mod tests {
         };
         let r = for_node(&visitor(&headers), &f);
         assert_forwarded(&r, "198.51.100.4", "198.51.100.4", "https");
-        assert_eq!(r.fields.get_all_str("x-forwarded-port").collect::<Vec<_>>(), ["8443"]);
+        assert_eq!(
+            r.fields.get_all_str("x-forwarded-port").collect::<Vec<_>>(),
+            ["8443"]
+        );
         // A trusted proxy in front says its own scheme and port.
         let trusted: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
         let f = Forwarding {
@@ -385,7 +388,10 @@ mod tests {
             port: Some(80),
             ..f
         };
-        let r = for_node(&visitor(&[("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", "443")]), &f);
+        let r = for_node(
+            &visitor(&[("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", "443")]),
+            &f,
+        );
         assert_eq!(header(&r, "x-forwarded-proto"), "https");
         assert_eq!(header(&r, "x-forwarded-port"), "443");
     }
@@ -462,8 +468,8 @@ mod tests {
             &Forwarding {
                 trusted: &[],
                 client: Some(&client),
-            scheme: "http",
-            port: None,
+                scheme: "http",
+                port: None,
                 close: false,
                 framing: Outgoing::None,
             },

@@ -85,7 +85,11 @@ fn fail<T>(part: Part, message: impl Into<String>) -> Result<T, CertificateError
 impl Certificate {
     /// Read and check the pair; `now` (Unix seconds) is when it must be
     /// valid.
-    pub fn load(chain_file: &Path, key_file: &Path, now: i64) -> Result<Certificate, CertificateError> {
+    pub fn load(
+        chain_file: &Path,
+        key_file: &Path,
+        now: i64,
+    ) -> Result<Certificate, CertificateError> {
         let chain_pem = read(chain_file, Part::Chain)?;
         let key_pem = read(key_file, Part::Key)?;
         Certificate::from_pem(chain_file, &chain_pem, key_file, &key_pem, now)
@@ -127,12 +131,12 @@ impl Certificate {
         let provider = super::provider();
         let signing = match provider.key_provider.load_private_key(key) {
             Ok(k) => k,
-            Err(e) => {
-                return fail(
-                    Part::Key,
-                    format!("{key_name}: not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}"),
-                )
-            }
+            Err(e) => return fail(
+                Part::Key,
+                format!(
+                    "{key_name}: not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}"
+                ),
+            ),
         };
         let parsed = match x509_parser::parse_x509_certificate(&chain[0]) {
             Ok((_, c)) => c,
@@ -282,7 +286,8 @@ pub(crate) mod tests {
         let e = load(&old, &old_key).unwrap_err();
         assert_eq!(e.part, Part::Chain);
         assert!(e.message.contains("expired"), "{e}");
-        let e = Certificate::load(Path::new("/nonexistent/c.pem"), Path::new("k"), NOW).unwrap_err();
+        let e =
+            Certificate::load(Path::new("/nonexistent/c.pem"), Path::new("k"), NOW).unwrap_err();
         assert_eq!(e.part, Part::Chain);
         assert!(e.message.contains("/nonexistent/c.pem"), "{e}");
     }

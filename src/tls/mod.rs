@@ -28,7 +28,9 @@ use arc_swap::ArcSwap;
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
-use rustls::server::{NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::server::{
+    NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::ServerConfig;
 
 pub use certificate::Certificate;
@@ -111,7 +113,10 @@ impl Terminator {
         let sessions = {
             let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             if s.0 != listener.session_cache {
-                *s = (listener.session_cache, session_store(listener.session_cache));
+                *s = (
+                    listener.session_cache,
+                    session_store(listener.session_cache),
+                );
             }
             Arc::clone(&s.1)
         };
@@ -139,7 +144,13 @@ impl Terminator {
                 .get_ssl()
                 .and_then(|s| s.server_name())
                 .map(str::to_ascii_lowercase),
-            version: tls.get_ssl().and_then(|s| s.version()).unwrap_or("-"),
+            version: match tls.get_ssl().and_then(|s| s.version()) {
+                // rustls's names, as pingora passes them on.
+                Some("TLSv1_3") => "TLSv1.3",
+                Some("TLSv1_2") => "TLSv1.2",
+                Some(other) => other,
+                None => "-",
+            },
             alpn: tls.selected_alpn_proto(),
         };
         Ok((Box::new(tls), info))
