@@ -131,12 +131,14 @@ impl Certificate {
         let provider = super::provider();
         let signing = match provider.key_provider.load_private_key(key) {
             Ok(k) => k,
-            Err(e) => return fail(
-                Part::Key,
-                format!(
+            Err(e) => {
+                return fail(
+                    Part::Key,
+                    format!(
                     "{key_name}: not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}"
                 ),
-            ),
+                )
+            }
         };
         let parsed = match x509_parser::parse_x509_certificate(&chain[0]) {
             Ok((_, c)) => c,
