@@ -667,7 +667,11 @@ fn plain_http_is_redirected_to_https_and_https_gets_hsts() {
     // The node got the path and query over HTTPS.
     let end = format!(" https://www.example.test:{}/shop/?x=1", https.port());
     assert!(r.stdout.ends_with(&end), "{}", r.stdout);
-    assert!(r.stdout.contains("GET <code>/shop/?x=1</code>"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("GET <code>/shop/?x=1</code>"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// A node that answers a WebSocket handshake with 101, then echoes every
@@ -727,23 +731,8 @@ fn websocket_upgrade_works_over_a_tls_listener() {
             + &tls_config(port, &[&cert], "")
             + &group_config("web", "scrape = false", &[("a", node, "")])
     });
-    // A TLS client verifying the chain against the test CA (rustls).
-    let mut roots = rustls::RootCertStore::empty();
-    let ca_pem = std::fs::read(ca.pem_path()).expect("CA");
-    for c in rustls_pki_der(&ca_pem) {
-        roots.add(c).expect("add the CA");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(webcluster::tls::provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("ws.example.test").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
     let tcp = TcpStream::connect(https).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = tls_client(&ca, "ws.example.test", tcp);
     tls.write_all(
         b"GET /chat HTTP/1.1\r\nHost: ws.example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -765,6 +754,111 @@ fn websocket_upgrade_works_over_a_tls_listener() {
         tls.read_exact(&mut back).expect("echo");
         assert_eq!(back, message);
     }
+}
+
+/// A TLS client verifying the chain against the test CA (rustls).
+fn tls_client(
+    ca: &Ca,
+    name: &str,
+    tcp: TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca.pem_path()).expect("CA");
+    for c in rustls_pki_der(&ca_pem) {
+        roots.add(c).expect("add the CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(webcluster::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn a_proxy_protocol_header_comes_before_the_handshake() {
+    let nodes = DemoNodes::start(&["a"], 8, Duration::ZERO);
+    let ca = Ca::new();
+    let cert = ca.issue("site", "www.example.test", &["www.example.test"], (-1, 90));
+    let (_wc, https) = start(|l, a, port| {
+        base_config(l, a, "proxy_protocol_from = [\"127.0.0.1/32\"]")
+            + &tls_config(port, &[&cert], "")
+            + &group_config("web", "", &[("a", nodes.addr(0), "")])
+    });
+    // As HAProxy in `mode tcp` with `send-proxy` sends it: the header in
+    // plain text, then the visitor's TLS bytes.
+    let mut tcp = TcpStream::connect(https).expect("connect");
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 50000 443\r\n")
+        .expect("PROXY header");
+    let mut tls = tls_client(&ca, "www.example.test", tcp);
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-forwarded-for: 203.0.113.7"), "{answer}");
+    assert!(answer.contains("x-forwarded-proto: https"), "{answer}");
+    // The port the visitor connected to, on the balancer in front.
+    assert!(answer.contains("x-forwarded-port: 443"), "{answer}");
+}
+
+#[test]
+fn a_silent_client_is_closed_at_the_handshake_timeout() {
+    let nodes = DemoNodes::start(&["a"], 8, Duration::ZERO);
+    let ca = Ca::new();
+    let cert = ca.issue("site", "www.example.test", &["www.example.test"], (-1, 90));
+    let (wc, https) = start(|l, a, port| {
+        base_config(l, a, "")
+            + "[timeouts]\nclient_read = \"1s\"\n\n"
+            + &tls_config(port, &[&cert], "")
+            + &group_config("web", "", &[("a", nodes.addr(0), "")])
+    });
+    let mut tcp = TcpStream::connect(https).expect("connect");
+    // Bounds the test, not the proxy: the proxy must close first.
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let n = tcp
+        .read(&mut buf)
+        .expect("the proxy closes the silent connection");
+    assert_eq!(n, 0);
+    support::wait_until(
+        "the timed-out handshake is counted",
+        Duration::from_secs(10),
+        || {
+            http_get(wc.admin, "/metrics", &[]).is_ok_and(|r| {
+                r.body
+                    .contains("webcluster_tls_handshakes_total{result=\"timeout\",version=\"-\"} 1")
+            })
+        },
+    );
+    // Garbage instead of a ClientHello: refused, counted.
+    let mut tcp = TcpStream::connect(https).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
+        "{rest:?}"
+    );
+    support::wait_until(
+        "the failed handshake is counted",
+        Duration::from_secs(10),
+        || {
+            http_get(wc.admin, "/metrics", &[]).is_ok_and(|r| {
+                r.body
+                    .contains("webcluster_tls_handshakes_total{result=\"failure\",version=\"-\"} 1")
+            })
+        },
+    );
 }
 
 /// The DER certificates of a PEM text.
