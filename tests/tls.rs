@@ -529,6 +529,55 @@ fn a_bad_certificate_on_reload_keeps_the_old_one() {
     );
 }
 
+#[test]
+fn tls_addresses_stay_on_reload_and_a_near_expiry_is_warned_about() {
+    let nodes = DemoNodes::start(&["a"], 8, Duration::ZERO);
+    let ca = Ca::new();
+    // Expires in 5 days: warned about at start, flagged in the JSON.
+    let cert = ca.issue("site", "www.example.test", &["www.example.test"], (-80, 5));
+    let (wc, https) = start(|l, a, port| {
+        base_config(l, a, "")
+            + &tls_config(port, &[&cert], "")
+            + &group_config("web", "", &[("a", nodes.addr(0), "")])
+    });
+    let status = wc.status();
+    let c = &status["tls"][0]["certificates"][0];
+    assert_eq!(c["expiring_soon"], true, "{status:#}");
+    let days = c["expires_in_days"].as_i64();
+    assert!(matches!(days, Some(4 | 5)), "{status:#}");
+    assert!(wc.log().contains("expires on"), "{}", wc.log());
+    let page = http_get(wc.admin, "/", &[]).expect("page").body;
+    assert!(page.contains("days: renew"), "{page}");
+    // `webcluster check` lists the listener and its certificate.
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&wc.config_path)
+        .output()
+        .expect("webcluster check");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("tls #1 listen {https}")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("for www.example.test (default)"),
+        "{summary}"
+    );
+    // A moved TLS address is kept, like a plain one, and said.
+    let text = std::fs::read_to_string(&wc.config_path).expect("config");
+    let moved = text.replace(&https.to_string(), &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&wc.config_path, moved).expect("rewrite");
+    wc.signal(nix::sys::signal::Signal::SIGHUP);
+    wc.wait_status("the reload", |s| s["config"]["reloads_ok"] == 1);
+    assert!(wc.log().contains("TLS listeners"), "{}", wc.log());
+    let served = new_connections(&ca.pem_path(), https, "www.example.test", 1);
+    assert_eq!(
+        served[0],
+        ("200".to_string(), "CN=www.example.test".to_string())
+    );
+    assert_eq!(wc.status()["tls"][0]["listen"][0], https.to_string());
+}
+
 /// `webcluster check` of a config with this `[[tls]]` text (after a valid
 /// group): its stderr, which must be a refusal, and the file.
 fn check_refuses(tls: &str) -> (String, tempfile::TempDir, PathBuf) {
