@@ -674,7 +674,20 @@ fn plain_http_is_redirected_to_https_and_https_gets_hsts() {
         )
     );
     assert_eq!(r.header("strict-transport-security"), None);
-    // The node never saw it.
+    // HEAD (`curl -I`): the same answer without its body, and the
+    // connection goes on.
+    let mut c = support::KeepAliveClient::connect(wc.listen).expect("connect");
+    let r = c
+        .request("HEAD", "/shop/", &[("Host", "www.example.test")], b"")
+        .expect("HEAD");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.body, "");
+    let r = c
+        .get("/x", &[("Host", "www.example.test")])
+        .expect("GET after HEAD");
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(r.body, "308 Permanent Redirect\n");
+    // The node never saw any of them.
     let proxied = || node(&wc.status(), "a")["proxied_total"].as_u64();
     assert_eq!(proxied(), Some(0));
     let r = http_get(wc.listen, "/open", &[]).expect("GET /open");

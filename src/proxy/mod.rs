@@ -567,15 +567,19 @@ impl Proxy {
         self.send_answer(down, ctx, code, body.len()).await
     }
 
-    /// Send the local answer composed in `down.out` (`body` bytes of it
-    /// its body).
+    /// Send the local answer composed in `down.out`, whose last `body`
+    /// bytes are its body (left out for a HEAD request, RFC 9110 9.3.2).
     async fn send_answer(
         &self,
         down: &mut Downstream,
         ctx: &mut RequestCtx,
         code: u16,
-        body: usize,
+        mut body: usize,
     ) -> Result<()> {
+        if down.head.method == http::Method::HEAD {
+            down.out.truncate(down.out.len().saturating_sub(body));
+            body = 0;
+        }
         ctx.status = Some(code);
         ctx.sent_to_visitor = true;
         let t = ctx.state.config.timeouts;
