@@ -262,6 +262,16 @@ impl Metrics {
                 }
             }
         }
+        if !snap.tls.is_empty() {
+            for labels in [
+                ["success", "TLSv1.3"],
+                ["success", "TLSv1.2"],
+                ["failure", "-"],
+                ["timeout", "-"],
+            ] {
+                self.tls_handshakes.with_label_values(&labels);
+            }
+        }
         self.tls_certificate_expiry.reset();
         for (i, listener) in snap.tls.iter().enumerate() {
             let index = (i + 1).to_string();
