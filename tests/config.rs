@@ -898,7 +898,7 @@ fn discovery_defaults_and_host_name_nodes() {
     assert!(node.address.ip().is_unspecified());
     assert_eq!(node.status.host, "a.web.internal:8080");
     assert_eq!(
-        c.groups[0].srv.as_deref(),
+        c.groups[0].srv.as_ref().map(|s| s.name.as_str()),
         Some("_http._tcp.web.service.consul")
     );
     // A group may have only its SRV name.
@@ -931,6 +931,31 @@ fn discovery_errors_name_line_and_key() {
         7,
         "address",
         "neither an IP address nor a host name",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_status_path = \"nginx_status\"\n",
+        4,
+        "srv_status_path",
+        "is not a path",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_status_kind = \"lighttpd\"\n",
+        4,
+        "srv_status_kind",
+        "unknown status kind",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_max_workers = 0\n",
+        4,
+        "srv_max_workers",
+        "at least 1",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv_status_kind = \"nginx\"\n\
+         [[group.node]]\nname = \"a\"\naddress = \"127.0.0.1:80\"\n",
+        3,
+        "srv_status_kind",
+        "set `srv` too",
     );
 }
 

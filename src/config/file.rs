@@ -22,8 +22,8 @@ use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config, Discovery,
     GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig,
-    ScrapeSettings, ServerKind, ServerSettings, StatusKind, StatusUrl, Timeouts, TlsListener,
-    TlsVersion, UpstreamKeepalive,
+    ScrapeSettings, ServerKind, ServerSettings, SrvNodes, StatusKind, StatusUrl, Timeouts,
+    TlsListener, TlsVersion, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -256,6 +256,9 @@ pub struct GroupFile {
     pub affinity_strict: Option<bool>,
     pub send_proxy_protocol: Option<Spanned<String>>,
     pub srv: Option<Spanned<String>>,
+    pub srv_status_path: Option<Spanned<String>>,
+    pub srv_status_kind: Option<Spanned<String>>,
+    pub srv_max_workers: Option<Spanned<u32>>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<Spanned<NodeFile>>,
 }
@@ -1018,14 +1021,7 @@ impl GroupFile {
         };
 
         let affinity = affinity(cx, cxs, &self)?;
-        let srv = match &self.srv {
-            None => None,
-            Some(v) => Some(
-                check_host_name(v.get_ref().trim().trim_end_matches('.'))
-                    .map(|()| v.get_ref().trim().to_owned())
-                    .map_err(|e| cx.bad(v, cxs, "srv", e))?,
-            ),
-        };
+        let srv = srv_nodes(cx, cxs, &self)?;
 
         if self.nodes.is_empty() && srv.is_none() {
             return Err(cx.err(
@@ -1093,6 +1089,81 @@ impl GroupFile {
             srv,
         })
     }
+}
+
+/// `srv` and the `srv_*` keys that set up the nodes found through it (which
+/// are refused without `srv`).
+fn srv_nodes(cx: &Checker<'_>, cxs: &str, g: &GroupFile) -> Result<Option<SrvNodes>> {
+    let Some(v) = &g.srv else {
+        let stray = [
+            (
+                "srv_status_path",
+                g.srv_status_path.as_ref().map(Spanned::span),
+            ),
+            (
+                "srv_status_kind",
+                g.srv_status_kind.as_ref().map(Spanned::span),
+            ),
+            (
+                "srv_max_workers",
+                g.srv_max_workers.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((key, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(cx.err(
+                Some(span),
+                cxs,
+                key,
+                "sets up the nodes of an SRV name: set `srv` too (or remove it)",
+            ));
+        }
+        return Ok(None);
+    };
+    let name = check_host_name(v.get_ref().trim().trim_end_matches('.'))
+        .map(|()| v.get_ref().trim().to_owned())
+        .map_err(|e| cx.bad(v, cxs, "srv", e))?;
+    let status_path = match &g.srv_status_path {
+        None => DEFAULT_STATUS_PATH.to_owned(),
+        Some(p) => {
+            let text = p.get_ref().trim();
+            let valid = text.starts_with('/')
+                && text.parse::<http::uri::PathAndQuery>().is_ok()
+                && !text.contains('#');
+            if !valid {
+                return Err(cx.bad(
+                    p,
+                    cxs,
+                    "srv_status_path",
+                    format!("{text:?} is not a path: write it as in a URL, e.g. \"/nginx_status\""),
+                ));
+            }
+            text.to_owned()
+        }
+    };
+    let status_kind = match &g.srv_status_kind {
+        None => StatusKind::Auto,
+        Some(k) => {
+            parse_status_kind(k.get_ref()).map_err(|e| cx.bad(k, cxs, "srv_status_kind", e))?
+        }
+    };
+    let max_workers = match &g.srv_max_workers {
+        None => None,
+        Some(w) if *w.get_ref() == 0 => {
+            return Err(cx.bad(
+                w,
+                cxs,
+                "srv_max_workers",
+                "must be at least 1 (or left out)",
+            ))
+        }
+        Some(w) => Some(*w.get_ref()),
+    };
+    Ok(Some(SrvNodes {
+        name,
+        status_path,
+        status_kind,
+        max_workers,
+    }))
 }
 
 impl NodeFile {

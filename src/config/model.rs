@@ -313,7 +313,20 @@ pub struct GroupConfig {
     pub send_proxy_protocol: Option<ProxyVersion>,
     /// A DNS SRV name whose targets are nodes of the group too (with their
     /// port and weight; targets of a priority above the lowest are backups).
-    pub srv: Option<String>,
+    pub srv: Option<SrvNodes>,
+}
+
+/// A group's SRV name and how each node found through it is set up (the
+/// `srv_*` keys: what a `[[group.node]]` would say, for nodes that have no
+/// table of their own, as HAProxy's `server-template` does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrvNodes {
+    pub name: String,
+    /// Path and query of each target's status page, at the target's own
+    /// address and port.
+    pub status_path: String,
+    pub status_kind: StatusKind,
+    pub max_workers: Option<u32>,
 }
 
 /// How a group keeps a visitor's session on one node.

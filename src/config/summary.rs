@@ -169,7 +169,16 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         g.balance.name()
     )?;
     if let Some(srv) = &g.srv {
-        writeln!(out, "  nodes from DNS SRV {srv}")?;
+        let workers = srv
+            .max_workers
+            .map_or(String::new(), |w| format!(", max_workers {w}"));
+        writeln!(
+            out,
+            "  nodes from DNS SRV {}, status {} ({}){workers}",
+            srv.name,
+            srv.status_path,
+            srv.status_kind.name()
+        )?;
     }
 
     let name_w = g.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
