@@ -304,5 +304,6 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
             http2_streams: 5,
         },
         dns: Vec::new(),
+        tls: Vec::new(),
     }
 }

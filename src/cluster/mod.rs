@@ -401,6 +401,7 @@ impl Cluster {
                 http2_streams: self.visitors.http2_streams.load(Relaxed),
             },
             dns: self.dns.status(),
+            tls: snapshot::TlsListenerSnapshot::of(&state.config, crate::reload::unix_now()),
         }
     }
 }

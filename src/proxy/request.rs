@@ -36,10 +36,22 @@ use pingora::protocols::Stream;
 use super::downstream::{write_response_head, Shape};
 use super::http1::{Io, ResponseHead};
 use super::http2::{Cancellation, StreamIo};
-use super::respond::plain_response;
+use super::respond::{plain_response, redirect_response};
 
 /// How much one read of a visitor's request body asks for (HTTP/1).
 const BODY_READ: usize = 64 * 1024;
+
+/// A local answer: a short plain-text body with a status, and a
+/// `Location` for a redirect.
+pub struct Answer<'a> {
+    pub code: u16,
+    pub body: &'a str,
+    pub location: Option<&'a str>,
+    /// An HTTP/1 connection stays open after it.
+    pub keep: bool,
+    /// The answer to a HEAD request: no body (RFC 9110 9.3.2).
+    pub head_only: bool,
+}
 
 /// The visitor's side of one request: its HTTP/1 connection, or its HTTP/2
 /// stream.
@@ -97,43 +109,52 @@ impl VisitorIo {
         }
     }
 
-    /// A short plain-text local answer; `keep`: an HTTP/1 connection stays
-    /// open after it. `out` is scratch space.
+    /// A short plain-text local answer, the whole response. `out` is
+    /// scratch space.
     pub async fn answer(
         &mut self,
         out: &mut Vec<u8>,
-        code: u16,
-        body: &str,
-        keep: bool,
+        answer: &Answer<'_>,
         timeout: Duration,
     ) -> io::Result<()> {
         match self {
             VisitorIo::Http1(io) => {
                 out.clear();
-                plain_response(out, code, body, keep);
+                let body = match answer.location {
+                    Some(location) => redirect_response(out, location, answer.keep),
+                    None => {
+                        plain_response(out, answer.code, answer.body, answer.keep);
+                        answer.body.len()
+                    }
+                };
+                if answer.head_only {
+                    out.truncate(out.len().saturating_sub(body));
+                }
                 io.write_all(out, timeout).await
             }
-            VisitorIo::Http2(s) => s.answer(code, body, timeout).await,
+            VisitorIo::Http2(s) => s.answer(answer),
         }
     }
 
     /// Begin the response with the node's head as the visitor gets it:
     /// appended to `out` for HTTP/1 (sent with the first body bytes), sent
     /// at once on HTTP/2 (`no_body`: the stream ends with it).
+    /// `hsts`: a `Strict-Transport-Security` value to add.
     pub fn start_response<'a>(
         &mut self,
         out: &mut Vec<u8>,
         resp: &ResponseHead,
         shape: &Shape,
         cookies: impl Iterator<Item = &'a String>,
+        hsts: Option<&str>,
         no_body: bool,
     ) -> io::Result<()> {
         match self {
             VisitorIo::Http1(_) => {
-                write_response_head(out, resp, shape, cookies);
+                write_response_head(out, resp, shape, cookies, hsts);
                 Ok(())
             }
-            VisitorIo::Http2(s) => s.send_head(resp, shape, cookies, no_body),
+            VisitorIo::Http2(s) => s.send_head(resp, shape, cookies, hsts, no_body),
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::pool::Pool;
-use super::{ActiveRequests, Proxy};
+use super::{ActiveRequests, Arrival, Proxy};
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 
@@ -166,7 +166,8 @@ async fn http1_within(proxy: &Arc<Proxy>, request: &[u8], wait: Duration) -> Str
     let (mut client, server) = tokio::io::duplex(256 * 1024);
     let (_stop, watch) = running();
     let p = Arc::clone(proxy);
-    let served = tokio::spawn(async move { p.serve(Box::new(server), &watch).await });
+    let served =
+        tokio::spawn(async move { p.serve(Box::new(server), Arrival::default(), &watch).await });
     client.write_all(request).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(wait, client.read_to_end(&mut out))
@@ -195,7 +196,10 @@ async fn http2_response(proxy: &Arc<Proxy>, method: &str, path: &str, body: &[u8
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (_stop, watch) = running();
     let p = Arc::clone(proxy);
-    tokio::spawn(async move { p.serve_h2(Box::new(server), &watch).await });
+    tokio::spawn(async move {
+        p.serve_h2(Box::new(server), Arrival::default(), &watch)
+            .await
+    });
     let (mut h2, conn) = h2::client::handshake(client).await.expect("h2 handshake");
     tokio::spawn(conn);
     let req = http::Request::builder()
@@ -389,7 +393,10 @@ async fn a_connection_that_keeps_resetting_its_streams_is_ended() {
     let (mut client, server) = tokio::io::duplex(1024 * 1024);
     let (_stop, watch) = running();
     let pp = Arc::clone(&p);
-    let served = tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    let served = tokio::spawn(async move {
+        pp.serve_h2(Box::new(server), Arrival::default(), &watch)
+            .await
+    });
     let block = header_block(&[
         (":method", "GET"),
         (":scheme", "http"),
@@ -512,7 +519,10 @@ async fn a_body_that_stops_coming_ends_at_client_read_for_both_protocols() {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (_stop, watch) = running();
     let pp = Arc::clone(&p);
-    tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    tokio::spawn(async move {
+        pp.serve_h2(Box::new(server), Arrival::default(), &watch)
+            .await
+    });
     let (mut h2, conn) = h2::client::handshake(client).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::builder()
@@ -548,7 +558,10 @@ async fn silent_visitors_are_let_go() {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (_stop, watch) = running();
     let pp = Arc::clone(&p);
-    let served = tokio::spawn(async move { pp.serve_h2(Box::new(server), &watch).await });
+    let served = tokio::spawn(async move {
+        pp.serve_h2(Box::new(server), Arrival::default(), &watch)
+            .await
+    });
     let (_h2, conn) = h2::client::handshake(client).await.unwrap();
     let started = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(600), conn)

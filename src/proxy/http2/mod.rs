@@ -65,7 +65,7 @@ use super::downstream::Downstream;
 use super::http1::{Io, RequestHead, ResponseHead};
 use super::request::VisitorIo;
 use super::upstream::Visitor;
-use super::{head_limits, stream_addresses, ActiveGuard, Proxy};
+use super::{head_limits, stream_addresses, ActiveGuard, Arrival, Proxy};
 use crate::cluster::Cluster;
 use stream::Sending;
 
@@ -182,6 +182,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 /// One connection's state shared with its streams' tasks.
 struct Conn {
     client: Option<Visitor>,
+    /// How the connection came (TLS or not, our port): each stream's.
+    arrival: Arrival,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
     /// Streams being served.
     active: AtomicUsize,
@@ -252,9 +254,17 @@ impl Proxy {
     /// `h2`): each stream is one request through the request path; returns
     /// when the connection is closed. `shutdown` turning true (reload,
     /// SIGTERM) sends GOAWAY and lets open streams finish.
-    pub async fn serve_h2(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
-        let client = stream_addresses(&stream).0.map(|a| Visitor::new(a.ip()));
-        self.serve_h2_after(stream, Vec::new(), client, shutdown)
+    pub async fn serve_h2(
+        self: &Arc<Self>,
+        stream: Stream,
+        arrival: Arrival,
+        shutdown: &ShutdownWatch,
+    ) {
+        let client = match arrival.proxy_header {
+            Some(Some((source, destination))) => Some(Visitor::proxied(source, destination)),
+            _ => stream_addresses(&stream).0.map(|a| Visitor::new(a.ip())),
+        };
+        self.serve_h2_after(stream, Vec::new(), client, arrival, shutdown)
             .await;
     }
 
@@ -265,6 +275,7 @@ impl Proxy {
         stream: Stream,
         read: Vec<u8>,
         client: Option<Visitor>,
+        arrival: Arrival,
         shutdown: &ShutdownWatch,
     ) {
         let addresses = stream_addresses(&stream);
@@ -301,6 +312,7 @@ impl Proxy {
         let mut draining: Option<ActiveGuard> = None;
         let shared = Arc::new(Conn {
             client,
+            arrival,
             addresses,
             active: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
@@ -408,8 +420,7 @@ impl Proxy {
         };
         drop(parts);
         let send = Arc::new(Mutex::new(Sending::Head(respond)));
-        let head_only = head.method == http::Method::HEAD;
-        let io = StreamIo::new(body, chunked, head_only, send, conn.addresses);
+        let io = StreamIo::new(body, chunked, send, conn.addresses);
         let mut down = Downstream {
             io: VisitorIo::Http2(Box::new(io)),
             head,
@@ -417,6 +428,7 @@ impl Proxy {
             out: Vec::new(),
             client: conn.client.clone(),
             shutdown,
+            arrival: conn.arrival.clone(),
         };
         Box::pin(self.handle(&mut down, state, true)).await;
         if down.io.is_cancelled() {

@@ -22,6 +22,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
 use crate::proxy::downstream::{visitor_gets, Shape};
 use crate::proxy::http1::{Outgoing, ResponseHead};
+use crate::proxy::request::Answer;
 
 /// Where a stream's response is.
 pub enum Sending {
@@ -76,8 +77,6 @@ pub struct StreamIo {
     send: SharedSending,
     /// The stream was reset before its response ended.
     cancelled: Arc<AtomicBool>,
-    /// A HEAD request: a local answer has no body (RFC 9110 9.3.2).
-    head_only: bool,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
 }
 
@@ -97,7 +96,6 @@ impl StreamIo {
     pub fn new(
         body: RecvStream,
         chunked: bool,
-        head_only: bool,
         send: SharedSending,
         addresses: (Option<SocketAddr>, Option<SocketAddr>),
     ) -> StreamIo {
@@ -110,7 +108,6 @@ impl StreamIo {
             ended: ended && !chunked,
             send,
             cancelled: Arc::default(),
-            head_only,
             addresses,
         }
     }
@@ -195,11 +192,17 @@ impl StreamIo {
     }
 
     /// A short plain-text local answer, the whole response.
-    pub async fn answer(&mut self, code: u16, body: &str, _timeout: Duration) -> io::Result<()> {
+    pub fn answer(&mut self, answer: &Answer<'_>) -> io::Result<()> {
+        let body = answer.body;
         let mut resp = http::Response::new(());
-        *resp.status_mut() =
-            http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() = http::StatusCode::from_u16(answer.code)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();
+        if let Some(location) = answer.location {
+            let value = HeaderValue::from_str(location)
+                .map_err(|_| io::Error::other("a Location that is no header value"))?;
+            h.insert(http::header::LOCATION, value);
+        }
         h.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -214,7 +217,7 @@ impl StreamIo {
             return Err(closed("the response was already started"));
         };
         let mut respond = respond;
-        let no_body = body.is_empty() || self.head_only;
+        let no_body = body.is_empty() || answer.head_only;
         let mut stream = respond.send_response(resp, no_body).map_err(h2_error)?;
         if !no_body {
             // Small: buffered by the connection whatever the window.
@@ -233,6 +236,7 @@ impl StreamIo {
         resp: &ResponseHead,
         shape: &Shape,
         cookies: impl Iterator<Item = &'a String>,
+        hsts: Option<&str>,
         no_body: bool,
     ) -> io::Result<()> {
         let mut out = http::Response::new(());
@@ -261,6 +265,9 @@ impl StreamIo {
             if let Ok(v) = HeaderValue::from_str(cookie) {
                 h.append(SET_COOKIE, v);
             }
+        }
+        if let Some(v) = hsts.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(http::header::STRICT_TRANSPORT_SECURITY, v);
         }
         let mut send = lock(&self.send);
         let Sending::Head(respond) = std::mem::replace(&mut *send, Sending::Done) else {
