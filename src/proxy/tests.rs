@@ -575,3 +575,26 @@ async fn silent_visitors_are_let_go() {
     );
     served.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_https_redirect_reaches_http2_visitors() {
+    let node = Node::start(|_, _| ok("page")).await;
+    let p = proxy(
+        &[node.addr],
+        "[[route]]\npath = \"/\"\ngroup = \"web\"\nhttps_redirect = true\n",
+    );
+    let (head, body) = http2_response(&p, "GET", "/a?b=c", b"")
+        .await
+        .expect("a response");
+    assert_eq!(head.status, 308);
+    assert_eq!(
+        head.headers.get("location").unwrap(),
+        "https://site.test/a?b=c"
+    );
+    assert_eq!(
+        body.unwrap(),
+        crate::proxy::respond::REDIRECT_BODY.as_bytes()
+    );
+    assert_eq!(http2(&p, "HEAD", "/a", b"").await, (308, Vec::new()));
+    assert!(node.requests().is_empty());
+}
