@@ -926,6 +926,16 @@ fn a_made_you_reset_flood_is_bounded() {
 /// stream's whole response.
 #[test]
 fn sigterm_sends_goaway_and_lets_an_open_stream_finish() {
+    goaway_lets_an_open_stream_finish(nix::sys::signal::Signal::SIGTERM);
+}
+
+/// A reload (SIGHUP) while a slow stream is open: the same.
+#[test]
+fn a_reload_sends_goaway_and_lets_an_open_stream_finish() {
+    goaway_lets_an_open_stream_finish(nix::sys::signal::Signal::SIGHUP);
+}
+
+fn goaway_lets_an_open_stream_finish(signal: nix::sys::signal::Signal) {
     let node = echo_node("n1");
     let wc = start("", "", &[("n1", node.addr(), "")]);
     let a = wc.listen.to_string();
@@ -943,7 +953,7 @@ fn sigterm_sends_goaway_and_lets_an_open_stream_finish() {
         Duration::from_secs(10),
         || support::webcluster::node(&wc.status(), "n1")["inflight"] == 1,
     );
-    wc.signal(nix::sys::signal::Signal::SIGTERM);
+    wc.signal(signal);
     let mut goaway = false;
     let mut answer = None;
     while let Some((kind, flags, id, payload)) = c.read_frame() {

@@ -231,6 +231,9 @@ pub struct Cluster {
     stopping: std::sync::atomic::AtomicBool,
     /// Visitor connections by protocol, as the proxy counts them.
     pub visitors: Visitors,
+    /// Counts the reloads applied; HTTP/2 connections watch it to send
+    /// GOAWAY, as nginx's and HAProxy's old processes do on a reload.
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 /// Visitor connections the proxy holds now (HTTP/2: connections and the
@@ -252,7 +255,13 @@ impl Cluster {
             dns,
             stopping: Default::default(),
             visitors: Visitors::default(),
+            reloaded: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a reload is applied (not on DNS re-resolutions).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 
     /// A graceful stop or binary upgrade began: not ready any more.
@@ -297,6 +306,7 @@ impl Cluster {
         self.state.store(Arc::new(new));
         r.ok += 1;
         r.last_error = None;
+        self.reloaded.send_modify(|n| *n += 1);
         diff
     }
 

@@ -252,8 +252,8 @@ impl Drop for ConnGuard {
 impl Proxy {
     /// Serve one HTTP/2 connection (a TLS connection that negotiated ALPN
     /// `h2`): each stream is one request through the request path; returns
-    /// when the connection is closed. `shutdown` turning true (reload,
-    /// SIGTERM) sends GOAWAY and lets open streams finish.
+    /// when the connection is closed. A reload, or `shutdown` turning true
+    /// (SIGTERM, upgrade), sends GOAWAY and lets open streams finish.
     pub async fn serve_h2(
         self: &Arc<Self>,
         stream: Stream,
@@ -320,6 +320,10 @@ impl Proxy {
             last_end: Mutex::new(Instant::now()),
         });
         let mut shutdown_rx = shutdown.clone();
+        // A reload sends GOAWAY too (new requests then come on a new
+        // connection, under the new config and certificates); open streams
+        // finish. Not counted as in flight: the process goes on.
+        let mut reloads = self.cluster.reloads();
         let mut closing: Option<Instant> = None;
         if *shutdown.borrow() {
             conn.graceful_shutdown();
@@ -347,6 +351,10 @@ impl Proxy {
                         closing = Some(Instant::now());
                         draining = Some(ActiveGuard::new(&self.active));
                     }
+                }
+                _ = reloads.changed(), if closing.is_none() => {
+                    conn.graceful_shutdown();
+                    closing = Some(Instant::now());
                 }
                 next = conn.accept() => match next {
                     None => break,
