@@ -9,9 +9,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::cluster::limit::{self, PageWorkers};
+use crate::cluster::queue::GroupQueue;
 use crate::cluster::recent::RecentCounter;
 use crate::cluster::snapshot::{NodeSnapshot, NodeState};
 use crate::cluster::stats::NodeStats;
@@ -62,6 +64,18 @@ pub struct Load {
     /// Whether `busy` comes from a fresh status; if not, it is only this
     /// proxy's in-flight count.
     pub fresh: bool,
+}
+
+/// What this proxy holds of a node against its limit (see
+/// [`NodeLive::holding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub limit: Option<u32>,
+    pub inflight: u64,
+    /// Idle pooled connections that each hold a worker.
+    pub idle: u64,
+    /// Each connection holds a worker (Apache prefork and worker).
+    pub worker_per_connection: bool,
 }
 
 /// A usable node as the balancer sees it (see `NodeLive::balance_view`).
@@ -142,6 +156,11 @@ pub struct NodeLive {
     proxied: AtomicU64,
     errors: AtomicU64,
     recent: RecentCounter,
+    /// Idle pooled keep-alive connections to the node (`proxy::pool`).
+    idle_pooled: AtomicU64,
+    /// The queue of the node's group, told when a slot at the node frees
+    /// (`cluster::queue`).
+    queue: Mutex<Weak<GroupQueue>>,
     /// Answers, times, bytes, history and downtime (`cluster/stats.rs`).
     pub stats: NodeStats,
     state: Mutex<LiveState>,
@@ -183,6 +202,8 @@ struct LiveState {
     last: Option<Sample>,
     rates: Option<Rates>,
     inflight_at_scrape: u64,
+    /// Idle pooled connections when the last status was read.
+    idle_at_scrape: u64,
     proxied_at_scrape: u64,
     scrapes: u64,
     scrape_failures: u64,
@@ -202,6 +223,8 @@ impl NodeLive {
             proxied: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             recent: RecentCounter::new(),
+            idle_pooled: AtomicU64::new(0),
+            queue: Mutex::new(Weak::new()),
             stats: NodeStats::new(added_by_reload),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
@@ -224,6 +247,7 @@ impl NodeLive {
                 last: None,
                 rates: None,
                 inflight_at_scrape: 0,
+                idle_at_scrape: 0,
                 proxied_at_scrape: 0,
                 scrapes: 0,
                 scrape_failures: 0,
@@ -254,6 +278,36 @@ impl NodeLive {
 
     pub fn inflight(&self) -> u64 {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// An idle pooled connection to the node: counted until the returned
+    /// hold is dropped.
+    pub fn hold_idle(self: &Arc<Self>) -> IdleHold {
+        self.idle_pooled.fetch_add(1, Ordering::Relaxed);
+        IdleHold(Arc::clone(self))
+    }
+
+    /// Idle pooled connections to the node now.
+    pub fn idle_pooled(&self) -> u64 {
+        self.idle_pooled.load(Ordering::Relaxed)
+    }
+
+    /// Tell the node's group queue about it (the cluster does, as it builds
+    /// a state).
+    pub fn set_queue(&self, queue: &Arc<GroupQueue>) {
+        *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(queue);
+    }
+
+    /// Room may have come at the node: its group's queue hands it on.
+    pub fn room_freed(&self) {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade();
+        if let Some(q) = queue {
+            q.dispatch();
+        }
     }
 
     pub fn proxied(&self) -> u64 {
@@ -408,6 +462,7 @@ impl NodeLive {
             .and_then(|prev| rates::between(prev, &sample));
         s.last = Some(sample);
         s.inflight_at_scrape = inflight;
+        s.idle_at_scrape = self.idle_pooled();
         s.proxied_at_scrape = self.proxied();
         s.fail_streak = 0;
         s.ok_streak = s.ok_streak.saturating_add(1);
@@ -540,6 +595,33 @@ impl NodeLive {
             .then(|| self.load_locked(&s, group, node, now))
     }
 
+    /// How many requests this proxy may have at the node at once now
+    /// (`cluster::limit`): None when there is no limit.
+    pub fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
+        let s = self.lock();
+        s.limit(group, node, now)
+    }
+
+    /// Whether one more request fits under the node's limit now.
+    pub fn has_room(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> bool {
+        let s = self.lock();
+        let limit = s.limit(group, node, now);
+        limit::has_room(limit, self.inflight(), s.held_idle(self.idle_pooled()))
+    }
+
+    /// The limit, the requests in flight and the idle pooled connections
+    /// that hold a worker (0 on a node where connections hold none), under
+    /// one lock: what `proxy::pool_for` decides by.
+    pub fn holding(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Holding {
+        let s = self.lock();
+        Holding {
+            limit: s.limit(group, node, now),
+            inflight: self.inflight(),
+            idle: s.held_idle(self.idle_pooled()),
+            worker_per_connection: s.worker_per_connection(),
+        }
+    }
+
     /// The node's load now: the last fresh scrape corrected by what this
     /// proxy sent since, or this proxy's own in-flight count when the status
     /// is stale or not scraped.
@@ -648,6 +730,8 @@ impl NodeLive {
             idle_workers: report.and_then(|r| r.idle_workers),
             capacity: report.and_then(|r| r.capacity(node.max_workers)),
             estimated_busy: load.busy,
+            limit: s.limit(group, node, now),
+            idle_pooled: self.idle_pooled(),
             scoreboard: report.and_then(|r| r.scoreboard.clone()),
             node_accesses_total: report.and_then(|r| r.total_accesses),
             node_bytes_total: report.and_then(|r| r.total_bytes()),
@@ -699,6 +783,39 @@ impl NodeLive {
 }
 
 impl LiveState {
+    /// See [`NodeLive::limit`].
+    fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
+        let page = self.fresh(group, now).and_then(|sample| {
+            let r = &sample.report;
+            // Only a page that counts workers (Apache's scoreboard; not
+            // nginx's connections) bounds what a node can take.
+            r.idle_workers?;
+            let capacity = r.capacity(node.max_workers)?;
+            let per_connection = holds_worker_per_connection(r);
+            let freed = status_worker_freed(r, self.status_conn_kept);
+            let idle = if per_connection {
+                self.idle_at_scrape
+            } else {
+                0
+            };
+            Some(PageWorkers {
+                capacity,
+                busy: r.busy_workers.saturating_sub(freed),
+                held_at_scrape: self.inflight_at_scrape + idle,
+            })
+        });
+        limit::limit(page, node.max_conns)
+    }
+
+    /// The idle pooled connections that hold one of the node's workers.
+    fn held_idle(&self, idle: u64) -> u64 {
+        if self.worker_per_connection() {
+            idle
+        } else {
+            0
+        }
+    }
+
     /// Take the request `id` out of those waiting for a response head:
     /// when it was sent. Requests mostly end in the order they were sent,
     /// so it is found near the front.
@@ -795,6 +912,20 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        // Its slot is free: the oldest request that may go here goes.
+        self.0.room_freed();
+    }
+}
+
+/// Counts one idle pooled connection to a node until dropped (the
+/// connection closed or taken for a request).
+#[derive(Debug)]
+pub struct IdleHold(Arc<NodeLive>);
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.0.idle_pooled.fetch_sub(1, Ordering::Relaxed);
+        self.0.room_freed();
     }
 }
 

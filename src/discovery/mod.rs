@@ -359,6 +359,7 @@ fn srv_node(name: String, t: &SrvTarget, backup: bool) -> NodeConfig {
         },
         status_kind: StatusKind::Auto,
         max_workers: None,
+        max_conns: None,
     }
 }
 

@@ -1,0 +1,390 @@
+//! The request queue of a group: requests wait here, in the proxy, when no
+//! node they may go to is under its limit (`cluster::limit`), instead of in
+//! a full node's kernel backlog.
+//!
+//! One queue per group, served oldest first (FIFO), like HAProxy's backend
+//! queue: a request that may go to any node of the group takes the first
+//! node under its limit (primaries, then backups, ranked by the group's
+//! balancer); a request pinned to one node (a session's node, a write's
+//! primary) waits for that node, as in HAProxy's server queue, without
+//! holding back the requests behind it that may go elsewhere.
+//!
+//! Taking a slot at a node (counting the request in flight there) is done
+//! under the queue's lock only, by [`GroupQueue::admit`] for a new request
+//! and by [`GroupQueue::dispatch`] for waiting ones; a slot given back
+//! (a request to the node ended: [`crate::cluster::node::InflightGuard`]
+//! dropped; an idle pooled connection closed) and a scrape that shows room
+//! call `dispatch` after the count changed, so a waiting request is never
+//! forgotten (the count and the queue are read under the same lock by
+//! both sides). `dispatch` hands the slot itself to the waiting request
+//! through a one-shot channel: nothing polls, and no second request can
+//! take the slot between the wake-up and the request's start. A waiting
+//! request whose future is dropped (its visitor left, its `queue_timeout`
+//! passed) leaves the queue at once ([`Waiter`]'s `Drop`); a slot handed to
+//! it in the same instant goes back and is handed on. The scraper also
+//! calls `dispatch` on each of its ticks, for room that comes with time
+//! alone (a status that went stale leaves only the configured limit).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::cluster::node::{InflightGuard, NodeLive};
+use crate::cluster::ClusterState;
+
+/// How many of the last waits the page's p50 and p99 are taken over.
+const RECENT_WAITS: usize = 1024;
+
+/// Which nodes a request may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Any node of the group but those tried already; `preferred` is the
+    /// balancer's choice when the request came, taken when it has room.
+    Any {
+        preferred: Option<usize>,
+        tried: Vec<usize>,
+    },
+    /// This node only (a session's node, a write's primary).
+    Node(usize),
+}
+
+/// A slot at a node: the request is counted in flight there until `guard`
+/// is dropped.
+#[derive(Debug)]
+pub struct Grant {
+    pub index: usize,
+    pub guard: InflightGuard,
+}
+
+/// What [`GroupQueue::admit`] decided for a new request.
+#[derive(Debug)]
+pub enum Admit {
+    /// A node has room: go now.
+    Go(Grant),
+    /// Wait for a slot.
+    Wait(Waiter),
+    /// The queue is `max_queue` long: answer 503 at once.
+    Full,
+}
+
+/// One waiting request, in the queue's list.
+struct Entry {
+    id: u64,
+    state: Arc<ClusterState>,
+    group: usize,
+    target: Target,
+    tx: oneshot::Sender<Grant>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiters: VecDeque<Entry>,
+    next_id: u64,
+    /// The last waits (ring), for the page's percentiles.
+    waits: Vec<Duration>,
+    next_wait: usize,
+}
+
+/// A group's queue; carried over reloads by group name, like the nodes'
+/// live state, so a request queued before a reload is still served.
+#[derive(Default)]
+pub struct GroupQueue {
+    inner: Mutex<Inner>,
+    queued: AtomicU64,
+    timeouts: AtomicU64,
+    refused: AtomicU64,
+    abandoned: AtomicU64,
+    max_length: AtomicU64,
+}
+
+impl std::fmt::Debug for GroupQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupQueue")
+            .field("length", &self.len())
+            .finish()
+    }
+}
+
+/// A request waiting in a queue; dropped, it leaves the queue.
+pub struct Waiter {
+    queue: Arc<GroupQueue>,
+    id: u64,
+    rx: oneshot::Receiver<Grant>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("id", &self.id).finish()
+    }
+}
+
+impl Waiter {
+    /// Wait for a slot. Cancellation-safe: dropping the future (or the
+    /// waiter) loses nothing, a slot already handed over goes back.
+    pub async fn granted(&mut self) -> Grant {
+        match (&mut self.rx).await {
+            Ok(grant) => grant,
+            // The sender is only dropped after a send or by this waiter's
+            // own `Drop`: never while the waiter is alive. Should it be, the
+            // request waits out its timeout rather than skip the queue.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Since when it waits.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.queue.lock();
+            if let Some(at) = inner.waiters.iter().position(|e| e.id == self.id) {
+                inner.waiters.remove(at);
+            }
+        }
+        // A grant sent meanwhile is dropped with `rx`, after the lock: its
+        // slot goes back to the node and to the next request (see
+        // `InflightGuard`'s `Drop`).
+    }
+}
+
+/// What the page and the metrics show of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueFigures {
+    pub length: u64,
+    pub max_length: u64,
+    pub queued_total: u64,
+    pub timeouts_total: u64,
+    pub refused_total: u64,
+    pub abandoned_total: u64,
+    /// Over the last [`RECENT_WAITS`] requests that waited.
+    pub wait_p50: Option<Duration>,
+    pub wait_p99: Option<Duration>,
+}
+
+/// Room at the nodes as seen in one pass of `dispatch` (each node's room is
+/// read once, and again after a slot is taken there).
+#[derive(Default)]
+struct RoomCache(Vec<(*const NodeLive, bool)>);
+
+impl RoomCache {
+    fn room(&mut self, state: &ClusterState, group: usize, index: usize, now: Instant) -> bool {
+        let Some(node) = state.groups.get(group).and_then(|g| g.nodes.get(index)) else {
+            return false;
+        };
+        let key = Arc::as_ptr(&node.live);
+        if let Some(&(_, room)) = self.0.iter().find(|(k, _)| *k == key) {
+            return room;
+        }
+        let g = &state.groups[group];
+        let room = node.live.has_room(&g.config, &node.config, now);
+        self.0.push((key, room));
+        room
+    }
+
+    fn taken(&mut self, live: &Arc<NodeLive>) {
+        let key = Arc::as_ptr(live);
+        self.0.retain(|(k, _)| *k != key);
+    }
+}
+
+/// A slot for `target` if a node it may go to has room now.
+fn try_grant(
+    state: &ClusterState,
+    group: usize,
+    target: &Target,
+    cache: &mut RoomCache,
+    now: Instant,
+) -> Option<Grant> {
+    let g = state.groups.get(group)?;
+    let index = match target {
+        Target::Node(i) => cache.room(state, group, *i, now).then_some(*i)?,
+        Target::Any { preferred, tried } => {
+            match preferred.filter(|&p| cache.room(state, group, p, now)) {
+                Some(p) => p,
+                None => {
+                    let excluded: Vec<usize> = (0..g.nodes.len())
+                        .filter(|&i| tried.contains(&i) || !cache.room(state, group, i, now))
+                        .collect();
+                    if excluded.len() == g.nodes.len() {
+                        return None;
+                    }
+                    g.pick(&excluded, now)?
+                }
+            }
+        }
+    };
+    let live = &g.nodes.get(index)?.live;
+    cache.taken(live);
+    Some(Grant {
+        index,
+        guard: live.begin_request(),
+    })
+}
+
+impl GroupQueue {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Plain data; a panic elsewhere cannot leave it worse than stale.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests waiting now.
+    pub fn len(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A new request of group `group` of `state` (the state the request
+    /// runs with): a slot now, a place in the queue, or `Full` when
+    /// `max_queue` requests wait already (0: no limit).
+    pub fn admit(
+        self: &Arc<Self>,
+        state: &Arc<ClusterState>,
+        group: usize,
+        target: Target,
+        max_queue: u32,
+    ) -> Admit {
+        let now = Instant::now();
+        let mut cache = RoomCache::default();
+        let mut handed = Vec::new();
+        let admitted = {
+            let mut inner = self.lock();
+            if inner.waiters.is_empty() {
+                if let Some(grant) = try_grant(state, group, &target, &mut cache, now) {
+                    return Admit::Go(grant);
+                }
+            }
+            if max_queue > 0 && inner.waiters.len() >= max_queue as usize {
+                // Older requests first: room may have come for them.
+                self.dispatch_locked(&mut inner, &mut cache, &mut handed, now);
+                if inner.waiters.len() >= max_queue as usize {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(inner);
+                    drop(handed);
+                    return Admit::Full;
+                }
+            }
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let (tx, rx) = oneshot::channel();
+            inner.waiters.push_back(Entry {
+                id,
+                state: Arc::clone(state),
+                group,
+                target,
+                tx,
+            });
+            let len = inner.waiters.len() as u64;
+            self.max_length.fetch_max(len, Ordering::Relaxed);
+            // Oldest first: the new request gets a slot only if every older
+            // one that could take it has one.
+            self.dispatch_locked(&mut inner, &mut cache, &mut handed, now);
+            Waiter {
+                queue: Arc::clone(self),
+                id,
+                rx,
+                since: now,
+            }
+        };
+        drop(handed);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Admit::Wait(admitted)
+    }
+
+    /// Hand the free slots to the waiting requests, oldest first. Called
+    /// whenever room may have come: a request to a node of the group
+    /// ended, an idle connection closed, a scrape, the scraper's tick.
+    pub fn dispatch(&self) {
+        let mut handed = Vec::new();
+        {
+            let mut inner = self.lock();
+            if inner.waiters.is_empty() {
+                return;
+            }
+            let mut cache = RoomCache::default();
+            self.dispatch_locked(&mut inner, &mut cache, &mut handed, Instant::now());
+        }
+        // Grants whose waiter had gone give their slot back here, outside
+        // the lock (their `Drop` dispatches again).
+        drop(handed);
+    }
+
+    fn dispatch_locked(
+        &self,
+        inner: &mut Inner,
+        cache: &mut RoomCache,
+        handed: &mut Vec<Grant>,
+        now: Instant,
+    ) {
+        let mut i = 0;
+        while i < inner.waiters.len() {
+            let e = &inner.waiters[i];
+            let Some(grant) = try_grant(&e.state, e.group, &e.target, cache, now) else {
+                i += 1;
+                continue;
+            };
+            let Some(e) = inner.waiters.remove(i) else {
+                break;
+            };
+            if let Err(grant) = e.tx.send(grant) {
+                // Its waiter is being dropped (it waits for this lock):
+                // the slot goes back after the lock.
+                handed.push(grant);
+            }
+        }
+    }
+
+    /// A request waited `waited` and got a slot.
+    pub fn record_wait(&self, waited: Duration) {
+        let mut inner = self.lock();
+        if inner.waits.len() < RECENT_WAITS {
+            inner.waits.push(waited);
+        } else {
+            let at = inner.next_wait;
+            inner.waits[at] = waited;
+        }
+        inner.next_wait = (inner.next_wait + 1) % RECENT_WAITS;
+    }
+
+    /// A request waited its `queue_timeout` out.
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request's visitor left while it waited.
+    pub fn record_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn figures(&self) -> QueueFigures {
+        let (length, mut waits) = {
+            let inner = self.lock();
+            (inner.waiters.len() as u64, inner.waits.clone())
+        };
+        waits.sort_unstable();
+        let pct = |p: f64| {
+            let n = waits.len();
+            (n > 0).then(|| waits[((n as f64 * p).ceil() as usize).clamp(1, n) - 1])
+        };
+        QueueFigures {
+            length,
+            max_length: self.max_length.load(Ordering::Relaxed),
+            queued_total: self.queued.load(Ordering::Relaxed),
+            timeouts_total: self.timeouts.load(Ordering::Relaxed),
+            refused_total: self.refused.load(Ordering::Relaxed),
+            abandoned_total: self.abandoned.load(Ordering::Relaxed),
+            wait_p50: pct(0.5),
+            wait_p99: pct(0.99),
+        }
+    }
+}
