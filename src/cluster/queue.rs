@@ -113,7 +113,7 @@ pub struct Waiter {
     queue: Arc<GroupQueue>,
     id: u64,
     rx: oneshot::Receiver<Grant>,
-    since: Instant,
+    since: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Waiter {
@@ -136,7 +136,7 @@ impl Waiter {
     }
 
     /// Since when it waits.
-    pub fn since(&self) -> Instant {
+    pub fn since(&self) -> tokio::time::Instant {
         self.since
     }
 }
@@ -293,7 +293,7 @@ impl GroupQueue {
                 queue: Arc::clone(self),
                 id,
                 rx,
-                since: now,
+                since: tokio::time::Instant::now(),
             }
         };
         drop(handed);
@@ -386,5 +386,203 @@ impl GroupQueue {
             wait_p50: pct(0.5),
             wait_p99: pct(0.99),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use std::path::Path;
+
+    /// A cluster of `nodes` nodes that each take `max_conns` requests at
+    /// once (no status page: the configured limit).
+    fn cluster(nodes: usize, max_conns: u32, max_queue: u32) -> Cluster {
+        let mut text = format!(
+            "[[group]]\nname = \"web\"\nscrape = false\nbalance = \"round_robin\"\nmax_queue = {max_queue}\n"
+        );
+        for i in 0..nodes {
+            text.push_str(&format!(
+                "[[group.node]]\nname = \"n{i}\"\naddress = \"127.0.0.1:{}\"\nmax_conns = {max_conns}\n",
+                9000 + i
+            ));
+        }
+        Cluster::new(crate::config::parse(&text, Path::new("t.toml")).expect("valid"))
+    }
+
+    fn any() -> Target {
+        Target::Any {
+            preferred: None,
+            tried: Vec::new(),
+        }
+    }
+
+    fn go(a: Admit) -> Grant {
+        match a {
+            Admit::Go(g) => g,
+            other => panic!("expected a slot now, got {other:?}"),
+        }
+    }
+
+    fn wait(a: Admit) -> Waiter {
+        match a {
+            Admit::Wait(w) => w,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    /// The grant already handed to `w`, if any (without waiting).
+    fn handed(w: &mut Waiter) -> Option<Grant> {
+        w.rx.try_recv().ok()
+    }
+
+    #[test]
+    fn waiting_requests_are_served_oldest_first_as_slots_free() {
+        let c = cluster(1, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let mut b = wait(q.admit(&state, 0, any(), 0));
+        let mut c2 = wait(q.admit(&state, 0, any(), 0));
+        assert_eq!(q.len(), 2);
+        drop(first);
+        let gb = handed(&mut b).expect("the oldest goes");
+        assert!(handed(&mut c2).is_none(), "the next still waits");
+        assert_eq!(state.groups[0].nodes[0].live.inflight(), 1);
+        drop(gb);
+        assert!(handed(&mut c2).is_some());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_new_request_does_not_pass_the_ones_waiting() {
+        let c = cluster(1, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let mut waiting = wait(q.admit(&state, 0, any(), 0));
+        // The slot frees and a new request comes in the same instant (its
+        // admit runs before the waiting one is woken): the older gets it.
+        let live = Arc::clone(&state.groups[0].nodes[0].live);
+        live.uncount_for_test(1);
+        let mut newer = wait(q.admit(&state, 0, any(), 0));
+        let got = handed(&mut waiting).expect("the older one got the slot");
+        assert!(handed(&mut newer).is_none());
+        drop(got);
+        drop(first);
+        live.uncount_for_test(-1);
+    }
+
+    #[test]
+    fn a_pinned_request_waits_for_its_node_and_lets_others_pass() {
+        let c = cluster(2, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let on0 = go(q.admit(&state, 0, Target::Node(0), 0));
+        let on1 = go(q.admit(&state, 0, Target::Node(1), 0));
+        let mut pinned = wait(q.admit(&state, 0, Target::Node(0), 0));
+        let mut free = wait(q.admit(&state, 0, any(), 0));
+        drop(on1);
+        assert!(handed(&mut pinned).is_none(), "node 0 is still full");
+        let g = handed(&mut free).expect("a request for any node takes node 1");
+        assert_eq!(g.index, 1);
+        drop(on0);
+        assert_eq!(handed(&mut pinned).expect("its node freed").index, 0);
+    }
+
+    #[test]
+    fn a_request_that_may_go_anywhere_takes_a_node_with_room() {
+        let c = cluster(3, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let a = go(q.admit(&state, 0, Target::Node(1), 0));
+        // The balancer preferred the full node 1: another goes.
+        let b = go(q.admit(
+            &state,
+            0,
+            Target::Any {
+                preferred: Some(1),
+                tried: vec![0],
+            },
+            0,
+        ));
+        assert_eq!(b.index, 2, "not the full one, not the one tried");
+        drop((a, b));
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_is_never_served_and_its_slot_goes_on() {
+        let c = cluster(1, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let gone = wait(q.admit(&state, 0, any(), 0));
+        let mut next = wait(q.admit(&state, 0, any(), 0));
+        drop(gone);
+        assert_eq!(q.len(), 1, "it left the queue at once");
+        drop(first);
+        let next_grant = handed(&mut next).expect("served");
+        // A slot handed to a waiter that then leaves without taking it goes
+        // back to the node and on to the next.
+        let late = wait(q.admit(&state, 0, any(), 0));
+        let mut after = wait(q.admit(&state, 0, any(), 0));
+        drop(next_grant);
+        drop(late);
+        let g = handed(&mut after).expect("the slot went on");
+        assert_eq!(state.groups[0].nodes[0].live.inflight(), 1);
+        drop(g);
+        assert_eq!(state.groups[0].nodes[0].live.inflight(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let c = cluster(1, 1, 2);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let _first = go(q.admit(&state, 0, any(), 2));
+        let _a = wait(q.admit(&state, 0, any(), 2));
+        let _b = wait(q.admit(&state, 0, any(), 2));
+        assert!(matches!(q.admit(&state, 0, any(), 2), Admit::Full));
+        assert_eq!(q.figures().refused_total, 1);
+        assert_eq!(q.figures().length, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_times_out_leaves_the_queue_and_one_granted_later_is_served() {
+        let c = cluster(1, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let mut w = wait(q.admit(&state, 0, any(), 0));
+        let timed_out = tokio::time::timeout(Duration::from_secs(2), w.granted()).await;
+        assert!(timed_out.is_err());
+        drop(w);
+        assert!(q.is_empty());
+        let mut w = wait(q.admit(&state, 0, any(), 0));
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(first);
+        };
+        let (grant, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(2), w.granted()),
+            release
+        );
+        let grant = grant.expect("granted before the timeout");
+        assert_eq!(grant.index, 0);
+        q.record_wait(w.since().elapsed());
+        let f = q.figures();
+        assert_eq!(f.wait_p50, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn percentiles_are_over_the_recorded_waits() {
+        let q = GroupQueue::default();
+        assert_eq!(q.figures().wait_p50, None);
+        for ms in 1..=100 {
+            q.record_wait(Duration::from_millis(ms));
+        }
+        let f = q.figures();
+        assert_eq!(f.wait_p50, Some(Duration::from_millis(50)));
+        assert_eq!(f.wait_p99, Some(Duration::from_millis(99)));
     }
 }
