@@ -4,16 +4,22 @@
 //! A node that counts its workers on its status page (Apache's scoreboard:
 //! `BusyWorkers`, `IdleWorkers`, the slots) can take as many requests at
 //! once as it has workers, less those held by traffic this proxy does not
-//! send (other clients, other webcluster instances, the scraper's own kept
-//! connection). The page says how many workers were busy when it was made;
+//! send (other clients, other webcluster instances, and the worker the
+//! status request itself takes, which stays the scraper's). The page says how many workers were busy when it was made;
 //! this proxy knows how many of them it held then (its requests in flight
 //! and, on a node that holds a worker per connection, its idle pooled
 //! connections). So
 //!
 //! ```text
-//! others = max(0, busy - held_at_scrape)
-//! limit  = min(capacity - others, max_conns)
+//! others = max(0, busy - status - held_at_scrape)
+//! limit  = min(capacity - status - others, max_conns)
 //! ```
+//!
+//! where `status` is the worker the status request itself takes (1): it
+//! stays the scraper's, since the next status read needs one and a status
+//! page that cannot be read holds the node back. It is kept apart from the
+//! subtraction: a page made before this proxy's requests reached the node
+//! shows fewer busy workers than this proxy holds, and must not hide it.
 //!
 //! which is the page's free workers plus what this proxy held, corrected by
 //! this proxy's own requests since the scrape: the limit bounds what it
@@ -33,9 +39,12 @@ pub struct PageWorkers {
     /// Workers the node has (scoreboard slots, or the configured
     /// `max_workers`).
     pub capacity: u32,
-    /// Workers busy when the page was made, the status request's own worker
-    /// left out when it is free again.
+    /// Workers busy when the page was made (the status request's own
+    /// included).
     pub busy: u32,
+    /// Workers of `busy` that are the status request's: kept for the
+    /// scraper.
+    pub status: u32,
     /// What this proxy held of the node when the page was read: requests in
     /// flight, plus idle pooled connections where each holds a worker.
     pub held_at_scrape: u64,
@@ -46,8 +55,8 @@ pub struct PageWorkers {
 pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
     let from_page = page.map(|p| {
         let held = u32::try_from(p.held_at_scrape).unwrap_or(u32::MAX);
-        let others = p.busy.saturating_sub(held);
-        p.capacity.saturating_sub(others)
+        let others = p.busy.saturating_sub(p.status).saturating_sub(held);
+        p.capacity.saturating_sub(p.status).saturating_sub(others)
     });
     match (from_page, max_conns) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -96,10 +105,12 @@ pub fn idle_over(limit: Option<u32>, inflight: u64, idle: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// A page with the status request's worker among the `busy`.
     fn page(capacity: u32, busy: u32, held_at_scrape: u64) -> Option<PageWorkers> {
         Some(PageWorkers {
             capacity,
-            busy,
+            busy: busy + 1,
+            status: 1,
             held_at_scrape,
         })
     }
@@ -108,26 +119,28 @@ mod tests {
     fn the_limit_is_the_workers_not_held_by_others_capped_by_max_conns() {
         // (page, max_conns, limit)
         let table = [
-            // an idle node of 8: all 8
-            (page(8, 0, 0), None, Some(8)),
-            // 5 busy, all of them this proxy's: still 8 for this proxy
-            (page(8, 5, 5), None, Some(8)),
+            // an idle node of 8: all but the status request's
+            (page(8, 0, 0), None, Some(7)),
+            // 5 busy besides the status request, all of them this proxy's
+            (page(8, 5, 5), None, Some(7)),
             // 5 busy, 2 of them this proxy's: 3 held by others
-            (page(8, 5, 2), None, Some(5)),
-            // hidden load on every worker: none
-            (page(8, 8, 0), None, Some(0)),
-            // the page was made before this proxy's requests got there
-            (page(8, 1, 4), None, Some(8)),
+            (page(8, 5, 2), None, Some(4)),
+            // hidden load on every other worker: none
+            (page(8, 7, 0), None, Some(0)),
+            // the page was made before this proxy's requests got there:
+            // the status request's worker still counts
+            (page(8, 1, 4), None, Some(7)),
+            (page(3, 0, 2), None, Some(2)),
             // more busy than slots (a graceful restart): none, no underflow
             (page(8, 12, 0), None, Some(0)),
             // max_conns caps it
             (page(8, 0, 0), Some(3), Some(3)),
-            (page(8, 6, 0), Some(3), Some(2)),
+            (page(8, 6, 0), Some(3), Some(1)),
             // no page (nginx, stale, not scraped): max_conns or none
             (None, Some(10), Some(10)),
             (None, None, None),
             // a held count beyond u32 saturates
-            (page(4, 2, u64::MAX), None, Some(4)),
+            (page(4, 2, u64::MAX), None, Some(3)),
         ];
         for (i, (page, max, want)) in table.into_iter().enumerate() {
             assert_eq!(

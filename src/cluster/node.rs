@@ -803,7 +803,6 @@ impl LiveState {
             r.idle_workers?;
             let capacity = r.capacity(node.max_workers)?;
             let per_connection = holds_worker_per_connection(r);
-            let freed = status_worker_freed(r, self.status_conn_kept);
             let idle = if per_connection {
                 self.idle_at_scrape
             } else {
@@ -811,7 +810,9 @@ impl LiveState {
             };
             Some(PageWorkers {
                 capacity,
-                busy: r.busy_workers.saturating_sub(freed),
+                busy: r.busy_workers,
+                // Apache counts the status request's worker busy.
+                status: 1,
                 held_at_scrape: self.inflight_at_scrape + idle,
             })
         });

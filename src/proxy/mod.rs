@@ -582,14 +582,21 @@ impl Proxy {
             let group = &state.groups[ctx.group];
             let pool = (!ctx.fresh_only && !private_connections(group)).then_some(&*self.pool);
             let make_room = || {
-                // A new connection takes a worker: one another thread keeps
-                // idle gives it back first when the node is at its limit.
+                // A new connection takes a worker. At the node's limit, an
+                // idle connection another thread keeps is used instead (its
+                // worker waits for a request); closed and replaced, its
+                // worker would go back to the node's accept queue only
+                // after the new connection got there.
                 let h = node
                     .live
                     .holding(&group.config, &node.config, Instant::now());
-                if limit::idle_over(h.limit, h.inflight, h.idle) > 0 || node_is_full(group, node) {
+                if pool.is_some() && limit::idle_over(h.limit, h.inflight, h.idle) > 0 {
+                    return self.pool.take_elsewhere(node.config.address, t.idle);
+                }
+                if node_is_full(group, node) {
                     self.pool.close_one_elsewhere(node.config.address);
                 }
+                None
             };
             match upstream::connect(pool, node.config.address, t.connect, t.idle, make_room).await {
                 Ok(conn) => return Ok((index, conn)),
@@ -846,7 +853,14 @@ impl Proxy {
                 Some(node.live.hold_idle()),
             ),
             // Closed now, not when the visitor has taken the response.
-            None => drop(node_io),
+            None => {
+                tracing::debug!(
+                    group = group.name(),
+                    node = node.config.name.as_str(),
+                    "closing the node's connection (not kept idle)"
+                );
+                drop(node_io)
+            }
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;
@@ -1439,9 +1453,14 @@ fn pool_for(
                 return Some(idle);
             }
             // `inflight` still counts this request, whose connection this is.
+            // Requests waiting in the group's queue take it at once: a
+            // connection closed now would be replaced by a new one while
+            // its worker is still on its way back to the node's accept
+            // queue (and the count can be one high while another thread's
+            // request is about to take an idle connection).
             let others = h.inflight.saturating_sub(1);
-            (h.limit.is_some() && limit::may_keep_idle(h.limit, others, h.idle))
-                .then_some(idle.min(WORKER_NODE_IDLE))
+            let keep = limit::may_keep_idle(h.limit, others, h.idle) || !group.queue.is_empty();
+            (h.limit.is_some() && keep).then_some(idle.min(WORKER_NODE_IDLE))
         }
     }
 }

@@ -93,6 +93,39 @@ impl Pool {
         found.map(|c| c.stream)
     }
 
+    /// The warmest idle connection to `addr` that another worker thread
+    /// keeps, still open and idle for less than `max_idle`: for a node at
+    /// its limit (`cluster::limit`), where a new connection would need a
+    /// worker that this idle connection holds. It stays registered with
+    /// the other thread's reactor, which wakes this thread's task for it.
+    pub fn take_elsewhere(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
+        let here = std::thread::current().id();
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            for ((a, thread), list) in idle.iter_mut() {
+                if *a != addr || *thread == here {
+                    continue;
+                }
+                while let Some(mut c) = list.pop() {
+                    if !c.expired(now, max_idle) && still_open(&mut c.stream) {
+                        found = Some(c);
+                        break;
+                    }
+                    closed.push(c);
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            found
+        };
+        drop(closed);
+        found.map(|c| c.stream)
+    }
+
     /// Close the longest idle connection to `addr` that another worker
     /// thread keeps, if there is one. On a node that holds a worker per
     /// connection, that gives the worker back for a new connection from
