@@ -12,7 +12,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::cluster::snapshot::{
     AffinitySnapshot, ClusterSnapshot, ContentSyncSnapshot, GroupSnapshot, HistoryPoint,
-    NodeSnapshot, NodeState, Totals,
+    NodeSnapshot, NodeState, QueueSnapshot, Totals,
 };
 use crate::cluster::stats::{HISTORY_POINTS, HISTORY_STEP};
 
@@ -199,6 +199,7 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                 span.gstat { strong { (human_count(t.requests_per_second)) } " req/s" }
                 span.gstat { strong { (human_bytes(t.bytes_per_second)) } "/s" }
                 span.gstat { strong { (t.inflight) } " in flight" }
+                (queue_stat(&g.queue))
             }
             div.scroll {
                 table {
@@ -252,8 +253,40 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                     }
                 }
             }
+            (queue_note(&g.queue))
             (sessions_note(&g.affinity))
             (content_sync_note(&g.content_sync))
+        }
+    }
+}
+
+/// In a group's head: requests waiting in its queue, and how long the
+/// last ones waited.
+fn queue_stat(q: &QueueSnapshot) -> Markup {
+    let wait = |s: Option<f64>| s.map_or_else(|| "—".to_string(), human_short_duration);
+    html! {
+        span.gstat title="Requests waiting in the proxy for a node under its limit (no node had a free worker); the median and 99th percentile wait of the last 1024 that waited" {
+            strong { (q.length) } " queued · wait "
+            (wait(q.wait_p50_seconds)) " / " (wait(q.wait_p99_seconds))
+        }
+    }
+}
+
+/// Under a group's table: what its queue did since start, once it was used.
+fn queue_note(q: &QueueSnapshot) -> Markup {
+    if q.queued_total == 0 && q.refused_total == 0 {
+        return html! {};
+    }
+    html! {
+        p.gnote {
+            strong { "Queue" }
+            " (timeout " (human_short_duration(q.timeout_seconds))
+            @if q.max_queue > 0 { ", at most " (q.max_queue) }
+            "): " (q.queued_total) " requests waited · "
+            (q.timeouts_total) " timed out (503) · "
+            (q.refused_total) " refused, queue full (503) · "
+            (q.abandoned_total) " left by their visitor · at most "
+            (q.max_length) " at once"
         }
     }
 }
@@ -350,6 +383,11 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                 (worker_bar(n.busy_workers.map(u64::from), n.idle_workers.map(u64::from), n.capacity.map(u64::from)))
                 @if n.busy_workers.is_some() || n.idle_workers.is_some() {
                     div.sub.nowrap { (worker_text(n)) }
+                }
+                @if let Some(limit) = n.limit {
+                    div.sub.nowrap title="How many requests this proxy may have at the node at once: its free workers by its status page (less those others hold), at most max_conns; more wait in the group's queue" {
+                        "limit " (limit) @if n.idle_pooled > 0 { " · " (n.idle_pooled) " idle conn." }
+                    }
                 }
                 @if old {
                     div.sub.asof {

@@ -74,6 +74,8 @@ fn apache(
     n.busy_workers = Some(busy);
     n.idle_workers = Some(idle);
     n.estimated_busy = f64::from(busy) - 1.0 + n.inflight as f64;
+    // The workers not held by others, the status request's kept.
+    n.limit = Some((scoreboard.chars().count() as u32).saturating_sub(busy) + n.inflight as u32);
     n.scoreboard = Some(scoreboard);
     n.node_accesses_total = Some(accesses);
     n.node_bytes_total = Some(bytes);
