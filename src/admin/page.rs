@@ -1118,6 +1118,30 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_and_each_node_limit_are_shown() {
+        let s = sample::snapshot();
+        let page = render(&s);
+        // The sample's web group: 3 waiting, waits of 12 and 180 ms.
+        for text in [
+            "3</strong> queued · wait 12 ms / 0.2 s",
+            "Queue",
+            "412 requests waited",
+            "2 timed out (503)",
+            "0 refused, queue full (503)",
+            "1 left by their visitor",
+            "at most 12 at once",
+        ] {
+            assert!(page.contains(text), "{text:?} missing");
+        }
+        let limits = s.groups[0].nodes.iter().filter_map(|n| n.limit);
+        for limit in limits {
+            assert!(page.contains(&format!("limit {limit}")), "limit {limit}");
+        }
+        // The static group never queued: no note, and no wait figures.
+        assert!(page.contains("0</strong> queued · wait — / —"));
+    }
+
+    #[test]
     fn no_reload_error_no_alert() {
         let mut s = sample::snapshot();
         s.config.last_reload_error = None;
