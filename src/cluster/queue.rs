@@ -193,6 +193,12 @@ impl RoomCache {
         let key = Arc::as_ptr(live);
         self.0.retain(|(k, _)| *k != key);
     }
+
+    /// Whether no node of the group has room (as far as read so far).
+    fn all_full(&mut self, state: &ClusterState, group: usize, now: Instant) -> bool {
+        let n = state.groups.get(group).map_or(0, |g| g.nodes.len());
+        (0..n).all(|i| !self.room(state, group, i, now))
+    }
 }
 
 /// A slot for `target` if a node it may go to has room now.
@@ -326,10 +332,21 @@ impl GroupQueue {
         handed: &mut Vec<Grant>,
         now: Instant,
     ) {
+        // Waiters of a state whose nodes all lack room are passed over
+        // without a look at each (a long queue under overload).
+        let mut full: Vec<*const ClusterState> = Vec::new();
         let mut i = 0;
         while i < inner.waiters.len() {
             let e = &inner.waiters[i];
+            let key = Arc::as_ptr(&e.state);
+            if full.contains(&key) {
+                i += 1;
+                continue;
+            }
             let Some(grant) = try_grant(&e.state, e.group, &e.target, cache, now) else {
+                if cache.all_full(&e.state, e.group, now) {
+                    full.push(key);
+                }
                 i += 1;
                 continue;
             };

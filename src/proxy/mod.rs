@@ -1424,9 +1424,11 @@ fn private_connections(group: &Group) -> bool {
 /// where requests hang until an idle connection is closed. So with `auto`
 /// such a connection is counted against the node's limit
 /// (`cluster::limit`) while it is pooled, and kept only while what this
-/// proxy holds stays within that limit (and for [`WORKER_NODE_IDLE`] at
-/// most, so that a worker it holds goes back to the node's other clients
-/// soon); a request then reuses it instead of opening a connection, and no
+/// proxy holds stays within that limit and the idle ones are no more than
+/// the requests in flight (and for [`WORKER_NODE_IDLE`] at most, so that a
+/// worker it holds goes back to the node's other clients soon), or while
+/// requests wait in the queue; a request then reuses it instead of opening
+/// a connection, and no
 /// request is sent past the limit (`cluster::queue`), so none waits in the
 /// node's backlog. Without a limit (no fresh status, no `max_conns`) it
 /// closes and its worker returns to the node's accept queue at once. With
@@ -1458,8 +1460,12 @@ fn pool_for(
             // its worker is still on its way back to the node's accept
             // queue (and the count can be one high while another thread's
             // request is about to take an idle connection).
+            // Otherwise no more idle than requests in flight (at least one):
+            // an idle connection holds a worker that other clients, and
+            // other webcluster instances, see busy on the status page.
             let others = h.inflight.saturating_sub(1);
-            let keep = limit::may_keep_idle(h.limit, others, h.idle) || !group.queue.is_empty();
+            let keep = !group.queue.is_empty()
+                || (limit::may_keep_idle(h.limit, others, h.idle) && h.idle < others.max(1));
             (h.limit.is_some() && keep).then_some(idle.min(WORKER_NODE_IDLE))
         }
     }
