@@ -1087,6 +1087,64 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_follows_the_page_and_what_this_proxy_held_when_it_was_read() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let now = Instant::now;
+        let live = Arc::new(NodeLive::new(false));
+        // No status yet, no max_conns: no limit.
+        assert_eq!(live.limit(group, node, now()), None);
+        assert!(live.has_room(group, node, now()));
+        // 2 requests and 1 idle pooled connection of this proxy when the
+        // page was read; it shows 5 of 8 busy (the status request's
+        // included): 1 held by others, 1 the scraper's.
+        let inflight: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
+        let idle = live.hold_idle();
+        let mut r = report(Some("prefork"), 5, 8);
+        r.idle_workers = Some(3);
+        live.record_scrape(group, r.clone(), Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, now()), Some(6));
+        let h = live.holding(group, node, now());
+        assert_eq!((h.inflight, h.idle, h.worker_per_connection), (2, 1, true));
+        // Three more fit (the first of them reuses the idle connection).
+        let more: Vec<_> = (0..3).map(|_| live.begin_request()).collect();
+        assert!(
+            live.has_room(group, node, now()),
+            "5 in flight, 1 idle, limit 6"
+        );
+        drop(idle);
+        let last = live.begin_request();
+        assert!(!live.has_room(group, node, now()), "6 in flight");
+        drop((inflight, more, last));
+        // An nginx page counts connections, not workers: no limit from it.
+        let mut nginx = StatusReport::new(crate::status::nginx::KIND);
+        nginx.busy_workers = 3;
+        live.record_scrape(group, nginx, Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, now()), None);
+        // On an event node idle connections hold no worker.
+        let live = Arc::new(NodeLive::new(false));
+        let _idle = live.hold_idle();
+        let mut r = report(Some("event"), 1, 4);
+        r.idle_workers = Some(3);
+        live.record_scrape(group, r, Duration::ZERO, true);
+        assert_eq!(live.holding(group, node, now()).idle, 0);
+        assert_eq!(live.limit(group, node, now()), Some(3));
+    }
+
+    #[test]
+    fn max_conns_caps_the_limit() {
+        let text = "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n  max_conns = 2\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("t.toml")).expect("config");
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = Arc::new(NodeLive::new(false));
+        assert_eq!(live.limit(group, node, Instant::now()), Some(2));
+        let mut r = report(Some("prefork"), 1, 8);
+        r.idle_workers = Some(7);
+        live.record_scrape(group, r, Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, Instant::now()), Some(2));
+    }
+
+    #[test]
     fn inflight_guard_counts_until_dropped() {
         let live = Arc::new(NodeLive::new(false));
         let g1 = live.begin_request();
