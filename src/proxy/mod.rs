@@ -1428,13 +1428,12 @@ fn private_connections(group: &Group) -> bool {
 /// the requests in flight (and for [`WORKER_NODE_IDLE`] at most, so that a
 /// worker it holds goes back to the node's other clients soon), or while
 /// requests wait in the queue; a request then reuses it instead of opening
-/// a connection, and no
-/// request is sent past the limit (`cluster::queue`), so none waits in the
-/// node's backlog. Without a limit (no fresh status, no `max_conns`) it
-/// closes and its worker returns to the node's accept queue at once. With
-/// `on` it is kept unless the node has more requests than workers, some of
-/// which then wait in its backlog for the worker this connection would
-/// hold.
+/// a connection, and no request is sent past the limit (`cluster::queue`),
+/// so none waits in the node's backlog. Without a limit (no fresh status,
+/// no `max_conns`) it closes and its worker returns to the node's accept
+/// queue at once. With `on` it is kept unless the node has more requests
+/// than workers, some of which then wait in its backlog for the worker this
+/// connection would hold.
 fn pool_for(
     keepalive: UpstreamKeepalive,
     group: &Group,
