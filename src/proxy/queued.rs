@@ -174,6 +174,29 @@ where
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_visitor_that_closes_is_gone_and_what_it_sent_stays() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut io = crate::proxy::http1::Io::new(ours, 1024);
+        theirs
+            .write_all(b"GET /next HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        // Still there: the wait goes on (and ends with the timeout here).
+        let waited = tokio::time::timeout(Duration::from_secs(60), visitor_gone(&mut io)).await;
+        assert!(waited.is_err(), "not gone while it is connected");
+        assert_eq!(
+            io.unread(),
+            b"GET /next HTTP/1.1\r\n",
+            "what it sent is kept"
+        );
+        drop(theirs);
+        tokio::time::timeout(Duration::from_secs(1), visitor_gone(&mut io))
+            .await
+            .expect("gone once it closed");
+    }
+
     #[test]
     fn retry_after_is_the_queue_timeout_rounded_up() {
         assert_eq!(retry_after(Duration::from_millis(200)), 1);
