@@ -295,16 +295,32 @@ impl GroupQueue {
             // Oldest first: the new request gets a slot only if every older
             // one that could take it has one.
             self.dispatch_locked(&mut inner, &mut cache, &mut handed, now);
-            Waiter {
+            let mut waiter = Waiter {
                 queue: Arc::clone(self),
                 id,
                 rx,
                 since: tokio::time::Instant::now(),
+            };
+            // It got one at once (the older ones could not take it): it
+            // did not wait.
+            let now_granted = match inner.waiters.iter().any(|e| e.id == id) {
+                true => None,
+                false => waiter.rx.try_recv().ok(),
+            };
+            match now_granted {
+                Some(grant) => (Admit::Go(grant), Some(waiter)),
+                None => (Admit::Wait(waiter), None),
             }
         };
+        // A waiter that got its slot at once is dropped after the lock (its
+        // `Drop` takes it).
+        let (admitted, spare) = admitted;
+        drop(spare);
         drop(handed);
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        Admit::Wait(admitted)
+        if matches!(admitted, Admit::Wait(_)) {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// Hand the free slots to the waiting requests, oldest first. Called
@@ -505,6 +521,21 @@ mod tests {
         assert_eq!(g.index, 1);
         drop(on0);
         assert_eq!(handed(&mut pinned).expect("its node freed").index, 0);
+    }
+
+    #[test]
+    fn a_request_with_room_goes_at_once_past_waiters_that_cannot_take_it() {
+        let c = cluster(2, 1, 0);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let on0 = go(q.admit(&state, 0, Target::Node(0), 0));
+        let _pinned = wait(q.admit(&state, 0, Target::Node(0), 0));
+        // Node 1 has room; the waiter ahead may only go to node 0.
+        let free = go(q.admit(&state, 0, any(), 0));
+        assert_eq!(free.index, 1);
+        assert_eq!(q.figures().queued_total, 1, "only the pinned one waited");
+        assert_eq!(q.len(), 1);
+        drop((on0, free));
     }
 
     #[test]
