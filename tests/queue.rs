@@ -406,7 +406,7 @@ fn a_session_pinned_request_waits_for_its_node() {
 fn a_visitor_that_leaves_while_queued_is_never_sent_to_a_node() {
     let a = node("a");
     let wc = proxy("queue_timeout = \"30s\"", &[&a], "max_conns = 1");
-    let busy = get(wc.listen, "/sleep?ms=2500&id=busy", &[]);
+    let busy = get(wc.listen, "/sleep?ms=5000&id=busy", &[]);
     wc.wait_status("one in flight", |s| held(s) == 1);
     let mut s = TcpStream::connect(wc.listen).expect("connect");
     write!(
