@@ -674,7 +674,9 @@ fn legend() -> Markup {
                 }
             }
             p.sub {
-                "Workers: busy / idle / capacity as each node reports them (nginx has no capacity). "
+                "Workers: busy / idle / capacity as each node reports them (nginx has no capacity); "
+                "limit: how many requests this proxy may have at the node at once (its free workers, at most max_conns); "
+                "more wait in the group's queue (queued, with the median / 99th percentile wait). "
                 "States: up = healthy with a fresh status; full = up, but its last status had no idle worker; stale = usable but its status page "
                 "stopped answering (balanced by in-flight counts); draining = no new requests; "
                 "down = failed health checks, held back (stopped answering) or in maintenance; unknown = not checked yet."
