@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cluster::limit::{self, PageWorkers};
@@ -159,8 +159,9 @@ pub struct NodeLive {
     /// Idle pooled keep-alive connections to the node (`proxy::pool`).
     idle_pooled: AtomicU64,
     /// The queue of the node's group, told when a slot at the node frees
-    /// (`cluster::queue`).
-    queue: Mutex<Weak<GroupQueue>>,
+    /// (`cluster::queue`). Set once: a node keeps its live state only in a
+    /// group of the same name, whose queue goes on with it.
+    queue: OnceLock<Weak<GroupQueue>>,
     /// Answers, times, bytes, history and downtime (`cluster/stats.rs`).
     pub stats: NodeStats,
     state: Mutex<LiveState>,
@@ -224,7 +225,7 @@ impl NodeLive {
             errors: AtomicU64::new(0),
             recent: RecentCounter::new(),
             idle_pooled: AtomicU64::new(0),
-            queue: Mutex::new(Weak::new()),
+            queue: OnceLock::new(),
             stats: NodeStats::new(added_by_reload),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
@@ -306,17 +307,13 @@ impl NodeLive {
     /// Tell the node's group queue about it (the cluster does, as it builds
     /// a state).
     pub fn set_queue(&self, queue: &Arc<GroupQueue>) {
-        *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(queue);
+        // Already set (the node stayed over a reload): to the same queue.
+        let _ = self.queue.set(Arc::downgrade(queue));
     }
 
     /// Room may have come at the node: its group's queue hands it on.
     pub fn room_freed(&self) {
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade();
-        if let Some(q) = queue {
+        if let Some(q) = self.queue.get().and_then(Weak::upgrade) {
             q.dispatch();
         }
     }

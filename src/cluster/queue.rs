@@ -201,6 +201,28 @@ impl RoomCache {
     }
 }
 
+/// A slot at the node the request was given (the balancer's choice, or
+/// its own node) if it has room now; nothing else is looked at.
+fn grant_chosen(
+    state: &ClusterState,
+    group: usize,
+    target: &Target,
+    now: Instant,
+) -> Option<Grant> {
+    let index = match target {
+        Target::Node(i) => *i,
+        Target::Any { preferred, .. } => (*preferred)?,
+    };
+    let g = state.groups.get(group)?;
+    let node = g.nodes.get(index)?;
+    node.live
+        .has_room(&g.config, &node.config, now)
+        .then(|| Grant {
+            index,
+            guard: node.live.begin_request(),
+        })
+}
+
 /// A slot for `target` if a node it may go to has room now.
 fn try_grant(
     state: &ClusterState,
@@ -266,6 +288,10 @@ impl GroupQueue {
         let admitted = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() {
+                // The usual case: the chosen node has room.
+                if let Some(grant) = grant_chosen(state, group, &target, now) {
+                    return Admit::Go(grant);
+                }
                 if let Some(grant) = try_grant(state, group, &target, &mut cache, now) {
                     return Admit::Go(grant);
                 }
