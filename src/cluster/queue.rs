@@ -26,7 +26,7 @@
 //! alone (a status that went stale leaves only the configured limit).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,13 @@ struct Inner {
 #[derive(Default)]
 pub struct GroupQueue {
     inner: Mutex<Inner>,
+    /// `inner.waiters.len()`, written under the lock: lets [`GroupQueue::dispatch`]
+    /// return without the lock when nobody waits (every request's end calls
+    /// it). Both sides put a SeqCst fence between their write (this count;
+    /// a node's in-flight count) and their read of the other's, so one of
+    /// them sees the other: a slot freed as a request starts to wait is
+    /// either seen free by it or handed to it.
+    waiting: AtomicUsize,
     queued: AtomicU64,
     timeouts: AtomicU64,
     refused: AtomicU64,
@@ -147,6 +154,9 @@ impl Drop for Waiter {
             let mut inner = self.queue.lock();
             if let Some(at) = inner.waiters.iter().position(|e| e.id == self.id) {
                 inner.waiters.remove(at);
+                self.queue
+                    .waiting
+                    .store(inner.waiters.len(), Ordering::SeqCst);
             }
         }
         // A grant sent meanwhile is dropped with `rx`, after the lock: its
@@ -316,8 +326,11 @@ impl GroupQueue {
                 target,
                 tx,
             });
-            let len = inner.waiters.len() as u64;
-            self.max_length.fetch_max(len, Ordering::Relaxed);
+            let len = inner.waiters.len();
+            self.waiting.store(len, Ordering::SeqCst);
+            // Before the nodes' in-flight counts are read (see `waiting`).
+            fence(Ordering::SeqCst);
+            self.max_length.fetch_max(len as u64, Ordering::Relaxed);
             // Oldest first: the new request gets a slot only if every older
             // one that could take it has one.
             self.dispatch_locked(&mut inner, &mut cache, &mut handed, now);
@@ -353,6 +366,11 @@ impl GroupQueue {
     /// whenever room may have come: a request to a node of the group
     /// ended, an idle connection closed, a scrape, the scraper's tick.
     pub fn dispatch(&self) {
+        // After the caller's change of an in-flight count (see `waiting`).
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut handed = Vec::new();
         {
             let mut inner = self.lock();
@@ -395,6 +413,7 @@ impl GroupQueue {
             let Some(e) = inner.waiters.remove(i) else {
                 break;
             };
+            self.waiting.store(inner.waiters.len(), Ordering::SeqCst);
             if let Err(grant) = e.tx.send(grant) {
                 // Its waiter is being dropped (it waits for this lock):
                 // the slot goes back after the lock.
