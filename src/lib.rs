@@ -18,6 +18,7 @@
 //!   run as a pingora service), the connection pool to the nodes;
 //! - [`admin`]: status page, JSON, `?auto`, metrics and the node control API
 //!   ([`control`] is its client, `webcluster node`);
+//! - [`tls`]: HTTPS listeners: certificates by SNI, handshakes, reload;
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
 //! - [`demo`], [`demo_node`]: the embedded demo cluster.
 
@@ -35,3 +36,4 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod status;
+pub mod tls;

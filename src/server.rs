@@ -31,6 +31,7 @@ use crate::proxy::pool::{Pool, Sweeper};
 use crate::proxy::{ActiveRequests, Proxy};
 use crate::reload::{unix_now, Reloader};
 use crate::status::scraper::Scraper;
+use crate::tls::Terminators;
 
 /// How the process was started.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +50,8 @@ pub struct Shared {
 
 fn check_bind(config: &Config) -> anyhow::Result<()> {
     let admin = config.admin.listen.iter();
-    for addr in config.server.listen.iter().chain(admin) {
+    let tls = config.tls.iter().flat_map(|t| t.listen.iter());
+    for addr in config.server.listen.iter().chain(admin).chain(tls) {
         TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     }
     Ok(())
@@ -89,6 +91,10 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
 
     let source = config.source.clone();
     let listen = config.server.listen.clone();
+    let tls =
+        Arc::new(Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?);
+    let tls_listen: Vec<_> = config.tls.iter().flat_map(|t| t.listen.clone()).collect();
+    crate::tls::expiry::warn_expiring(&config, unix_now());
     let admin_listen = config.admin.listen;
     let cluster = Arc::new(Cluster::new(config));
     cluster.restore_controls();
@@ -105,13 +111,16 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
             access_log,
             Arc::clone(&active),
             Arc::clone(&pool),
-        ),
+        )
+        .with_tls(Arc::clone(&tls)),
     );
     // No buffers below the proxy's own (`proxy::http1`): pingora's default
     // 64 KiB read-ahead per connection, zeroed, cost 65 KiB per idle
     // keep-alive connection and 3 us per request (benches/README.md, "What
     // each step bought"), and its write buffer a copy of every write.
-    for addr in &listen {
+    // TLS listeners are plain TCP ones to pingora: the proxy runs the
+    // handshake itself (`crate::tls`), on the same workers.
+    for addr in listen.iter().chain(&tls_listen) {
         proxy.add_listener(
             ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
         );
@@ -141,7 +150,11 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     ));
     server.add_service(background_service(
         "config reload",
-        Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source),
+        Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source).with_tls(tls),
+    ));
+    server.add_service(background_service(
+        "certificate expiry watch",
+        crate::tls::expiry::ExpiryWatch::new(Arc::clone(&cluster)),
     ));
     Ok((
         server,

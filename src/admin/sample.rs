@@ -317,5 +317,6 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
             },
         ],
         dns: Vec::new(),
+        tls: Vec::new(),
     }
 }
