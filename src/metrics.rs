@@ -40,6 +40,15 @@ pub struct Metrics {
     pub http2_connections: IntGauge,
     /// HTTP/2 streams being served now (set from the snapshot).
     pub http2_streams: IntGauge,
+    /// The group queues (`cluster::queue`): how long requests waited for a
+    /// slot, and how many were refused (`max_queue`), timed out
+    /// (`queue_timeout`) or left by their visitor while they waited.
+    pub queue_wait: HistogramVec,
+    pub queue_refused: IntCounterVec,
+    pub queue_timeouts: IntCounterVec,
+    pub queue_abandoned: IntCounterVec,
+    /// Requests waiting in each group's queue, set from the snapshot.
+    pub queue_length: IntGaugeVec,
     pub reloads: IntCounterVec,
     /// Lookups of node host names and SRV names (`crate::discovery`).
     pub dns_resolutions: IntCounterVec,
@@ -198,6 +207,47 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            queue_wait: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "webcluster_queue_wait_seconds",
+                        "Time requests waited in their group's queue for a node under its limit, by group (requests that waited and then went to a node).",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    &["group"],
+                )
+                .expect("static metric definition"),
+            ),
+            queue_refused: counter(
+                &r,
+                "webcluster_queue_refusals_total",
+                "Requests answered 503 at once because their group's queue was max_queue long, by group.",
+                &["group"],
+            ),
+            queue_timeouts: counter(
+                &r,
+                "webcluster_queue_timeouts_total",
+                "Requests answered 503 because they waited queue_timeout in their group's queue, by group.",
+                &["group"],
+            ),
+            queue_abandoned: counter(
+                &r,
+                "webcluster_queue_abandoned_total",
+                "Requests whose visitor closed the connection while they waited in the group's queue (never sent to a node), by group.",
+                &["group"],
+            ),
+            queue_length: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webcluster_queue_length",
+                        "Requests waiting in the group's queue now, by group.",
+                    ),
+                    &["group"],
+                )
+                .expect("static metric definition"),
+            ),
             last_reload_failed: register(
                 &r,
                 IntGauge::new(
@@ -264,6 +314,14 @@ impl Metrics {
         // increase, not a new series).
         for group in &snap.groups {
             self.retries.with_label_values(&[group.name.as_str()]);
+            let g = &[group.name.as_str()];
+            self.queue_wait.with_label_values(g);
+            self.queue_refused.with_label_values(g);
+            self.queue_timeouts.with_label_values(g);
+            self.queue_abandoned.with_label_values(g);
+            self.queue_length
+                .with_label_values(g)
+                .set(i64::try_from(group.queue.length).unwrap_or(i64::MAX));
             self.no_node.with_label_values(&[group.name.as_str()]);
             for n in &group.nodes {
                 self.connect_failures

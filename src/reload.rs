@@ -69,8 +69,12 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         buffering,
         // Read by the discovery service on each round: reloadable.
         discovery: _,
-        // The status guard, groups (nodes keep their live state) and router
-        // are rebuilt by `Cluster::apply`: what a reload is for.
+        // The status guard, groups (nodes keep their live state, groups
+        // their queue) and router are rebuilt by `Cluster::apply`: what a
+        // reload is for. Reloadable with them: every group key, the queue's
+        // `queue_timeout` and `max_queue` and the nodes' `max_conns`
+        // included (a request already waiting keeps the rules it came
+        // with, as every request in flight does).
         protected_paths: _,
         groups: _,
         routes: _,

@@ -12,8 +12,10 @@
 
 pub mod affinity;
 pub mod group;
+pub mod limit;
 pub mod node;
 pub mod operator;
+pub mod queue;
 pub mod recent;
 pub mod router;
 pub mod snapshot;
@@ -77,10 +79,18 @@ impl ClusterState {
                         }
                     })
                     .collect();
-                let stats = previous
-                    .and_then(|p| p.groups.iter().find(|g| g.name() == gc.name))
-                    .map_or_else(Default::default, |g| Arc::clone(&g.stats));
-                Group::new(gc.clone(), nodes, stats)
+                let old = previous.and_then(|p| p.groups.iter().find(|g| g.name() == gc.name));
+                let stats = old.map_or_else(Default::default, |g| Arc::clone(&g.stats));
+                let mut group = Group::new(gc.clone(), nodes, stats);
+                // The queue goes on with the group: requests waiting in it
+                // are served by the new state's nodes' slots as they free.
+                if let Some(old) = old {
+                    group.queue = Arc::clone(&old.queue);
+                }
+                for n in &group.nodes {
+                    n.live.set_queue(&group.queue);
+                }
+                group
             })
             .collect();
         let index = |name: &str| groups.iter().position(|g| g.name() == name);
@@ -94,6 +104,27 @@ impl ClusterState {
             guard,
             loaded_unix: unix_now(),
         }
+    }
+}
+
+/// A group's queue as the page and the JSON show it.
+fn queue_snapshot(g: &Group, config: &Config) -> snapshot::QueueSnapshot {
+    let f = g.queue.figures();
+    snapshot::QueueSnapshot {
+        length: f.length,
+        max_length: f.max_length,
+        timeout_seconds: g
+            .config
+            .queue_timeout
+            .unwrap_or(config.timeouts.connect)
+            .as_secs_f64(),
+        max_queue: g.config.max_queue,
+        queued_total: f.queued_total,
+        timeouts_total: f.timeouts_total,
+        refused_total: f.refused_total,
+        abandoned_total: f.abandoned_total,
+        wait_p50_seconds: f.wait_p50.map(|d| d.as_secs_f64()),
+        wait_p99_seconds: f.wait_p99.map(|d| d.as_secs_f64()),
     }
 }
 
@@ -377,6 +408,7 @@ impl Cluster {
                     nodes,
                     affinity: affinity::affinity_snapshot(g),
                     content_sync: affinity::content_sync_snapshot(g, &state.config),
+                    queue: queue_snapshot(g, &state.config),
                 }
             })
             .collect();

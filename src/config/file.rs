@@ -249,6 +249,8 @@ pub struct GroupFile {
     pub fail_timeout: Option<Spanned<String>>,
     pub slow_start: Option<Spanned<String>>,
     pub upstream_keepalive: Option<Spanned<String>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub max_queue: Option<Spanned<u32>>,
     pub scrape: Option<bool>,
     pub scrape_interval: Option<Spanned<String>>,
     pub scrape_timeout: Option<Spanned<String>>,
@@ -280,6 +282,7 @@ pub struct NodeFile {
     pub status_url: Option<Spanned<String>>,
     pub status_kind: Option<Spanned<String>>,
     pub max_workers: Option<Spanned<u32>>,
+    pub max_conns: Option<Spanned<u32>>,
 }
 
 /// `[[route]]`
@@ -997,6 +1000,17 @@ impl GroupFile {
             Some(v) => parse_upstream_keepalive(v.get_ref())
                 .map_err(|e| cx.bad(v, cxs, "upstream_keepalive", e))?,
         };
+        // None: the connect timeout (HAProxy's `timeout queue` default).
+        let queue_timeout = match &self.queue_timeout {
+            None => None,
+            Some(_) => Some(cx.positive_duration(
+                &self.queue_timeout,
+                Duration::ZERO,
+                cxs,
+                "queue_timeout",
+            )?),
+        };
+        let max_queue = self.max_queue.as_ref().map_or(0, |v| *v.get_ref());
 
         let interval = cx.positive_duration(
             &self.scrape_interval,
@@ -1102,6 +1116,8 @@ impl GroupFile {
             scrape,
             slow_start,
             upstream_keepalive,
+            queue_timeout,
+            max_queue,
             affinity,
             send_proxy_protocol,
             srv,
@@ -1263,6 +1279,13 @@ impl NodeFile {
             }
             Some(v) => Some(*v.get_ref()),
         };
+        let max_conns = match &self.max_conns {
+            None => None,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(cx.bad(v, cxs, "max_conns", "must be at least 1 (or left out)"));
+            }
+            Some(v) => Some(*v.get_ref()),
+        };
         Ok(NodeConfig {
             name,
             address,
@@ -1273,6 +1296,7 @@ impl NodeFile {
             status,
             status_kind,
             max_workers,
+            max_conns,
         })
     }
 }

@@ -43,6 +43,7 @@ pub mod pool;
 pub mod proxy_protocol;
 mod request;
 use request::VisitorIo;
+mod queued;
 mod respond;
 pub mod spool;
 #[cfg(test)]
@@ -64,6 +65,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
+use crate::cluster::limit;
 use crate::cluster::node::{InflightGuard, NodeLive};
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
@@ -202,6 +204,8 @@ pub struct RequestCtx {
     /// A pooled connection failed as it was reused: the next attempts use
     /// new connections.
     fresh_only: bool,
+    /// `Retry-After` seconds of a local 503 (the group's queue).
+    retry_after: Option<u64>,
 }
 
 impl RequestCtx {
@@ -242,6 +246,7 @@ impl RequestCtx {
             error_body: None,
             continued: false,
             fresh_only: false,
+            retry_after: None,
         }
     }
 
@@ -523,6 +528,7 @@ impl Proxy {
                         location: None,
                         keep: false,
                         head_only: false,
+                        retry_after: None,
                     };
                     let _ = down.io.answer(&mut down.out, &answer, t.client_write).await;
                     return;
@@ -601,7 +607,7 @@ impl Proxy {
             self.read_body_first(down, ctx).await?;
         }
         loop {
-            let (index, conn) = self.connect(ctx).await?;
+            let (index, conn) = self.connect(down, ctx).await?;
             match self.attempt(down, ctx, index, conn).await {
                 Ok(Attempt::Done(reusable)) => return Ok(reusable),
                 Ok(Attempt::Retry404) => {}
@@ -653,6 +659,7 @@ impl Proxy {
             location,
             keep,
             head_only,
+            retry_after: ctx.retry_after,
         };
         down.io
             .answer(&mut down.out, &answer, t.client_write)
@@ -748,21 +755,41 @@ impl Proxy {
 
     /// Pick a node for the next attempt and get a connection to it, moving
     /// on to another node while connecting fails and tries are left.
-    async fn connect(&self, ctx: &mut RequestCtx) -> Result<(usize, upstream::Connection)> {
+    async fn connect(
+        &self,
+        down: &mut Downstream,
+        ctx: &mut RequestCtx,
+    ) -> Result<(usize, upstream::Connection)> {
         loop {
-            let index = self.pick(ctx)?;
+            let chosen = self.pick(ctx)?;
+            // A slot under the node's limit, after a wait in the group's
+            // queue if every node it may go to is at its limit.
+            let gone = queued::visitor_io_gone(&mut down.io);
+            let (index, slot) = self.slot(ctx, chosen, gone).await?;
             let state = Arc::clone(&ctx.state);
             let node = &state.groups[ctx.group].nodes[index];
             ctx.tried.push(index);
-            ctx.current = Some(node.live.begin_request());
+            ctx.current = Some(slot);
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
             let group = &state.groups[ctx.group];
             let pool = (!ctx.fresh_only && !private_connections(group)).then_some(&*self.pool);
             let make_room = || {
+                // A new connection takes a worker. At the node's limit, an
+                // idle connection another thread keeps is used instead (its
+                // worker waits for a request); closed and replaced, its
+                // worker would go back to the node's accept queue only
+                // after the new connection got there.
+                let h = node
+                    .live
+                    .holding(&group.config, &node.config, Instant::now());
+                if pool.is_some() && limit::idle_over(h.limit, h.inflight, h.idle) > 0 {
+                    return self.pool.take_elsewhere(node.config.address, t.idle);
+                }
                 if node_is_full(group, node) {
                     self.pool.close_one_elsewhere(node.config.address);
                 }
+                None
             };
             match upstream::connect(pool, node.config.address, t.connect, t.idle, make_room).await {
                 Ok(conn) => return Ok((index, conn)),
@@ -1039,11 +1066,21 @@ impl Proxy {
             None
         };
         match pooled {
-            Some(max_idle) => self
-                .pool
-                .put(node.config.address, node_io.into_inner(), max_idle),
+            Some(max_idle) => self.pool.put_held(
+                node.config.address,
+                node_io.into_inner(),
+                max_idle,
+                Some(node.live.hold_idle()),
+            ),
             // Closed now, not when the visitor has taken the response.
-            None => drop(node_io),
+            None => {
+                tracing::debug!(
+                    group = group.name(),
+                    node = node.config.name.as_str(),
+                    "closing the node's connection (not kept idle)"
+                );
+                drop(node_io)
+            }
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;
@@ -1190,7 +1227,11 @@ impl Proxy {
     /// The request failed: answer with a local error if nothing was sent yet.
     async fn fail(&self, down: &mut Downstream, e: &Error, ctx: &mut RequestCtx) {
         let code = status_for_error(e, ctx.last_failure == Some(Failure::Timeout));
-        if code >= 500 {
+        if ctx.retry_after.is_some() {
+            // Overload (the group's queue): one line per request would
+            // flood the log; the metrics count them.
+            tracing::debug!(group = ctx.group_name(), "answered {code}: {e}");
+        } else if code >= 500 {
             tracing::warn!(
                 group = ctx.group_name(),
                 tried = ctx.tried.len(),
@@ -1618,12 +1659,18 @@ fn private_connections(group: &Group) -> bool {
 /// (`K` on its scoreboard), and a proxy that holds more connections than the
 /// node has workers leaves the extra ones in the node's accept backlog,
 /// where requests hang until an idle connection is closed. So with `auto`
-/// such a connection is kept only while the node, by its last status and
-/// this proxy's requests since, has workers to spare beyond a reserve, and
-/// for [`WORKER_NODE_IDLE`] at most; otherwise it closes and its worker
-/// returns to the node's accept queue at once. With `on` it is kept unless
-/// the node has more requests than workers, some of which then wait in its
-/// backlog for the worker this connection would hold.
+/// such a connection is counted against the node's limit
+/// (`cluster::limit`) while it is pooled, and kept only while what this
+/// proxy holds stays within that limit and the idle ones are no more than
+/// the requests in flight (and for [`WORKER_NODE_IDLE`] at most, so that a
+/// worker it holds goes back to the node's other clients soon), or while
+/// requests wait in the queue; a request then reuses it instead of opening
+/// a connection, and no request is sent past the limit (`cluster::queue`),
+/// so none waits in the node's backlog. Without a limit (no fresh status,
+/// no `max_conns`) it closes and its worker returns to the node's accept
+/// queue at once. With `on` it is kept unless the node has more requests
+/// than workers, some of which then wait in its backlog for the worker this
+/// connection would hold.
 fn pool_for(
     keepalive: UpstreamKeepalive,
     group: &Group,
@@ -1637,15 +1684,25 @@ fn pool_for(
         UpstreamKeepalive::Off => None,
         UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),
         UpstreamKeepalive::Auto => {
-            let now = Instant::now();
-            let Some(load) = node.live.worker_node_load(&group.config, &node.config, now) else {
+            let h = node
+                .live
+                .holding(&group.config, &node.config, Instant::now());
+            if !h.worker_per_connection {
                 return Some(idle);
-            };
-            let capacity = f64::from(load.capacity?);
-            let reserve = (capacity / 8.0).max(2.0);
-            // `busy` still counts this request's worker, which the kept
-            // connection goes on holding.
-            (capacity - load.busy >= reserve).then_some(idle.min(WORKER_NODE_IDLE))
+            }
+            // `inflight` still counts this request, whose connection this is.
+            // Requests waiting in the group's queue take it at once: a
+            // connection closed now would be replaced by a new one while
+            // its worker is still on its way back to the node's accept
+            // queue (and the count can be one high while another thread's
+            // request is about to take an idle connection).
+            // Otherwise no more idle than requests in flight (at least one):
+            // an idle connection holds a worker that other clients, and
+            // other webcluster instances, see busy on the status page.
+            let others = h.inflight.saturating_sub(1);
+            let keep = !group.queue.is_empty()
+                || (limit::may_keep_idle(h.limit, others, h.idle) && h.idle < others.max(1));
+            (h.limit.is_some() && keep).then_some(idle.min(WORKER_NODE_IDLE))
         }
     }
 }

@@ -36,7 +36,7 @@ use pingora::protocols::Stream;
 use super::downstream::{write_response_head, Shape};
 use super::http1::{Io, ResponseHead};
 use super::http2::{Cancellation, StreamIo};
-use super::respond::{plain_response, redirect_response};
+use super::respond::{plain_response_retry, redirect_response};
 
 /// How much one read of a visitor's request body asks for (HTTP/1).
 const BODY_READ: usize = 64 * 1024;
@@ -51,6 +51,8 @@ pub struct Answer<'a> {
     pub keep: bool,
     /// The answer to a HEAD request: no body (RFC 9110 9.3.2).
     pub head_only: bool,
+    /// A `Retry-After` (seconds): the queue's 503s.
+    pub retry_after: Option<u64>,
 }
 
 /// The visitor's side of one request: its HTTP/1 connection, or its HTTP/2
@@ -123,7 +125,13 @@ impl VisitorIo {
                 let body = match answer.location {
                     Some(location) => redirect_response(out, location, answer.keep),
                     None => {
-                        plain_response(out, answer.code, answer.body, answer.keep);
+                        plain_response_retry(
+                            out,
+                            answer.code,
+                            answer.body,
+                            answer.keep,
+                            answer.retry_after,
+                        );
                         answer.body.len()
                     }
                 };

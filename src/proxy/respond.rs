@@ -6,10 +6,20 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::http1::{put_header, put_status_line};
 
-/// Append a short plain-text response to `out`; `keep`: the visitor's
+/// Append a short plain-text response to `out`, with a `Retry-After`
+/// header when `retry_after` (seconds) is given; `keep`: the visitor's
 /// connection stays open after it.
-pub fn plain_response(out: &mut Vec<u8>, code: u16, body: &str, keep: bool) {
+pub fn plain_response_retry(
+    out: &mut Vec<u8>,
+    code: u16,
+    body: &str,
+    keep: bool,
+    retry_after: Option<u64>,
+) {
     put_status_line(out, code, b"");
+    if let Some(secs) = retry_after {
+        put_header(out, b"Retry-After", secs.to_string().as_bytes());
+    }
     put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
     put_header(out, b"Content-Length", body.len().to_string().as_bytes());
     put_header(out, b"Cache-Control", b"no-store");

@@ -203,6 +203,9 @@ impl StreamIo {
                 .map_err(|_| io::Error::other("a Location that is no header value"))?;
             h.insert(http::header::LOCATION, value);
         }
+        if let Some(secs) = answer.retry_after {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         h.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
