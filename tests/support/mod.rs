@@ -51,11 +51,24 @@ pub use http::{
 pub use nginx::{NginxNode, NginxOpts};
 
 /// A free TCP port on 127.0.0.1 (bind port 0, read it, drop the listener).
+/// Never the same port twice in one test process: the kernel may hand a
+/// port just released to the next bind, so two calls in a row (a proxy's
+/// listener and its admin listener, or two threads starting servers) could
+/// otherwise get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0 to find a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0 to find a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port that was not handed out already")
 }
 
 /// `127.0.0.<n>`: an extra loopback address (Linux routes all of 127/8 to lo).
