@@ -219,6 +219,33 @@ def idle_section(rows):
     return lines
 
 
+def parse_h2load(path, log_path):
+    """h2load's summary (req/s, outcomes, status codes) and, from its
+    --log-file (start, status, duration in µs per request), the p99 in ms."""
+    out = {"rps": None, "succeeded": 0, "failed": 0, "errored": 0, "non2xx": 0, "p99": None}
+    try:
+        text = open(path).read()
+    except OSError:
+        return out
+    m = re.search(r"^finished in [0-9.]+\w*, ([0-9.]+) req/s", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+    m = re.search(r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", text, re.M)
+    if m:
+        out["succeeded"], out["failed"], out["errored"] = (int(g) for g in m.groups())
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        out["non2xx"] = sum(int(g) for g in m.groups()[1:])
+    if log_path:
+        try:
+            times = sorted(int(l.split()[2]) for l in open(log_path) if len(l.split()) >= 3)
+        except (OSError, ValueError):
+            times = []
+        if times:
+            out["p99"] = times[min(len(times) - 1, int(len(times) * 0.99))] / 1000.0
+    return out
+
+
 def tls_section(rows):
     """Part "tls": TLS termination by each proxy (1 worker, same certificate)."""
     ts = [r for r in rows if r["part"] == "tls"]
@@ -266,9 +293,34 @@ def tls_section(rows):
                 fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
                 "—" if v["cpu"] is None else "%.1f" % v["cpu"],
                 ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
-    # HTTP/2 slot: h2load -c50 -m10 rows ({"case": "h2"}) go here once
-    # webcluster serves h2.
-    lines += ["", "HTTP/2 (`h2load -c50 -m10`): not measured yet (webcluster does not serve h2 yet)."]
+    h2 = [r for r in ts if r["case"] == "h2"]
+    if h2:
+        summary = {}
+        for proxy in dict.fromkeys(r["proxy"] for r in h2):
+            runs = [r for r in h2 if r["proxy"] == proxy]
+            hs = [parse_h2load(r["h2load"], r.get("h2log")) for r in runs]
+            cpu = [r["cpu_ticks"] / r["clk_tck"] * 1e6 / h["succeeded"]
+                   for r, h in zip(runs, hs) if h["succeeded"]]
+            summary[proxy] = {
+                "rps": median([h["rps"] for h in hs]),
+                "p99": median([h["p99"] for h in hs]),
+                "cpu": median(cpu),
+                "errors": sum(h["failed"] + h["errored"] + h["non2xx"] for h in hs),
+                "runs": len(runs),
+            }
+        ng, hp = summary.get("nginx", {}), summary.get("haproxy", {})
+        lines += ["", "HTTP/2 over TLS (`h2load -c50 -m10 -t1`, ALPN h2; p99 from h2load's "
+                  "`--log-file`, every request's time):", "",
+                  "| proxy | req/s | × nginx / × HAProxy | p99 | × nginx / × HAProxy | CPU µs/req | "
+                  "× nginx / × HAProxy | errors | runs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for proxy, v in summary.items():
+            lines.append("| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %d | %d |" % (
+                PROXY_LABEL.get(proxy, proxy), "—" if v["rps"] is None else "%.0f" % v["rps"],
+                ratio(v["rps"], ng.get("rps")), ratio(v["rps"], hp.get("rps")),
+                fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
+                "—" if v["cpu"] is None else "%.1f" % v["cpu"],
+                ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
     idle = [r for r in ts if r["case"] == "idle"]
     if idle:
         lines += ["", "%d idle TLS connections (`idleconns.py --tls`: one keep-alive request on each, then "

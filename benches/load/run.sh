@@ -656,14 +656,19 @@ tls_cert() {
 # proxy's default cache and tickets); sets PROXY_PID.
 start_tls_proxy() {
     local kind=$1 d=$2 port=$3 up=$4
+    # H2=1: HTTP/2 offered by ALPN (webcluster offers it by default).
+    local nginx_opts=ssl haproxy_alpn=http/1.1 wc_h2=false
+    if [[ ${H2:-0} == 1 ]]; then
+        nginx_opts="ssl http2" haproxy_alpn=h2,http/1.1 wc_h2=true
+    fi
     case $kind in
         nginx)
-            NGINX_LISTEN_OPTS=ssl NGINX_EXTRA="    ssl_certificate $TLS_DIR/cert.pem;
+            NGINX_LISTEN_OPTS=$nginx_opts NGINX_EXTRA="    ssl_certificate $TLS_DIR/cert.pem;
     ssl_certificate_key $TLS_DIR/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;" start_proxy nginx "$d" "$port" 1 "" "$up" ;;
         haproxy)
-            HAPROXY_BIND_OPTS="ssl crt $TLS_DIR/haproxy.pem ssl-min-ver TLSv1.2 alpn http/1.1" \
+            HAPROXY_BIND_OPTS="ssl crt $TLS_DIR/haproxy.pem ssl-min-ver TLSv1.2 alpn $haproxy_alpn" \
                 start_proxy haproxy "$d" "$port" 1 roundrobin "$up" ;;
         webcluster)
             local plain
@@ -672,6 +677,7 @@ start_tls_proxy() {
 [[tls]]
 listen = [\"127.0.0.1:$port\"]
 certificates = [{ chain = \"$TLS_DIR/cert.pem\", key = \"$TLS_DIR/key.pem\" }]
+http2 = $wc_h2
 " start_proxy webcluster "$d" "$plain" 1 round_robin:false "$up" ;;
         *) die "unknown proxy $kind" ;;
     esac
@@ -712,6 +718,31 @@ tls_case() { # PROXY CASE UPPORT REP: CASE newconn | keepalive
     rss=$(rss_kb $pids)
     grep -E 'Requests/sec|^ +(50|99)%|errors' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
     jsonl "{\"part\":\"tls\",\"case\":\"$case\",\"rep\":$rep,\"proxy\":\"$kind\",\"cipher\":\"$cipher\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION}"
+    stop "$PROXY_PID"
+}
+
+tls_h2() { # PROXY UPPORT REP: h2load -c50 -m10 over TLS (ALPN h2)
+    local kind=$1 up=$2 rep=$3 port d pids c0 c1 rss
+    port=$(free_ports 1)
+    d="$WORK/tls/$kind-h2-$rep"
+    mkdir -p "$d"
+    H2=1 start_tls_proxy "$kind" "$d" "$port" "$up"
+    wait_https "$port" "$PROXY_PID"
+    sleep 0.3
+    local url="https://127.0.0.1:$port/small"
+    ((WARMUP > 0)) && timeout -k 5 $((WARMUP + 30)) h2load -c50 -m10 -t1 -D "$WARMUP" "$url" >"$d/warmup.txt" 2>&1
+    pids=$(proxy_pids "$kind" "$PROXY_PID")
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    log "tls ($rep/$REPEAT): $kind h2: h2load -c50 -m10 -t1 -D $DURATION --log-file $d/h2load.log $url"
+    timeout -k 5 $((DURATION + 60)) h2load -c50 -m10 -t1 -D "$DURATION" --log-file "$d/h2load.log" "$url" >"$d/h2load.txt" 2>&1 \
+        || log "h2load exited non-zero (see $d/h2load.txt)"
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    rss=$(rss_kb $pids)
+    grep -E '^finished|^requests:|^status codes:|Protocol:' "$d/h2load.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
+    jsonl "{\"part\":\"tls\",\"case\":\"h2\",\"rep\":$rep,\"proxy\":\"$kind\",\"h2load\":\"$d/h2load.txt\",\"h2log\":\"$d/h2load.log\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION}"
     stop "$PROXY_PID"
 }
 
@@ -768,12 +799,15 @@ part_tls() {
             done
         done
     done
-    # ---- HTTP/2 slot (filled when webcluster serves h2) -------------------
-    # For each proxy with `http2 = true` / `listen ... ssl http2` / `alpn
-    # h2,http/1.1`: h2load -c50 -m10 -D "$DURATION" -t1 https://127.0.0.1:PORT/small
-    # (Debian nghttp2-client), recorded as {"part":"tls","case":"h2",...}
-    # with h2load's output file; report.py's tls_section shows the row.
-    # -----------------------------------------------------------------------
+    # HTTP/2: each proxy with `http2 = true` / `listen ... ssl http2` /
+    # `alpn h2,http/1.1`, h2load (Debian nghttp2-client) at 50 connections
+    # x 10 streams.
+    command -v h2load >/dev/null || die "h2load is missing (Debian package nghttp2-client)"
+    for rep in $(seq 1 "$REPEAT"); do
+        for kind in $TLS_PROXIES; do
+            tls_h2 "$kind" "$up" "$rep"
+        done
+    done
     for kind in $TLS_PROXIES; do
         tls_idle "$kind" "$up"
     done
