@@ -334,7 +334,7 @@ impl Proxy {
     }
 
     /// Serve every request of one visitor connection, in order.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    pub(crate) async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let ip = peer_address(&stream).map(|a| a.ip());
         let mut down = Downstream {
             io: Io::new(stream, VISITOR_READ),
@@ -381,6 +381,8 @@ impl Proxy {
                 t.client_keepalive.max(Duration::from_secs(1))
             };
             let limits = head_limits(&state.config, true);
+            // Not all of `t` held while the connection waits.
+            let client_write = t.client_write;
             let read = if first {
                 read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read).await
             } else {
@@ -399,7 +401,7 @@ impl Proxy {
                     let code = status_for_head(e);
                     down.out.clear();
                     plain_response(&mut down.out, code, respond::plain_body(code), false);
-                    let _ = down.io.write_all(&down.out, t.client_write).await;
+                    let _ = down.io.write_all(&down.out, client_write).await;
                     return;
                 }
             }
@@ -413,6 +415,7 @@ impl Proxy {
             }
             // An idle connection holds no buffer (pipelined bytes stay).
             down.io.release();
+            down.head.release();
             down.out = Vec::new();
             down.resp = ResponseHead::default();
         }

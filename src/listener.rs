@@ -1,0 +1,440 @@
+//! The proxy's listening sockets and accept loop: a pingora service that
+//! takes the place of pingora's own listening service for the visitor
+//! listeners (the admin listener keeps pingora's).
+//!
+//! pingora's listening service runs one accept loop and spawns each
+//! connection on a thread drawn at random, with the socket registered on
+//! the reactor of the thread that accepted it. With `threads = 2` half the
+//! connections are then served by one thread while their readiness comes
+//! from the other thread's reactor: every read or write that waits costs a
+//! wake-up across threads (and waits for that other thread to reach its
+//! reactor), and the random draw leaves the threads unevenly loaded. Each
+//! connection's task also carries pingora's handshake state and a 60 s
+//! handshake timer, and its stream a socket digest and buffers the proxy
+//! does not use: about 2.5 KiB of an idle keep-alive connection.
+//!
+//! Here one accept loop per address hands each connection to the worker
+//! thread that serves the fewest connections (as HAProxy balances
+//! connections between its threads), and the socket is registered on that
+//! thread's reactor only; the task holds the app's future and a small
+//! stream ([`Accepted`]: the tokio socket and the visitor's address). The
+//! listening sockets go through pingora's table of inherited sockets under
+//! the same names as pingora's listeners, so a graceful upgrade (SIGQUIT,
+//! `-u`) hands them over to and from either kind of process.
+//! `benches/README.md` has the measurements.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use std::future::Future;
+
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::server::{ListenFds, ShutdownWatch};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+
+/// The listen backlog (pingora's own for its listeners).
+const BACKLOG: i32 = 65535;
+
+/// How long the accept loop pauses after a resource error (out of file
+/// descriptors or memory), which accept would return again at once.
+const PAUSE_AFTER_RESOURCE_ERROR: Duration = Duration::from_millis(100);
+
+/// What serves one accepted connection, to its end. Called directly, not
+/// through pingora's `ServerApp` (whose `async_trait` boxes every
+/// connection's future: a second allocation, about 250 bytes more per
+/// connection).
+pub trait Serve: Send + Sync + 'static {
+    fn serve_connection(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl Serve for crate::proxy::Proxy {
+    fn serve_connection(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send {
+        async move { self.serve(stream, &shutdown).await }
+    }
+}
+
+/// The visitor listeners of one pingora service.
+pub struct Listening<A> {
+    name: String,
+    addrs: Vec<String>,
+    app: Option<Arc<A>>,
+    threads: usize,
+}
+
+impl<A> Listening<A> {
+    /// `threads`: the worker threads of the service (the server's
+    /// `threads`); `addrs`: where to listen, as `ip:port`.
+    pub fn new(name: &str, app: A, addrs: Vec<String>, threads: usize) -> Listening<A> {
+        Listening {
+            name: name.to_owned(),
+            addrs,
+            app: Some(Arc::new(app)),
+            threads: threads.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: Serve> pingora::services::Service for Listening<A> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let Some(app) = self.app.take() else {
+            tracing::error!("{}: started twice", self.name);
+            return;
+        };
+        let workers = Arc::new(Workers::discover(self.threads).await);
+        let mut loops = Vec::new();
+        for addr in &self.addrs {
+            let listener = match listen(addr, fds.as_ref()) {
+                Ok(l) => l,
+                Err(e) => {
+                    // A proxy that cannot take visitors must not look alive
+                    // (pingora's own listening service panics here).
+                    tracing::error!("cannot listen on {addr}: {e}");
+                    std::process::exit(1);
+                }
+            };
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&app),
+                Arc::clone(&workers),
+                shutdown.clone(),
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(self.addrs.clone())
+    }
+}
+
+/// The listening socket for `addr`: the one inherited from the old process
+/// in a graceful upgrade, else a new one (added to the table so that it is
+/// handed on at the next upgrade).
+fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let inherited = fds.and_then(|t| t.lock().get(addr).copied());
+    let socket = match inherited {
+        // SAFETY: the table holds listening sockets the old process handed
+        // over for this address; nothing else in this process uses the fd
+        // (pingora's own listeners take it over the same way).
+        Some(fd) => unsafe { Socket::from_raw_fd(fd) },
+        None => {
+            let sockaddr: SocketAddr = addr
+                .parse()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
+            let socket = Socket::new(Domain::for_address(sockaddr), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&sockaddr.into())?;
+            socket
+        }
+    };
+    // Also on an inherited socket: Linux then takes the new backlog.
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    if inherited.is_none() {
+        if let Some(table) = fds {
+            table.lock().add(addr.to_owned(), socket.as_raw_fd());
+        }
+    }
+    TcpListener::from_std(std::net::TcpListener::from(socket))
+}
+
+/// Accept until the server stops, handing each connection to a worker.
+async fn accept_loop<A: Serve>(
+    listener: TcpListener,
+    app: Arc<A>,
+    workers: Arc<Workers>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            changed = shutdown.changed() => match changed {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => break,
+            },
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // As pingora's listeners do: heads and small answers go out
+                // at once.
+                let _ = tcp.set_nodelay(true);
+                workers.dispatch(tcp, peer, &app, &shutdown);
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                if is_resource_error(&e) {
+                    tokio::time::sleep(PAUSE_AFTER_RESOURCE_ERROR).await;
+                }
+            }
+        }
+    }
+}
+
+fn is_resource_error(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// The worker threads of the service, each with the connections it serves.
+struct Workers {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    handle: Handle,
+    thread: std::thread::ThreadId,
+    /// Connections this worker serves now. Padded to a cache line of its
+    /// own: each worker writes its own count as its connections end.
+    conns: Padded,
+}
+
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
+impl Workers {
+    /// One handle per worker thread. pingora's no-steal runtime only hands
+    /// out the handle of a random thread (`current_handle`), so handles are
+    /// drawn until every thread has been seen (a few draws; bounded).
+    async fn discover(threads: usize) -> Workers {
+        let mut found: Vec<(std::thread::ThreadId, Handle)> = Vec::with_capacity(threads);
+        for _ in 0..threads * 64 {
+            if found.len() == threads {
+                break;
+            }
+            let handle = pingora_runtime::current_handle();
+            let Ok(thread) = handle.spawn(async { std::thread::current().id() }).await else {
+                continue;
+            };
+            if found.iter().all(|(t, _)| *t != thread) {
+                found.push((thread, handle));
+            }
+        }
+        if found.len() < threads {
+            tracing::debug!("{} of {threads} worker threads seen", found.len());
+        }
+        if found.is_empty() {
+            found.push((std::thread::current().id(), Handle::current()));
+        }
+        Workers {
+            workers: found
+                .into_iter()
+                .map(|(thread, handle)| Worker {
+                    handle,
+                    thread,
+                    conns: Padded(AtomicUsize::new(0)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Serve `tcp` on the worker with the fewest connections, its socket
+    /// registered with that worker's reactor.
+    fn dispatch<A: Serve>(
+        self: &Arc<Workers>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        app: &Arc<A>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let index = self.least_loaded();
+        let worker = &self.workers[index];
+        worker.conns.0.fetch_add(1, Ordering::Relaxed);
+        let here = std::thread::current().id() == worker.thread;
+        // A socket is served by the reactor it was registered with: moved to
+        // another thread, it is registered anew there.
+        let socket = if here {
+            Socket::Registered(tcp)
+        } else {
+            match tcp.into_std() {
+                Ok(s) => Socket::Moved(s),
+                Err(e) => {
+                    worker.conns.0.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!("accepted connection lost: {e}");
+                    return;
+                }
+            }
+        };
+        let serving = Serving {
+            workers: Arc::clone(self),
+            index,
+        };
+        let app = Arc::clone(app);
+        let shutdown = shutdown.clone();
+        worker.handle.spawn(async move {
+            let _serving = serving;
+            let tcp = match socket {
+                Socket::Registered(tcp) => tcp,
+                Socket::Moved(s) => match TcpStream::from_std(s) {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::debug!("accepted connection lost: {e}");
+                        return;
+                    }
+                },
+            };
+            let stream: Stream = Box::new(Accepted { tcp, peer });
+            // Boxed: a task whose future is this big costs 1.5 KiB more
+            // per connection with mimalloc than a small task plus a box
+            // (benches/README.md, "Where the bytes of an idle connection
+            // go").
+            Box::pin(app.serve_connection(stream, shutdown)).await;
+        });
+    }
+
+    fn least_loaded(&self) -> usize {
+        let mut best = 0;
+        let mut fewest = usize::MAX;
+        for (i, w) in self.workers.iter().enumerate() {
+            let n = w.conns.0.load(Ordering::Relaxed);
+            if n < fewest {
+                best = i;
+                fewest = n;
+            }
+        }
+        best
+    }
+}
+
+enum Socket {
+    Registered(TcpStream),
+    Moved(std::net::TcpStream),
+}
+
+/// A connection being served: counted on its worker until it ends.
+struct Serving {
+    workers: Arc<Workers>,
+    index: usize,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.workers.workers[self.index]
+            .conns
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An accepted visitor connection as the app gets it: the socket and the
+/// visitor's address (from `accept`, so no `getpeername` later).
+#[derive(Debug)]
+pub struct Accepted {
+    tcp: TcpStream,
+    peer: SocketAddr,
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for Accepted {
+    async fn shutdown(&mut self) {
+        let _ = AsyncWriteExt::shutdown(&mut self.tcp).await;
+    }
+}
+
+impl UniqueID for Accepted {
+    fn id(&self) -> UniqueIDType {
+        self.tcp.as_raw_fd()
+    }
+}
+
+impl Ssl for Accepted {}
+
+impl Peek for Accepted {}
+
+impl GetTimingDigest for Accepted {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl GetProxyDigest for Accepted {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for Accepted {
+    /// Made when asked (once per connection for the visitor's address, and
+    /// when a PROXY protocol header needs the local one), not kept: an idle
+    /// connection does not hold it.
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        let digest = SocketDigest::from_raw_fd(self.tcp.as_raw_fd());
+        let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(self.peer)));
+        Some(Arc::new(digest))
+    }
+}
