@@ -121,6 +121,7 @@ impl<A: Serve> pingora::services::Service for Listening<A> {
                 }
             };
             loops.push(tokio::spawn(accept_loop(
+                addr.clone(),
                 listener,
                 Arc::clone(&app),
                 Arc::clone(&workers),
@@ -175,6 +176,7 @@ fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
 
 /// Accept until the server stops, handing each connection to a worker.
 async fn accept_loop<A: Serve>(
+    addr: String,
     listener: TcpListener,
     app: Arc<A>,
     workers: Arc<Workers>,
@@ -185,7 +187,12 @@ async fn accept_loop<A: Serve>(
             biased;
             changed = shutdown.changed() => match changed {
                 Ok(()) if !*shutdown.borrow() => continue,
-                _ => break,
+                _ => {
+                    // The line pingora's listeners log (tests and users
+                    // watch for it): the socket closes now.
+                    tracing::info!("Shutting down {addr}");
+                    break;
+                }
             },
             accepted = listener.accept() => accepted,
         };
@@ -197,7 +204,7 @@ async fn accept_loop<A: Serve>(
                 workers.dispatch(tcp, peer, &app, &shutdown);
             }
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
+                tracing::warn!("accept on {addr} failed: {e}");
                 if is_resource_error(&e) {
                     tokio::time::sleep(PAUSE_AFTER_RESOURCE_ERROR).await;
                 }

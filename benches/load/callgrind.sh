@@ -15,6 +15,11 @@
 # stopped. The same run with no request gives the fixed cost (start, stop,
 # scrapes over the same time), which is subtracted:
 #   instructions per request = (Ir with REQUESTS - Ir with none) / REQUESTS
+# THREADS (default 1) sets the server's `threads`: with 2, the count shows
+# what serving connections on two threads costs (callgrind runs the threads
+# one at a time, so it counts the work, not the contention). LABEL names
+# the binary in the table (default: its path); JSONL=FILE also appends one
+# JSON line per row to FILE (benches/load/run.sh's "instructions" part).
 # Output: one Markdown table on stdout (and the raw totals on stderr).
 # Needs valgrind, nginx and ab (apache2-utils); installed with apt-get when
 # missing and run as root. Only 127.0.0.1 and kernel-chosen ports are used.
@@ -26,6 +31,9 @@ REQUESTS=${REQUESTS:-2000}
 LAST_SECONDS=2
 SIZES=${SIZES:-"small 64k"}
 MODES=${MODES:-"bare full"}
+THREADS=${THREADS:-1}
+LABEL=${LABEL:-}
+JSONL=${JSONL:-}
 if [[ $# -eq 0 ]]; then
     set -- "$ROOT/target/release/webcluster"
 fi
@@ -104,8 +112,8 @@ run() {
         group="balance = \"busyness\"\nscrape_interval = \"1s\""
         log="target = \"$dir/access.log\""
     fi
-    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = 1\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n  name = "nginx"\n  address = "127.0.0.1:%s"\n  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024\n' \
-        "$listen" "$admin" "$log" "$group" "$UP" "$UP" >"$dir/webcluster.toml"
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n  name = "nginx"\n  address = "127.0.0.1:%s"\n  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024\n' \
+        "$listen" "$THREADS" "$admin" "$log" "$group" "$UP" "$UP" >"$dir/webcluster.toml"
     setsid valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
         "$bin" run -c "$dir/webcluster.toml" >"$dir/out.log" 2>&1 &
     local pid=$!
@@ -132,7 +140,7 @@ run() {
 
 printf '| binary | mode | response | instructions per request |\n| --- | --- | --- | ---: |\n'
 for bin in "$@"; do
-    name=$(basename "$bin")
+    name=${LABEL:-$(basename "$bin")}
     [[ -x $bin ]] || { echo "$bin: not an executable" >&2; exit 1; }
     for mode in $MODES; do
         for size in $SIZES; do
@@ -144,7 +152,11 @@ for bin in "$@"; do
             base=$(run "$bin" "$mode" "$size" 0)
             per=$(( (total - base) / REQUESTS ))
             log "$name $mode $size: Ir $total - $base (fixed) = $((total - base)) over $REQUESTS requests"
-            printf '| %s | %s | %s | %s |\n' "$bin" "$mode" "$size" "$per"
+            printf '| %s | %s | %s | %s |\n' "${LABEL:-$bin}" "$mode" "$size" "$per"
+            if [[ -n $JSONL ]]; then
+                printf '{"part":"instructions","label":"%s","binary":"%s","mode":"%s","size":"%s","threads":%s,"requests":%s,"ir_per_request":%s}\n' \
+                    "$name" "$bin" "$mode" "$size" "$THREADS" "$REQUESTS" "$per" >>"$JSONL"
+            fi
         done
     done
 done
