@@ -445,3 +445,144 @@ impl GetSocketDigest for Accepted {
         Some(Arc::new(digest))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
+
+    /// Records which thread served each connection and echoes one byte.
+    struct Recorder {
+        served: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl Serve for Recorder {
+        fn serve_connection(
+            self: Arc<Self>,
+            mut stream: Stream,
+            _shutdown: ShutdownWatch,
+        ) -> impl Future<Output = ()> + Send {
+            async move {
+                let mut byte = [0u8; 1];
+                // The read completes only if the socket is registered with
+                // the reactor of the thread that polls it.
+                if stream.read_exact(&mut byte).await.is_ok() {
+                    let _ = stream.write_all(&byte).await;
+                    self.served
+                        .lock()
+                        .unwrap()
+                        .push(std::thread::current().id());
+                }
+            }
+        }
+    }
+
+    /// Two single-threaded runtimes on threads of their own, as pingora's
+    /// no-steal runtime runs a service with `threads = 2`.
+    fn worker_threads(n: usize) -> (Vec<Worker>, Vec<tokio::sync::oneshot::Sender<()>>) {
+        let mut workers = Vec::new();
+        let mut stops = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tx.send((rt.handle().clone(), std::thread::current().id()))
+                    .unwrap();
+                let _ = rt.block_on(stopped);
+            });
+            let (handle, thread) = rx.recv().unwrap();
+            workers.push(Worker {
+                handle,
+                thread,
+                conns: Padded(AtomicUsize::new(0)),
+            });
+            stops.push(stop);
+        }
+        (workers, stops)
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_loaded_thread_and_are_served_there() {
+        let (workers, _stops) = worker_threads(2);
+        let threads: Vec<_> = workers.iter().map(|w| w.thread).collect();
+        let workers = Arc::new(Workers { workers });
+        let app = Arc::new(Recorder {
+            served: Mutex::new(Vec::new()),
+        });
+        let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        // Ten connections held open: five on each thread.
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (tcp, peer) = listener.accept().await.unwrap();
+            workers.dispatch(tcp, peer, &app, &shutdown);
+            clients.push(client);
+        }
+        let counts: Vec<usize> = workers
+            .workers
+            .iter()
+            .map(|w| w.conns.0.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts, vec![5, 5]);
+
+        // Each is served (read and written) on the thread it went to.
+        for c in &mut clients {
+            c.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            c.read_exact(&mut byte).await.unwrap();
+            assert_eq!(&byte, b"x");
+        }
+        let served = app.served.lock().unwrap().clone();
+        assert_eq!(served.len(), 10);
+        for t in &threads {
+            assert_eq!(served.iter().filter(|s| *s == t).count(), 5);
+        }
+
+        // Ended connections are counted off: the next one goes where they
+        // ended.
+        drop(clients);
+        for _ in 0..200 {
+            if workers
+                .workers
+                .iter()
+                .all(|w| w.conns.0.load(Ordering::Relaxed) == 0)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left: Vec<usize> = workers
+            .workers
+            .iter()
+            .map(|w| w.conns.0.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(left, vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn the_stream_gives_the_visitor_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let stream: Stream = Box::new(Accepted { tcp, peer });
+        let digest = stream.get_socket_digest().expect("a digest");
+        assert_eq!(
+            digest.peer_addr().and_then(|a| a.as_inet().copied()),
+            Some(peer)
+        );
+        assert_eq!(
+            digest.local_addr().and_then(|a| a.as_inet().copied()),
+            Some(addr)
+        );
+    }
+}

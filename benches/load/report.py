@@ -236,7 +236,7 @@ def overhead_section(rows, machine=None):
     return lines, summary
 
 
-def idle_section(rows):
+def idle_section(rows, machine=None):
     rs = [r for r in rows if r["part"] == "idle"]
     if not rs:
         return []
@@ -251,7 +251,7 @@ def idle_section(rows):
         ng, hp = by.get("nginx"), by.get("haproxy")
         per = (r["rss_kb"] - r["rss_before_kb"]) / max(1, r["open"])
         lines.append("| %s | %d | %d | %.1f MiB | %.1f MiB | %.2f KiB | %s / %s |" % (
-            proxy_label(r["proxy"]), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
+            proxy_label(r["proxy"], machine), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
             r["rss_kb"] / 1024.0, per, ratio(per, ng and per_conn(ng)), ratio(per, hp and per_conn(hp))))
     return lines
 
@@ -845,7 +845,7 @@ def main():
                    "CPU per request is the proxy's user+system CPU time over the measured requests (less "
                    "sensitive to other load on the machine than req/s).")
         out.extend(ov_lines)
-    out.extend(idle_section(rows))
+    out.extend(idle_section(rows, m))
     out.extend(instructions_section(rows, m))
     out.extend(buffering_section(rows))
     if bal_lines or h_lines:
