@@ -66,12 +66,8 @@ pub trait Serve: Send + Sync + 'static {
 }
 
 impl Serve for crate::proxy::Proxy {
-    fn serve_connection(
-        self: Arc<Self>,
-        stream: Stream,
-        shutdown: ShutdownWatch,
-    ) -> impl Future<Output = ()> + Send {
-        async move { self.serve(stream, &shutdown).await }
+    async fn serve_connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        self.serve(stream, &shutdown).await
     }
 }
 
@@ -458,22 +454,16 @@ mod tests {
     }
 
     impl Serve for Recorder {
-        fn serve_connection(
-            self: Arc<Self>,
-            mut stream: Stream,
-            _shutdown: ShutdownWatch,
-        ) -> impl Future<Output = ()> + Send {
-            async move {
-                let mut byte = [0u8; 1];
-                // The read completes only if the socket is registered with
-                // the reactor of the thread that polls it.
-                if stream.read_exact(&mut byte).await.is_ok() {
-                    let _ = stream.write_all(&byte).await;
-                    self.served
-                        .lock()
-                        .unwrap()
-                        .push(std::thread::current().id());
-                }
+        async fn serve_connection(self: Arc<Self>, mut stream: Stream, _shutdown: ShutdownWatch) {
+            let mut byte = [0u8; 1];
+            // The read completes only if the socket is registered with the
+            // reactor of the thread that polls it.
+            if stream.read_exact(&mut byte).await.is_ok() {
+                let _ = stream.write_all(&byte).await;
+                self.served
+                    .lock()
+                    .unwrap()
+                    .push(std::thread::current().id());
             }
         }
     }

@@ -88,10 +88,12 @@ PIDS+=("$WC")
 wait_port "$PORT"
 timeout -k 5 120 python3 "$HERE/idleconns.py" --port "$PORT" --conns "$CONNS" --hold "$HOLD" >"$WORK/idleconns.txt"
 cat "$WORK/idleconns.txt" >&2
-# SIGINT: pingora's fast shutdown; heaptrack writes its file as the process ends.
-pkill -INT -f -- "$BIN run -c $WORK/webcluster.toml" || true
+# SIGINT to webcluster (the process of our own group running $BIN):
+# pingora's fast shutdown; heaptrack writes its file as the process ends.
+app=$(ps -o pid=,args= -g "$WC" | awk -v b="$BIN" '$2 == b {print $1; exit}')
+[[ -n $app ]] && kill -INT "$app"
 for _ in $(seq 1 100); do kill -0 "$WC" 2>/dev/null || break; sleep 0.1; done
-file=$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1)
+file=$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1 || true)
 [[ -n $file ]] || { cat "$WORK/heaptrack.log" >&2; exit 1; }
 echo "heaptrack file: $file" >&2
 heaptrack_print -f "$file" --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
