@@ -2,7 +2,7 @@
 # scripts/test.sh -- THE test command of webcluster (run by .ci/run).
 #
 # On a fresh Debian machine it installs what the tests need (real Apache httpd,
-# nginx, haproxy, prometheus/promtool, prometheus-apache-exporter, chromium, wrk, a C toolchain and cmake
+# nginx, haproxy, prometheus/promtool, prometheus-apache-exporter, chromium, wrk, testssl.sh, a C toolchain and cmake
 # for the build), stops the Debian-started apache2/nginx services (the tests
 # start their own processes on ephemeral loopback ports), then runs
 #   cargo fmt --check
@@ -22,7 +22,7 @@ TEST_PACKAGES=(
     cmake build-essential pkg-config
     apache2 nginx haproxy prometheus prometheus-apache-exporter
     chromium fonts-liberation fonts-dejavu-core
-    curl wrk
+    curl wrk testssl.sh
     dnsmasq-base keepalived python3
 )
 

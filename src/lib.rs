@@ -19,6 +19,7 @@
 //! - [`admin`]: status page, JSON, `?auto`, metrics and the node control API
 //!   ([`control`] is its client, `webcluster node`);
 //! - [`listener`]: the visitor listeners and their accept loop;
+//! - [`tls`]: HTTPS listeners: certificates by SNI, handshakes, reload;
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
 //! - [`demo`], [`demo_node`]: the embedded demo cluster.
 
@@ -37,3 +38,4 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod status;
+pub mod tls;

@@ -17,7 +17,9 @@
 //! thread that serves the fewest connections (as HAProxy balances
 //! connections between its threads), and the socket is registered on that
 //! thread's reactor only; the task holds the app's future and a small
-//! stream ([`Accepted`]: the tokio socket and the visitor's address). The
+//! stream ([`Accepted`]: the tokio socket and the visitor's address; a TLS
+//! listener's connections get pingora's TCP stream, which pingora's TLS
+//! acceptor takes). The
 //! listening sockets go through pingora's table of inherited sockets under
 //! the same names as pingora's listeners, so a graceful upgrade (SIGQUIT,
 //! `-u`) hands them over to and from either kind of process.
@@ -33,8 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::future::Future;
-
+use pingora::apps::ServerApp;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -53,39 +54,33 @@ const BACKLOG: i32 = 65535;
 /// descriptors or memory), which accept would return again at once.
 const PAUSE_AFTER_RESOURCE_ERROR: Duration = Duration::from_millis(100);
 
-/// What serves one accepted connection, to its end. Called directly, not
-/// through pingora's `ServerApp` (whose `async_trait` boxes every
-/// connection's future: a second allocation, about 250 bytes more per
-/// connection).
-pub trait Serve: Send + Sync + 'static {
-    fn serve_connection(
-        self: Arc<Self>,
-        stream: Stream,
-        shutdown: ShutdownWatch,
-    ) -> impl Future<Output = ()> + Send;
-}
-
-impl Serve for crate::proxy::Proxy {
-    async fn serve_connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        self.serve(stream, &shutdown).await
-    }
-}
-
 /// The visitor listeners of one pingora service.
 pub struct Listening<A> {
     name: String,
     addrs: Vec<String>,
+    /// How many of `addrs` (the last ones) are TLS listeners.
+    tls: usize,
     app: Option<Arc<A>>,
     threads: usize,
 }
 
 impl<A> Listening<A> {
     /// `threads`: the worker threads of the service (the server's
-    /// `threads`); `addrs`: where to listen, as `ip:port`.
-    pub fn new(name: &str, app: A, addrs: Vec<String>, threads: usize) -> Listening<A> {
+    /// `threads`); `plain`, `tls`: where to listen, as `ip:port`. The app
+    /// gets a TLS listener's connections as pingora's TCP stream (which its
+    /// TLS acceptor takes), the others as an [`Accepted`].
+    pub fn new(
+        name: &str,
+        app: A,
+        plain: Vec<String>,
+        tls: Vec<String>,
+        threads: usize,
+    ) -> Listening<A> {
+        let n_tls = tls.len();
         Listening {
             name: name.to_owned(),
-            addrs,
+            addrs: plain.into_iter().chain(tls).collect(),
+            tls: n_tls,
             app: Some(Arc::new(app)),
             threads: threads.max(1),
         }
@@ -93,7 +88,7 @@ impl<A> Listening<A> {
 }
 
 #[async_trait]
-impl<A: Serve> pingora::services::Service for Listening<A> {
+impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Listening<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
@@ -106,7 +101,8 @@ impl<A: Serve> pingora::services::Service for Listening<A> {
         };
         let workers = Arc::new(Workers::discover(self.threads).await);
         let mut loops = Vec::new();
-        for addr in &self.addrs {
+        let first_tls = self.addrs.len() - self.tls;
+        for (i, addr) in self.addrs.iter().enumerate() {
             let listener = match listen(addr, fds.as_ref()) {
                 Ok(l) => l,
                 Err(e) => {
@@ -118,6 +114,7 @@ impl<A: Serve> pingora::services::Service for Listening<A> {
             };
             loops.push(tokio::spawn(accept_loop(
                 addr.clone(),
+                i >= first_tls,
                 listener,
                 Arc::clone(&app),
                 Arc::clone(&workers),
@@ -127,6 +124,7 @@ impl<A: Serve> pingora::services::Service for Listening<A> {
         for l in loops {
             let _ = l.await;
         }
+        app.cleanup().await;
     }
 
     fn name(&self) -> &str {
@@ -171,8 +169,9 @@ fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
 }
 
 /// Accept until the server stops, handing each connection to a worker.
-async fn accept_loop<A: Serve>(
+async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     addr: String,
+    tls: bool,
     listener: TcpListener,
     app: Arc<A>,
     workers: Arc<Workers>,
@@ -197,7 +196,7 @@ async fn accept_loop<A: Serve>(
                 // As pingora's listeners do: heads and small answers go out
                 // at once.
                 let _ = tcp.set_nodelay(true);
-                workers.dispatch(tcp, peer, &app, &shutdown);
+                workers.dispatch(tcp, peer, tls, &app, &shutdown);
             }
             Err(e) => {
                 tracing::warn!("accept on {addr} failed: {e}");
@@ -268,10 +267,11 @@ impl Workers {
 
     /// Serve `tcp` on the worker with the fewest connections, its socket
     /// registered with that worker's reactor.
-    fn dispatch<A: Serve>(
+    fn dispatch<A: ServerApp + Send + Sync + 'static>(
         self: &Arc<Workers>,
         tcp: TcpStream,
         peer: SocketAddr,
+        tls: bool,
         app: &Arc<A>,
         shutdown: &ShutdownWatch,
     ) {
@@ -311,12 +311,22 @@ impl Workers {
                     }
                 },
             };
-            let stream: Stream = Box::new(Accepted { tcp, peer });
-            // Boxed: a task whose future is this big costs 1.5 KiB more
-            // per connection with mimalloc than a small task plus a box
+            let mut stream: Stream = if tls {
+                // pingora's TLS acceptor takes its own TCP stream.
+                let mut l4 = pingora::protocols::l4::stream::Stream::from(tcp);
+                l4.set_socket_digest(accepted_digest(&l4, peer));
+                Box::new(l4)
+            } else {
+                Box::new(Accepted { tcp, peer })
+            };
+            // The app's future is boxed by `async_trait`: a task whose
+            // future is that big would cost 1.5 KiB more per connection
+            // with mimalloc than this small task plus a box
             // (benches/README.md, "Where the bytes of an idle connection
-            // go").
-            Box::pin(app.serve_connection(stream, shutdown)).await;
+            // go"). As pingora's loop: an app may hand the stream back.
+            while let Some(s) = app.process_new(stream, &shutdown).await {
+                stream = s;
+            }
         });
     }
 
@@ -432,14 +442,24 @@ impl GetProxyDigest for Accepted {
 }
 
 impl GetSocketDigest for Accepted {
-    /// Made when asked (once per connection for the visitor's address, and
-    /// when a PROXY protocol header needs the local one), not kept: an idle
-    /// connection does not hold it.
+    /// Made when asked (for the visitor's address and the listener's when
+    /// the connection starts, and when a PROXY protocol header needs them),
+    /// not kept: an idle connection does not hold it.
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        let digest = SocketDigest::from_raw_fd(self.tcp.as_raw_fd());
-        let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(self.peer)));
-        Some(Arc::new(digest))
+        Some(Arc::new(digest(self.tcp.as_raw_fd(), self.peer)))
     }
+}
+
+/// A socket digest with the visitor's address from `accept` (the local one
+/// is read when asked).
+fn digest(fd: std::os::fd::RawFd, peer: SocketAddr) -> SocketDigest {
+    let digest = SocketDigest::from_raw_fd(fd);
+    let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
+    digest
+}
+
+fn accepted_digest(l4: &pingora::protocols::l4::stream::Stream, peer: SocketAddr) -> SocketDigest {
+    digest(l4.as_raw_fd(), peer)
 }
 
 #[cfg(test)]
@@ -453,8 +473,13 @@ mod tests {
         served: Mutex<Vec<std::thread::ThreadId>>,
     }
 
-    impl Serve for Recorder {
-        async fn serve_connection(self: Arc<Self>, mut stream: Stream, _shutdown: ShutdownWatch) {
+    #[async_trait]
+    impl ServerApp for Recorder {
+        async fn process_new(
+            self: &Arc<Self>,
+            mut stream: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
             let mut byte = [0u8; 1];
             // The read completes only if the socket is registered with the
             // reactor of the thread that polls it.
@@ -465,6 +490,7 @@ mod tests {
                     .unwrap()
                     .push(std::thread::current().id());
             }
+            None
         }
     }
 
@@ -513,7 +539,7 @@ mod tests {
         for _ in 0..10 {
             let client = TcpStream::connect(addr).await.unwrap();
             let (tcp, peer) = listener.accept().await.unwrap();
-            workers.dispatch(tcp, peer, &app, &shutdown);
+            workers.dispatch(tcp, peer, false, &app, &shutdown);
             clients.push(client);
         }
         let counts: Vec<usize> = workers

@@ -87,6 +87,9 @@ enum Command {
         /// Proxy listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// HTTPS listener (a self-signed certificate made at start).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: SocketAddr,
         /// Admin listener (status page, JSON, ?auto, metrics).
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin: SocketAddr,
@@ -259,6 +262,7 @@ fn main() -> ExitCode {
         }),
         Command::Demo {
             listen,
+            https,
             admin,
             workers,
             delay_ms,
@@ -266,6 +270,7 @@ fn main() -> ExitCode {
             init_logging("info", LogFormat::Text);
             demo::run(DemoOptions {
                 listen,
+                https,
                 admin,
                 workers,
                 delay: Duration::from_millis(delay_ms),

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// 1 while the last reload attempt failed.
     pub last_reload_failed: IntGauge,
+    /// Visitors' TLS handshakes, by result and protocol version.
+    pub tls_handshakes: IntCounterVec,
+    /// Each TLS certificate's expiry, set from the snapshot at scrape time.
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 const NODE_LABELS: &[&str] = &["group", "node"];
@@ -174,6 +178,23 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            tls_handshakes: counter(
+                &r,
+                "webcluster_tls_handshakes_total",
+                "Visitors' TLS handshakes, by result (success, failure, timeout) and version (TLSv1.3, TLSv1.2; \"-\" when none was agreed).",
+                &["result", "version"],
+            ),
+            tls_certificate_expiry: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webcluster_tls_certificate_expiry_timestamp_seconds",
+                        "Unix time at which each TLS listener's certificate expires (its notAfter), by listener (1, 2, ... in config order), chain file and subject.",
+                    ),
+                    &["listener", "chain", "subject"],
+                )
+                .expect("static metric definition"),
+            ),
             registry: r,
         };
         let build = register(
@@ -239,6 +260,25 @@ impl Metrics {
                     self.dns_resolutions
                         .with_label_values(&[g.as_str(), result]);
                 }
+            }
+        }
+        if !snap.tls.is_empty() {
+            for labels in [
+                ["success", "TLSv1.3"],
+                ["success", "TLSv1.2"],
+                ["failure", "-"],
+                ["timeout", "-"],
+            ] {
+                self.tls_handshakes.with_label_values(&labels);
+            }
+        }
+        self.tls_certificate_expiry.reset();
+        for (i, listener) in snap.tls.iter().enumerate() {
+            let index = (i + 1).to_string();
+            for c in &listener.certificates {
+                self.tls_certificate_expiry
+                    .with_label_values(&[index.as_str(), c.chain_file.as_str(), c.subject.as_str()])
+                    .set(c.not_after_unix);
             }
         }
         self.config_info.reset();

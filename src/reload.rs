@@ -2,7 +2,10 @@
 //! whole file; if it is wrong keep serving with the old config and say why;
 //! if it is right, swap it in (`Cluster::apply` keeps the live state of the
 //! nodes that stay). Listener addresses cannot move without a restart or a
-//! binary upgrade: the old ones are kept and the log says so.
+//! binary upgrade: the old ones are kept and the log says so. TLS
+//! certificates and keys are read again with the file: new handshakes use
+//! the new ones, open connections go on with theirs; a certificate that
+//! does not load is a config error like any other, and the old ones stay.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,13 +19,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cluster::{Cluster, ReloadDiff};
 use crate::config::{
     self, AdminSettings, Buffering, Config, ConfigError, Limits, Retries, ServerSettings, Timeouts,
+    TlsListener,
 };
 use crate::metrics::Metrics;
+use crate::tls::Terminators;
 
 pub struct Reloader {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     path: PathBuf,
+    /// The TLS listeners, whose certificates a reload swaps.
+    tls: Arc<Terminators>,
 }
 
 /// Keep the running value of a setting a reload cannot change; says what
@@ -68,6 +75,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         groups: _,
         routes: _,
         default_group: _,
+        tls,
     } = new;
 
     let ServerSettings {
@@ -132,6 +140,29 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         max_temp_file: _,
         temp_dir: _,
     } = buffering;
+
+    // TLS listeners: their addresses are bound at start like the plain
+    // ones (all TLS settings stay if they move); certificates and the rest
+    // are read again and used by new handshakes (`tls::Terminators::update`).
+    let listens = |t: &[TlsListener]| t.iter().map(|l| l.listen.clone()).collect::<Vec<_>>();
+    if listens(tls) != listens(&old.tls) {
+        kept.push(format!(
+            "TLS listeners {:?} -> {:?} (with their certificates and settings)",
+            listens(&old.tls),
+            listens(tls)
+        ));
+        tls.clone_from(&old.tls);
+    }
+    for listener in tls.iter() {
+        let TlsListener {
+            listen: _,
+            certificates: _,
+            min_version: _,
+            http2: _,
+            session_tickets: _,
+            session_cache: _,
+        } = listener;
+    }
     kept
 }
 
@@ -147,7 +178,14 @@ impl Reloader {
             cluster,
             metrics,
             path,
+            tls: Arc::default(),
         }
+    }
+
+    /// Swap the certificates and settings of these TLS listeners too.
+    pub fn with_tls(mut self, tls: Arc<Terminators>) -> Reloader {
+        self.tls = tls;
+        self
     }
 
     /// Whether the file's bytes differ from the running config's (a file
@@ -183,6 +221,8 @@ impl Reloader {
                     );
                 }
                 let hash = new.hash.clone();
+                self.tls.update(&new);
+                crate::tls::expiry::warn_expiring(&new, unix_now());
                 let diff = self.cluster.apply(new);
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload.set(unix_now());

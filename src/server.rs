@@ -30,6 +30,7 @@ use crate::proxy::pool::{Pool, Sweeper};
 use crate::proxy::{ActiveRequests, Proxy};
 use crate::reload::{unix_now, Reloader};
 use crate::status::scraper::Scraper;
+use crate::tls::Terminators;
 
 /// How the process was started.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +49,8 @@ pub struct Shared {
 
 fn check_bind(config: &Config) -> anyhow::Result<()> {
     let admin = config.admin.listen.iter();
-    for addr in config.server.listen.iter().chain(admin) {
+    let tls = config.tls.iter().flat_map(|t| t.listen.iter());
+    for addr in config.server.listen.iter().chain(admin).chain(tls) {
         TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     }
     Ok(())
@@ -89,6 +91,10 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     let source = config.source.clone();
     let listen = config.server.listen.clone();
     let threads = config.server.threads;
+    let tls =
+        Arc::new(Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?);
+    let tls_listen: Vec<_> = config.tls.iter().flat_map(|t| t.listen.clone()).collect();
+    crate::tls::expiry::warn_expiring(&config, unix_now());
     let admin_listen = config.admin.listen;
     let cluster = Arc::new(Cluster::new(config));
     cluster.restore_controls();
@@ -109,8 +115,12 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
             access_log,
             Arc::clone(&active),
             Arc::clone(&pool),
-        ),
+        )
+        .with_tls(Arc::clone(&tls)),
         listen.iter().map(|a| a.to_string()).collect(),
+        // TLS listeners are plain TCP ones to the accept loop: the proxy
+        // runs the handshake itself (`crate::tls`), on the same workers.
+        tls_listen.iter().map(|a| a.to_string()).collect(),
         threads,
     );
     server.add_service(proxy);
@@ -138,7 +148,11 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     ));
     server.add_service(background_service(
         "config reload",
-        Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source),
+        Reloader::new(Arc::clone(&cluster), Arc::clone(&metrics), source).with_tls(tls),
+    ));
+    server.add_service(background_service(
+        "certificate expiry watch",
+        crate::tls::expiry::ExpiryWatch::new(Arc::clone(&cluster)),
     ));
     Ok((
         server,

@@ -898,7 +898,7 @@ fn discovery_defaults_and_host_name_nodes() {
     assert!(node.address.ip().is_unspecified());
     assert_eq!(node.status.host, "a.web.internal:8080");
     assert_eq!(
-        c.groups[0].srv.as_deref(),
+        c.groups[0].srv.as_ref().map(|s| s.name.as_str()),
         Some("_http._tcp.web.service.consul")
     );
     // A group may have only its SRV name.
@@ -932,4 +932,145 @@ fn discovery_errors_name_line_and_key() {
         "address",
         "neither an IP address nor a host name",
     );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_status_path = \"nginx_status\"\n",
+        4,
+        "srv_status_path",
+        "is not a path",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_status_kind = \"lighttpd\"\n",
+        4,
+        "srv_status_kind",
+        "unknown status kind",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv = \"_http._tcp.web\"\nsrv_max_workers = 0\n",
+        4,
+        "srv_max_workers",
+        "at least 1",
+    );
+    assert_error(
+        "[[group]]\nname = \"web\"\nsrv_status_kind = \"nginx\"\n\
+         [[group.node]]\nname = \"a\"\naddress = \"127.0.0.1:80\"\n",
+        3,
+        "srv_status_kind",
+        "set `srv` too",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TLS listeners and the routes' HTTPS keys.
+
+/// A self-signed certificate for `a.test` in `dir`: (chain, key) paths.
+fn certificate_files(dir: &Path) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let (chain, key_path) = (dir.join("a.pem"), dir.join("a.key"));
+    std::fs::write(&chain, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    (chain.display().to_string(), key_path.display().to_string())
+}
+
+#[test]
+fn tls_defaults_and_route_https_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (chain, key) = certificate_files(dir.path());
+    let text = format!(
+        "{MINIMAL}\n[[tls]]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = [{{ chain = \"{chain}\", key = \"{key}\" }}]\n\n\
+         [[route]]\ngroup = \"web\"\nhttps_redirect = true\nhsts_max_age = \"365d\"\n"
+    );
+    let c = ok(&text);
+    let t = &c.tls[0];
+    assert_eq!(t.listen, [addr("127.0.0.1:8443")]);
+    assert_eq!(t.min_version, webcluster::config::TlsVersion::Tls12);
+    assert!(t.http2 && t.session_tickets);
+    assert_eq!(t.session_cache, 20_000);
+    assert_eq!(t.certificates[0].names, ["a.test"]);
+    let r = &c.routes[0];
+    assert!(r.https_redirect);
+    let hsts = r.hsts.as_ref().expect("hsts");
+    assert_eq!(hsts.header_value(), "max-age=31536000");
+    // Off by default.
+    let plain = ok(&format!("{MINIMAL}\n[[route]]\ngroup = \"web\"\n"));
+    assert!(plain.tls.is_empty());
+    assert!(!plain.routes[0].https_redirect && plain.routes[0].hsts.is_none());
+    // Relative paths are from the config file's directory.
+    let rel = format!(
+        "{MINIMAL}\n[[tls]]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = [{{ chain = \"a.pem\", key = \"a.key\" }}]\n"
+    );
+    let c = parse(&rel, &dir.path().join("webcluster.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.tls[0].certificates[0].chain_file,
+        dir.path().join("a.pem")
+    );
+}
+
+#[test]
+fn tls_and_https_key_errors_name_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (chain, key) = certificate_files(dir.path());
+    let tls = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[[tls]]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = [{{ chain = \"{chain}\", key = \"{key}\" }}]\n{extra}\n"
+        )
+    };
+    let text = tls("min_version = \"1.0\"");
+    assert_error(
+        &text,
+        line_of(&text, "min_version"),
+        "min_version",
+        "RFC 8996",
+    );
+    let text = tls("min_version = \"2\"");
+    assert_error(
+        &text,
+        line_of(&text, "min_version"),
+        "min_version",
+        "not a TLS version",
+    );
+    let text = tls("session_cache = 2000000");
+    assert_error(
+        &text,
+        line_of(&text, "session_cache"),
+        "session_cache",
+        "at most",
+    );
+    let text = format!("{MINIMAL}\n[[tls]]\nlisten = []\ncertificates = []\n");
+    assert_error(
+        &text,
+        line_of(&text, "listen = []"),
+        "listen",
+        "at least one",
+    );
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:9000\"\n{}",
+        tls("").replace("127.0.0.1:8443", "127.0.0.1:9000")
+    );
+    assert_error(
+        &text,
+        line_of(&text, "[\"127.0.0.1:9000\"]"),
+        "listen",
+        "admin listener",
+    );
+    let text = format!(
+        "{}{}",
+        tls(""),
+        "[[tls]]\nlisten = [\"127.0.0.1:8443\"]\ncertificates = []\n"
+    );
+    let second = text.rfind("listen = [\"127.0.0.1:8443\"]").expect("second");
+    let line = text[..second].lines().count() + 1;
+    assert_error(&text, line, "listen", "already a TLS listener");
+    let text = format!("{MINIMAL}\n[[route]]\ngroup = \"web\"\nhsts_include_subdomains = true\n");
+    assert_error(
+        &text,
+        line_of(&text, "hsts_include_subdomains"),
+        "hsts_include_subdomains",
+        "hsts_max_age",
+    );
+    let text = format!("{MINIMAL}\n[[route]]\ngroup = \"web\"\nhsts_max_age = \"a year\"\n");
+    assert_error(&text, line_of(&text, "hsts_max_age"), "hsts_max_age", "");
 }

@@ -1,6 +1,7 @@
 //! Two webcluster instances behind one floating address, moved by real
-//! keepalived (VRRP, `track_script` on `/ready`, as in conf/keepalived.conf)
-//! when the instance holding it is killed.
+//! keepalived (VRRP, `track_script` on `/ready` and `track_file` on the
+//! "stopped" file the service manager writes, as in conf/keepalived.conf and
+//! conf/webcluster.service) when the instance holding it is killed.
 //!
 //! Everything runs in network namespaces this test creates (and deletes):
 //! `wc-a-PID` and `wc-b-PID` each hold one webcluster and one keepalived;
@@ -105,13 +106,6 @@ impl Lab {
         self.children.push((label.to_owned(), child));
     }
 
-    fn kill(&mut self, label: &str) {
-        if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == label) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     fn log(&self, label: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{label}.log"))).unwrap_or_default()
     }
@@ -161,15 +155,18 @@ fn keepalived_config(
     me: &str,
     peer: &str,
     prio: u32,
+    stopped: &Path,
 ) -> String {
     let path = dir.join(format!("{label}.conf"));
+    let stopped = stopped.display();
     let text = format!(
         "global_defs {{\n  script_user root\n  enable_script_security\n}}\n\
          vrrp_script webcluster_ready {{\n  script \"/usr/bin/curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:8081/ready\"\n\
            interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
+         track_file webcluster_stopped {{\n  file \"{stopped}\"\n  weight 0\n  init_file 0\n}}\n\
          vrrp_instance webcluster {{\n  state BACKUP\n  nopreempt\n  interface {dev}\n  virtual_router_id 51\n\
            priority {prio}\n  advert_int 1\n  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n\
-           virtual_ipaddress {{\n    {VIP}/24 dev {dev}\n  }}\n  track_script {{\n    webcluster_ready\n  }}\n}}\n"
+           virtual_ipaddress {{\n    {VIP}/24 dev {dev}\n  }}\n  track_script {{\n    webcluster_ready\n  }}\n  track_file {{\n    webcluster_stopped\n  }}\n}}\n"
     );
     std::fs::write(&path, text).expect("write keepalived config");
     path.display().to_string()
@@ -214,16 +211,28 @@ fn the_floating_address_moves_to_the_other_instance_when_one_is_killed() {
     lab.spawn("node", node);
     std::fs::write(dir.join("index.html"), "hello\n").expect("index");
 
+    // Each webcluster runs under a small supervisor that does what
+    // conf/webcluster.service does for keepalived: write 0 to the
+    // instance's "stopped" file when it starts and 1 as soon as the process
+    // has exited, however it ended (ExecStartPost / ExecStopPost).
     for (ns, label) in [(&a, "wc-a"), (&b, "wc-b")] {
-        let mut wc = in_ns(ns, binary());
-        wc.arg("run").arg("-c").arg(webcluster_config(&dir, label));
+        let mut wc = in_ns(ns, "/bin/sh");
+        wc.args([
+            "-c",
+            "echo 0 > \"$2\"; \"$0\" run -c \"$1\" & echo $! > \"$3\"; wait $!; echo 1 > \"$2\"",
+            binary(),
+        ])
+        .arg(webcluster_config(&dir, label))
+        .arg(dir.join(format!("{label}.stopped")))
+        .arg(dir.join(format!("{label}.pid")));
         lab.spawn(label, wc);
     }
     for (ns, label, dev, me, peer, prio) in [
         (&a, "ka-a", "a0", "10.200.0.2", "10.200.0.3", 100),
         (&b, "ka-b", "b0", "10.200.0.3", "10.200.0.2", 90),
     ] {
-        let conf = keepalived_config(&dir, label, dev, me, peer, prio);
+        let stopped = dir.join(format!("wc-{}.stopped", &label[3..]));
+        let conf = keepalived_config(&dir, label, dev, me, peer, prio, &stopped);
         let mut ka = in_ns(ns, "/usr/sbin/keepalived");
         ka.args(["-n", "-l", "-D", "-f", &conf])
             .arg(format!(
@@ -264,8 +273,13 @@ fn the_floating_address_moves_to_the_other_instance_when_one_is_killed() {
         .expect("client loop");
     thread::sleep(Duration::from_secs(3));
 
+    let pid = std::fs::read_to_string(dir.join(format!("{first_label}.pid"))).expect("pid file");
     let killed = Instant::now();
-    lab.kill(first_label);
+    let status = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {pid}");
     wait("the address to move", Duration::from_secs(30), &lab, || {
         lab.has_vip(second) && !lab.has_vip(first)
     });
@@ -286,5 +300,10 @@ fn the_floating_address_moves_to_the_other_instance_when_one_is_killed() {
     // After the move, the other instance serves everything.
     let tail = &codes[codes.len() - 20..];
     assert!(tail.iter().all(|c| c == "200"), "{codes:?}\n{}", lab.logs());
-    assert!(lost < codes.len() / 2, "{codes:?}\n{}", lab.logs());
+    // Lost: the request in flight on the killed instance, and at most one
+    // more sent in the moment between the process's end and keepalived
+    // reading the "stopped" file (inotify). Requests sent while the address
+    // moves are not refused: the old holder has dropped the address, so the
+    // client's SYN is retransmitted and reaches the new holder.
+    assert!(lost <= 2, "{codes:?}\n{}", lab.logs());
 }

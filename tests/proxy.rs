@@ -429,7 +429,7 @@ fn check_command_rejects_a_bad_config_with_file_line_and_key() {
 
 #[test]
 fn demo_answers_through_the_proxy() {
-    let (mut child, listen, admin) = start_demo();
+    let (mut child, listen, https, admin) = start_demo();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         if let Ok(r) = http_get(listen, "/node", &[]) {
@@ -443,6 +443,18 @@ fn demo_answers_through_the_proxy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let page = http_get(admin, "/", &[]);
+    // HTTPS too, with the certificate the demo made at start.
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{ssl_verify_result}",
+        ])
+        .arg(format!("https://{https}/node"))
+        .output()
+        .expect("run curl");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(seen.len(), 3, "demo nodes seen: {seen:?}");
@@ -452,14 +464,21 @@ fn demo_answers_through_the_proxy() {
     let page = page.expect("admin page");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("node1"));
+    let out = String::from_utf8_lossy(&curl.stdout);
+    let (body, code) = out.rsplit_once('\n').expect("curl -w line");
+    assert!(code.starts_with("200 "), "curl -k https: {out}");
+    assert!(["node1", "node2", "node3"].contains(&body.trim()), "{out}");
+    assert!(page.body.contains("TLS certificates"), "{}", page.body);
+    assert!(page.body.contains("webcluster demo"), "{}", page.body);
 }
 
 /// `webcluster demo` on fresh loopback ports, answering on its admin port;
 /// started again on other ports when another socket took one first (see
 /// `support::webcluster::lost_port_race`).
-fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
+fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr, SocketAddr) {
     for attempt in 1..=PORT_TRIES {
         let listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let https = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("demo.log");
@@ -469,6 +488,8 @@ fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
                 "demo",
                 "--listen",
                 &listen.to_string(),
+                "--https",
+                &https.to_string(),
                 "--admin",
                 &admin.to_string(),
             ])
@@ -477,7 +498,7 @@ fn start_demo() -> (std::process::Child, SocketAddr, SocketAddr) {
             .spawn()
             .expect("start demo");
         match wait_ready(&mut child, admin, &log_path) {
-            Ok(()) => return (child, listen, admin),
+            Ok(()) => return (child, listen, https, admin),
             Err(log) if attempt < PORT_TRIES && lost_port_race(&log) => {}
             Err(log) => {
                 let _ = child.kill();

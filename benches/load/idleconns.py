@@ -5,19 +5,21 @@ For benches/load/run.sh's "idle" part: the proxy's peak memory with many idle
 keep-alive visitors. Each connection sends one `GET PATH` (keep-alive), reads
 the whole response (Content-Length) and then stays open and idle. When all
 are open (or failed) it prints one line `ready OPEN FAILED` to stdout, holds
-them for --hold seconds and exits. stdlib only.
+them for --hold seconds and exits. With --tls the connections are HTTPS
+(TLS handshake first, the certificate not checked). stdlib only.
 """
 
 import argparse
 import asyncio
 import resource
+import ssl
 import sys
 
 
-async def open_one(host, port, request, conns, sem):
+async def open_one(host, port, request, conns, sem, tls):
     async with sem:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), 10)
             writer.write(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             length = 0
@@ -31,7 +33,7 @@ async def open_one(host, port, request, conns, sem):
                 return False
             conns.append(writer)
             return True
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ssl.SSLError):
             return False
 
 
@@ -40,7 +42,13 @@ async def main_async(args):
                % (args.path, args.host, args.port)).encode()
     conns = []
     sem = asyncio.Semaphore(args.parallel)
-    results = await asyncio.gather(*(open_one(args.host, args.port, request, conns, sem)
+    tls = None
+    if args.tls:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["http/1.1"])
+    results = await asyncio.gather(*(open_one(args.host, args.port, request, conns, sem, tls)
                                      for _ in range(args.conns)))
     ok = sum(1 for r in results if r)
     print("ready %d %d" % (ok, len(results) - ok), flush=True)
@@ -57,6 +65,7 @@ def main():
     p.add_argument("--conns", type=int, default=10000)
     p.add_argument("--parallel", type=int, default=200, help="connections being opened at once")
     p.add_argument("--hold", type=float, default=3.0, help="seconds to hold them once open")
+    p.add_argument("--tls", action="store_true", help="HTTPS: a TLS handshake on each connection first")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

@@ -281,6 +281,73 @@ def instructions_section(rows, machine=None):
     return lines
 
 
+def tls_section(rows):
+    """Part "tls": TLS termination by each proxy (1 worker, same certificate)."""
+    ts = [r for r in rows if r["part"] == "tls"]
+    if not ts:
+        return []
+    lines = ["", "### TLS termination", "",
+             "Each proxy with 1 worker terminates TLS with the same ECDSA P-256 certificate in front of "
+             "the same upstream nginx; `wrk -t1 -c50 --latency` over HTTPS. New connections: "
+             "`-H \"Connection: close\"`, one request per TLS connection (wrk's OpenSSL client, the same "
+             "for all three). Medians of the runs; ratios: this row / nginx's, this row / HAProxy's "
+             "(req/s: higher is better; p99 and CPU: lower). What each negotiated with OpenSSL's client:"]
+    seen = {}
+    for r in ts:
+        if r.get("cipher") and r["proxy"] not in seen:
+            seen[r["proxy"]] = r["cipher"]
+    for proxy, cipher in seen.items():
+        lines.append("- %s: %s" % (PROXY_LABEL.get(proxy, proxy), cipher))
+    titles = {"newconn": "new TLS connection per request", "keepalive": "HTTPS keep-alive"}
+    for case in ("newconn", "keepalive"):
+        rs = [r for r in ts if r["case"] == case]
+        if not rs:
+            continue
+        summary = {}
+        for proxy in dict.fromkeys(r["proxy"] for r in rs):
+            runs = [r for r in rs if r["proxy"] == proxy]
+            ws = [parse_wrk(r["wrk"]) for r in runs]
+            cpu = [r["cpu_ticks"] / r["clk_tck"] * 1e6 / w["requests"]
+                   for r, w in zip(runs, ws) if w["requests"]]
+            summary[proxy] = {
+                "rps": median([w["rps"] for w in ws]),
+                "p99": median([w["p99"] for w in ws]),
+                "cpu": median(cpu),
+                "errors": sum(w["errors"] + w["non2xx"] for w in ws),
+                "runs": len(runs),
+            }
+        ng, hp = summary.get("nginx", {}), summary.get("haproxy", {})
+        lines += ["", "%s:" % titles[case], "",
+                  "| proxy | req/s | × nginx / × HAProxy | p99 | × nginx / × HAProxy | CPU µs/req | "
+                  "× nginx / × HAProxy | errors | runs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for proxy, v in summary.items():
+            lines.append("| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %d | %d |" % (
+                PROXY_LABEL.get(proxy, proxy), "—" if v["rps"] is None else "%.0f" % v["rps"],
+                ratio(v["rps"], ng.get("rps")), ratio(v["rps"], hp.get("rps")),
+                fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
+                "—" if v["cpu"] is None else "%.1f" % v["cpu"],
+                ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
+    # HTTP/2 slot: h2load -c50 -m10 rows ({"case": "h2"}) go here once
+    # webcluster serves h2.
+    lines += ["", "HTTP/2 (`h2load -c50 -m10`): not measured yet (webcluster does not serve h2 yet)."]
+    idle = [r for r in ts if r["case"] == "idle"]
+    if idle:
+        lines += ["", "%d idle TLS connections (`idleconns.py --tls`: one keep-alive request on each, then "
+                  "held); peak RSS (VmHWM; nginx: its worker):" % idle[0]["conns"], "",
+                  "| proxy | open | failed | RSS before | peak RSS | per connection | × nginx / × HAProxy |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        by = {r["proxy"]: r for r in idle}
+        for r in idle:
+            ng, hp = by.get("nginx"), by.get("haproxy")
+            per = (r["rss_kb"] - r["rss_before_kb"]) / max(1, r["open"])
+            lines.append("| %s | %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %s / %s |" % (
+                PROXY_LABEL.get(r["proxy"], r["proxy"]), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
+                r["rss_kb"] / 1024.0, per, ratio(r["rss_kb"], ng and ng["rss_kb"]),
+                ratio(r["rss_kb"], hp and hp["rss_kb"])))
+    return lines
+
+
 def handler_section(rows):
     hs = [r for r in rows if r["part"] == "handler"]
     if not hs:
@@ -848,6 +915,7 @@ def main():
     out.extend(idle_section(rows, m))
     out.extend(instructions_section(rows, m))
     out.extend(buffering_section(rows))
+    out.extend(tls_section(rows))
     if bal_lines or h_lines:
         out.append("")
         out.append("### Balancing quality")

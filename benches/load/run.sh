@@ -17,7 +17,7 @@
 # same two rows are added for that build, in the same run.
 # Part 1b, "idle": peak RSS of each proxy (1 worker) holding 10,000 idle
 # keep-alive visitor connections (benches/load/idleconns.py).
-# Part 1d, "instructions": instructions per request of webcluster (and of
+# Part 1e, "instructions": instructions per request of webcluster (and of
 # BASELINE), bare and full, counted by valgrind's callgrind
 # (benches/load/callgrind.sh): a figure that does not move with the
 # machine's other load; the overhead tables show it beside the timings.
@@ -29,6 +29,17 @@
 # false proxy to it (1 worker each), loaded by `wrk -t1 -c50 --latency`
 # (uploads: benches/load/post.lua). The upstream's log checks that every
 # upload reached it whole.
+# Part 1d, "tls" (not in the default PARTS): TLS termination. nginx,
+# HAProxy and webcluster (1 worker each) terminate TLS with the same ECDSA
+# P-256 certificate (made by openssl at the start of the part) in front of
+# the same upstream nginx (plain HTTP, 1 worker); for each: new TLS
+# connections per second with one request each (`wrk -H "Connection:
+# close"`), HTTPS keep-alive requests per second (`wrk`), and the peak RSS
+# of IDLE_CONNS idle TLS connections (idleconns.py --tls). The protocol
+# version, cipher suite and key exchange each one negotiates with OpenSSL's
+# client are recorded (`openssl s_client -brief`). HTTP/2 (h2load, 50
+# connections x 10 streams) has its slot in part_tls, filled once
+# webcluster serves h2.
 # Part 2, "balancing": three Apache prefork nodes (16 workers, a 20 ms Lua
 # handler); node n1 also gets hidden load that does not pass through the
 # proxy. webcluster busyness / round_robin / least_inflight, nginx
@@ -67,7 +78,9 @@
 #   BUF_WORKERS  worker threads/processes of each proxy when buffering [1]
 #   BUF_NGINX_BODY_BUFFER client_body_buffer_size of the nginx proxy in the
 #                buffering part [empty: nginx's default, 16k on 64-bit]
-#   IDLE_CONNS   idle keep-alive visitor connections in the "idle" part
+#   TLS_PROXIES  proxies in the "tls" part ["nginx haproxy webcluster"]
+#   IDLE_CONNS   idle keep-alive visitor connections in the "idle" part (and
+#                idle TLS connections in the "tls" part)
 #                [10000, or less when the open-files hard limit is below
 #                20,200: HAProxy wants 2 descriptors per connection]
 #   BAL_DURATION seconds of arrivals per balancing run [$DURATION]
@@ -139,6 +152,7 @@ BASELINE=${BASELINE:-}
 BASELINE_DIR=${BASELINE_DIR:-$ROOT/target/baseline}
 BASELINE_BIN=""
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-2000}
+TLS_PROXIES=${TLS_PROXIES:-"nginx haproxy webcluster"}
 SIZES=${SIZES:-"small 64k"}
 BUF_SIZES=${BUF_SIZES:-"16 64k 1m"}
 BUF_DIRS=${BUF_DIRS:-"up down"}
@@ -402,7 +416,7 @@ $servers        keepalive 64;
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port backlog=4096 ${NGINX_LISTEN_OPTS:-};
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -430,7 +444,7 @@ defaults
     timeout http-keep-alive 75s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$port
+    bind 127.0.0.1:$port ${HAPROXY_BIND_OPTS:-}
     default_backend be
 backend be
     balance $balance
@@ -631,7 +645,7 @@ part_idle() {
     stop "$master"
 }
 
-# Part 1d: instructions per request (callgrind), this build and BASELINE.
+# Part 1e: instructions per request (callgrind), this build and BASELINE.
 
 part_instructions() {
     local bin label
@@ -683,6 +697,147 @@ baseline_setup() {
     log "BASELINE: $BASELINE_LABEL ($BASELINE_BIN)"
     [[ " $PROXIES " == *" baseline"* ]] || PROXIES="$PROXIES baseline baseline-full"
     [[ " $IDLE_PROXIES " == *" baseline "* ]] || IDLE_PROXIES="$IDLE_PROXIES baseline"
+}
+
+# Part 1d: TLS termination.
+
+# tls_cert DIR: an ECDSA P-256 certificate for localhost and 127.0.0.1 with
+# its key (cert.pem, key.pem; both in haproxy.pem for HAProxy).
+tls_cert() {
+    mkdir -p "$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>"$1/openssl.log" || die "openssl req failed: $1/openssl.log"
+    cat "$1/cert.pem" "$1/key.pem" >"$1/haproxy.pem"
+}
+
+# start_tls_proxy KIND DIR PORT UPPORT: KIND terminating TLS on PORT with
+# the certificate of $TLS_DIR, 1 worker, session resumption on (each
+# proxy's default cache and tickets); sets PROXY_PID.
+start_tls_proxy() {
+    local kind=$1 d=$2 port=$3 up=$4
+    case $kind in
+        nginx)
+            NGINX_LISTEN_OPTS=ssl NGINX_EXTRA="    ssl_certificate $TLS_DIR/cert.pem;
+    ssl_certificate_key $TLS_DIR/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;" start_proxy nginx "$d" "$port" 1 "" "$up" ;;
+        haproxy)
+            HAPROXY_BIND_OPTS="ssl crt $TLS_DIR/haproxy.pem ssl-min-ver TLSv1.2 alpn http/1.1" \
+                start_proxy haproxy "$d" "$port" 1 roundrobin "$up" ;;
+        webcluster)
+            local plain
+            plain=$(free_ports 1)
+            WC_ADMIN_PORT=0 WC_EXTRA="
+[[tls]]
+listen = [\"127.0.0.1:$port\"]
+certificates = [{ chain = \"$TLS_DIR/cert.pem\", key = \"$TLS_DIR/key.pem\" }]
+" start_proxy webcluster "$d" "$plain" 1 round_robin:false "$up" ;;
+        *) die "unknown proxy $kind" ;;
+    esac
+}
+
+# wait_https PORT PID: until PORT completes a TLS handshake and answers.
+wait_https() {
+    local port=$1 pid=$2 i
+    for i in $(seq 1 150); do
+        if curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$port/small"; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || die "pid $pid died at start; see the logs in $WORK"
+        sleep 0.1
+    done
+    die "no HTTPS answer on 127.0.0.1:$port (pid $pid); see the logs in $WORK"
+}
+
+tls_case() { # PROXY CASE UPPORT REP: CASE newconn | keepalive
+    local kind=$1 case=$2 up=$3 rep=$4 port d pids c0 c1 rss cipher
+    port=$(free_ports 1)
+    d="$WORK/tls/$kind-$case-$rep"
+    mkdir -p "$d"
+    start_tls_proxy "$kind" "$d" "$port" "$up"
+    wait_https "$port" "$PROXY_PID"
+    sleep 0.3
+    cipher=$(timeout 5 openssl s_client -connect "127.0.0.1:$port" -brief </dev/null 2>&1 \
+        | awk -F': ' '/^(Protocol version|Ciphersuite|(Server|Peer) Temp Key)/ {printf "%s%s", sep, $2; sep=", "}' || true)
+    local url="https://127.0.0.1:$port/small" args=()
+    [[ $case == newconn ]] && args=(-H "Connection: close")
+    ((WARMUP > 0)) && run_wrk "$url" "$d/warmup.txt" "$WARMUP" "${args[@]}"
+    pids=$(proxy_pids "$kind" "$PROXY_PID")
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    log "tls ($rep/$REPEAT): $kind $case ($cipher): wrk -t1 -c$CONNS -d${DURATION}s ${args[*]} $url"
+    run_wrk "$url" "$d/wrk.txt" "$DURATION" "${args[@]}"
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    rss=$(rss_kb $pids)
+    grep -E 'Requests/sec|^ +(50|99)%|errors' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
+    jsonl "{\"part\":\"tls\",\"case\":\"$case\",\"rep\":$rep,\"proxy\":\"$kind\",\"cipher\":\"$cipher\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION}"
+    stop "$PROXY_PID"
+}
+
+tls_idle() { # PROXY UPPORT
+    local kind=$1 up=$2 port d pids rss0 rss line i gen
+    port=$(free_ports 1)
+    d="$WORK/tls/$kind-idle"
+    mkdir -p "$d"
+    IDLE=1 start_tls_proxy "$kind" "$d" "$port" "$up"
+    wait_https "$port" "$PROXY_PID"
+    sleep 0.3
+    pids=$(proxy_pids "$kind" "$PROXY_PID")
+    # shellcheck disable=SC2086,SC2046
+    rss0=$(awk '/^VmRSS:/ {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' $pids))
+    log "tls idle: $kind, opening $IDLE_CONNS TLS keep-alive connections"
+    start idleconns "$d/idleconns.txt" timeout -k 5 300 python3 "$HERE/idleconns.py" \
+        --tls --port "$port" --conns "$IDLE_CONNS" --hold 4
+    gen=$STARTED_PID
+    line=""
+    for i in $(seq 1 2400); do
+        line=$(grep -m1 '^ready' "$d/idleconns.txt" 2>/dev/null || true)
+        [[ -n $line ]] && break
+        kill -0 "$gen" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $line ]] || die "idleconns.py --tls did not get ready (see $d/idleconns.txt)"
+    sleep 1
+    # shellcheck disable=SC2086
+    rss=$(rss_kb $pids)
+    log "tls idle: $kind $line, peak RSS $rss KiB (before: $rss0 KiB)"
+    read -r _ open failed <<<"$line"
+    jsonl "{\"part\":\"tls\",\"case\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$open,\"failed\":$failed,\"rss_kb\":$rss,\"rss_before_kb\":$rss0}"
+    stop "$gen"
+    stop "$PROXY_PID"
+}
+
+part_tls() {
+    local up d master rep kind case
+    command -v openssl >/dev/null || die "openssl is missing (Debian package openssl)"
+    command -v curl >/dev/null || die "curl is missing (Debian package curl)"
+    (( IDLE_CONNS + 200 <= $(ulimit -Hn) )) || die "IDLE_CONNS=$IDLE_CONNS needs an open-files limit above $((IDLE_CONNS + 200)) (hard limit: $(ulimit -Hn))"
+    TLS_DIR="$WORK/tls/cert"
+    tls_cert "$TLS_DIR"
+    up=$(free_ports 1)
+    d="$WORK/tls/upstream"
+    nginx_upstream_conf "$d" "$up"
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    master=$STARTED_PID
+    wait_http "$up" /small "$master"
+    for rep in $(seq 1 "$REPEAT"); do
+        for case in newconn keepalive; do
+            for kind in $TLS_PROXIES; do
+                tls_case "$kind" "$case" "$up" "$rep"
+            done
+        done
+    done
+    # ---- HTTP/2 slot (filled when webcluster serves h2) -------------------
+    # For each proxy with `http2 = true` / `listen ... ssl http2` / `alpn
+    # h2,http/1.1`: h2load -c50 -m10 -D "$DURATION" -t1 https://127.0.0.1:PORT/small
+    # (Debian nghttp2-client), recorded as {"part":"tls","case":"h2",...}
+    # with h2load's output file; report.py's tls_section shows the row.
+    # -----------------------------------------------------------------------
+    for kind in $TLS_PROXIES; do
+        tls_idle "$kind" "$up"
+    done
+    stop "$master"
 }
 
 # Part 1c: the cost of buffering request and response bodies.
@@ -1126,7 +1281,7 @@ part_balancing() {
 
 main() {
     need_tools
-    if [[ " $PROXIES $IDLE_PROXIES $METHODS $BUF_PROXIES $PARTS " == *" webcluster"* || " $METHODS " == *" wc-"* || " $PARTS " == *" instructions "* ]]; then
+    if [[ " $PROXIES $IDLE_PROXIES $METHODS $BUF_PROXIES $TLS_PROXIES $PARTS " == *" webcluster"* || " $METHODS " == *" wc-"* || " $PARTS " == *" instructions "* ]]; then
         build "$WEBCLUSTER" --bin webcluster
     fi
     if [[ " $PARTS " == *" balancing "* ]]; then build "$OPENLOOP" -p openloop; fi
@@ -1229,12 +1384,13 @@ EOF
             idle) part_idle ;;
             instructions) part_instructions ;;
             buffering) part_buffering ;;
+            tls) part_tls ;;
             balancing)
                 apache_setup
                 log "Apache nodes: $APACHE_CONF (handler $LUA_PATH)"
                 [[ $HANDLER_CHECK == 1 ]] && part_handler_check
                 part_balancing ;;
-            *) die "unknown part $part (overhead, idle, instructions, buffering, balancing)" ;;
+            *) die "unknown part $part (overhead, idle, instructions, buffering, tls, balancing)" ;;
         esac
     done
     log "load done in $((SECONDS - started)) s; writing the report"

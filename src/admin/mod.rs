@@ -12,6 +12,7 @@ pub mod page;
 pub mod ready;
 #[cfg(test)]
 pub(crate) mod sample;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -81,6 +81,7 @@ pub fn render(s: &ClusterSnapshot) -> String {
                         (group_section(g))
                     }
                     (super::dns::section(&s.dns, s.time_unix))
+                    (super::tls::section(&s.tls))
                     (legend())
                 }
                 footer {

@@ -300,5 +300,6 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
             },
         ],
         dns: Vec::new(),
+        tls: Vec::new(),
     }
 }

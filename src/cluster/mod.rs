@@ -385,6 +385,7 @@ impl Cluster {
             totals,
             groups,
             dns: self.dns.status(),
+            tls: snapshot::TlsListenerSnapshot::of(&state.config, crate::reload::unix_now()),
         }
     }
 }

@@ -26,6 +26,75 @@ pub struct ClusterSnapshot {
     /// Node host names and SRV names being resolved, with their last
     /// answer and error (`crate::discovery`); empty when there are none.
     pub dns: Vec<crate::discovery::DnsStatus>,
+    /// The TLS listeners (`[[tls]]`) and their certificates; empty when
+    /// there are none.
+    pub tls: Vec<TlsListenerSnapshot>,
+}
+
+/// A TLS listener as configured now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsListenerSnapshot {
+    pub listen: Vec<String>,
+    /// `1.2` or `1.3`.
+    pub min_version: String,
+    /// ALPN protocols offered, in order of preference.
+    pub alpn: Vec<String>,
+    pub session_tickets: bool,
+    pub session_cache: usize,
+    /// The first is the listener's default.
+    pub certificates: Vec<CertificateSnapshot>,
+}
+
+/// A certificate a TLS listener serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateSnapshot {
+    pub chain_file: String,
+    pub key_file: String,
+    /// The names it answers for (SNI).
+    pub names: Vec<String>,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    /// Whole days left until it expires (negative once expired).
+    pub expires_in_days: i64,
+    /// It expires within two weeks (the log warns too).
+    pub expiring_soon: bool,
+}
+
+impl TlsListenerSnapshot {
+    /// The listeners of `config` at Unix time `now`.
+    pub fn of(config: &crate::config::Config, now: i64) -> Vec<TlsListenerSnapshot> {
+        config
+            .tls
+            .iter()
+            .map(|t| TlsListenerSnapshot {
+                listen: t.listen.iter().map(ToString::to_string).collect(),
+                min_version: t.min_version.as_str().to_string(),
+                alpn: crate::tls::alpn_protocols(t)
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
+                session_tickets: t.session_tickets,
+                session_cache: t.session_cache,
+                certificates: t
+                    .certificates
+                    .iter()
+                    .map(|c| CertificateSnapshot {
+                        chain_file: c.chain_file.display().to_string(),
+                        key_file: c.key_file.display().to_string(),
+                        names: c.names.clone(),
+                        subject: c.subject.clone(),
+                        issuer: c.issuer.clone(),
+                        not_before_unix: c.not_before,
+                        not_after_unix: c.not_after,
+                        expires_in_days: (c.not_after - now).div_euclid(86_400),
+                        expiring_soon: crate::tls::expiry::expiring_soon(c.not_after, now),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -21,8 +21,9 @@ use serde_spanned::Spanned;
 use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config, Discovery,
-    GroupConfig, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig, ScrapeSettings,
-    ServerKind, ServerSettings, StatusKind, StatusUrl, Timeouts, UpstreamKeepalive,
+    GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig,
+    ScrapeSettings, ServerKind, ServerSettings, SrvNodes, StatusKind, StatusUrl, Timeouts,
+    TlsListener, TlsVersion, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -83,6 +84,9 @@ pub const DEFAULT_AFFINITY_COOKIES: &[&str] = &[
     "sessionid",
 ];
 pub const DEFAULT_AFFINITY_INSERT_COOKIE: &str = "WCNODE";
+/// About 20 MB at most: nginx's `ssl_session_cache shared:SSL:10m` holds
+/// 40,000.
+pub const DEFAULT_TLS_SESSION_CACHE: usize = 20_000;
 
 // ---------------------------------------------------------------------------
 // The file format.
@@ -113,6 +117,28 @@ pub struct ConfigFile {
     pub groups: Vec<Spanned<GroupFile>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteFile>>,
+    #[serde(default)]
+    pub tls: Vec<Spanned<TlsFile>>,
+}
+
+/// `[[tls]]`: a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub listen: Spanned<Vec<Spanned<String>>>,
+    pub certificates: Spanned<Vec<CertificateFile>>,
+    pub min_version: Option<Spanned<String>>,
+    pub http2: Option<bool>,
+    pub session_tickets: Option<bool>,
+    pub session_cache: Option<Spanned<usize>>,
+}
+
+/// One of `[[tls]] certificates`: `{ chain = "...", key = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    pub chain: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[server]`
@@ -230,6 +256,9 @@ pub struct GroupFile {
     pub affinity_strict: Option<bool>,
     pub send_proxy_protocol: Option<Spanned<String>>,
     pub srv: Option<Spanned<String>>,
+    pub srv_status_path: Option<Spanned<String>>,
+    pub srv_status_kind: Option<Spanned<String>>,
+    pub srv_max_workers: Option<Spanned<u32>>,
     #[serde(default, rename = "node")]
     pub nodes: Vec<Spanned<NodeFile>>,
 }
@@ -262,6 +291,9 @@ pub struct RouteFile {
     pub request_buffering: Option<bool>,
     pub response_buffering: Option<bool>,
     pub max_request_body: Option<Spanned<Size>>,
+    pub https_redirect: Option<bool>,
+    pub hsts_max_age: Option<Spanned<String>>,
+    pub hsts_include_subdomains: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -429,6 +461,15 @@ impl ConfigFile {
             routes.push(route.into_inner().into_model(cx, index + 1, &groups)?);
         }
 
+        let mut tls = Vec::with_capacity(self.tls.len());
+        for (index, listener) in self.tls.into_iter().enumerate() {
+            let listener =
+                listener
+                    .into_inner()
+                    .into_model(cx, index + 1, &server, &admin, &tls)?;
+            tls.push(listener);
+        }
+
         let default_group = match self.default_group {
             None => groups[0].name.clone(),
             Some(name) => {
@@ -459,6 +500,118 @@ impl ConfigFile {
             groups,
             routes,
             default_group,
+            tls,
+        })
+    }
+}
+
+impl TlsFile {
+    fn into_model(
+        self,
+        cx: &Checker<'_>,
+        index: usize,
+        server: &ServerSettings,
+        admin: &AdminSettings,
+        before: &[TlsListener],
+    ) -> Result<TlsListener> {
+        let context = format!("[[tls]] #{index}");
+        let cxs = context.as_str();
+        if self.listen.get_ref().is_empty() {
+            return Err(cx.bad(
+                &self.listen,
+                cxs,
+                "listen",
+                "at least one address is required",
+            ));
+        }
+        let mut listen: Vec<SocketAddr> = Vec::new();
+        for item in self.listen.get_ref() {
+            let addr = cx.address(item, cxs, "listen")?;
+            let clash = if listen.contains(&addr) || before.iter().any(|t| t.listen.contains(&addr))
+            {
+                Some("already a TLS listener")
+            } else if server.listen.contains(&addr) {
+                Some("already a plain proxy listener ([server] listen)")
+            } else if admin.listen == Some(addr) {
+                Some("already the admin listener")
+            } else {
+                None
+            };
+            if let Some(why) = clash {
+                return Err(cx.bad(item, cxs, "listen", format!("{addr} is {why}")));
+            }
+            listen.push(addr);
+        }
+        if self.certificates.get_ref().is_empty() {
+            return Err(cx.err(
+                Some(self.certificates.span()),
+                cxs,
+                "certificates",
+                "no certificate: at least one is required, the first is the listener's default \
+                 (e.g. certificates = [{ chain = \"/etc/ssl/site.pem\", key = \"/etc/ssl/site.key\" }])",
+            ));
+        }
+        let base = cx.path.parent().unwrap_or(Path::new(""));
+        let now = crate::reload::unix_now();
+        let mut certificates = Vec::with_capacity(self.certificates.get_ref().len());
+        for (n, c) in self.certificates.get_ref().iter().enumerate() {
+            let ccx = format!("{context} certificate #{}", n + 1);
+            for (v, key) in [(&c.chain, "chain"), (&c.key, "key")] {
+                if v.get_ref().trim().is_empty() {
+                    return Err(cx.bad(v, &ccx, key, "must name a PEM file"));
+                }
+            }
+            let chain = base.join(c.chain.get_ref());
+            let key = base.join(c.key.get_ref());
+            let cert = crate::tls::Certificate::load(&chain, &key, now).map_err(|e| {
+                let (v, k) = match e.part {
+                    crate::tls::certificate::Part::Chain => (&c.chain, "chain"),
+                    crate::tls::certificate::Part::Key => (&c.key, "key"),
+                };
+                cx.bad(v, &ccx, k, e.message)
+            })?;
+            certificates.push(cert);
+        }
+        let min_version = match &self.min_version {
+            None => TlsVersion::Tls12,
+            Some(v) => match v.get_ref().trim().to_ascii_lowercase().as_str() {
+                "1.2" | "tlsv1.2" => TlsVersion::Tls12,
+                "1.3" | "tlsv1.3" => TlsVersion::Tls13,
+                "1.0" | "1.1" | "tlsv1" | "tlsv1.0" | "tlsv1.1" | "ssl3" | "sslv3" => {
+                    return Err(cx.bad(
+                        v,
+                        cxs,
+                        "min_version",
+                        format!(
+                            "{:?} is not offered: SSL 3, TLS 1.0 and 1.1 are broken (RFC 8996); write \"1.2\" or \"1.3\"",
+                            v.get_ref()
+                        ),
+                    ))
+                }
+                _ => {
+                    return Err(cx.bad(
+                        v,
+                        cxs,
+                        "min_version",
+                        format!("{:?} is not a TLS version: write \"1.2\" or \"1.3\"", v.get_ref()),
+                    ))
+                }
+            },
+        };
+        let session_cache = match &self.session_cache {
+            None => DEFAULT_TLS_SESSION_CACHE,
+            Some(v) if *v.get_ref() > 1_000_000 => {
+                return Err(cx.bad(v, cxs, "session_cache", "must be at most 1000000"));
+            }
+            Some(v) => *v.get_ref(),
+        };
+        Ok(TlsListener {
+            listen,
+            certificates,
+            min_version,
+            http2: self.http2.unwrap_or(true),
+            session_tickets: self.session_tickets.unwrap_or(true),
+            session_cache,
         })
     }
 }
@@ -868,14 +1021,7 @@ impl GroupFile {
         };
 
         let affinity = affinity(cx, cxs, &self)?;
-        let srv = match &self.srv {
-            None => None,
-            Some(v) => Some(
-                check_host_name(v.get_ref().trim().trim_end_matches('.'))
-                    .map(|()| v.get_ref().trim().to_owned())
-                    .map_err(|e| cx.bad(v, cxs, "srv", e))?,
-            ),
-        };
+        let srv = srv_nodes(cx, cxs, &self)?;
 
         if self.nodes.is_empty() && srv.is_none() {
             return Err(cx.err(
@@ -943,6 +1089,81 @@ impl GroupFile {
             srv,
         })
     }
+}
+
+/// `srv` and the `srv_*` keys that set up the nodes found through it (which
+/// are refused without `srv`).
+fn srv_nodes(cx: &Checker<'_>, cxs: &str, g: &GroupFile) -> Result<Option<SrvNodes>> {
+    let Some(v) = &g.srv else {
+        let stray = [
+            (
+                "srv_status_path",
+                g.srv_status_path.as_ref().map(Spanned::span),
+            ),
+            (
+                "srv_status_kind",
+                g.srv_status_kind.as_ref().map(Spanned::span),
+            ),
+            (
+                "srv_max_workers",
+                g.srv_max_workers.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((key, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(cx.err(
+                Some(span),
+                cxs,
+                key,
+                "sets up the nodes of an SRV name: set `srv` too (or remove it)",
+            ));
+        }
+        return Ok(None);
+    };
+    let name = check_host_name(v.get_ref().trim().trim_end_matches('.'))
+        .map(|()| v.get_ref().trim().to_owned())
+        .map_err(|e| cx.bad(v, cxs, "srv", e))?;
+    let status_path = match &g.srv_status_path {
+        None => DEFAULT_STATUS_PATH.to_owned(),
+        Some(p) => {
+            let text = p.get_ref().trim();
+            let valid = text.starts_with('/')
+                && text.parse::<http::uri::PathAndQuery>().is_ok()
+                && !text.contains('#');
+            if !valid {
+                return Err(cx.bad(
+                    p,
+                    cxs,
+                    "srv_status_path",
+                    format!("{text:?} is not a path: write it as in a URL, e.g. \"/nginx_status\""),
+                ));
+            }
+            text.to_owned()
+        }
+    };
+    let status_kind = match &g.srv_status_kind {
+        None => StatusKind::Auto,
+        Some(k) => {
+            parse_status_kind(k.get_ref()).map_err(|e| cx.bad(k, cxs, "srv_status_kind", e))?
+        }
+    };
+    let max_workers = match &g.srv_max_workers {
+        None => None,
+        Some(w) if *w.get_ref() == 0 => {
+            return Err(cx.bad(
+                w,
+                cxs,
+                "srv_max_workers",
+                "must be at least 1 (or left out)",
+            ))
+        }
+        Some(w) => Some(*w.get_ref()),
+    };
+    Ok(Some(SrvNodes {
+        name,
+        status_path,
+        status_kind,
+        max_workers,
+    }))
 }
 
 impl NodeFile {
@@ -1119,6 +1340,21 @@ impl RouteFile {
                 "has no effect without `primary`: set the route's primary node",
             ));
         }
+        let hsts = match (&self.hsts_max_age, &self.hsts_include_subdomains) {
+            (None, Some(v)) => {
+                return Err(cx.bad(
+                    v,
+                    cxs,
+                    "hsts_include_subdomains",
+                    "has no effect without `hsts_max_age` (e.g. hsts_max_age = \"365d\")",
+                ))
+            }
+            (None, None) => None,
+            (Some(_), sub) => Some(Hsts {
+                max_age: cx.duration(&self.hsts_max_age, Duration::ZERO, cxs, "hsts_max_age")?,
+                include_subdomains: sub.as_ref().is_some_and(|v| *v.get_ref()),
+            }),
+        };
         Ok(RouteConfig {
             host,
             path_prefix,
@@ -1133,6 +1369,8 @@ impl RouteFile {
                 None => None,
                 Some(v) => Some(cx.size(v, cxs, "max_request_body")?),
             },
+            https_redirect: self.https_redirect.unwrap_or(false),
+            hsts,
         })
     }
 }

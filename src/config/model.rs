@@ -42,6 +42,64 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Group that serves requests no route matches.
     pub default_group: String,
+    /// TLS listeners (`[[tls]]`), in file order; none by default.
+    pub tls: Vec<TlsListener>,
+}
+
+/// A TLS listener (`[[tls]]`): visitors' HTTPS, terminated by the proxy
+/// (`crate::tls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    /// Addresses; none of them is a plain listener too.
+    pub listen: Vec<SocketAddr>,
+    /// Loaded and checked; at least one. The first is the default (no SNI
+    /// name, or one no certificate names).
+    pub certificates: Vec<crate::tls::Certificate>,
+    /// The oldest protocol version accepted (TLS 1.2 by default).
+    pub min_version: TlsVersion,
+    /// Offer HTTP/2 in ALPN (takes effect once the proxy serves h2; until
+    /// then only `http/1.1` is offered).
+    pub http2: bool,
+    /// TLS session tickets (stateless resumption; keys made at start and
+    /// rotated every 6 hours, in memory only).
+    pub session_tickets: bool,
+    /// Sessions kept in memory for resumption by id (TLS 1.2) and stateful
+    /// tickets (TLS 1.3 without `session_tickets`); 0 turns it off.
+    pub session_cache: usize,
+}
+
+/// A TLS protocol version (`[[tls]] min_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// `Strict-Transport-Security` on a route's responses over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+}
+
+impl Hsts {
+    /// The header value, e.g. `max-age=31536000; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        v
+    }
 }
 
 /// Process-wide settings (`[server]`).
@@ -255,7 +313,20 @@ pub struct GroupConfig {
     pub send_proxy_protocol: Option<ProxyVersion>,
     /// A DNS SRV name whose targets are nodes of the group too (with their
     /// port and weight; targets of a priority above the lowest are backups).
-    pub srv: Option<String>,
+    pub srv: Option<SrvNodes>,
+}
+
+/// A group's SRV name and how each node found through it is set up (the
+/// `srv_*` keys: what a `[[group.node]]` would say, for nodes that have no
+/// table of their own, as HAProxy's `server-template` does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrvNodes {
+    pub name: String,
+    /// Path and query of each target's status page, at the target's own
+    /// address and port.
+    pub status_path: String,
+    pub status_kind: StatusKind,
+    pub max_workers: Option<u32>,
 }
 
 /// How a group keeps a visitor's session on one node.
@@ -389,6 +460,11 @@ pub struct RouteConfig {
     pub response_buffering: Option<bool>,
     /// `[limits] max_request_body` for this route, when set.
     pub max_request_body: Option<u64>,
+    /// A request that came over plain HTTP is answered with a 308 to the
+    /// same URL over HTTPS (nginx's `return 308 https://$host$request_uri`).
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` added to responses over TLS.
+    pub hsts: Option<Hsts>,
 }
 
 impl Config {

@@ -50,6 +50,27 @@ impl Config {
             dur(s.grace_period),
             s.log_level
         )?;
+        for (i, t) in self.tls.iter().enumerate() {
+            writeln!(
+                out,
+                "tls #{} listen {} (TLS {}+, session tickets {}, session cache {})",
+                i + 1,
+                list(&t.listen),
+                t.min_version.as_str(),
+                if t.session_tickets { "on" } else { "off" },
+                t.session_cache
+            )?;
+            for (n, c) in t.certificates.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  certificate {} for {}{}, expires {}",
+                    c.chain_file.display(),
+                    c.names.join(", "),
+                    if n == 0 { " (default)" } else { "" },
+                    crate::tls::certificate::format_time(c.not_after)
+                )?;
+            }
+        }
         writeln!(out, "trusted proxies {}", list(&s.trusted_proxies))?;
         if let Some(pid) = &s.pid_file {
             writeln!(out, "pid file {}", pid.display())?;
@@ -148,7 +169,16 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         g.balance.name()
     )?;
     if let Some(srv) = &g.srv {
-        writeln!(out, "  nodes from DNS SRV {srv}")?;
+        let workers = srv
+            .max_workers
+            .map_or(String::new(), |w| format!(", max_workers {w}"));
+        writeln!(
+            out,
+            "  nodes from DNS SRV {}, status {} ({}){workers}",
+            srv.name,
+            srv.status_path,
+            srv.status_kind.name()
+        )?;
     }
 
     let name_w = g.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::file::{DEFAULT_STATUS_PATH, MAX_WEIGHT};
-use crate::config::{Config, Discovery, NodeConfig, StatusKind, StatusUrl};
+use crate::config::file::MAX_WEIGHT;
+use crate::config::{Config, Discovery, NodeConfig, SrvNodes, StatusUrl};
 
 /// One name to resolve.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -143,7 +143,7 @@ pub fn queries(config: &Config) -> Vec<Asked> {
             }
         }
         if let Some(s) = &g.srv {
-            add(Query::Srv(s.clone()), &g.name);
+            add(Query::Srv(s.name.clone()), &g.name);
         }
     }
     out
@@ -306,7 +306,7 @@ fn expand(base: &Config, answers: &HashMap<Query, Answer>) -> Config {
             if let Some(Answer {
                 records: Some(Records::Srv(targets)),
                 ..
-            }) = answers.get(&Query::Srv(srv.clone()))
+            }) = answers.get(&Query::Srv(srv.name.clone()))
             {
                 let lowest = targets.iter().map(|t| t.priority).min().unwrap_or(0);
                 for t in targets {
@@ -319,7 +319,7 @@ fn expand(base: &Config, answers: &HashMap<Query, Answer>) -> Config {
                     if nodes.iter().any(|n| n.name == name) {
                         continue;
                     }
-                    nodes.push(srv_node(name, t, t.priority != lowest));
+                    nodes.push(srv_node(name, t, t.priority != lowest, srv));
                 }
             }
         }
@@ -339,11 +339,12 @@ fn retarget(mut n: NodeConfig, ip: IpAddr) -> NodeConfig {
 }
 
 /// A node from an SRV target: its port and weight (0, "no preference",
-/// counts as 1), backup when its priority is not the lowest; the status
-/// page at the default path of the same address.
-fn srv_node(name: String, t: &SrvTarget, backup: bool) -> NodeConfig {
+/// counts as 1), backup when its priority is not the lowest; its status
+/// page at the group's `srv_status_path` of the same address.
+fn srv_node(name: String, t: &SrvTarget, backup: bool, srv: &SrvNodes) -> NodeConfig {
     let address = SocketAddr::new(t.ip, t.port);
     let host = format!("{}:{}", t.target, t.port);
+    let path = &srv.status_path;
     NodeConfig {
         name,
         address,
@@ -352,13 +353,13 @@ fn srv_node(name: String, t: &SrvTarget, backup: bool) -> NodeConfig {
         backup,
         drain: false,
         status: StatusUrl {
-            url: format!("http://{host}{DEFAULT_STATUS_PATH}"),
+            url: format!("http://{host}{path}"),
             address,
             host,
-            path_and_query: DEFAULT_STATUS_PATH.to_owned(),
+            path_and_query: path.clone(),
         },
-        status_kind: StatusKind::Auto,
-        max_workers: None,
+        status_kind: srv.status_kind,
+        max_workers: srv.max_workers,
     }
 }
 
@@ -451,6 +452,28 @@ mod tests {
         .expect("valid");
         assert_eq!(book.set_base(plain).groups[0].nodes.len(), 1);
         assert!(book.status().is_empty());
+    }
+
+    #[test]
+    fn srv_nodes_take_the_groups_status_path_kind_and_workers() {
+        let plain = Book::new(config(""));
+        let custom = Book::new(config(
+            "srv_status_path = \"/nginx_status\"\nsrv_status_kind = \"nginx\"\nsrv_max_workers = 64\n",
+        ));
+        let now = Instant::now();
+        let q = Query::Srv("_http._tcp.web.test".to_owned());
+        for book in [&plain, &custom] {
+            let targets = vec![target("n1.web.test", 8001, 10, 1)];
+            assert!(book.record(&q, Ok((Records::Srv(targets), now)), now, 1.0));
+        }
+        let n = plain.expanded().groups[0].nodes[0].clone();
+        assert_eq!(n.status.url, "http://n1.web.test:8001/server-status?auto");
+        assert_eq!((n.status_kind.name(), n.max_workers), ("auto", None));
+        let n = custom.expanded().groups[0].nodes[0].clone();
+        assert_eq!(n.status.url, "http://n1.web.test:8001/nginx_status");
+        assert_eq!(n.status.path_and_query, "/nginx_status");
+        assert_eq!(n.status.address, n.address);
+        assert_eq!((n.status_kind.name(), n.max_workers), ("nginx", Some(64)));
     }
 
     #[test]

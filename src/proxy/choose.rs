@@ -309,6 +309,8 @@ mod tests {
             request_buffering: None,
             response_buffering: None,
             max_request_body: None,
+            https_redirect: false,
+            hsts: None,
         }
     }
 

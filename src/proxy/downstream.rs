@@ -25,9 +25,20 @@ pub struct Downstream {
     /// Turns true when the server starts to stop: a response then tells
     /// the visitor the connection closes after it.
     pub shutdown: pingora::server::ShutdownWatch,
+    /// How the connection came: TLS or not, our port.
+    pub arrival: super::Arrival,
 }
 
 impl Downstream {
+    /// The port the visitor connected to: a PROXY header's destination,
+    /// else ours.
+    pub fn visitor_port(&self) -> Option<u16> {
+        match self.client.as_ref().and_then(|c| c.proxied.as_deref()) {
+            Some((_, destination)) => Some(destination.port()),
+            None => self.arrival.local_port,
+        }
+    }
+
     /// Whether the server is stopping.
     pub fn stopping(&self) -> bool {
         *self.shutdown.borrow()
@@ -99,13 +110,15 @@ pub struct Shape {
 
 /// Append the node's response head as the visitor gets it: without the
 /// hop-by-hop headers (RFC 9110 7.6.1) and the node's framing lines, with
-/// the proxy's own framing header, the connection's fate said and the
-/// session cookies added.
+/// the proxy's own framing header, the connection's fate said, the
+/// session cookies added, and `Strict-Transport-Security` when the route
+/// asks for it (over HTTPS) and the node did not send one.
 pub fn write_response_head<'a>(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
     shape: &Shape,
     cookies: impl Iterator<Item = &'a String>,
+    hsts: Option<&str>,
 ) {
     put_status_line(out, resp.status, resp.reason());
     let fields = &resp.fields;
@@ -134,6 +147,11 @@ pub fn write_response_head<'a>(
     for cookie in cookies {
         put_header(out, b"Set-Cookie", cookie.as_bytes());
     }
+    if let Some(value) = hsts {
+        if fields.get("strict-transport-security").is_none() {
+            put_header(out, b"Strict-Transport-Security", value.as_bytes());
+        }
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -149,7 +167,7 @@ mod tests {
             .expect("complete");
         let cookies: Vec<String> = cookies.iter().map(|c| (*c).to_owned()).collect();
         let mut out = Vec::new();
-        write_response_head(&mut out, &resp, &shape, cookies.iter());
+        write_response_head(&mut out, &resp, &shape, cookies.iter(), None);
         let mut back = ResponseHead::default();
         let n = back
             .parse(&out, &Limits::default())

@@ -1,5 +1,7 @@
 //! `X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` for the request
-//! sent to a node.
+//! sent to a node (`upstream::write_request_head` writes them, with
+//! `X-Forwarded-Port`). The proxy's own scheme is `https` for a visitor that
+//! came over a TLS listener (`Arrival`), else `http`.
 //!
 //! A client's own `X-Forwarded-For` is kept (and appended to) only when the
 //! client is a trusted proxy; from anyone else it is replaced, so a visitor

@@ -20,6 +20,22 @@ pub fn plain_response(out: &mut Vec<u8>, code: u16, body: &str, keep: bool) {
     out.extend_from_slice(body.as_bytes());
 }
 
+/// Append a `308 Permanent Redirect` to `location` (method and body kept
+/// by the visitor on the new request); the length of its body.
+pub fn redirect_response(out: &mut Vec<u8>, location: &str, keep: bool) -> usize {
+    const BODY: &str = "308 Permanent Redirect\n";
+    put_status_line(out, 308, b"");
+    put_header(out, b"Location", location.as_bytes());
+    put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
+    put_header(out, b"Content-Length", BODY.len().to_string().as_bytes());
+    if !keep {
+        put_header(out, b"Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(BODY.as_bytes());
+    BODY.len()
+}
+
 /// The body of a local answer with this code.
 pub fn plain_body(code: u16) -> &'static str {
     match code {

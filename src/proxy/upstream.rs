@@ -155,6 +155,10 @@ pub struct Forwarding<'a> {
     /// Proxies whose X-Forwarded-For is kept and appended to.
     pub trusted: &'a [IpNet],
     pub client: Option<&'a Visitor>,
+    /// How the visitor came: `http` or `https` (`X-Forwarded-Proto`).
+    pub scheme: &'static str,
+    /// The port the visitor connected to (`X-Forwarded-Port`).
+    pub port: Option<u16>,
     /// Ask the node to close the connection after the response.
     pub close: bool,
     /// The framing header the node gets.
@@ -195,26 +199,44 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
         put_header(out, b"Connection", b"close");
     }
     if let Some(client) = f.client {
+        let own_port = f.port.map(|p| p.to_string());
         if !f.trusted.iter().any(|n| n.contains(&client.ip)) {
             // Anything the visitor claims is replaced by its own address.
             let ip = client.value.as_bytes();
             put_header(out, b"X-Forwarded-For", ip);
             put_header(out, b"X-Real-IP", ip);
-            put_header(out, b"X-Forwarded-Proto", b"http");
+            put_header(out, b"X-Forwarded-Proto", f.scheme.as_bytes());
+            if let Some(port) = &own_port {
+                put_header(out, b"X-Forwarded-Port", port.as_bytes());
+            }
         } else {
             let xff: Vec<&str> = fields.get_all_str("x-forwarded-for").collect();
             let proto = fields.get_str("x-forwarded-proto");
-            let fw = forwarded::forwarded(client.ip, &xff, proto, f.trusted, "http");
+            let fw = forwarded::forwarded(client.ip, &xff, proto, f.trusted, f.scheme);
             put_header(out, b"X-Forwarded-For", fw.x_forwarded_for.as_bytes());
             put_header(out, b"X-Real-IP", fw.x_real_ip.as_bytes());
             put_header(out, b"X-Forwarded-Proto", fw.x_forwarded_proto.as_bytes());
+            // A trusted proxy's own port goes on with its scheme.
+            let port = fields
+                .get_str("x-forwarded-port")
+                .map(str::trim)
+                .filter(|p| p.parse::<u16>().is_ok())
+                .or(own_port.as_deref());
+            if let Some(port) = port {
+                put_header(out, b"X-Forwarded-Port", port.as_bytes());
+            }
         }
     }
     out.extend_from_slice(b"\r\n");
 }
 
 /// The headers the proxy sets itself from the visitor's address.
-const FORWARDED: [&[u8]; 3] = [b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto"];
+const FORWARDED: [&[u8]; 4] = [
+    b"x-forwarded-for",
+    b"x-real-ip",
+    b"x-forwarded-proto",
+    b"x-forwarded-port",
+];
 
 /// The hop-by-hop headers of RFC 9110 7.6.1 other than the framing ones
 /// (which the proxy writes itself), and `Expect` (answered by the proxy).
@@ -267,6 +289,8 @@ mod tests {
         let f = Forwarding {
             trusted: &[],
             client: Some(&client),
+            scheme: "http",
+            port: None,
             close,
             framing: Outgoing::None,
         };
@@ -326,6 +350,8 @@ mod tests {
         let f = Forwarding {
             trusted: &trusted,
             client: Some(&client),
+            scheme: "http",
+            port: None,
             close: false,
             framing: Outgoing::None,
         };
@@ -334,6 +360,40 @@ mod tests {
         // Not trusted: what the visitor claims is replaced.
         let r = node_request(&headers, false);
         assert_forwarded(&r, "192.0.2.7", "192.0.2.7", "http");
+    }
+
+    #[test]
+    fn tls_visitors_are_said_https_with_their_port() {
+        let client = Visitor::new("198.51.100.4".parse().unwrap());
+        let headers = [("X-Forwarded-Proto", "http"), ("X-Forwarded-Port", "1")];
+        let f = Forwarding {
+            trusted: &[],
+            client: Some(&client),
+            scheme: "https",
+            port: Some(8443),
+            close: false,
+            framing: Outgoing::None,
+        };
+        let r = for_node(&visitor(&headers), &f);
+        assert_forwarded(&r, "198.51.100.4", "198.51.100.4", "https");
+        assert_eq!(
+            r.fields.get_all_str("x-forwarded-port").collect::<Vec<_>>(),
+            ["8443"]
+        );
+        // A trusted proxy in front says its own scheme and port.
+        let trusted: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        let f = Forwarding {
+            trusted: &trusted,
+            scheme: "http",
+            port: Some(80),
+            ..f
+        };
+        let r = for_node(
+            &visitor(&[("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", "443")]),
+            &f,
+        );
+        assert_eq!(header(&r, "x-forwarded-proto"), "https");
+        assert_eq!(header(&r, "x-forwarded-port"), "443");
     }
 
     #[test]
@@ -350,6 +410,8 @@ mod tests {
         let f = Forwarding {
             trusted: &[],
             client: Some(&client),
+            scheme: "http",
+            port: None,
             close: false,
             framing,
         };
@@ -406,6 +468,8 @@ mod tests {
             &Forwarding {
                 trusted: &[],
                 client: Some(&client),
+                scheme: "http",
+                port: None,
                 close: false,
                 framing: Outgoing::None,
             },
