@@ -367,7 +367,7 @@ impl Proxy {
         let stream = if from_proxy {
             let mut io = Io::new(stream, VISITOR_READ);
             match read_proxy_header(&mut io, timeout).await {
-                Ok(addrs) => arrival.proxy_header = Some(addrs),
+                Ok(addrs) => arrival.proxy_header = Some(Box::new(addrs)),
                 Err(e) => {
                     tracing::debug!(client = ?peer, "closed: {e}");
                     self.metrics.bad_requests.inc();
@@ -411,7 +411,7 @@ impl Proxy {
     /// Serve every request of one visitor connection, in order.
     async fn serve(&self, stream: Stream, arrival: Arrival, shutdown: &ShutdownWatch) {
         let ip = peer_address(&stream).map(|a| a.ip());
-        let header_read = arrival.proxy_header;
+        let header_read = arrival.proxy_header.as_deref().copied();
         let mut down = Downstream {
             io: Io::new(stream, VISITOR_READ),
             head: RequestHead::default(),
