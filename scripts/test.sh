@@ -19,10 +19,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 TEST_PACKAGES=(
-    cmake build-essential pkg-config
+    cmake build-essential pkg-config iproute2
     apache2 nginx haproxy prometheus prometheus-apache-exporter
     chromium fonts-liberation fonts-dejavu-core
-    curl wrk testssl.sh
+    curl wrk testssl.sh nghttp2-client
     dnsmasq-base keepalived python3
 )
 

@@ -34,6 +34,21 @@ pub struct Metrics {
     pub bad_requests: IntCounter,
     pub affinity_switches: IntCounterVec,
     pub retry_on_404: IntCounterVec,
+    /// Requests answered, by the visitor's protocol.
+    pub requests_by_protocol: IntCounterVec,
+    /// HTTP/2 visitor connections open now (set from the snapshot).
+    pub http2_connections: IntGauge,
+    /// HTTP/2 streams being served now (set from the snapshot).
+    pub http2_streams: IntGauge,
+    /// The group queues (`cluster::queue`): how long requests waited for a
+    /// slot, and how many were refused (`max_queue`), timed out
+    /// (`queue_timeout`) or left by their visitor while they waited.
+    pub queue_wait: HistogramVec,
+    pub queue_refused: IntCounterVec,
+    pub queue_timeouts: IntCounterVec,
+    pub queue_abandoned: IntCounterVec,
+    /// Requests waiting in each group's queue, set from the snapshot.
+    pub queue_length: IntGaugeVec,
     pub reloads: IntCounterVec,
     /// Lookups of node host names and SRV names (`crate::discovery`).
     pub dns_resolutions: IntCounterVec,
@@ -170,6 +185,69 @@ impl Metrics {
                 "404 answers retried on another node of the group (retry_on_404 routes).",
                 &["group"],
             ),
+            requests_by_protocol: counter(
+                &r,
+                "webcluster_requests_by_protocol_total",
+                "Requests answered, by the visitor's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
+                &["protocol"],
+            ),
+            http2_connections: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_http2_connections",
+                    "HTTP/2 visitor connections open now.",
+                )
+                .expect("static metric definition"),
+            ),
+            http2_streams: register(
+                &r,
+                IntGauge::new(
+                    "webcluster_http2_streams",
+                    "HTTP/2 streams being served now (each one request).",
+                )
+                .expect("static metric definition"),
+            ),
+            queue_wait: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "webcluster_queue_wait_seconds",
+                        "Time requests waited in their group's queue for a node under its limit, by group (requests that waited and then went to a node).",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    &["group"],
+                )
+                .expect("static metric definition"),
+            ),
+            queue_refused: counter(
+                &r,
+                "webcluster_queue_refusals_total",
+                "Requests answered 503 at once because their group's queue was max_queue long, by group.",
+                &["group"],
+            ),
+            queue_timeouts: counter(
+                &r,
+                "webcluster_queue_timeouts_total",
+                "Requests answered 503 because they waited queue_timeout in their group's queue, by group.",
+                &["group"],
+            ),
+            queue_abandoned: counter(
+                &r,
+                "webcluster_queue_abandoned_total",
+                "Requests whose visitor closed the connection while they waited in the group's queue (never sent to a node), by group.",
+                &["group"],
+            ),
+            queue_length: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webcluster_queue_length",
+                        "Requests waiting in the group's queue now, by group.",
+                    ),
+                    &["group"],
+                )
+                .expect("static metric definition"),
+            ),
             last_reload_failed: register(
                 &r,
                 IntGauge::new(
@@ -222,6 +300,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
         }
+        for protocol in ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] {
+            m.requests_by_protocol.with_label_values(&[protocol]);
+        }
         m
     }
 
@@ -233,6 +314,14 @@ impl Metrics {
         // increase, not a new series).
         for group in &snap.groups {
             self.retries.with_label_values(&[group.name.as_str()]);
+            let g = &[group.name.as_str()];
+            self.queue_wait.with_label_values(g);
+            self.queue_refused.with_label_values(g);
+            self.queue_timeouts.with_label_values(g);
+            self.queue_abandoned.with_label_values(g);
+            self.queue_length
+                .with_label_values(g)
+                .set(i64::try_from(group.queue.length).unwrap_or(i64::MAX));
             self.no_node.with_label_values(&[group.name.as_str()]);
             for n in &group.nodes {
                 self.connect_failures
@@ -254,6 +343,11 @@ impl Metrics {
         }
         self.last_reload_failed
             .set(i64::from(snap.config.last_reload_error.is_some()));
+        let v = &snap.visitors;
+        self.http2_connections
+            .set(i64::try_from(v.http2_connections).unwrap_or(i64::MAX));
+        self.http2_streams
+            .set(i64::try_from(v.http2_streams).unwrap_or(i64::MAX));
         for d in &snap.dns {
             for g in &d.groups {
                 for result in ["success", "failure"] {

@@ -69,8 +69,12 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         buffering,
         // Read by the discovery service on each round: reloadable.
         discovery: _,
-        // The status guard, groups (nodes keep their live state) and router
-        // are rebuilt by `Cluster::apply`: what a reload is for.
+        // The status guard, groups (nodes keep their live state, groups
+        // their queue) and router are rebuilt by `Cluster::apply`: what a
+        // reload is for. Reloadable with them: every group key, the queue's
+        // `queue_timeout` and `max_queue` and the nodes' `max_conns`
+        // included (a request already waiting keeps the rules it came
+        // with, as every request in flight does).
         protected_paths: _,
         groups: _,
         routes: _,
@@ -89,6 +93,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         // Read per request and per new connection: reloadable.
         trusted_proxies: _,
         proxy_protocol_from: _,
+        h2c: _,
         // Written on each operator change, from the live config; read back
         // only at start.
         state_file: _,
@@ -132,6 +137,8 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         max_headers: _,
         max_request_body: _,
         max_response_head: _,
+        // Read per new HTTP/2 connection.
+        http2_max_concurrent_streams: _,
     } = limits;
     let Buffering {
         requests: _,

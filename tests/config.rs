@@ -1074,3 +1074,43 @@ fn tls_and_https_key_errors_name_line_and_key() {
     let text = format!("{MINIMAL}\n[[route]]\ngroup = \"web\"\nhsts_max_age = \"a year\"\n");
     assert_error(&text, line_of(&text, "hsts_max_age"), "hsts_max_age", "");
 }
+
+#[test]
+fn queue_settings_are_read_and_default_to_the_connect_timeout() {
+    let c = ok(MINIMAL);
+    let g = &c.groups[0];
+    assert_eq!((g.queue_timeout, g.max_queue), (None, 0));
+    assert_eq!(g.nodes[0].max_conns, None);
+    let text = r#"[[group]]
+name = "web"
+queue_timeout = "1500ms"
+max_queue = 200
+  [[group.node]]
+  name = "web1"
+  address = "127.0.0.1:8001"
+  max_conns = 32
+"#;
+    let c = ok(text);
+    let g = &c.groups[0];
+    assert_eq!(g.queue_timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(g.max_queue, 200);
+    assert_eq!(g.nodes[0].max_conns, Some(32));
+    let summary = c.summary();
+    assert!(
+        summary.contains("queue timeout 1s 500ms") && summary.contains("max_conns 32"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn bad_queue_settings_name_their_line_and_key() {
+    let text = "[[group]]\nname = \"web\"\nqueue_timeout = \"0s\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
+    assert_error(text, 3, "queue_timeout", "must be longer than 0s");
+    let text = "[[group]]\nname = \"web\"\nqueue_timeout = \"soon\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
+    assert_error(text, 3, "queue_timeout", "not a valid duration");
+    let text = "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n  max_conns = 0\n";
+    assert_error(text, 6, "max_conns", "at least 1");
+    let text = "[[group]]\nname = \"web\"\nmax_queue = -1\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
+    let e = err(text);
+    assert_eq!(e.line(), Some(3), "{e}");
+}

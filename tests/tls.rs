@@ -182,6 +182,23 @@ fn https_reaches_a_real_apache_node_which_is_told_https() {
         echoed(&r.stdout, "host").as_deref(),
         Some(format!("www.example.test:{port}").as_str())
     );
+    // Over HTTP/2 (ALPN h2): the same request path, the same headers.
+    let r2 = curl(
+        &ca.pem_path(),
+        &["--http2", "-v", "--resolve", &resolve, &url],
+    );
+    assert!(r2.ok, "curl --http2 over TLS failed: {}", r2.stderr);
+    assert!(r2.stderr.contains("< HTTP/2 200"), "{}", r2.stderr);
+    assert_eq!(
+        echoed(&r2.stdout, "x-forwarded-proto").as_deref(),
+        Some("https"),
+        "{}",
+        r2.stdout
+    );
+    assert_eq!(
+        echoed(&r2.stdout, "host").as_deref(),
+        Some(format!("www.example.test:{port}").as_str())
+    );
     // The same node through the plain listener: http, and its port.
     let plain = http_get(wc.listen, "/headers", &[("X-Forwarded-Proto", "https")]).expect("GET");
     assert_eq!(
@@ -203,12 +220,12 @@ fn https_reaches_a_real_apache_node_which_is_told_https() {
         "{}",
         apache.access_log()
     );
-    // Handshakes are counted, and the certificate is on the page and in
-    // the JSON and metrics.
+    // Handshakes are counted (the HTTP/1.1 one and the HTTP/2 one), and
+    // the certificate is on the page and in the JSON and metrics.
     let metrics = http_get(wc.admin, "/metrics", &[]).expect("metrics").body;
     assert!(
         metrics
-            .contains("webcluster_tls_handshakes_total{result=\"success\",version=\"TLSv1.3\"} 1"),
+            .contains("webcluster_tls_handshakes_total{result=\"success\",version=\"TLSv1.3\"} 2"),
         "{metrics}"
     );
     assert!(

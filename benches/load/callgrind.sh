@@ -20,6 +20,13 @@
 # one at a time, so it counts the work, not the contention). LABEL names
 # the binary in the table (default: its path); JSONL=FILE also appends one
 # JSON line per row to FILE (benches/load/run.sh's "instructions" part).
+# UPSTREAM=prefork: the upstream is an Apache prefork node instead (the
+# project's node template, NODE_WORKERS workers [16], serving the same two
+# files), scraped through its own ?auto page in both modes, and KEEPALIVE
+# (default "auto off") runs each mode with that `upstream_keepalive`: the
+# cost of a connection per request to a prefork node ("off", what "auto"
+# did whenever the node had no workers to spare) against keeping them
+# within the node's limit ("auto" since issue 17).
 # Output: one Markdown table on stdout (and the raw totals on stderr).
 # Needs valgrind, nginx and ab (apache2-utils); installed with apt-get when
 # missing and run as root. Only 127.0.0.1 and kernel-chosen ports are used.
@@ -34,6 +41,10 @@ MODES=${MODES:-"bare full"}
 THREADS=${THREADS:-1}
 LABEL=${LABEL:-}
 JSONL=${JSONL:-}
+UPSTREAM=${UPSTREAM:-nginx}
+NODE_WORKERS=${NODE_WORKERS:-16}
+KEEPALIVE=${KEEPALIVE:-}
+if [[ $UPSTREAM == prefork && -z $KEEPALIVE ]]; then KEEPALIVE="auto off"; fi
 if [[ $# -eq 0 ]]; then
     set -- "$ROOT/target/release/webcluster"
 fi
@@ -44,6 +55,7 @@ need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v ab >/dev/null || need+=(apache2-utils)
+[[ $UPSTREAM != prefork ]] || command -v apache2 >/dev/null || [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
 if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
@@ -74,8 +86,35 @@ wait_port() {
     return 1
 }
 
-# The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status.
+# The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status;
+# or (UPSTREAM=prefork) an Apache prefork node serving the same files.
 UP=$(free_port)
+if [[ $UPSTREAM == prefork ]]; then
+    d="$WORK/apache"
+    conf="$ROOT/docker/apache/node.conf"
+    mkdir -p "$d/run" "$d/logs" "$d/htdocs" "$d/cgi-bin"
+    chmod 755 "$WORK" "$d" "$d/run" "$d/logs" "$d/htdocs" "$d/cgi-bin"
+    for f in "$ROOT"/docker/apache/htdocs/*; do
+        sed "s/@NODE_NAME@/n1/g" "$f" >"$d/htdocs/$(basename "$f")"
+    done
+    head -c 96 /dev/zero | tr '\0' 'x' >"$d/htdocs/small"
+    head -c 65536 /dev/zero | tr '\0' 'y' >"$d/htdocs/64k"
+    chmod 644 "$d"/htdocs/*
+    cp "$ROOT"/docker/apache/cgi-bin/* "$d/cgi-bin/"
+    chmod 755 "$d"/cgi-bin/*
+    setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C apache2 -d "$d" -f "$conf" -DFOREGROUND \
+        -C "Define NODE_NAME n1" -C "Define NODE_LISTEN 127.0.0.1:$UP" \
+        -C "Define NODE_MPM prefork" -C "Define NODE_MAX_WORKERS $NODE_WORKERS" \
+        -C "Define NODE_MAX_SPARE_THREADS $((NODE_WORKERS + 1))" \
+        -C "Define NODE_STATUS_ALLOW 127.0.0.1" -C "Define NODE_KEEPALIVE_TIMEOUT 5" \
+        -C "Define NODE_MODULES /usr/lib/apache2/modules" \
+        -C "Define NODE_RUN_DIR $d/run" -C "Define NODE_LOG_DIR $d/logs" \
+        -C "Define NODE_HTDOCS $d/htdocs" -C "Define NODE_CGI_DIR $d/cgi-bin" \
+        -C "Define NODE_USER www-data" -C "Define NODE_GROUP www-data" \
+        -c "CustomLog /dev/null common" >"$d/out.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$UP"
+else
 mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
 head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
 head -c 65536 /dev/zero | tr '\0' 'y' >"$WORK/nginx/html/64k"
@@ -98,11 +137,12 @@ EOF
 setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port "$UP"
+fi
 
 # Instructions of one webcluster run under callgrind with `n` requests.
 run() {
-    local bin=$1 mode=$2 size=$3 n=$4
-    local listen admin dir
+    local bin=$1 mode=$2 size=$3 n=$4 keepalive=${5:-}
+    local listen admin dir node
     listen=$(free_port)
     admin=$(free_port)
     dir="$WORK/run-$RANDOM"
@@ -112,8 +152,16 @@ run() {
         group="balance = \"busyness\"\nscrape_interval = \"1s\""
         log="target = \"$dir/access.log\""
     fi
-    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n  name = "nginx"\n  address = "127.0.0.1:%s"\n  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024\n' \
-        "$listen" "$THREADS" "$admin" "$log" "$group" "$UP" "$UP" >"$dir/webcluster.toml"
+    node=$(printf '  name = "nginx"\n  address = "127.0.0.1:%s"\n  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024' "$UP" "$UP")
+    if [[ $UPSTREAM == prefork ]]; then
+        # Scraped in both modes: the limit and "auto" keep-alive need the
+        # node's page (that it is prefork, its free workers).
+        [[ $mode == full ]] || group="balance = \"round_robin\""
+        node=$(printf '  name = "n1"\n  address = "127.0.0.1:%s"' "$UP")
+    fi
+    [[ -z $keepalive ]] || group+="\nupstream_keepalive = \"$keepalive\""
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n%s\n' \
+        "$listen" "$THREADS" "$admin" "$log" "$group" "$node" >"$dir/webcluster.toml"
     setsid valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
         "$bin" run -c "$dir/webcluster.toml" >"$dir/out.log" 2>&1 &
     local pid=$!
@@ -138,25 +186,28 @@ run() {
     echo "$ir"
 }
 
-printf '| binary | mode | response | instructions per request |\n| --- | --- | --- | ---: |\n'
+printf '| binary | upstream | keep-alive | mode | response | instructions per request |\n| --- | --- | --- | --- | --- | ---: |\n'
 for bin in "$@"; do
     name=${LABEL:-$(basename "$bin")}
     [[ -x $bin ]] || { echo "$bin: not an executable" >&2; exit 1; }
-    for mode in $MODES; do
-        for size in $SIZES; do
-            log "$name $mode $size: $REQUESTS requests"
-            run "$bin" "$mode" "$size" "$REQUESTS" >"$WORK/total"
-            total=$(cat "$WORK/total")
-            LAST_SECONDS=$(cat "$WORK/seconds")
-            log "$name $mode $size: the same time without requests ($LAST_SECONDS s)"
-            base=$(run "$bin" "$mode" "$size" 0)
-            per=$(( (total - base) / REQUESTS ))
-            log "$name $mode $size: Ir $total - $base (fixed) = $((total - base)) over $REQUESTS requests"
-            printf '| %s | %s | %s | %s |\n' "${LABEL:-$bin}" "$mode" "$size" "$per"
-            if [[ -n $JSONL ]]; then
-                printf '{"part":"instructions","label":"%s","binary":"%s","mode":"%s","size":"%s","threads":%s,"requests":%s,"ir_per_request":%s}\n' \
-                    "$name" "$bin" "$mode" "$size" "$THREADS" "$REQUESTS" "$per" >>"$JSONL"
-            fi
+    for keepalive in ${KEEPALIVE:-default}; do
+        [[ $keepalive == default ]] && keepalive=""
+        for mode in $MODES; do
+            for size in $SIZES; do
+                log "$name ${keepalive:-} $mode $size: $REQUESTS requests"
+                run "$bin" "$mode" "$size" "$REQUESTS" "$keepalive" >"$WORK/total"
+                total=$(cat "$WORK/total")
+                LAST_SECONDS=$(cat "$WORK/seconds")
+                log "$name $mode $size: the same time without requests ($LAST_SECONDS s)"
+                base=$(run "$bin" "$mode" "$size" 0 "$keepalive")
+                per=$(( (total - base) / REQUESTS ))
+                log "$name $mode $size: Ir $total - $base (fixed) = $((total - base)) over $REQUESTS requests"
+                printf '| %s | %s | %s | %s | %s | %s |\n' "${LABEL:-$bin}" "$UPSTREAM" "${keepalive:-default}" "$mode" "$size" "$per"
+                if [[ -n $JSONL ]]; then
+                    printf '{"part":"instructions","label":"%s","binary":"%s","upstream":"%s","keepalive":"%s","mode":"%s","size":"%s","threads":%s,"requests":%s,"ir_per_request":%s}\n' \
+                        "$name" "$bin" "$UPSTREAM" "${keepalive:-default}" "$mode" "$size" "$THREADS" "$REQUESTS" "$per" >>"$JSONL"
+                fi
+            done
         done
     done
 done

@@ -858,6 +858,49 @@ def plot_svg(scen, plot_dir, handler_ms):
     return "latency.svg"
 
 
+def queue_section(rows, handler_p99):
+    """The queue scenarios (issue 17): every generator of each run, with
+    what the issue judges: answered (2xx/3xx, or 503) vs hung, p99 of the
+    served against the handler's own p99, the nodes' shares."""
+    runs = [r for r in rows if r["part"] == "balancing" and str(r.get("scenario", "")).startswith("q-")]
+    if not runs:
+        return []
+    lines = ["", "### The request queue (issue 17)", "",
+             "Each generator of a run on its own line: `after` is the second generator of `q-overload` "
+             "(after the burst), `b` the one sending to the second instance in `q-two`. \"503\" are the "
+             "answers a full queue or `queue_timeout` gave; \"no answer\" are the visits that timed out "
+             "or failed without an HTTP answer (hung in a backlog). p99 is over the served requests%s." % (
+                 ", the handler's own p99 was %s ms in this run" % fmt_ms(handler_p99) if handler_p99 else ""),
+             "",
+             "| scenario | method | generator | rate/s | sent | served | 503 | no answer | p50 served | p99 served | p99 all | shares |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        gens = [("main", r.get("openloop"))]
+        if r.get("openloop_after"):
+            gens.append(("after", r["openloop_after"]))
+        if r.get("openloop_b"):
+            gens.append(("b", r["openloop_b"]))
+        for name, path in gens:
+            try:
+                ol = json.load(open(path))
+            except (OSError, ValueError, TypeError):
+                lines.append("| %s | %s | %s | | | | | | | | | (no result) |" % (r["scenario"], r["method"], name))
+                continue
+            st = ol.get("statuses", {})
+            n503 = st.get("503", 0)
+            no_answer = ol.get("timeouts", 0) + sum((ol.get("errors") or {}).values())
+            ok = ol.get("ok", 0)
+            nodes = ol.get("nodes", {})
+            total = sum(nodes.values()) or 1
+            shares = ", ".join("%s %.0f%%" % (k, 100.0 * v / total) for k, v in sorted(nodes.items()))
+            lat_ok = ol.get("latency_ok_ms", {})
+            lines.append("| %s | %s | %s | %.0f | %d | %d | %d | %d | %s | %s | %s | %s |" % (
+                r["scenario"], r["method"], name, ol.get("rate", 0), ol.get("sent", 0), ok, n503, no_answer,
+                fmt_ms(lat_ok.get("p50")), fmt_ms(lat_ok.get("p99")), fmt_ms(ol.get("latency_ms", {}).get("p99")),
+                shares))
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--work", required=True)
@@ -944,6 +987,7 @@ def main():
                 floor_p99 = json.load(open(r["openloop"]))["latency_ms"]["p99"]
             except (OSError, ValueError, KeyError):
                 pass
+    out.extend(queue_section(rows, handler_p99))
     tl = targets_section(ov_summary, bal_by, args.handler_ms, floor_p99, handler_p99)
     if len(tl) > 5:
         out.append("")

@@ -104,6 +104,27 @@
 #                freeze (not in the default list) = no hidden load, n1
 #                frozen (SIGSTOP to its process group) for FREEZE_SECS in the
 #                middle of the run, then thawed (SIGCONT)
+#                The queue scenarios (issue 17; not in the default list),
+#                each loaded at a rate made from the cluster's capacity
+#                (its free workers x 1000 / HANDLER_MS per second):
+#                q-hidden = HIDDEN workers of n1 busy with hidden load,
+#                Q_LOAD of the capacity left; q-overload = Q_OVER of the
+#                capacity for Q_BURST_S seconds, then Q_AFTER of it for
+#                Q_AFTER_S seconds (a second generator); q-sizes = nodes
+#                of Q_SIZES workers, Q_LOAD of their capacity; q-two = as
+#                q-hidden through two webcluster instances sharing the
+#                nodes, half the rate each (wc-* methods only). They run
+#                Q_METHODS.
+#   Q_METHODS    methods of the queue scenarios ["wc-busyness
+#                nginx-least_conn haproxy-leastconn haproxy-leastconn-maxconn"];
+#                haproxy-leastconn-maxconn = leastconn with each server's
+#                maxconn set to its worker count and `timeout queue`
+#                QUEUE_TIMEOUT (the best configuration of the strongest peer)
+#   QUEUE_TIMEOUT queue_timeout of webcluster and HAProxy's timeout queue,
+#                seconds [2]
+#   Q_LOAD       share of the capacity in q-hidden, q-sizes, q-two [0.72]
+#   Q_OVER, Q_AFTER, Q_BURST_S, Q_AFTER_S  see q-overload [1.3, 0.5, 10, 10]
+#   Q_SIZES      workers of n1 n2 n3 in q-sizes ["8 16 32"]
 #   FLAP_EVERY   see flap [20]
 #   FREEZE_SECS  how long n1 stays frozen in the freeze scenario [3]
 #   METHODS      ["wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka
@@ -179,6 +200,15 @@ SCENARIOS=${SCENARIOS:-"hidden equal full flap"}
 FLAP_EVERY=${FLAP_EVERY:-20}
 FREEZE_SECS=${FREEZE_SECS:-3}
 METHODS=${METHODS:-"wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka nginx-least_conn haproxy-leastconn"}
+Q_METHODS=${Q_METHODS:-"wc-busyness nginx-least_conn haproxy-leastconn haproxy-leastconn-maxconn"}
+QUEUE_TIMEOUT=${QUEUE_TIMEOUT:-2}
+Q_LOAD=${Q_LOAD:-0.72}
+Q_OVER=${Q_OVER:-1.3}
+Q_AFTER=${Q_AFTER:-0.5}
+Q_BURST_S=${Q_BURST_S:-10}
+Q_AFTER_S=${Q_AFTER_S:-10}
+Q_SIZES=${Q_SIZES:-"8 16 32"}
+NODE_WORKERS_OF=()
 BAL_WORKERS=${BAL_WORKERS:-1}
 HANDLER_CHECK=${HANDLER_CHECK:-1}
 WEBCLUSTER=${WEBCLUSTER:-$ROOT/target/release/webcluster}
@@ -430,7 +460,13 @@ EOF
 haproxy_conf() { # DIR PORT THREADS BALANCE UPSTREAM_PORTS...
     local d=$1 port=$2 threads=$3 balance=$4; shift 4
     local servers="" p i=1
-    for p in "$@"; do servers+="    server n$i 127.0.0.1:$p"$'\n'; i=$((i + 1)); done
+    for p in "$@"; do
+        servers+="    server n$i 127.0.0.1:$p"
+        # HAPROXY_MAXCONN=1: each server's maxconn is its worker count.
+        if [[ ${HAPROXY_MAXCONN:-0} == 1 ]]; then servers+=" maxconn ${NODE_WORKERS_OF[i-1]}"; fi
+        servers+=$'\n'
+        i=$((i + 1))
+    done
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread $threads
@@ -442,6 +478,7 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 75s
+    timeout queue ${QUEUE_TIMEOUT}s
     http-reuse always
 frontend fe
     bind 127.0.0.1:$port ${HAPROXY_BIND_OPTS:-}
@@ -474,6 +511,7 @@ ${WC_EXTRA:-}
 name = "web"
 balance = "$balance"
 scrape = $scrape
+${WC_GROUP_EXTRA:-}
 EOF
         # Only when asked: the default ("auto") is what users get.
         if [[ -n $keepalive ]]; then printf 'upstream_keepalive = "%s"\n' "$keepalive"; fi
@@ -1033,9 +1071,11 @@ apache_setup() {
     jsonl "{\"part\":\"apache\",\"conf\":\"${APACHE_CONF#"$ROOT"/}\",\"lua_path\":\"$LUA_PATH\",\"cgi_path\":\"$CGI_PATH\"}"
 }
 
-# start_nodes DIR: three fresh Apache prefork nodes; sets NODE_PORTS, NODE_PIDS.
+# start_nodes DIR: three fresh Apache prefork nodes of NODE_WORKERS_OF
+# workers (NODE_WORKERS each when unset); sets NODE_PORTS, NODE_PIDS.
 start_nodes() {
-    local base=$1 i d ports f
+    local base=$1 i d ports f w
+    ((${#NODE_WORKERS_OF[@]} == 3)) || NODE_WORKERS_OF=("$NODE_WORKERS" "$NODE_WORKERS" "$NODE_WORKERS")
     read -r -a ports <<<"$(free_ports 3)"
     NODE_PORTS=("${ports[@]}")
     NODE_PIDS=()
@@ -1043,6 +1083,7 @@ start_nodes() {
         d="$base/n$i"
         mkdir -p "$d"
         chmod 755 "$d"
+        w=${NODE_WORKERS_OF[i-1]}
         cp "$HERE/sleep.lua" "$d/"
         chmod 644 "$d/sleep.lua"
         if [[ $APACHE_KIND == own ]]; then
@@ -1050,7 +1091,7 @@ start_nodes() {
             start "apache n$i" "$d/out.log" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
                 apache2 -d "$d" -f "$APACHE_CONF" -DFOREGROUND \
                 -C "Define NODE_DIR $d" -C "Define NODE_PORT ${NODE_PORTS[i-1]}" \
-                -C "Define NODE_NAME n$i" -C "Define NODE_WORKERS $NODE_WORKERS"
+                -C "Define NODE_NAME n$i" -C "Define NODE_WORKERS $w"
         else
             # The layout tests/support/apache.rs makes: run, logs, htdocs
             # (rendered), cgi-bin.
@@ -1064,8 +1105,8 @@ start_nodes() {
             start "apache n$i" "$d/out.log" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
                 apache2 -d "$d" -f "$APACHE_CONF" -DFOREGROUND \
                 -C "Define NODE_NAME n$i" -C "Define NODE_LISTEN 127.0.0.1:${NODE_PORTS[i-1]}" \
-                -C "Define NODE_MPM prefork" -C "Define NODE_MAX_WORKERS $NODE_WORKERS" \
-                -C "Define NODE_MAX_SPARE_THREADS $((NODE_WORKERS + 1))" \
+                -C "Define NODE_MPM prefork" -C "Define NODE_MAX_WORKERS $w" \
+                -C "Define NODE_MAX_SPARE_THREADS $((w + 1))" \
                 -C "Define NODE_STATUS_ALLOW 127.0.0.1" -C "Define NODE_KEEPALIVE_TIMEOUT 5" \
                 -C "Define NODE_MODULES /usr/lib/apache2/modules" \
                 -C "Define NODE_RUN_DIR $d/run" -C "Define NODE_LOG_DIR $d/logs" \
@@ -1080,11 +1121,11 @@ start_nodes() {
         wait_http "${NODE_PORTS[i-1]}" "$LUA_PATH?ms=0" "${NODE_PIDS[i-1]}"
     done
     # Wait until every node has forked its whole worker pool.
-    python3 - "${NODE_PORTS[@]}" "$NODE_WORKERS" <<'EOF' || die "the Apache nodes did not start their workers"
+    python3 - "${NODE_PORTS[@]}" "${NODE_WORKERS_OF[@]}" <<'EOF' || die "the Apache nodes did not start their workers"
 import sys, time, urllib.request
-ports, want = sys.argv[1:-1], int(sys.argv[-1])
+ports, wants = sys.argv[1:4], [int(w) for w in sys.argv[4:7]]
 end = time.time() + 15
-for p in ports:
+for p, want in zip(ports, wants):
     while True:
         page = urllib.request.urlopen("http://127.0.0.1:%s/server-status?auto" % p, timeout=2).read().decode()
         sb = [l for l in page.splitlines() if l.startswith("Scoreboard:")][0].split(":", 1)[1].strip()
@@ -1175,25 +1216,42 @@ print(json.dumps({"frozen_at_s": round(stop - t_load, 2), "frozen_s": round(cont
 EOF
 }
 
+# q_rate SHARE HIDDEN: SHARE of the capacity of the nodes just started
+# (their workers less HIDDEN, each serving 1000 / HANDLER_MS per second).
+q_rate() {
+    python3 -c "import sys; w = sum(map(int, sys.argv[3:])) - int(sys.argv[2]); print(round(float(sys.argv[1]) * w * 1000 / $HANDLER_MS))" \
+        "$1" "$2" "${NODE_WORKERS_OF[@]}"
+}
+
 balancing_run() { # SCENARIO METHOD REP
     local scenario=$1 method=$2 rep=${3:-1} d kind balance port admin hidden=0 hidden_pid="" status_json=""
+    local rate=$RATE duration=$BAL_DURATION maxconn=0 wc_extra=""
     d="$WORK/balancing/$scenario-$method"
     ((rep > 1)) && d+="-$rep"
     mkdir -p "$d"
+    NODE_WORKERS_OF=()
+    if [[ $scenario == q-sizes ]]; then read -r -a NODE_WORKERS_OF <<<"$Q_SIZES"; fi
     start_nodes "$d"
     case $scenario in
-        hidden) hidden=$HIDDEN ;;
+        hidden|q-hidden|q-two) hidden=$HIDDEN ;;
         full|flap) hidden=$NODE_WORKERS ;;
-        equal|freeze) hidden=0 ;;
+        equal|freeze|q-overload|q-sizes) hidden=0 ;;
         *) die "unknown scenario $scenario" ;;
     esac
+    case $scenario in
+        q-hidden|q-two|q-sizes) rate=$(q_rate "$Q_LOAD" "$hidden") ;;
+        q-overload) rate=$(q_rate "$Q_OVER" 0); duration=$Q_BURST_S ;;
+    esac
+    if [[ $scenario == q-* ]]; then wc_extra="queue_timeout = \"${QUEUE_TIMEOUT}s\""; fi
+    local total=$duration
+    [[ $scenario == q-overload ]] && total=$((Q_BURST_S + Q_AFTER_S))
     if ((hidden > 0)); then
         # Keep-alive connections: on prefork each holds one worker of n1 for
         # the whole run, whether a request is running on it or not.
         local script=()
         [[ $scenario == flap ]] && script=(-s "$HERE/flap.lua")
-        start "hidden load" "$d/hidden.txt" env CLOSE_EVERY="$FLAP_EVERY" timeout -k 5 $((BAL_DURATION + TIMEOUT + 30)) \
-            wrk -t1 -c"$hidden" -d$((BAL_DURATION + TIMEOUT + 20))s --timeout 10s --latency "${script[@]}" \
+        start "hidden load" "$d/hidden.txt" env CLOSE_EVERY="$FLAP_EVERY" timeout -k 5 $((total + TIMEOUT + 30)) \
+            wrk -t1 -c"$hidden" -d$((total + TIMEOUT + 20))s --timeout 10s --latency "${script[@]}" \
             "http://127.0.0.1:${NODE_PORTS[0]}$LUA_PATH?ms=$HIDDEN_MS"
         hidden_pid=$STARTED_PID
         sleep 1.5
@@ -1206,10 +1264,24 @@ balancing_run() { # SCENARIO METHOD REP
         nginx-round_robin) kind=nginx; balance="" ;;
         haproxy-leastconn) kind=haproxy; balance=leastconn ;;
         haproxy-roundrobin) kind=haproxy; balance=roundrobin ;;
+        haproxy-leastconn-maxconn) kind=haproxy; balance=leastconn; maxconn=1 ;;
         *) die "unknown method $method" ;;
     esac
-    WC_ADMIN_PORT=$admin start_proxy "$kind" "$d/proxy" "$port" "$BAL_WORKERS" "$balance" "${NODE_PORTS[@]}"
+    WC_GROUP_EXTRA=$wc_extra HAPROXY_MAXCONN=$maxconn WC_ADMIN_PORT=$admin \
+        start_proxy "$kind" "$d/proxy" "$port" "$BAL_WORKERS" "$balance" "${NODE_PORTS[@]}"
     wait_http "$port" "$LUA_PATH?ms=0" "$PROXY_PID"
+    # q-two: a second webcluster instance in front of the same nodes.
+    local port_b="" admin_b="" proxy_b=""
+    if [[ $scenario == q-two ]]; then
+        [[ $kind == webcluster ]] || die "q-two runs webcluster methods only, not $method"
+        read -r port_b admin_b <<<"$(free_ports 2)"
+        local first=$PROXY_PID
+        WC_GROUP_EXTRA=$wc_extra WC_ADMIN_PORT=$admin_b \
+            start_proxy "$kind" "$d/proxy-b" "$port_b" "$BAL_WORKERS" "$balance" "${NODE_PORTS[@]}"
+        proxy_b=$PROXY_PID
+        PROXY_PID=$first
+        wait_http "$port_b" "$LUA_PATH?ms=0" "$proxy_b"
+    fi
     # Let webcluster scrape every node a few times (and treat all alike).
     sleep 2.5
     local scoreboard_before
@@ -1225,19 +1297,38 @@ for p in sys.argv[1:]:
 print(" | ".join(out))
 EOF
 )
-    log "balancing: scenario=$scenario method=$method run $rep/$BAL_REPEAT rate=$RATE/s for ${BAL_DURATION}s (n1 hidden load: $hidden workers); scoreboards: $scoreboard_before"
+    log "balancing: scenario=$scenario method=$method run $rep/$BAL_REPEAT rate=$rate/s for ${duration}s (n1 hidden load: $hidden workers); scoreboards: $scoreboard_before"
     local c0 c1 sampler ppids
-    ppids="$PROXY_PID $( (pgrep -P "$PROXY_PID" || true) | tr '\n' ' ')"
+    ppids="$PROXY_PID $( (pgrep -P "$PROXY_PID" || true) | tr '\n' ' ')$proxy_b"
     # shellcheck disable=SC2086
     c0=$(cpu_ticks $ppids)
     # shellcheck disable=SC2086,SC2046
     start sampler "$d/sampler.log" python3 "$HERE/sampler.py" --ports "${NODE_PORTS[@]}" \
-        --names n1 n2 n3 --pids $ppids $([[ $kind == webcluster ]] && echo "--admin $admin") --max-seconds $((BAL_DURATION + TIMEOUT + 20)) --out "$d/sampler.json"
+        --names n1 n2 n3 --pids $ppids $([[ $kind == webcluster ]] && echo "--admin $admin") --max-seconds $((total + TIMEOUT + 20)) --out "$d/sampler.json"
     sampler=$STARTED_PID
     local t_load freezer="" freeze_json=""
     t_load=$(date +%s.%N)
+    local rate_a=$rate extra_pid="" extra_json=""
+    if [[ $scenario == q-two ]]; then
+        # Half the visitors to each instance.
+        rate_a=$(python3 -c "print($rate / 2)")
+        "$OPENLOOP" --url "http://127.0.0.1:$port_b$LUA_PATH?ms=$HANDLER_MS" --seed 2 \
+            --node-header "$NODE_HEADER" --rate "$rate_a" --duration "$duration" --timeout "$TIMEOUT" --out "$d/openloop-b.json" \
+            2> >(tee "$d/openloop-b.log" >&2) &
+        extra_pid=$!
+        extra_json=",\"openloop_b\":\"$d/openloop-b.json\""
+    elif [[ $scenario == q-overload ]]; then
+        # After the burst, Q_AFTER of the capacity for Q_AFTER_S seconds.
+        local rate_after
+        rate_after=$(q_rate "$Q_AFTER" 0)
+        (sleep "$Q_BURST_S"; exec "$OPENLOOP" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" --seed 2 \
+            --node-header "$NODE_HEADER" --rate "$rate_after" --duration "$Q_AFTER_S" --timeout "$TIMEOUT" --out "$d/openloop-after.json" \
+            2> >(tee "$d/openloop-after.log" >&2)) &
+        extra_pid=$!
+        extra_json=",\"openloop_after\":\"$d/openloop-after.json\",\"rate_after\":$rate_after"
+    fi
     "$OPENLOOP" --url "http://127.0.0.1:$port$LUA_PATH?ms=$HANDLER_MS" \
-        --node-header "$NODE_HEADER" --rate "$RATE" --duration "$BAL_DURATION" --timeout "$TIMEOUT" --out "$d/openloop.json" \
+        --node-header "$NODE_HEADER" --rate "$rate_a" --duration "$duration" --timeout "$TIMEOUT" --out "$d/openloop.json" \
         2> >(tee "$d/openloop.log" >&2) &
     local openloop_pid=$!
     if [[ $scenario == freeze ]]; then
@@ -1245,6 +1336,7 @@ EOF
         freezer=$!
     fi
     wait "$openloop_pid" || die "openloop failed (see $d/openloop.log)"
+    if [[ -n $extra_pid ]]; then wait "$extra_pid" || die "the second openloop failed (see $d)"; fi
     if [[ -n $freezer ]]; then
         wait "$freezer" || die "freezing n1 failed"
         freeze_json=$(freeze_report "$d" "$t_load")
@@ -1259,7 +1351,14 @@ open(sys.argv[2], "wb").write(urllib.request.urlopen("http://127.0.0.1:%s/status
 EOF
         status_json="$d/admin-status.json"
     fi
-    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"rep\":$rep,\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"${freeze_json:+,\"freeze\":$freeze_json}}"
+    jsonl "{\"part\":\"balancing\",\"scenario\":\"$scenario\",\"method\":\"$method\",\"rep\":$rep,\"hidden_workers\":$hidden,\"openloop\":\"$d/openloop.json\",\"hidden_wrk\":\"$d/hidden.txt\",\"admin\":\"$status_json\",\"sampler\":\"$d/sampler.json\",\"proxy_cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"scoreboards_before\":\"$scoreboard_before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"${freeze_json:+,\"freeze\":$freeze_json},\"rate\":$rate,\"workers\":\"${NODE_WORKERS_OF[*]}\"$extra_json}"
+    if [[ -n $proxy_b ]]; then
+        python3 - "$admin_b" "$d/admin-status-b.json" <<'EOF' || true
+import sys, urllib.request
+open(sys.argv[2], "wb").write(urllib.request.urlopen("http://127.0.0.1:%s/status.json" % sys.argv[1], timeout=2).read())
+EOF
+        stop "$proxy_b"
+    fi
     stop "$PROXY_PID"
     [[ -n $hidden_pid ]] && stop "$hidden_pid"
     local i
@@ -1269,8 +1368,17 @@ EOF
 part_balancing() {
     local scenario method rep
     for scenario in $SCENARIOS; do
+        local methods=$METHODS
+        if [[ $scenario == q-two ]]; then
+            methods=""
+            for method in $Q_METHODS; do
+                if [[ $method == wc-* ]]; then methods+=" $method"; fi
+            done
+        elif [[ $scenario == q-* ]]; then
+            methods=$Q_METHODS
+        fi
         for rep in $(seq "$BAL_REPEAT"); do
-            for method in $METHODS; do
+            for method in $methods; do
                 balancing_run "$scenario" "$method" "$rep"
             done
         done

@@ -12,7 +12,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::cluster::snapshot::{
     AffinitySnapshot, ClusterSnapshot, ContentSyncSnapshot, GroupSnapshot, HistoryPoint,
-    NodeSnapshot, NodeState, Totals,
+    NodeSnapshot, NodeState, QueueSnapshot, Totals,
 };
 use crate::cluster::stats::{HISTORY_POINTS, HISTORY_STEP};
 
@@ -104,6 +104,8 @@ fn header(s: &ClusterSnapshot) -> Markup {
                     "webcluster " (s.version)
                     " · up " (human_duration(s.uptime_seconds))
                     " · " (fmt_utc(s.time_unix))
+                    " · HTTP/2: " (s.visitors.http2_connections) " connections, "
+                    (s.visitors.http2_streams) " streams"
                 }
             }
             nav {
@@ -200,6 +202,7 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                 span.gstat { strong { (human_count(t.requests_per_second)) } " req/s" }
                 span.gstat { strong { (human_bytes(t.bytes_per_second)) } "/s" }
                 span.gstat { strong { (t.inflight) } " in flight" }
+                (queue_stat(&g.queue))
             }
             div.scroll {
                 table {
@@ -253,8 +256,40 @@ fn group_section(g: &GroupSnapshot) -> Markup {
                     }
                 }
             }
+            (queue_note(&g.queue))
             (sessions_note(&g.affinity))
             (content_sync_note(&g.content_sync))
+        }
+    }
+}
+
+/// In a group's head: requests waiting in its queue, and how long the
+/// last ones waited.
+fn queue_stat(q: &QueueSnapshot) -> Markup {
+    let wait = |s: Option<f64>| s.map_or_else(|| "—".to_string(), human_short_duration);
+    html! {
+        span.gstat title="Requests waiting in the proxy for a node under its limit (no node had a free worker); the median and 99th percentile wait of the last 1024 that waited" {
+            strong { (q.length) } " queued · wait "
+            (wait(q.wait_p50_seconds)) " / " (wait(q.wait_p99_seconds))
+        }
+    }
+}
+
+/// Under a group's table: what its queue did since start, once it was used.
+fn queue_note(q: &QueueSnapshot) -> Markup {
+    if q.queued_total == 0 && q.refused_total == 0 {
+        return html! {};
+    }
+    html! {
+        p.gnote {
+            strong { "Queue" }
+            " (timeout " (human_short_duration(q.timeout_seconds))
+            @if q.max_queue > 0 { ", at most " (q.max_queue) }
+            "): " (q.queued_total) " requests waited · "
+            (q.timeouts_total) " timed out (503) · "
+            (q.refused_total) " refused, queue full (503) · "
+            (q.abandoned_total) " left by their visitor · at most "
+            (q.max_length) " at once"
         }
     }
 }
@@ -351,6 +386,11 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                 (worker_bar(n.busy_workers.map(u64::from), n.idle_workers.map(u64::from), n.capacity.map(u64::from)))
                 @if n.busy_workers.is_some() || n.idle_workers.is_some() {
                     div.sub.nowrap { (worker_text(n)) }
+                }
+                @if let Some(limit) = n.limit {
+                    div.sub.nowrap title="How many requests this proxy may have at the node at once: its free workers by its status page (less those others hold), at most max_conns; more wait in the group's queue" {
+                        "limit " (limit) @if n.idle_pooled > 0 { " · " (n.idle_pooled) " idle conn." }
+                    }
                 }
                 @if old {
                     div.sub.asof {
@@ -637,7 +677,9 @@ fn legend() -> Markup {
                 }
             }
             p.sub {
-                "Workers: busy / idle / capacity as each node reports them (nginx has no capacity). "
+                "Workers: busy / idle / capacity as each node reports them (nginx has no capacity); "
+                "limit: how many requests this proxy may have at the node at once (its free workers, at most max_conns); "
+                "more wait in the group's queue (queued, with the median / 99th percentile wait). "
                 "States: up = healthy with a fresh status; full = up, but its last status had no idle worker; stale = usable but its status page "
                 "stopped answering (balanced by in-flight counts); draining = no new requests; "
                 "down = failed health checks, held back (stopped answering) or in maintenance; unknown = not checked yet."
@@ -1078,6 +1120,30 @@ mod tests {
         ] {
             assert!(page.contains(text), "{text:?} missing");
         }
+    }
+
+    #[test]
+    fn the_queue_and_each_node_limit_are_shown() {
+        let s = sample::snapshot();
+        let page = render(&s);
+        // The sample's web group: 3 waiting, waits of 12 and 180 ms.
+        for text in [
+            "3</strong> queued · wait 12 ms / 0.2 s",
+            "Queue",
+            "412 requests waited",
+            "2 timed out (503)",
+            "0 refused, queue full (503)",
+            "1 left by their visitor",
+            "at most 12 at once",
+        ] {
+            assert!(page.contains(text), "{text:?} missing");
+        }
+        let limits = s.groups[0].nodes.iter().filter_map(|n| n.limit);
+        for limit in limits {
+            assert!(page.contains(&format!("limit {limit}")), "limit {limit}");
+        }
+        // The static group never queued: no note, and no wait figures.
+        assert!(page.contains("0</strong> queued · wait — / —"));
     }
 
     #[test]

@@ -28,6 +28,8 @@ fn node(name: &str, address: &str, state: NodeState) -> NodeSnapshot {
         busy_workers: None,
         idle_workers: None,
         capacity: None,
+        limit: None,
+        idle_pooled: 0,
         estimated_busy: 0.0,
         scoreboard: None,
         node_accesses_total: None,
@@ -72,6 +74,8 @@ fn apache(
     n.busy_workers = Some(busy);
     n.idle_workers = Some(idle);
     n.estimated_busy = f64::from(busy) - 1.0 + n.inflight as f64;
+    // The workers not held by others, the status request's kept.
+    n.limit = Some((scoreboard.chars().count() as u32).saturating_sub(busy) + n.inflight as u32);
     n.scoreboard = Some(scoreboard);
     n.node_accesses_total = Some(accesses);
     n.node_bytes_total = Some(bytes);
@@ -289,16 +293,33 @@ pub(crate) fn snapshot() -> ClusterSnapshot {
                 nodes: web_nodes,
                 affinity: Default::default(),
                 content_sync: Default::default(),
+                queue: crate::cluster::snapshot::QueueSnapshot {
+                    length: 3,
+                    max_length: 12,
+                    timeout_seconds: 2.0,
+                    max_queue: 100,
+                    queued_total: 412,
+                    timeouts_total: 2,
+                    refused_total: 0,
+                    abandoned_total: 1,
+                    wait_p50_seconds: Some(0.012),
+                    wait_p99_seconds: Some(0.180),
+                },
             },
             GroupSnapshot {
                 name: "static".to_string(),
                 balance: "round_robin".to_string(),
                 totals: static_totals,
                 nodes: static_nodes,
+                queue: Default::default(),
                 affinity: Default::default(),
                 content_sync: Default::default(),
             },
         ],
+        visitors: VisitorsSnapshot {
+            http2_connections: 3,
+            http2_streams: 5,
+        },
         dns: Vec::new(),
         tls: Vec::new(),
     }

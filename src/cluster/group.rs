@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::balance::{Balance, Candidate};
 use crate::cluster::affinity::GroupStats;
 use crate::cluster::node::Node;
+use crate::cluster::queue::GroupQueue;
 use crate::config::GroupConfig;
 
 #[derive(Debug)]
@@ -20,6 +21,9 @@ pub struct Group {
     /// What affinity and content-sync handling did; carried over reloads
     /// by group name, like the nodes' live state.
     pub stats: Arc<GroupStats>,
+    /// Requests waiting for a node under its limit (`cluster::queue`);
+    /// carried over reloads by group name.
+    pub queue: Arc<GroupQueue>,
 }
 
 impl Group {
@@ -30,6 +34,7 @@ impl Group {
             nodes,
             balancer,
             stats,
+            queue: Arc::default(),
         }
     }
 

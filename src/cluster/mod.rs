@@ -12,8 +12,10 @@
 
 pub mod affinity;
 pub mod group;
+pub mod limit;
 pub mod node;
 pub mod operator;
+pub mod queue;
 pub mod recent;
 pub mod router;
 pub mod snapshot;
@@ -31,7 +33,8 @@ use crate::proxy::guard::StatusGuard;
 use group::Group;
 use node::{Node, NodeLive};
 use router::Router;
-use snapshot::{ClusterSnapshot, ConfigInfo, GroupSnapshot, NodeState, Totals};
+use snapshot::{ClusterSnapshot, ConfigInfo, GroupSnapshot, NodeState, Totals, VisitorsSnapshot};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// One configuration generation, ready to serve.
 #[derive(Debug)]
@@ -76,10 +79,18 @@ impl ClusterState {
                         }
                     })
                     .collect();
-                let stats = previous
-                    .and_then(|p| p.groups.iter().find(|g| g.name() == gc.name))
-                    .map_or_else(Default::default, |g| Arc::clone(&g.stats));
-                Group::new(gc.clone(), nodes, stats)
+                let old = previous.and_then(|p| p.groups.iter().find(|g| g.name() == gc.name));
+                let stats = old.map_or_else(Default::default, |g| Arc::clone(&g.stats));
+                let mut group = Group::new(gc.clone(), nodes, stats);
+                // The queue goes on with the group: requests waiting in it
+                // are served by the new state's nodes' slots as they free.
+                if let Some(old) = old {
+                    group.queue = Arc::clone(&old.queue);
+                }
+                for n in &group.nodes {
+                    n.live.set_queue(&group.queue);
+                }
+                group
             })
             .collect();
         let index = |name: &str| groups.iter().position(|g| g.name() == name);
@@ -93,6 +104,27 @@ impl ClusterState {
             guard,
             loaded_unix: unix_now(),
         }
+    }
+}
+
+/// A group's queue as the page and the JSON show it.
+fn queue_snapshot(g: &Group, config: &Config) -> snapshot::QueueSnapshot {
+    let f = g.queue.figures();
+    snapshot::QueueSnapshot {
+        length: f.length,
+        max_length: f.max_length,
+        timeout_seconds: g
+            .config
+            .queue_timeout
+            .unwrap_or(config.timeouts.connect)
+            .as_secs_f64(),
+        max_queue: g.config.max_queue,
+        queued_total: f.queued_total,
+        timeouts_total: f.timeouts_total,
+        refused_total: f.refused_total,
+        abandoned_total: f.abandoned_total,
+        wait_p50_seconds: f.wait_p50.map(|d| d.as_secs_f64()),
+        wait_p99_seconds: f.wait_p99.map(|d| d.as_secs_f64()),
     }
 }
 
@@ -228,6 +260,19 @@ pub struct Cluster {
     pub dns: crate::discovery::Book,
     /// Set once a graceful stop or upgrade began (`/ready` says so).
     stopping: std::sync::atomic::AtomicBool,
+    /// Visitor connections by protocol, as the proxy counts them.
+    pub visitors: Visitors,
+    /// Counts the reloads applied; HTTP/2 connections watch it to send
+    /// GOAWAY, as nginx's and HAProxy's old processes do on a reload.
+    reloaded: tokio::sync::watch::Sender<u64>,
+}
+
+/// Visitor connections the proxy holds now (HTTP/2: connections and the
+/// streams being served), for the status page, its JSON and the metrics.
+#[derive(Debug, Default)]
+pub struct Visitors {
+    pub http2_connections: std::sync::atomic::AtomicU64,
+    pub http2_streams: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -240,7 +285,14 @@ impl Cluster {
             retired: Mutex::new((0, 0)),
             dns,
             stopping: Default::default(),
+            visitors: Visitors::default(),
+            reloaded: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a reload is applied (not on DNS re-resolutions).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 
     /// A graceful stop or binary upgrade began: not ready any more.
@@ -285,6 +337,7 @@ impl Cluster {
         self.state.store(Arc::new(new));
         r.ok += 1;
         r.last_error = None;
+        self.reloaded.send_modify(|n| *n += 1);
         diff
     }
 
@@ -355,6 +408,7 @@ impl Cluster {
                     nodes,
                     affinity: affinity::affinity_snapshot(g),
                     content_sync: affinity::content_sync_snapshot(g, &state.config),
+                    queue: queue_snapshot(g, &state.config),
                 }
             })
             .collect();
@@ -384,6 +438,10 @@ impl Cluster {
             },
             totals,
             groups,
+            visitors: VisitorsSnapshot {
+                http2_connections: self.visitors.http2_connections.load(Relaxed),
+                http2_streams: self.visitors.http2_streams.load(Relaxed),
+            },
             dns: self.dns.status(),
             tls: snapshot::TlsListenerSnapshot::of(&state.config, crate::reload::unix_now()),
         }

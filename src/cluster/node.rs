@@ -9,9 +9,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::cluster::limit::{self, PageWorkers};
+use crate::cluster::queue::GroupQueue;
 use crate::cluster::recent::RecentCounter;
 use crate::cluster::snapshot::{NodeSnapshot, NodeState};
 use crate::cluster::stats::NodeStats;
@@ -62,6 +64,18 @@ pub struct Load {
     /// Whether `busy` comes from a fresh status; if not, it is only this
     /// proxy's in-flight count.
     pub fresh: bool,
+}
+
+/// What this proxy holds of a node against its limit (see
+/// [`NodeLive::holding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub limit: Option<u32>,
+    pub inflight: u64,
+    /// Idle pooled connections that each hold a worker.
+    pub idle: u64,
+    /// Each connection holds a worker (Apache prefork and worker).
+    pub worker_per_connection: bool,
 }
 
 /// A usable node as the balancer sees it (see `NodeLive::balance_view`).
@@ -142,6 +156,12 @@ pub struct NodeLive {
     proxied: AtomicU64,
     errors: AtomicU64,
     recent: RecentCounter,
+    /// Idle pooled keep-alive connections to the node (`proxy::pool`).
+    idle_pooled: AtomicU64,
+    /// The queue of the node's group, told when a slot at the node frees
+    /// (`cluster::queue`). Set once: a node keeps its live state only in a
+    /// group of the same name, whose queue goes on with it.
+    queue: OnceLock<Weak<GroupQueue>>,
     /// Answers, times, bytes, history and downtime (`cluster/stats.rs`).
     pub stats: NodeStats,
     state: Mutex<LiveState>,
@@ -183,6 +203,8 @@ struct LiveState {
     last: Option<Sample>,
     rates: Option<Rates>,
     inflight_at_scrape: u64,
+    /// Idle pooled connections when the last status was read.
+    idle_at_scrape: u64,
     proxied_at_scrape: u64,
     scrapes: u64,
     scrape_failures: u64,
@@ -202,6 +224,8 @@ impl NodeLive {
             proxied: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             recent: RecentCounter::new(),
+            idle_pooled: AtomicU64::new(0),
+            queue: OnceLock::new(),
             stats: NodeStats::new(added_by_reload),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
@@ -224,6 +248,7 @@ impl NodeLive {
                 last: None,
                 rates: None,
                 inflight_at_scrape: 0,
+                idle_at_scrape: 0,
                 proxied_at_scrape: 0,
                 scrapes: 0,
                 scrape_failures: 0,
@@ -254,6 +279,43 @@ impl NodeLive {
 
     pub fn inflight(&self) -> u64 {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Change the in-flight count by `-n` without telling the queue (room
+    /// that comes without a slot given back, as when a status goes stale).
+    #[cfg(test)]
+    pub fn uncount_for_test(&self, n: i64) {
+        if n >= 0 {
+            self.inflight.fetch_sub(n as u64, Ordering::Relaxed);
+        } else {
+            self.inflight.fetch_add((-n) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// An idle pooled connection to the node: counted until the returned
+    /// hold is dropped.
+    pub fn hold_idle(self: &Arc<Self>) -> IdleHold {
+        self.idle_pooled.fetch_add(1, Ordering::Relaxed);
+        IdleHold(Arc::clone(self))
+    }
+
+    /// Idle pooled connections to the node now.
+    pub fn idle_pooled(&self) -> u64 {
+        self.idle_pooled.load(Ordering::Relaxed)
+    }
+
+    /// Tell the node's group queue about it (the cluster does, as it builds
+    /// a state).
+    pub fn set_queue(&self, queue: &Arc<GroupQueue>) {
+        // Already set (the node stayed over a reload): to the same queue.
+        let _ = self.queue.set(Arc::downgrade(queue));
+    }
+
+    /// Room may have come at the node: its group's queue hands it on.
+    pub fn room_freed(&self) {
+        if let Some(q) = self.queue.get().and_then(Weak::upgrade) {
+            q.dispatch();
+        }
     }
 
     pub fn proxied(&self) -> u64 {
@@ -408,6 +470,7 @@ impl NodeLive {
             .and_then(|prev| rates::between(prev, &sample));
         s.last = Some(sample);
         s.inflight_at_scrape = inflight;
+        s.idle_at_scrape = self.idle_pooled();
         s.proxied_at_scrape = self.proxied();
         s.fail_streak = 0;
         s.ok_streak = s.ok_streak.saturating_add(1);
@@ -540,6 +603,33 @@ impl NodeLive {
             .then(|| self.load_locked(&s, group, node, now))
     }
 
+    /// How many requests this proxy may have at the node at once now
+    /// (`cluster::limit`): None when there is no limit.
+    pub fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
+        let s = self.lock();
+        s.limit(group, node, now)
+    }
+
+    /// Whether one more request fits under the node's limit now.
+    pub fn has_room(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> bool {
+        let s = self.lock();
+        let limit = s.limit(group, node, now);
+        limit::has_room(limit, self.inflight(), s.held_idle(self.idle_pooled()))
+    }
+
+    /// The limit, the requests in flight and the idle pooled connections
+    /// that hold a worker (0 on a node where connections hold none), under
+    /// one lock: what `proxy::pool_for` decides by.
+    pub fn holding(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Holding {
+        let s = self.lock();
+        Holding {
+            limit: s.limit(group, node, now),
+            inflight: self.inflight(),
+            idle: s.held_idle(self.idle_pooled()),
+            worker_per_connection: s.worker_per_connection(),
+        }
+    }
+
     /// The node's load now: the last fresh scrape corrected by what this
     /// proxy sent since, or this proxy's own in-flight count when the status
     /// is stale or not scraped.
@@ -648,6 +738,8 @@ impl NodeLive {
             idle_workers: report.and_then(|r| r.idle_workers),
             capacity: report.and_then(|r| r.capacity(node.max_workers)),
             estimated_busy: load.busy,
+            limit: s.limit(group, node, now),
+            idle_pooled: self.idle_pooled(),
             scoreboard: report.and_then(|r| r.scoreboard.clone()),
             node_accesses_total: report.and_then(|r| r.total_accesses),
             node_bytes_total: report.and_then(|r| r.total_bytes()),
@@ -699,6 +791,40 @@ impl NodeLive {
 }
 
 impl LiveState {
+    /// See [`NodeLive::limit`].
+    fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
+        let page = self.fresh(group, now).and_then(|sample| {
+            let r = &sample.report;
+            // Only a page that counts workers (Apache's scoreboard; not
+            // nginx's connections) bounds what a node can take.
+            r.idle_workers?;
+            let capacity = r.capacity(node.max_workers)?;
+            let per_connection = holds_worker_per_connection(r);
+            let idle = if per_connection {
+                self.idle_at_scrape
+            } else {
+                0
+            };
+            Some(PageWorkers {
+                capacity,
+                busy: r.busy_workers,
+                // Apache counts the status request's worker busy.
+                status: 1,
+                held_at_scrape: self.inflight_at_scrape + idle,
+            })
+        });
+        limit::limit(page, node.max_conns)
+    }
+
+    /// The idle pooled connections that hold one of the node's workers.
+    fn held_idle(&self, idle: u64) -> u64 {
+        if self.worker_per_connection() {
+            idle
+        } else {
+            0
+        }
+    }
+
     /// Take the request `id` out of those waiting for a response head:
     /// when it was sent. Requests mostly end in the order they were sent,
     /// so it is found near the front.
@@ -795,6 +921,20 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        // Its slot is free: the oldest request that may go here goes.
+        self.0.room_freed();
+    }
+}
+
+/// Counts one idle pooled connection to a node until dropped (the
+/// connection closed or taken for a request).
+#[derive(Debug)]
+pub struct IdleHold(Arc<NodeLive>);
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.0.idle_pooled.fetch_sub(1, Ordering::Relaxed);
+        self.0.room_freed();
     }
 }
 
@@ -941,6 +1081,64 @@ mod tests {
         let _more: Vec<_> = (0..1).map(|_| live.begin_request()).collect();
         // 3 in flight + the scraper's worker, not 1 + 1
         assert_eq!(live.load(group, node, Instant::now()).busy, 4.0);
+    }
+
+    #[test]
+    fn the_limit_follows_the_page_and_what_this_proxy_held_when_it_was_read() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let now = Instant::now;
+        let live = Arc::new(NodeLive::new(false));
+        // No status yet, no max_conns: no limit.
+        assert_eq!(live.limit(group, node, now()), None);
+        assert!(live.has_room(group, node, now()));
+        // 2 requests and 1 idle pooled connection of this proxy when the
+        // page was read; it shows 5 of 8 busy (the status request's
+        // included): 1 held by others, 1 the scraper's.
+        let inflight: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
+        let idle = live.hold_idle();
+        let mut r = report(Some("prefork"), 5, 8);
+        r.idle_workers = Some(3);
+        live.record_scrape(group, r.clone(), Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, now()), Some(6));
+        let h = live.holding(group, node, now());
+        assert_eq!((h.inflight, h.idle, h.worker_per_connection), (2, 1, true));
+        // Three more fit (the first of them reuses the idle connection).
+        let more: Vec<_> = (0..3).map(|_| live.begin_request()).collect();
+        assert!(
+            live.has_room(group, node, now()),
+            "5 in flight, 1 idle, limit 6"
+        );
+        drop(idle);
+        let last = live.begin_request();
+        assert!(!live.has_room(group, node, now()), "6 in flight");
+        drop((inflight, more, last));
+        // An nginx page counts connections, not workers: no limit from it.
+        let mut nginx = StatusReport::new(crate::status::nginx::KIND);
+        nginx.busy_workers = 3;
+        live.record_scrape(group, nginx, Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, now()), None);
+        // On an event node idle connections hold no worker.
+        let live = Arc::new(NodeLive::new(false));
+        let _idle = live.hold_idle();
+        let mut r = report(Some("event"), 1, 4);
+        r.idle_workers = Some(3);
+        live.record_scrape(group, r, Duration::ZERO, true);
+        assert_eq!(live.holding(group, node, now()).idle, 0);
+        assert_eq!(live.limit(group, node, now()), Some(3));
+    }
+
+    #[test]
+    fn max_conns_caps_the_limit() {
+        let text = "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n  max_conns = 2\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("t.toml")).expect("config");
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = Arc::new(NodeLive::new(false));
+        assert_eq!(live.limit(group, node, Instant::now()), Some(2));
+        let mut r = report(Some("prefork"), 1, 8);
+        r.idle_workers = Some(7);
+        live.record_scrape(group, r, Duration::ZERO, true);
+        assert_eq!(live.limit(group, node, Instant::now()), Some(2));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct ClusterSnapshot {
     /// Sums over every node with a fresh status.
     pub totals: Totals,
     pub groups: Vec<GroupSnapshot>,
+    /// Visitor connections by protocol.
+    pub visitors: VisitorsSnapshot,
     /// Node host names and SRV names being resolved, with their last
     /// answer and error (`crate::discovery`); empty when there are none.
     pub dns: Vec<crate::discovery::DnsStatus>,
@@ -97,6 +99,15 @@ impl TlsListenerSnapshot {
     }
 }
 
+/// Visitor connections the proxy holds now, by protocol.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VisitorsSnapshot {
+    /// HTTP/2 connections open.
+    pub http2_connections: u64,
+    /// HTTP/2 streams being served (each one request).
+    pub http2_streams: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigInfo {
     pub path: String,
@@ -146,6 +157,33 @@ pub struct GroupSnapshot {
     pub affinity: AffinitySnapshot,
     /// Content sync lag tolerance: 404 retries and primary-node writes.
     pub content_sync: ContentSyncSnapshot,
+    /// Requests waiting for a node under its limit (`cluster::queue`).
+    pub queue: QueueSnapshot,
+}
+
+/// A group's request queue: now, and counters since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueSnapshot {
+    /// Requests waiting now.
+    pub length: u64,
+    /// The most that ever waited at once.
+    pub max_length: u64,
+    /// `queue_timeout` in force (the connect timeout when not set).
+    pub timeout_seconds: f64,
+    /// `max_queue` (0: no limit).
+    pub max_queue: u32,
+    /// Requests that had to wait (no node they may go to had room).
+    pub queued_total: u64,
+    /// Answered 503 after `queue_timeout`.
+    pub timeouts_total: u64,
+    /// Answered 503 at once: the queue was `max_queue` long.
+    pub refused_total: u64,
+    /// Left by their visitor while waiting (never sent to a node).
+    pub abandoned_total: u64,
+    /// Median and 99th percentile of the wait of the last 1024 requests
+    /// that waited and then went to a node; None before the first.
+    pub wait_p50_seconds: Option<f64>,
+    pub wait_p99_seconds: Option<f64>,
 }
 
 /// A group's session affinity (counters since this process started).
@@ -254,6 +292,12 @@ pub struct NodeSnapshot {
     pub busy_workers: Option<u32>,
     pub idle_workers: Option<u32>,
     pub capacity: Option<u32>,
+    /// How many requests this proxy may have at the node at once
+    /// (`cluster::limit`): its free workers by its status page, capped by
+    /// `max_conns`; None when there is no limit.
+    pub limit: Option<u32>,
+    /// Idle keep-alive connections this proxy keeps to the node.
+    pub idle_pooled: u64,
     /// The balancer's estimate of busy workers now (scraped busy corrected by
     /// this proxy's requests since the scrape).
     pub estimated_busy: f64,

@@ -46,6 +46,9 @@ pub const DEFAULT_CLIENT_KEEPALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_TRIES: u32 = 3;
 pub const DEFAULT_MAX_REQUEST_HEAD: u64 = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Streams open at once on one HTTP/2 connection (nginx's
+/// `http2_max_concurrent_streams` and HAProxy's default).
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// nginx's `client_max_body_size`.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_HEAD: u64 = 32 * 1024;
@@ -155,6 +158,7 @@ pub struct ServerFile {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub proxy_protocol_from: Option<Vec<Spanned<String>>>,
     pub state_file: Option<Spanned<String>>,
+    pub h2c: Option<bool>,
 }
 
 /// `[admin]`
@@ -203,6 +207,7 @@ pub struct LimitsFile {
     pub max_headers: Option<Spanned<usize>>,
     pub max_request_body: Option<Spanned<Size>>,
     pub max_response_head: Option<Spanned<Size>>,
+    pub http2_max_concurrent_streams: Option<Spanned<u32>>,
 }
 
 /// `[buffering]`
@@ -244,6 +249,8 @@ pub struct GroupFile {
     pub fail_timeout: Option<Spanned<String>>,
     pub slow_start: Option<Spanned<String>>,
     pub upstream_keepalive: Option<Spanned<String>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub max_queue: Option<Spanned<u32>>,
     pub scrape: Option<bool>,
     pub scrape_interval: Option<Spanned<String>>,
     pub scrape_timeout: Option<Spanned<String>>,
@@ -275,6 +282,7 @@ pub struct NodeFile {
     pub status_url: Option<Spanned<String>>,
     pub status_kind: Option<Spanned<String>>,
     pub max_workers: Option<Spanned<u32>>,
+    pub max_conns: Option<Spanned<u32>>,
 }
 
 /// `[[route]]`
@@ -687,6 +695,7 @@ impl ServerFile {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
         Ok(ServerSettings {
+            h2c: self.h2c.unwrap_or(true),
             state_file,
             listen,
             threads,
@@ -830,6 +839,18 @@ impl LimitsFile {
                 DEFAULT_MAX_RESPONSE_HEAD,
                 "max_response_head",
             )?,
+            http2_max_concurrent_streams: match &self.http2_max_concurrent_streams {
+                None => DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+                Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => {
+                    return Err(cx.bad(
+                        v,
+                        CX,
+                        "http2_max_concurrent_streams",
+                        "must be between 1 and 1000",
+                    ))
+                }
+            },
         })
     }
 }
@@ -979,6 +1000,17 @@ impl GroupFile {
             Some(v) => parse_upstream_keepalive(v.get_ref())
                 .map_err(|e| cx.bad(v, cxs, "upstream_keepalive", e))?,
         };
+        // None: the connect timeout (HAProxy's `timeout queue` default).
+        let queue_timeout = match &self.queue_timeout {
+            None => None,
+            Some(_) => Some(cx.positive_duration(
+                &self.queue_timeout,
+                Duration::ZERO,
+                cxs,
+                "queue_timeout",
+            )?),
+        };
+        let max_queue = self.max_queue.as_ref().map_or(0, |v| *v.get_ref());
 
         let interval = cx.positive_duration(
             &self.scrape_interval,
@@ -1084,6 +1116,8 @@ impl GroupFile {
             scrape,
             slow_start,
             upstream_keepalive,
+            queue_timeout,
+            max_queue,
             affinity,
             send_proxy_protocol,
             srv,
@@ -1245,6 +1279,13 @@ impl NodeFile {
             }
             Some(v) => Some(*v.get_ref()),
         };
+        let max_conns = match &self.max_conns {
+            None => None,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(cx.bad(v, cxs, "max_conns", "must be at least 1 (or left out)"));
+            }
+            Some(v) => Some(*v.get_ref()),
+        };
         Ok(NodeConfig {
             name,
             address,
@@ -1255,6 +1296,7 @@ impl NodeFile {
             status,
             status_kind,
             max_workers,
+            max_conns,
         })
     }
 }

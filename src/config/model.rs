@@ -127,6 +127,9 @@ pub struct ServerSettings {
     /// Where operator changes of nodes (drain, maint, weight) are kept
     /// across restarts, if anywhere (`cluster::operator`).
     pub state_file: Option<PathBuf>,
+    /// Plain listeners take HTTP/2 with prior knowledge (h2c): a connection
+    /// that starts with the HTTP/2 preface is served as HTTP/2.
+    pub h2c: bool,
 }
 
 /// How log lines are written (`[server] log_format`).
@@ -191,6 +194,8 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Largest response head from a node (502 beyond).
     pub max_response_head: usize,
+    /// Streams open at once on one HTTP/2 visitor connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// Buffering of bodies between visitors and nodes (`[buffering]`), so that a
@@ -305,6 +310,14 @@ pub struct GroupConfig {
     pub slow_start: Duration,
     /// Whether connections to the nodes are kept open for reuse.
     pub upstream_keepalive: UpstreamKeepalive,
+    /// How long a request waits in the group's queue for a node under its
+    /// limit before it is answered 503; None: the connect timeout (as
+    /// HAProxy's `timeout queue`).
+    pub queue_timeout: Option<Duration>,
+    /// Requests that may wait in the group's queue at once; more are
+    /// answered 503 at once. 0: no limit (the wait is still bounded by
+    /// `queue_timeout`).
+    pub max_queue: u32,
     /// Session affinity (sticky sessions); off by default.
     pub affinity: Affinity,
     /// Start each connection to a node with a PROXY protocol header
@@ -418,6 +431,10 @@ pub struct NodeConfig {
     pub status_kind: StatusKind,
     /// Worker capacity where the page cannot tell it (Apache 2.2, nginx).
     pub max_workers: Option<u32>,
+    /// Most requests this proxy sends to the node at once (HAProxy's
+    /// server `maxconn`, nginx's `max_conns`); the node's free workers, as
+    /// its status page shows them, may bound it lower (`cluster::limit`).
+    pub max_conns: Option<u32>,
 }
 
 /// A node's status page location, parsed from `status_url`.

@@ -150,7 +150,13 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     } else {
         format!(", slow start {}", dur(g.slow_start))
     };
-    let keepalive = format!(", upstream keepalive {}", g.upstream_keepalive.as_str());
+    let mut keepalive = format!(", upstream keepalive {}", g.upstream_keepalive.as_str());
+    if let Some(t) = g.queue_timeout {
+        let _ = write!(keepalive, ", queue timeout {}", dur(t));
+    }
+    if g.max_queue > 0 {
+        let _ = write!(keepalive, ", max queue {}", g.max_queue);
+    }
     let a = &g.affinity;
     let affinity = match a.mode {
         AffinityMode::Off => String::new(),
@@ -203,6 +209,9 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
         }
         if let Some(max) = node.max_workers {
             let _ = write!(flags, " max_workers {max}");
+        }
+        if let Some(max) = node.max_conns {
+            let _ = write!(flags, " max_conns {max}");
         }
         let kind = node.status_kind.name();
         writeln!(

@@ -360,6 +360,7 @@ fn srv_node(name: String, t: &SrvTarget, backup: bool, srv: &SrvNodes) -> NodeCo
         },
         status_kind: srv.status_kind,
         max_workers: srv.max_workers,
+        max_conns: None,
     }
 }
 

@@ -9,15 +9,16 @@ use pingora::protocols::Stream;
 
 use super::http1::{
     connection_named, empty_lines, framing::is_framing_header, named_in, put_header,
-    put_status_line, HeadEnd, HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
+    put_status_line, Fields, HeadEnd, HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
 };
+use super::request::VisitorIo;
 use super::upstream::Visitor;
 
-/// One visitor connection: its stream and read buffer, the current
-/// request's head, the node's response head, and the buffer outgoing heads
-/// are composed in. Kept from one request to the next.
+/// One visitor request's side: its HTTP/1 connection (kept from one
+/// request to the next) or HTTP/2 stream, the current request's head, the
+/// node's response head, and the buffer outgoing heads are composed in.
 pub struct Downstream {
-    pub io: Io<Stream>,
+    pub io: VisitorIo,
     pub head: RequestHead,
     pub resp: ResponseHead,
     pub out: Vec<u8>,
@@ -124,15 +125,7 @@ pub fn write_response_head<'a>(
     let fields = &resp.fields;
     let has_connection = fields.get("connection").is_some();
     for (name, value) in fields.iter() {
-        let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
-        let dropped = is("connection")
-            || is("keep-alive")
-            || is("proxy-connection")
-            || is("trailer")
-            || (is("upgrade") && !shape.upgrade)
-            || is_framing_header(name)
-            || (has_connection && !is("upgrade") && named_in(name, connection_named(fields)));
-        if !dropped {
+        if visitor_gets(name, fields, has_connection, shape.upgrade) {
             put_header(out, name, value);
         }
     }
@@ -153,6 +146,22 @@ pub fn write_response_head<'a>(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether the visitor gets this header line of the node's response: not
+/// the hop-by-hop ones (RFC 9110 7.6.1), those its `Connection` names, nor
+/// the node's framing lines (the proxy writes its own); `Upgrade` only on a
+/// WebSocket's `101`. `has_connection`: `fields` has a `Connection` line.
+pub fn visitor_gets(name: &[u8], fields: &Fields, has_connection: bool, upgrade: bool) -> bool {
+    let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
+    let dropped = is("connection")
+        || is("keep-alive")
+        || is("proxy-connection")
+        || is("trailer")
+        || (is("upgrade") && !upgrade)
+        || is_framing_header(name)
+        || (has_connection && !is("upgrade") && named_in(name, connection_named(fields)));
+    !dropped
 }
 
 #[cfg(test)]

@@ -3,7 +3,12 @@
 //!
 //! A pingora [`ServerApp`] that runs each visitor connection as one loop of
 //! HTTP/1.x requests, with its own framing (`http1`) on both sides: heads
-//! are parsed in place and forwarded as bytes, bodies as they came. Each
+//! are parsed in place and forwarded as bytes, bodies as they came. An
+//! HTTP/2 connection (`http2`: TLS with ALPN `h2` through
+//! [`Proxy::serve_h2`], or the h2c preface on a plain listener) feeds each
+//! of its streams to the same request path: what the path sees of the
+//! visitor, whatever its protocol, is `request::VisitorIo` and a
+//! `RequestHead`; nodes are always spoken to in HTTP/1.1. Each
 //! request goes through the same phases, each a method here: `admit` (the
 //! `guard` refuses node status pages, the cluster's router picks the group,
 //! `choose` the write or session target), `attempt` (pick a node, get a
@@ -29,14 +34,20 @@ mod choose;
 mod https;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
-use downstream::{read_head, write_response_head, Downstream, Shape};
+use downstream::{read_head, Downstream, Shape};
 pub mod forwarded;
 pub mod guard;
 pub mod http1;
+pub mod http2;
 pub mod pool;
 pub mod proxy_protocol;
+mod request;
+use request::VisitorIo;
+mod queued;
 mod respond;
 pub mod spool;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 pub mod upstream;
 
@@ -54,6 +65,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
+use crate::cluster::limit;
 use crate::cluster::node::{InflightGuard, NodeLive};
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
@@ -64,7 +76,7 @@ use http1::{
     Version,
 };
 use pool::Pool;
-use respond::{is_timeout, plain_response, status_for_error};
+use respond::{is_timeout, status_for_error};
 use spool::{BodyBuffer, Spool};
 use upstream::{read_response_head, Forwarding, Visitor};
 
@@ -83,6 +95,9 @@ const BODY_READ: usize = 64 * 1024;
 const MAX_REPLAY: usize = 64 * 1024;
 /// Most informational (1xx) responses a node may send before its answer.
 const MAX_INFORMATIONAL: u32 = 8;
+/// The status logged for a request the visitor cancelled before its
+/// response ended (nginx's 499).
+const CANCELLED: u16 = 499;
 
 /// The visitor-facing proxy.
 pub struct Proxy {
@@ -189,6 +204,8 @@ pub struct RequestCtx {
     /// A pooled connection failed as it was reused: the next attempts use
     /// new connections.
     fresh_only: bool,
+    /// `Retry-After` seconds of a local 503 (the group's queue).
+    retry_after: Option<u64>,
 }
 
 impl RequestCtx {
@@ -229,6 +246,7 @@ impl RequestCtx {
             error_body: None,
             continued: false,
             fresh_only: false,
+            retry_after: None,
         }
     }
 
@@ -409,20 +427,13 @@ impl Proxy {
     }
 
     /// Serve every request of one visitor connection, in order.
-    async fn serve(&self, stream: Stream, arrival: Arrival, shutdown: &ShutdownWatch) {
+    async fn serve(self: &Arc<Self>, stream: Stream, arrival: Arrival, shutdown: &ShutdownWatch) {
         let ip = peer_address(&stream).map(|a| a.ip());
         let header_read = arrival.proxy_header.as_deref().copied();
-        let mut down = Downstream {
-            io: Io::new(stream, VISITOR_READ),
-            head: RequestHead::default(),
-            resp: ResponseHead::default(),
-            out: Vec::new(),
-            client: ip.map(Visitor::new),
-            shutdown: shutdown.clone(),
-            arrival,
-        };
+        let mut io = Io::new(stream, VISITOR_READ);
+        let mut client = ip.map(Visitor::new);
         if let Some(Some((source, destination))) = header_read {
-            down.client = Some(Visitor::proxied(source, destination));
+            client = Some(Visitor::proxied(source, destination));
         }
         let from_proxy = header_read.is_none() && {
             let state = self.cluster.state();
@@ -431,9 +442,9 @@ impl Proxy {
         };
         if from_proxy {
             let timeout = self.cluster.state().config.timeouts.client_read;
-            match read_proxy_header(&mut down.io, timeout).await {
+            match read_proxy_header(&mut io, timeout).await {
                 Ok(Some((source, destination))) => {
-                    down.client = Some(Visitor::proxied(source, destination));
+                    client = Some(Visitor::proxied(source, destination));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -443,6 +454,37 @@ impl Proxy {
                 }
             }
         }
+        // HTTP/2 with prior knowledge (h2c): the client preface starts the
+        // connection; its bytes go on to the HTTP/2 side.
+        let (timeout, h2c) = {
+            let state = self.cluster.state();
+            (state.config.timeouts.client_read, state.config.server.h2c)
+        };
+        // Not on TLS, where ALPN says the protocol (as pingora does).
+        let sniffed = if h2c && !arrival.is_tls() {
+            http2::sniff(&mut io, timeout).await
+        } else {
+            http2::Sniffed::Http1
+        };
+        match sniffed {
+            http2::Sniffed::Http2 => {
+                let (stream, read) = io.into_parts();
+                return self
+                    .serve_h2_after(stream, read, client, arrival, shutdown)
+                    .await;
+            }
+            http2::Sniffed::Closed => return,
+            http2::Sniffed::Http1 => {}
+        }
+        let mut down = Downstream {
+            io: VisitorIo::Http1(io),
+            head: RequestHead::default(),
+            resp: ResponseHead::default(),
+            out: Vec::new(),
+            client,
+            shutdown: shutdown.clone(),
+            arrival,
+        };
         let mut first = true;
         loop {
             // A connection accepted before the listener closed has its first
@@ -461,14 +503,15 @@ impl Proxy {
                 t.client_keepalive.max(Duration::from_secs(1))
             };
             let limits = head_limits(&state.config, true);
-            // Not all of `t` held while the connection waits.
-            let client_write = t.client_write;
+            let VisitorIo::Http1(io) = &mut down.io else {
+                return;
+            };
             let read = if first {
-                read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read).await
+                read_head(io, &mut down.head, &limits, wait, t.client_read).await
             } else {
                 tokio::select! {
                     biased;
-                    read = read_head(&mut down.io, &mut down.head, &limits, wait, t.client_read) => read,
+                    read = read_head(io, &mut down.head, &limits, wait, t.client_read) => read,
                     _ = down.shutdown.changed() => return,
                 }
             };
@@ -479,9 +522,15 @@ impl Proxy {
                     tracing::debug!(client = ?ip, "bad request: {e}");
                     self.metrics.bad_requests.inc();
                     let code = status_for_head(e);
-                    down.out.clear();
-                    plain_response(&mut down.out, code, respond::plain_body(code), false);
-                    let _ = down.io.write_all(&down.out, client_write).await;
+                    let answer = request::Answer {
+                        code,
+                        body: respond::plain_body(code),
+                        location: None,
+                        keep: false,
+                        head_only: false,
+                        retry_after: None,
+                    };
+                    let _ = down.io.answer(&mut down.out, &answer, t.client_write).await;
                     return;
                 }
             }
@@ -494,7 +543,9 @@ impl Proxy {
                 return;
             }
             // An idle connection holds no buffer (pipelined bytes stay).
-            down.io.release();
+            if let Some(io) = down.io.http1() {
+                io.release();
+            }
             down.head.release();
             down.out = Vec::new();
             down.resp = ResponseHead::default();
@@ -505,8 +556,28 @@ impl Proxy {
     /// another one.
     async fn handle(&self, down: &mut Downstream, state: Arc<ClusterState>, keep: bool) -> bool {
         let mut ctx = RequestCtx::new(&self.active, state, keep, down.head.body);
-        let reusable = match self.proxy(down, &mut ctx).await {
+        // A visitor that can cancel its request (an HTTP/2 stream reset)
+        // drops it wherever it is: a node's connection is then closed, not
+        // pooled, and the request is logged as nginx does, 499.
+        let result = match down.io.cancellation() {
+            None => self.proxy(down, &mut ctx).await,
+            Some(cancel) => tokio::select! {
+                biased;
+                () = cancel.cancelled() => Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the visitor cancelled the request",
+                )
+                .into_down()),
+                result = self.proxy(down, &mut ctx) => result,
+            },
+        };
+        let reusable = match result {
             Ok(reusable) => reusable,
+            Err(e) if e.etype() == &ErrorType::ConnectionClosed && down.io.is_cancelled() => {
+                ctx.status = Some(CANCELLED);
+                ctx.current = None;
+                false
+            }
             Err(e) => {
                 self.fail(down, &e, &mut ctx).await;
                 false
@@ -527,9 +598,9 @@ impl Proxy {
             }
             Admission::Redirect(location) => {
                 let keep = ctx.keep && ctx.body.is_done() && !down.stopping();
-                down.out.clear();
-                let body = respond::redirect_response(&mut down.out, &location, keep);
-                self.send_answer(down, ctx, 308, body).await?;
+                let body = respond::REDIRECT_BODY;
+                self.send_answer(down, ctx, 308, body, Some(&location), keep)
+                    .await?;
                 return Ok(keep);
             }
         }
@@ -537,7 +608,7 @@ impl Proxy {
             self.read_body_first(down, ctx).await?;
         }
         loop {
-            let (index, conn) = self.connect(ctx).await?;
+            let (index, conn) = self.connect(down, ctx).await?;
             match self.attempt(down, ctx, index, conn).await {
                 Ok(Attempt::Done(reusable)) => return Ok(reusable),
                 Ok(Attempt::Retry404) => {}
@@ -565,32 +636,39 @@ impl Proxy {
         body: &str,
         keep: bool,
     ) -> Result<()> {
-        down.out.clear();
-        plain_response(&mut down.out, code, body, keep);
-        self.send_answer(down, ctx, code, body.len()).await
+        self.send_answer(down, ctx, code, body, None, keep).await
     }
 
-    /// Send the local answer composed in `down.out`, whose last `body`
-    /// bytes are its body (left out for a HEAD request, RFC 9110 9.3.2).
+    /// Send a local answer: `body` with `code`, and a `Location` when
+    /// given (a redirect); no body for a HEAD request (RFC 9110 9.3.2).
     async fn send_answer(
         &self,
         down: &mut Downstream,
         ctx: &mut RequestCtx,
         code: u16,
-        mut body: usize,
+        body: &str,
+        location: Option<&str>,
+        keep: bool,
     ) -> Result<()> {
-        if down.head.method == http::Method::HEAD {
-            down.out.truncate(down.out.len().saturating_sub(body));
-            body = 0;
-        }
+        let head_only = down.head.method == http::Method::HEAD;
         ctx.status = Some(code);
         ctx.sent_to_visitor = true;
         let t = ctx.state.config.timeouts;
+        let answer = request::Answer {
+            code,
+            body,
+            location,
+            keep,
+            head_only,
+            retry_after: ctx.retry_after,
+        };
         down.io
-            .write_all(&down.out, t.client_write)
+            .answer(&mut down.out, &answer, t.client_write)
             .await
             .map_err(|e| io_error(e, true, "writing to the visitor").into_down())?;
-        ctx.body_sent += body as u64;
+        if !head_only {
+            ctx.body_sent += body.len() as u64;
+        }
         Ok(())
     }
 
@@ -678,21 +756,41 @@ impl Proxy {
 
     /// Pick a node for the next attempt and get a connection to it, moving
     /// on to another node while connecting fails and tries are left.
-    async fn connect(&self, ctx: &mut RequestCtx) -> Result<(usize, upstream::Connection)> {
+    async fn connect(
+        &self,
+        down: &mut Downstream,
+        ctx: &mut RequestCtx,
+    ) -> Result<(usize, upstream::Connection)> {
         loop {
-            let index = self.pick(ctx)?;
+            let chosen = self.pick(ctx)?;
+            // A slot under the node's limit, after a wait in the group's
+            // queue if every node it may go to is at its limit.
+            let gone = queued::visitor_io_gone(&mut down.io);
+            let (index, slot) = self.slot(ctx, chosen, gone).await?;
             let state = Arc::clone(&ctx.state);
             let node = &state.groups[ctx.group].nodes[index];
             ctx.tried.push(index);
-            ctx.current = Some(node.live.begin_request());
+            ctx.current = Some(slot);
             ctx.upstream_started = Some(Instant::now());
             let t = state.config.timeouts;
             let group = &state.groups[ctx.group];
             let pool = (!ctx.fresh_only && !private_connections(group)).then_some(&*self.pool);
             let make_room = || {
+                // A new connection takes a worker. At the node's limit, an
+                // idle connection another thread keeps is used instead (its
+                // worker waits for a request); closed and replaced, its
+                // worker would go back to the node's accept queue only
+                // after the new connection got there.
+                let h = node
+                    .live
+                    .holding(&group.config, &node.config, Instant::now());
+                if pool.is_some() && limit::idle_over(h.limit, h.inflight, h.idle) > 0 {
+                    return self.pool.take_elsewhere(node.config.address, t.idle);
+                }
                 if node_is_full(group, node) {
                     self.pool.close_one_elsewhere(node.config.address);
                 }
+                None
             };
             match upstream::connect(pool, node.config.address, t.connect, t.idle, make_room).await {
                 Ok(conn) => return Ok((index, conn)),
@@ -886,8 +984,11 @@ impl Proxy {
         }
         // An HTTP/1.0 visitor cannot take chunked coding (RFC 9112 6.1): the
         // body is decoded and ends with the connection, as nginx does.
+        // HTTP/2 has no chunked coding either: its DATA frames carry the
+        // decoded body and END_STREAM ends it.
         let http10 = down.head.version == Version::Http10;
-        let (recode, outgoing) = response_framing(framing, declared, status, http10);
+        let h2 = down.io.is_http2();
+        let (recode, outgoing) = response_framing(framing, declared, status, http10 || h2);
         // The visitor's connection goes on when the response's end is known
         // to it: a length or chunks the proxy writes, or no body at all.
         let delimited = outgoing != Outgoing::None || framing == Framing::Length(0);
@@ -907,27 +1008,37 @@ impl Proxy {
             })
             .map(crate::config::Hsts::header_value);
         down.out.clear();
-        write_response_head(
-            &mut down.out,
-            resp,
-            &Shape {
-                keep,
-                http10,
-                upgrade,
-                framing: outgoing,
-            },
-            cookies.iter().flatten(),
-            hsts.as_deref(),
-        );
+        down.io
+            .start_response(
+                &mut down.out,
+                resp,
+                &Shape {
+                    keep,
+                    http10,
+                    upgrade,
+                    framing: outgoing,
+                },
+                cookies.iter().flatten(),
+                hsts.as_deref(),
+                framing == Framing::Length(0),
+            )
+            .map_err(to_visitor)?;
         ctx.status = Some(status);
+        // An HTTP/2 head went at once.
+        ctx.sent_to_visitor |= h2;
 
         if upgrade {
             ctx.sent_to_visitor = true;
-            down.io
-                .write_all(&down.out, t.client_write)
+            let Some(io) = down.io.http1() else {
+                return Err(up(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the node switched protocols on an HTTP/2 stream",
+                )));
+            };
+            io.write_all(&down.out, t.client_write)
                 .await
                 .map_err(to_visitor)?;
-            tunnel::run(&mut down.io, &mut node_io, t.read)
+            tunnel::run(io, &mut node_io, t.read)
                 .await
                 .map_err(|e| (e, reused))?;
             return Ok(Attempt::Done(false));
@@ -956,11 +1067,21 @@ impl Proxy {
             None
         };
         match pooled {
-            Some(max_idle) => self
-                .pool
-                .put(node.config.address, node_io.into_inner(), max_idle),
+            Some(max_idle) => self.pool.put_held(
+                node.config.address,
+                node_io.into_inner(),
+                max_idle,
+                Some(node.live.hold_idle()),
+            ),
             // Closed now, not when the visitor has taken the response.
-            None => drop(node_io),
+            None => {
+                tracing::debug!(
+                    group = group.name(),
+                    node = node.config.name.as_str(),
+                    "closing the node's connection (not kept idle)"
+                );
+                drop(node_io)
+            }
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;
@@ -1107,7 +1228,11 @@ impl Proxy {
     /// The request failed: answer with a local error if nothing was sent yet.
     async fn fail(&self, down: &mut Downstream, e: &Error, ctx: &mut RequestCtx) {
         let code = status_for_error(e, ctx.last_failure == Some(Failure::Timeout));
-        if code >= 500 {
+        if ctx.retry_after.is_some() {
+            // Overload (the group's queue): one line per request would
+            // flood the log; the metrics count them.
+            tracing::debug!(group = ctx.group_name(), "answered {code}: {e}");
+        } else if code >= 500 {
             tracing::warn!(
                 group = ctx.group_name(),
                 tried = ctx.tried.len(),
@@ -1135,6 +1260,10 @@ impl Proxy {
             self.metrics
                 .requests
                 .with_label_values(&[group, node, code_class(status)])
+                .inc();
+            self.metrics
+                .requests_by_protocol
+                .with_label_values(&[down.head.version.as_str()])
                 .inc();
             if node != "-" {
                 self.metrics
@@ -1188,13 +1317,9 @@ impl ServerApp for Proxy {
         // (idle connections: 8.9 KiB instead of 1.7; benches/README.md).
         let (stream, arrival) = Box::pin(self.accept_tls(terminator, stream, local)).await?;
         // The one dispatch on the protocol ALPN chose (the list offered is
-        // `crate::tls::alpn_protocols`): HTTP/2 joins here, its arm
-        // becoming `self.serve_h2(stream, arrival, shutdown).await`.
+        // `crate::tls::alpn_protocols`).
         match arrival.alpn() {
-            Some(ALPN::H2) => {
-                // Not offered until the h2 server is in (see above).
-                tracing::debug!("closed: the visitor chose h2, which is not served");
-            }
+            Some(ALPN::H2) => self.serve_h2(stream, arrival, shutdown).await,
             _ => self.serve(stream, arrival, shutdown).await,
         }
         None
@@ -1280,7 +1405,7 @@ async fn continue_if_expected(down: &mut Downstream, ctx: &mut RequestCtx) -> Re
     ctx.continued = true;
     let t = ctx.state.config.timeouts;
     down.io
-        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n", t.client_write)
+        .send_continue(t.client_write)
         .await
         .map_err(|e| io_error(e, true, "writing to the visitor").into_down())
 }
@@ -1349,7 +1474,7 @@ async fn read_response_body(
         let writing = !front.is_empty();
         tokio::select! {
             biased;
-            sent = to_visitor_step(&mut down.io, front, t.client_write), if writing || unflushed => {
+            sent = down.io.send_step(front, t.client_write), if writing || unflushed => {
                 match sent.map_err(to_visitor)? {
                     Some(n) => {
                         spool.consume(n);
@@ -1388,20 +1513,6 @@ async fn read_response_body(
     }
 }
 
-/// Write some of `data` to the visitor (`Some(bytes taken)`), or when
-/// there is none, flush what the stream holds (`None`).
-async fn to_visitor_step(
-    io: &mut Io<Stream>,
-    data: &[u8],
-    timeout: Duration,
-) -> io::Result<Option<usize>> {
-    if data.is_empty() {
-        io.flush(timeout).await.map(|()| None)
-    } else {
-        io.write_some(data, timeout).await.map(Some)
-    }
-}
-
 /// Send what is left in the spool to the visitor.
 async fn flush_spool(
     down: &mut Downstream,
@@ -1415,11 +1526,11 @@ async fn flush_spool(
             .front()
             .map_err(|e| Error::because(ErrorType::InternalError, "reading a temporary file", e))?;
         if front.is_empty() {
-            return down.io.flush(t.client_write).await.map_err(to_visitor);
+            return down.io.finish(t.client_write).await.map_err(to_visitor);
         }
         ctx.sent_to_visitor = true;
         down.io
-            .write_all(front, t.client_write)
+            .write_body(front, t.client_write)
             .await
             .map_err(to_visitor)?;
         let n = front.len();
@@ -1429,9 +1540,9 @@ async fn flush_spool(
 
 /// Read more of the visitor's request body; an error when it closed the
 /// connection before the body ended, or went quiet for `timeout`.
-async fn read_more_body(io: &mut Io<Stream>, timeout: Duration) -> Result<()> {
+async fn read_more_body(io: &mut VisitorIo, timeout: Duration) -> Result<()> {
     let read = io
-        .fill_with(timeout, BODY_READ)
+        .fill_body(timeout)
         .await
         .map_err(|e| io_error(e, false, "reading the request body").into_down())?;
     if read == 0 {
@@ -1482,7 +1593,7 @@ fn visitor_addresses(down: &Downstream) -> Option<(std::net::SocketAddr, std::ne
     if let Some(proxied) = down.client.as_ref().and_then(|c| c.proxied.as_deref()) {
         return Some(*proxied);
     }
-    match stream_addresses(down.io.get_ref()) {
+    match down.io.addresses() {
         (Some(peer), Some(local)) => Some((peer, local)),
         _ => None,
     }
@@ -1523,7 +1634,7 @@ fn bad_request_body(e: http1::BadChunk) -> Box<Error> {
 
 /// Move the request body bytes already read from the visitor to `out`,
 /// keeping them for a retry.
-fn take_buffered_body(io: &mut Io<Stream>, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
+fn take_buffered_body(io: &mut VisitorIo, ctx: &mut RequestCtx, out: &mut Vec<u8>) -> Result<()> {
     if ctx.body.is_done() || io.unread().is_empty() {
         return Ok(());
     }
@@ -1552,12 +1663,18 @@ fn private_connections(group: &Group) -> bool {
 /// (`K` on its scoreboard), and a proxy that holds more connections than the
 /// node has workers leaves the extra ones in the node's accept backlog,
 /// where requests hang until an idle connection is closed. So with `auto`
-/// such a connection is kept only while the node, by its last status and
-/// this proxy's requests since, has workers to spare beyond a reserve, and
-/// for [`WORKER_NODE_IDLE`] at most; otherwise it closes and its worker
-/// returns to the node's accept queue at once. With `on` it is kept unless
-/// the node has more requests than workers, some of which then wait in its
-/// backlog for the worker this connection would hold.
+/// such a connection is counted against the node's limit
+/// (`cluster::limit`) while it is pooled, and kept only while what this
+/// proxy holds stays within that limit and the idle ones are no more than
+/// the requests in flight (and for [`WORKER_NODE_IDLE`] at most, so that a
+/// worker it holds goes back to the node's other clients soon), or while
+/// requests wait in the queue; a request then reuses it instead of opening
+/// a connection, and no request is sent past the limit (`cluster::queue`),
+/// so none waits in the node's backlog. Without a limit (no fresh status,
+/// no `max_conns`) it closes and its worker returns to the node's accept
+/// queue at once. With `on` it is kept unless the node has more requests
+/// than workers, some of which then wait in its backlog for the worker this
+/// connection would hold.
 fn pool_for(
     keepalive: UpstreamKeepalive,
     group: &Group,
@@ -1571,15 +1688,25 @@ fn pool_for(
         UpstreamKeepalive::Off => None,
         UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),
         UpstreamKeepalive::Auto => {
-            let now = Instant::now();
-            let Some(load) = node.live.worker_node_load(&group.config, &node.config, now) else {
+            let h = node
+                .live
+                .holding(&group.config, &node.config, Instant::now());
+            if !h.worker_per_connection {
                 return Some(idle);
-            };
-            let capacity = f64::from(load.capacity?);
-            let reserve = (capacity / 8.0).max(2.0);
-            // `busy` still counts this request's worker, which the kept
-            // connection goes on holding.
-            (capacity - load.busy >= reserve).then_some(idle.min(WORKER_NODE_IDLE))
+            }
+            // `inflight` still counts this request, whose connection this is.
+            // Requests waiting in the group's queue take it at once: a
+            // connection closed now would be replaced by a new one while
+            // its worker is still on its way back to the node's accept
+            // queue (and the count can be one high while another thread's
+            // request is about to take an idle connection).
+            // Otherwise no more idle than requests in flight (at least one):
+            // an idle connection holds a worker that other clients, and
+            // other webcluster instances, see busy on the status page.
+            let others = h.inflight.saturating_sub(1);
+            let keep = !group.queue.is_empty()
+                || (limit::may_keep_idle(h.limit, others, h.idle) && h.idle < others.max(1));
+            (h.limit.is_some() && keep).then_some(idle.min(WORKER_NODE_IDLE))
         }
     }
 }

@@ -30,6 +30,8 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::cluster::node::IdleHold;
+
 /// Idle connections kept per node and worker thread. nginx's examples use `keepalive 16` to
 /// `64` per upstream and worker; idle connections beyond what the busiest
 /// moment needed are closed.
@@ -44,6 +46,10 @@ struct Idle {
     since: Instant,
     /// This connection's own limit (below the pool's).
     max_idle: Duration,
+    /// Counts the connection against its node's limit while it is here,
+    /// where each connection holds a worker (`cluster::limit`); dropped
+    /// with it, it may let a queued request go.
+    _hold: Option<IdleHold>,
 }
 
 impl Idle {
@@ -75,7 +81,7 @@ impl Pool {
             let mut found = None;
             while let Some(mut c) = list.pop() {
                 if !c.expired(now, max_idle) && still_open(&mut c.stream) {
-                    found = Some(c.stream);
+                    found = Some(c);
                     break;
                 }
                 closed.push(c);
@@ -84,7 +90,40 @@ impl Pool {
         };
         // Closed outside the lock.
         drop(closed);
-        found
+        found.map(|c| c.stream)
+    }
+
+    /// The warmest idle connection to `addr` that another worker thread
+    /// keeps, still open and idle for less than `max_idle`: for a node at
+    /// its limit (`cluster::limit`), where a new connection would need a
+    /// worker that this idle connection holds. It stays registered with
+    /// the other thread's reactor, which wakes this thread's task for it.
+    pub fn take_elsewhere(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
+        let here = std::thread::current().id();
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            for ((a, thread), list) in idle.iter_mut() {
+                if *a != addr || *thread == here {
+                    continue;
+                }
+                while let Some(mut c) = list.pop() {
+                    if !c.expired(now, max_idle) && still_open(&mut c.stream) {
+                        found = Some(c);
+                        break;
+                    }
+                    closed.push(c);
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            found
+        };
+        drop(closed);
+        found.map(|c| c.stream)
     }
 
     /// Close the longest idle connection to `addr` that another worker
@@ -105,6 +144,18 @@ impl Pool {
 
     /// Keep `stream` for the next request to `addr`, for `max_idle` at most.
     pub fn put(&self, addr: SocketAddr, stream: TcpStream, max_idle: Duration) {
+        self.put_held(addr, stream, max_idle, None);
+    }
+
+    /// [`Pool::put`], counting the connection against its node's limit
+    /// with `hold` for as long as it is kept.
+    pub fn put_held(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+        max_idle: Duration,
+        hold: Option<IdleHold>,
+    ) {
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let list = idle.entry(key(addr)).or_default();
@@ -112,6 +163,7 @@ impl Pool {
                 stream,
                 since: Instant::now(),
                 max_idle,
+                _hold: hold,
             });
             (list.len() > MAX_IDLE_PER_NODE).then(|| list.remove(0))
         };

@@ -6,10 +6,20 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::http1::{put_header, put_status_line};
 
-/// Append a short plain-text response to `out`; `keep`: the visitor's
+/// Append a short plain-text response to `out`, with a `Retry-After`
+/// header when `retry_after` (seconds) is given; `keep`: the visitor's
 /// connection stays open after it.
-pub fn plain_response(out: &mut Vec<u8>, code: u16, body: &str, keep: bool) {
+pub fn plain_response_retry(
+    out: &mut Vec<u8>,
+    code: u16,
+    body: &str,
+    keep: bool,
+    retry_after: Option<u64>,
+) {
     put_status_line(out, code, b"");
+    if let Some(secs) = retry_after {
+        put_header(out, b"Retry-After", secs.to_string().as_bytes());
+    }
     put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
     put_header(out, b"Content-Length", body.len().to_string().as_bytes());
     put_header(out, b"Cache-Control", b"no-store");
@@ -23,7 +33,7 @@ pub fn plain_response(out: &mut Vec<u8>, code: u16, body: &str, keep: bool) {
 /// Append a `308 Permanent Redirect` to `location` (method and body kept
 /// by the visitor on the new request); the length of its body.
 pub fn redirect_response(out: &mut Vec<u8>, location: &str, keep: bool) -> usize {
-    const BODY: &str = "308 Permanent Redirect\n";
+    const BODY: &str = REDIRECT_BODY;
     put_status_line(out, 308, b"");
     put_header(out, b"Location", location.as_bytes());
     put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
@@ -35,6 +45,9 @@ pub fn redirect_response(out: &mut Vec<u8>, location: &str, keep: bool) -> usize
     out.extend_from_slice(BODY.as_bytes());
     BODY.len()
 }
+
+/// The body of a `308 Permanent Redirect`.
+pub const REDIRECT_BODY: &str = "308 Permanent Redirect\n";
 
 /// The body of a local answer with this code.
 pub fn plain_body(code: u16) -> &'static str {

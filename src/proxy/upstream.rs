@@ -37,15 +37,19 @@ pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     max_idle: Duration,
-    before_new: impl FnOnce(),
+    before_new: impl FnOnce() -> Option<TcpStream>,
 ) -> Result<Connection> {
-    if let Some(stream) = pool.and_then(|p| p.take(addr, max_idle)) {
+    // This thread's idle connection, else one `before_new` gives instead
+    // of a new connection.
+    if let Some(stream) = pool
+        .and_then(|p| p.take(addr, max_idle))
+        .or_else(before_new)
+    {
         return Ok(Connection {
             stream,
             reused: true,
         });
     }
-    before_new();
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Error::e_explain(
@@ -123,6 +127,7 @@ pub async fn read_response_head(
 
 /// The visitor's address, and the same as a header value (computed once
 /// per connection: it is what most requests' forwarded headers are).
+#[derive(Clone)]
 pub struct Visitor {
     pub ip: IpAddr,
     pub value: String,

@@ -62,6 +62,9 @@ impl Scraper {
                 }
                 node.live.observe(&group.config, &node.config, now);
             }
+            // Room that came with time alone (a status gone stale, a node
+            // back from a hold-back) goes to the requests waiting for it.
+            group.queue.dispatch();
         }
         let mut seen = HashSet::new();
         for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
@@ -142,7 +145,13 @@ impl Job {
         };
         let took = started.elapsed();
         let events = match result {
-            Ok((report, kept)) => self.live.record_scrape(&self.group, report, took, kept),
+            Ok((report, kept)) => {
+                let events = self.live.record_scrape(&self.group, report, took, kept);
+                // The page may show workers freed by others: requests
+                // waiting for this node's group may go.
+                self.live.room_freed();
+                events
+            }
             Err((reason, timed_out)) => {
                 tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
                 self.live

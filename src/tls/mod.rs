@@ -40,15 +40,15 @@ use crate::config::{Config, TlsListener, TlsVersion};
 
 /// The ALPN protocols a TLS listener offers, in order of preference.
 ///
-/// The one place ALPN is decided: `h2` joins here (first, when the
-/// listener's `http2` is on) once the proxy serves HTTP/2; until then only
-/// `http/1.1` is offered, whatever `http2` says, so that no visitor
-/// negotiates a protocol the request loop does not speak.
+/// The one place ALPN is decided: `h2` first when the listener's `http2` is
+/// on (`Proxy::process_new` hands those connections to `serve_h2`), then
+/// `http/1.1`.
 pub fn alpn_protocols(listener: &TlsListener) -> Vec<Vec<u8>> {
-    // HTTP/2: `if listener.http2 { protocols.insert(0, b"h2".to_vec()) }`
-    // once `Proxy::process_new` hands `h2` connections to the h2 server.
-    let _ = listener.http2;
-    vec![b"http/1.1".to_vec()]
+    let mut protocols = vec![b"http/1.1".to_vec()];
+    if listener.http2 {
+        protocols.insert(0, b"h2".to_vec());
+    }
+    protocols
 }
 
 /// What the handshake of a visitor's connection settled.

@@ -82,6 +82,33 @@ pub fn wait_ready(child: &mut Child, admin: SocketAddr, log_path: &Path) -> Resu
     ))
 }
 
+/// Until a socket of this network namespace listens on `port` (5 s at
+/// most; then the test goes on and meets what it meets). Read from
+/// `/proc/net/tcp{,6}`: no connection is made, which a test could count.
+fn wait_listening(port: u16) {
+    let listening = || {
+        ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            fs::read_to_string(table).is_ok_and(|t| {
+                t.lines().skip(1).any(|line| {
+                    // sl local_address rem_address st ...
+                    let mut cols = line.split_whitespace();
+                    let local = cols.nth(1).unwrap_or("");
+                    let state = cols.nth(1).unwrap_or("");
+                    let local_port = local
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    state == "0A" && local_port == Some(port)
+                })
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !listening() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Webcluster {
     /// Start with a config made by `make(listen, admin)`; waits until the
     /// admin listener answers. If a port was taken before webcluster could
@@ -157,9 +184,13 @@ impl Webcluster {
     fn wait_ready(&mut self) -> Result<(), String> {
         let log_path = self.log_path();
         match self.child.as_mut() {
-            Some(child) => wait_ready(child, self.admin, &log_path),
-            None => Err("webcluster is not running".to_owned()),
+            Some(child) => wait_ready(child, self.admin, &log_path)?,
+            None => return Err("webcluster is not running".to_owned()),
         }
+        // pingora starts the proxy service after the admin one: a test's
+        // first request could otherwise find its port closed.
+        wait_listening(self.listen.port());
+        Ok(())
     }
 
     /// The admin listener's `/status.json`.

@@ -28,6 +28,26 @@ impl Fields {
         }
     }
 
+    /// Start anew with `prefix` (a request target) as the first raw
+    /// bytes, and no lines: its range.
+    pub(super) fn start(&mut self, prefix: &[u8]) -> (u32, u32) {
+        self.raw.clear();
+        self.lines.clear();
+        self.raw.extend_from_slice(prefix);
+        (0, prefix.len() as u32)
+    }
+
+    /// Add a header line after the others.
+    pub(super) fn push(&mut self, name: &[u8], value: &[u8]) {
+        let at = |raw: &Vec<u8>| raw.len() as u32;
+        let name_at = at(&self.raw);
+        self.raw.extend_from_slice(name);
+        let value_at = at(&self.raw);
+        self.raw.extend_from_slice(value);
+        self.lines
+            .push([name_at, value_at, value_at, at(&self.raw)]);
+    }
+
     pub(super) fn slice(&self, from: u32, to: u32) -> &[u8] {
         &self.raw[from as usize..to as usize]
     }

@@ -200,6 +200,48 @@ impl RequestHead {
         })
     }
 
+    /// A head from the parts of a request that did not come as HTTP/1
+    /// text (an HTTP/2 stream, RFC 9113 8.3.1), checked as a parsed head
+    /// is: `target` is the `:path` (origin-form, or `*` for OPTIONS; for
+    /// CONNECT the authority), `authority` becomes the `Host` line (the
+    /// first), `fields` are the other header lines (the caller has refused
+    /// the connection-specific ones), `body` and `declared` the body's
+    /// framing as the caller decided it.
+    pub fn from_parts<'f>(
+        &mut self,
+        method: Method,
+        target: &[u8],
+        authority: &[u8],
+        fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+        version: Version,
+        (body, declared): (Framing, Declared),
+    ) -> Result<(), HeadError> {
+        let visible = |v: &[u8]| v.iter().all(|&b| (0x21..0x7f).contains(&b));
+        if !visible(target) || !valid_authority(authority) {
+            return Err(HeadError::Malformed);
+        }
+        let Ok(target_str) = std::str::from_utf8(target) else {
+            return Err(HeadError::Malformed);
+        };
+        self.form = if method == Method::CONNECT {
+            Form::Authority
+        } else if target.first() == Some(&b'/') || target == b"*" {
+            target_form(target_str, 0, &method)?
+        } else {
+            return Err(HeadError::Malformed);
+        };
+        self.target = self.fields.start(target);
+        self.fields.push(b"host", authority);
+        for (name, value) in fields {
+            self.fields.push(name, value);
+        }
+        self.method = method;
+        self.version = version;
+        self.body = body;
+        self.declared = declared;
+        Ok(())
+    }
+
     /// One `Host`, a valid authority without userinfo; required on
     /// HTTP/1.1 unless the target names the host (RFC 9112 3.2).
     fn check_host(&self) -> Result<(), HeadError> {
@@ -281,14 +323,16 @@ impl RequestHead {
     /// HTTP/1.0 only when it says `keep-alive`.
     pub fn wants_keepalive(&self) -> bool {
         match self.version {
+            Version::Http2 => true,
             Version::Http11 => !self.fields.has_token("connection", "close"),
             Version::Http10 => self.fields.has_token("connection", "keep-alive"),
         }
     }
 
-    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    /// `Expect: 100-continue` on an HTTP/1.1 or HTTP/2 request.
     pub fn expects_continue(&self) -> bool {
-        self.version == Version::Http11 && self.fields.has_token("expect", "100-continue")
+        matches!(self.version, Version::Http11 | Version::Http2)
+            && self.fields.has_token("expect", "100-continue")
     }
 
     /// `GET` with `Connection: upgrade` and `Upgrade: websocket` over
@@ -485,7 +529,7 @@ impl ResponseHead {
     /// Whether the node keeps the connection open after this response.
     pub fn keeps_connection(&self) -> bool {
         match self.version {
-            Version::Http11 => !self.fields.has_token("connection", "close"),
+            Version::Http11 | Version::Http2 => !self.fields.has_token("connection", "close"),
             Version::Http10 => self.fields.has_token("connection", "keep-alive"),
         }
     }

@@ -128,6 +128,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     pub fn into_inner(self) -> S {
         self.io
     }
+
+    /// The connection and the bytes read from it that are not consumed
+    /// yet (to hand both to another protocol's reader).
+    pub fn into_parts(mut self) -> (S, Vec<u8>) {
+        self.buf.drain(..self.start);
+        (self.io, self.buf)
+    }
 }
 
 /// What `tokio::time::timeout` gave, with running out of time as an

@@ -53,11 +53,14 @@ impl std::fmt::Display for HeadError {
 
 impl std::error::Error for HeadError {}
 
-/// HTTP/1.0 or HTTP/1.1.
+/// The visitor's protocol version: HTTP/1.0, HTTP/1.1, or HTTP/2 (a
+/// request that came as an HTTP/2 stream, see `proxy::http2`; nodes are
+/// always spoken to in HTTP/1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Http10,
     Http11,
+    Http2,
 }
 
 impl Version {
@@ -73,6 +76,7 @@ impl Version {
         match self {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2.0",
         }
     }
 }

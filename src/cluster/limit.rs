@@ -1,0 +1,201 @@
+//! How many requests this proxy may have at a node at once (its limit), and
+//! whether one more fits: the arithmetic, in one place.
+//!
+//! A node that counts its workers on its status page (Apache's scoreboard:
+//! `BusyWorkers`, `IdleWorkers`, the slots) can take as many requests at
+//! once as it has workers, less those held by traffic this proxy does not
+//! send (other clients, other webcluster instances, and the worker the
+//! status request itself takes, which stays the scraper's). The page says how many workers were busy when it was made;
+//! this proxy knows how many of them it held then (its requests in flight
+//! and, on a node that holds a worker per connection, its idle pooled
+//! connections). So
+//!
+//! ```text
+//! others = max(0, busy - status - held_at_scrape)
+//! limit  = min(capacity - status - others, max_conns)
+//! ```
+//!
+//! where `status` is the worker the status request itself takes (1): it
+//! stays the scraper's, since the next status read needs one and a status
+//! page that cannot be read holds the node back. It is kept apart from the
+//! subtraction: a page made before this proxy's requests reached the node
+//! shows fewer busy workers than this proxy holds, and must not hide it.
+//!
+//! which is the page's free workers plus what this proxy held, corrected by
+//! this proxy's own requests since the scrape: the limit bounds what it
+//! holds *now* (requests in flight, plus idle pooled connections where a
+//! connection holds a worker), so a request that ended since the scrape
+//! gives its worker back and one that started took one. For a page that
+//! does not count workers (nginx `stub_status`), for stale or missing
+//! status, the limit is the configured `max_conns`, or none.
+//!
+//! Several webcluster instances in front of the same nodes each see the
+//! others' requests as busy workers they do not hold: together they do not
+//! overfill a node for longer than a scrape interval.
+
+/// What a fresh status page says of a node's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageWorkers {
+    /// Workers the node has (scoreboard slots, or the configured
+    /// `max_workers`).
+    pub capacity: u32,
+    /// Workers busy when the page was made (the status request's own
+    /// included).
+    pub busy: u32,
+    /// Workers of `busy` that are the status request's: kept for the
+    /// scraper.
+    pub status: u32,
+    /// What this proxy held of the node when the page was read: requests in
+    /// flight, plus idle pooled connections where each holds a worker.
+    pub held_at_scrape: u64,
+}
+
+/// The limit of concurrent requests from this proxy to a node: None when
+/// there is none.
+pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
+    let from_page = page.map(|p| {
+        let held = u32::try_from(p.held_at_scrape).unwrap_or(u32::MAX);
+        let others = p.busy.saturating_sub(p.status).saturating_sub(held);
+        p.capacity.saturating_sub(p.status).saturating_sub(others)
+    });
+    match (from_page, max_conns) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether one more request fits under `limit`, with `inflight` requests at
+/// the node now and `idle` pooled connections to it that each hold a worker
+/// (0 where a connection holds none). A request reuses an idle connection
+/// when there is one, so it then takes no further worker: what this proxy
+/// holds (`inflight + idle`) stays the same.
+pub fn has_room(limit: Option<u32>, inflight: u64, idle: u64) -> bool {
+    match limit {
+        None => true,
+        Some(l) => {
+            let l = u64::from(l);
+            inflight < l && (idle > 0 || inflight + idle < l)
+        }
+    }
+}
+
+/// Whether a connection to a node that holds a worker per connection may be
+/// kept idle in the pool after its request: what this proxy then holds
+/// (`inflight` other requests, `idle` connections already pooled, and this
+/// one) stays within the limit, so a kept connection never holds a worker
+/// that a request would have to wait for.
+pub fn may_keep_idle(limit: Option<u32>, inflight: u64, idle: u64) -> bool {
+    match limit {
+        None => true,
+        Some(l) => inflight + idle < u64::from(l),
+    }
+}
+
+/// How many pooled connections to close so that what this proxy holds
+/// (`inflight + idle`) is back within `limit` (a scrape showed fewer free
+/// workers than before).
+pub fn idle_over(limit: Option<u32>, inflight: u64, idle: u64) -> u64 {
+    match limit {
+        None => 0,
+        Some(l) => (inflight + idle).saturating_sub(u64::from(l)).min(idle),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page with the status request's worker among the `busy`.
+    fn page(capacity: u32, busy: u32, held_at_scrape: u64) -> Option<PageWorkers> {
+        Some(PageWorkers {
+            capacity,
+            busy: busy + 1,
+            status: 1,
+            held_at_scrape,
+        })
+    }
+
+    #[test]
+    fn the_limit_is_the_workers_not_held_by_others_capped_by_max_conns() {
+        // (page, max_conns, limit)
+        let table = [
+            // an idle node of 8: all but the status request's
+            (page(8, 0, 0), None, Some(7)),
+            // 5 busy besides the status request, all of them this proxy's
+            (page(8, 5, 5), None, Some(7)),
+            // 5 busy, 2 of them this proxy's: 3 held by others
+            (page(8, 5, 2), None, Some(4)),
+            // hidden load on every other worker: none
+            (page(8, 7, 0), None, Some(0)),
+            // the page was made before this proxy's requests got there:
+            // the status request's worker still counts
+            (page(8, 1, 4), None, Some(7)),
+            (page(3, 0, 2), None, Some(2)),
+            // more busy than slots (a graceful restart): none, no underflow
+            (page(8, 12, 0), None, Some(0)),
+            // max_conns caps it
+            (page(8, 0, 0), Some(3), Some(3)),
+            (page(8, 6, 0), Some(3), Some(1)),
+            // no page (nginx, stale, not scraped): max_conns or none
+            (None, Some(10), Some(10)),
+            (None, None, None),
+            // a held count beyond u32 saturates
+            (page(4, 2, u64::MAX), None, Some(3)),
+        ];
+        for (i, (page, max, want)) in table.into_iter().enumerate() {
+            assert_eq!(
+                limit(page, max),
+                want,
+                "row {i}: {page:?} max_conns {max:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn room_counts_idle_connections_that_a_request_would_reuse() {
+        // (limit, inflight, idle, room)
+        let table = [
+            (None, 1000, 1000, true),
+            (Some(0), 0, 0, false),
+            (Some(4), 3, 0, true),
+            (Some(4), 4, 0, false),
+            // 2 in flight and 2 idle hold all 4 workers, but the request
+            // takes an idle connection: no new worker
+            (Some(4), 2, 2, true),
+            // 4 in flight: at the limit whatever the pool holds
+            (Some(4), 4, 1, false),
+            // no idle connection to take, and 3 + 1 held already
+            (Some(4), 3, 1, true),
+            (Some(4), 1, 0, true),
+        ];
+        for (i, (l, inflight, idle, want)) in table.into_iter().enumerate() {
+            assert_eq!(has_room(l, inflight, idle), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_connection_is_kept_idle_only_within_the_limit() {
+        // (limit, other requests in flight, idle, keep)
+        let table = [
+            (None, 50, 50, true),
+            (Some(4), 0, 0, true),
+            (Some(4), 2, 1, true),
+            (Some(4), 3, 0, true),
+            (Some(4), 3, 1, false),
+            (Some(4), 4, 0, false),
+            (Some(0), 0, 0, false),
+        ];
+        for (i, (l, inflight, idle, want)) in table.into_iter().enumerate() {
+            assert_eq!(may_keep_idle(l, inflight, idle), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn idle_connections_over_a_lowered_limit_are_closed() {
+        assert_eq!(idle_over(None, 9, 9), 0);
+        assert_eq!(idle_over(Some(4), 2, 2), 0);
+        assert_eq!(idle_over(Some(3), 2, 2), 1);
+        // in-flight requests over the limit are not closed: only the idle
+        assert_eq!(idle_over(Some(1), 4, 2), 2);
+    }
+}

@@ -1,0 +1,433 @@
+//! The shared request queue (issue 17), end to end: the real `webcluster`
+//! binary in front of real Apache prefork nodes with few workers, each
+//! scraped through its own status page.
+//!
+//! What is checked:
+//! 1. more concurrent slow requests than all the nodes' workers together:
+//!    the proxy never holds more connections to a node than it has workers
+//!    (`ss`, sampled all along), nothing waits in a node's accept backlog
+//!    (the listening socket's Recv-Q in `ss -ltn` stays 0), and every
+//!    request is answered 200;
+//! 2. requests are served in the order they arrived (the node's own log of
+//!    when each request began);
+//! 3. `max_queue` answers 503 at once and `queue_timeout` 503 after the
+//!    wait, both with `Retry-After`; the node never sees those requests;
+//! 4. a session-pinned request waits for its node while a request free to go
+//!    anywhere is served by the other node meanwhile;
+//! 5. a visitor that disconnects while queued leaves the queue and its
+//!    request is never sent to a node (the node's access log).
+//!
+//! No assertion is about a duration: waits are polls with generous bounds,
+//! and every loop is bounded in count and time.
+
+mod support;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::http::Response;
+use support::webcluster::{base_config, group_config, Webcluster};
+use support::{http_get, ApacheNode, ApacheOpts};
+
+/// Workers of each node.
+const WORKERS: u32 = 3;
+
+/// A prefork node with [`WORKERS`] workers that also logs, for each
+/// request, when it began (microseconds) and its path and query.
+fn node(name: &str) -> ApacheNode {
+    let mut opts = ApacheOpts::prefork(name, WORKERS);
+    opts.extra_directives = vec!["CustomLog logs/begin.log \"%{begin:usec}t %U%q\"".to_string()];
+    ApacheNode::start(opts)
+}
+
+fn proxy(group_extra: &str, nodes: &[&ApacheNode], node_extra: &str) -> Webcluster {
+    let nodes: Vec<(String, SocketAddr)> = nodes
+        .iter()
+        .map(|n| (n.name().to_string(), n.addr()))
+        .collect();
+    let extra = group_extra.to_string();
+    let node_extra = node_extra.to_string();
+    let wc = Webcluster::start(move |listen, admin| {
+        let list: Vec<(&str, SocketAddr, &str)> = nodes
+            .iter()
+            .map(|(n, a)| (n.as_str(), *a, node_extra.as_str()))
+            .collect();
+        base_config(listen, admin, "") + &group_config("web", &extra, &list)
+    });
+    wc.wait_all_up();
+    // Every node's limit is known (its status was read) before any request.
+    wc.wait_status("every node has a limit", |s| {
+        support::webcluster::nodes(s)
+            .iter()
+            .all(|n| n["limit"].as_u64().is_some())
+    });
+    wc
+}
+
+fn group(status: &Value) -> &Value {
+    &status["groups"][0]
+}
+
+/// Requests the proxy got so far: sent to a node or waiting in the queue.
+fn arrived(status: &Value) -> u64 {
+    let g = group(status);
+    g["totals"]["proxied_total"].as_u64().unwrap_or(0) + g["queue"]["length"].as_u64().unwrap_or(0)
+}
+
+/// Requests the proxy has: in flight to a node or waiting in the queue.
+fn held(status: &Value) -> u64 {
+    let g = group(status);
+    g["totals"]["inflight"].as_u64().unwrap_or(0) + g["queue"]["length"].as_u64().unwrap_or(0)
+}
+
+/// `GET path` through the proxy on its own thread.
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> JoinHandle<Option<Response>> {
+    let path = path.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    thread::spawn(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http_get(addr, &path, &h).ok()
+    })
+}
+
+/// Send `n` requests through the proxy one after the other, each only once
+/// the proxy holds the one before (in flight or queued): they arrive in
+/// this order. `path(i)` is the i-th request's path.
+fn staggered(
+    wc: &Webcluster,
+    n: usize,
+    path: impl Fn(usize) -> String,
+) -> Vec<JoinHandle<Option<Response>>> {
+    let base = arrived(&wc.status());
+    (0..n)
+        .map(|i| {
+            let h = get(wc.listen, &path(i), &[]);
+            wc.wait_status(&format!("the proxy holds request {i}"), |s| {
+                arrived(s) > base + i as u64
+            });
+            h
+        })
+        .collect()
+}
+
+/// What `ss` shows of a node's port: established connections to it, and the
+/// Recv-Q of its listening socket (connections the kernel accepted that no
+/// worker took yet).
+fn ss_sample(port: u16) -> (u32, u32) {
+    let out = |args: &[&str]| {
+        let o = Command::new("ss").args(args).output().expect("run ss");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let filter = format!("dport = :{port}");
+    let established = out(&["-Htn", "state", "established", &filter])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u32;
+    let filter = format!("sport = :{port}");
+    let backlog = out(&["-Hltn", &filter])
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    (established, backlog)
+}
+
+/// Samples [`ss_sample`] for each port until stopped (at most a minute);
+/// the most seen of each.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<(Vec<(u32, u32)>, String)>,
+}
+
+impl Sampler {
+    fn start(ports: Vec<u16>) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut most = vec![(0, 0); ports.len()];
+            let mut seen = String::new();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                for (i, &p) in ports.iter().enumerate() {
+                    let (e, b) = ss_sample(p);
+                    if b > 0 && seen.is_empty() {
+                        // What was open at the node then, for the message.
+                        let filter = format!("( dport = :{p} or sport = :{p} )");
+                        let o = Command::new("ss").args(["-tnp", &filter]).output();
+                        seen = o
+                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            .unwrap_or_default();
+                    }
+                    most[i] = (most[i].0.max(e), most[i].1.max(b));
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            (most, seen)
+        });
+        Sampler { stop, handle }
+    }
+
+    /// The most seen for each port, and what `ss` showed the first time
+    /// a connection waited in an accept queue.
+    fn finish(self) -> (Vec<(u32, u32)>, String) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("sampler")
+    }
+}
+
+/// Wait (bounded) until the node's access log has a line with `text`:
+/// Apache writes it after the response went out.
+fn logged(node: &ApacheNode, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = node.access_log();
+        if log.contains(text) || Instant::now() > deadline {
+            return log;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ids (`id=N`) of the requests a node began, in the order it began
+/// them (its `begin.log`).
+fn begun(nodes: &[&ApacheNode]) -> Vec<(u64, usize)> {
+    let mut all = Vec::new();
+    for n in nodes {
+        let log = std::fs::read_to_string(n.dir().join("logs/begin.log")).unwrap_or_default();
+        for line in log.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(t), Some(path)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let id = path
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("id="))
+                .and_then(|v| v.parse().ok());
+            if let (Ok(t), Some(id)) = (t.parse::<u64>(), id) {
+                all.push((t, id));
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+/// Wait (bounded) until `cond` holds; the assertions after it tell.
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn results(handles: Vec<JoinHandle<Option<Response>>>) -> Vec<Option<Response>> {
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+#[test]
+fn more_requests_than_workers_wait_in_the_proxy_not_in_a_node_backlog() {
+    let (a, b) = (node("a"), node("b"));
+    let wc = proxy("queue_timeout = \"30s\"", &[&a, &b], "");
+    let sampler = Sampler::start(vec![a.addr().port(), b.addr().port()]);
+    // 5 requests per worker of the two nodes together, all at once.
+    let n = (2 * WORKERS * 5) as usize;
+    let handles: Vec<_> = (0..n)
+        .map(|i| get(wc.listen, &format!("/sleep?ms=300&id={i}"), &[]))
+        .collect();
+    // Some wait in the proxy's queue meanwhile.
+    wc.wait_status("requests waiting in the queue", |s| {
+        group(s)["queue"]["length"].as_u64().unwrap_or(0) > 0
+    });
+    let answers = results(handles);
+    let (most, seen) = sampler.finish();
+    let ok = answers
+        .iter()
+        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
+        .count();
+    assert_eq!(ok, n, "every request is served: {answers:?}");
+    for (node, (established, backlog)) in ["a", "b"].iter().zip(&most) {
+        assert!(
+            *established <= WORKERS,
+            "node {node}: {established} connections open to it at once (the scraper's included), more than its {WORKERS} workers"
+        );
+        assert_eq!(
+            *backlog, 0,
+            "node {node}: connections waited in its accept queue:\n{seen}"
+        );
+    }
+    let s = wc.status();
+    assert!(group(&s)["queue"]["queued_total"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(group(&s)["queue"]["length"], 0);
+    // Both nodes served (the queue is shared, not one per node).
+    wait_for(|| begun(&[&a, &b]).len() == n);
+    let served = begun(&[&a]).len() + begun(&[&b]).len();
+    assert_eq!(served, n);
+    assert!(!begun(&[&a]).is_empty() && !begun(&[&b]).is_empty());
+}
+
+#[test]
+fn requests_are_served_in_the_order_they_arrived() {
+    let a = node("a");
+    // One request at a time: the order the node begins them in is the
+    // order the queue hands out its slots, with no race between two.
+    let wc = proxy("queue_timeout = \"30s\"", &[&a], "max_conns = 1");
+    let n = 8;
+    let handles = staggered(&wc, n, |i| format!("/sleep?ms=150&id={i}"));
+    let answers = results(handles);
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.status == 200)),
+        "{answers:?}"
+    );
+    logged(&a, &format!("id={}", n - 1));
+    let order: Vec<usize> = begun(&[&a]).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        order,
+        (0..n).collect::<Vec<_>>(),
+        "the node began them in arrival order"
+    );
+}
+
+#[test]
+fn a_full_queue_and_a_queue_timeout_answer_503_with_retry_after() {
+    let a = node("a");
+    // One request at a time reaches the node (max_conns), two may wait.
+    let wc = proxy(
+        "queue_timeout = \"2s\"\nmax_queue = 2",
+        &[&a],
+        "max_conns = 1",
+    );
+    let busy = get(wc.listen, "/sleep?ms=6000&id=busy", &[]);
+    wc.wait_status("one in flight", |s| held(s) == 1);
+    let waiting = staggered(&wc, 2, |i| format!("/sleep?ms=1&id=waiting{i}"));
+    wc.wait_status("two waiting", |s| group(s)["queue"]["length"] == 2);
+    // The queue is full: answered at once.
+    let refused = http_get(wc.listen, "/sleep?ms=1&id=refused", &[]).expect("answer");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    assert!(
+        refused.body.contains("busy"),
+        "plain body: {:?}",
+        refused.body
+    );
+    // The two waiting ones wait out queue_timeout (2s, the node is busy 6s).
+    for r in results(waiting) {
+        let r = r.expect("answered");
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("2"));
+    }
+    let busy = busy.join().expect("thread").expect("answered");
+    assert_eq!(busy.status, 200);
+    let s = wc.status();
+    let q = &group(&s)["queue"];
+    assert_eq!(q["refused_total"], 1, "{q}");
+    assert_eq!(q["timeouts_total"], 2, "{q}");
+    let log = logged(&a, "id=busy");
+    for id in ["waiting0", "waiting1", "refused"] {
+        assert!(!log.contains(id), "the node saw {id}:\n{log}");
+    }
+    assert!(log.contains("id=busy"), "{log}");
+    let metrics = http_get(wc.admin, "/metrics", &[]).expect("metrics").body;
+    assert!(
+        metrics.contains("webcluster_queue_timeouts_total{group=\"web\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webcluster_queue_refusals_total{group=\"web\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_session_pinned_request_waits_for_its_node() {
+    let (a, b) = (node("a"), node("b"));
+    let wc = proxy(
+        "queue_timeout = \"30s\"\naffinity = \"insert\"\nbalance = \"round_robin\"",
+        &[&a, &b],
+        "max_conns = 1",
+    );
+    // A session on some node: its cookie.
+    let first = http_get(wc.listen, "/sleep?ms=1", &[]).expect("first");
+    let home = first.header("x-webcluster-node").expect("node").to_string();
+    let cookie = first
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let other = if home == "a" { "b" } else { "a" };
+    // The session's node is busy with one of the session's requests.
+    let busy = get(
+        wc.listen,
+        "/sleep?ms=4000&id=busy",
+        &[("Cookie", cookie.as_str())],
+    );
+    wc.wait_status("one in flight", |s| held(s) == 1);
+    let pinned = get(
+        wc.listen,
+        "/sleep?ms=1&id=pinned",
+        &[("Cookie", cookie.as_str())],
+    );
+    wc.wait_status("the session's request waits", |s| {
+        group(s)["queue"]["length"] == 1
+    });
+    // A request free to go anywhere does not wait behind it.
+    let free = http_get(wc.listen, "/sleep?ms=1&id=free", &[]).expect("free");
+    assert_eq!(free.status, 200);
+    assert_eq!(free.header("x-webcluster-node"), Some(other));
+    assert_eq!(
+        group(&wc.status())["queue"]["length"],
+        1,
+        "the pinned one still waits for its node"
+    );
+    let pinned = pinned.join().expect("thread").expect("answered");
+    assert_eq!(pinned.status, 200, "{pinned:?}");
+    assert_eq!(pinned.header("x-webcluster-node"), Some(home.as_str()));
+    let busy = busy.join().expect("thread").expect("answered");
+    assert_eq!(busy.header("x-webcluster-node"), Some(home.as_str()));
+}
+
+#[test]
+fn a_visitor_that_leaves_while_queued_is_never_sent_to_a_node() {
+    let a = node("a");
+    let wc = proxy("queue_timeout = \"30s\"", &[&a], "max_conns = 1");
+    let busy = get(wc.listen, "/sleep?ms=5000&id=busy", &[]);
+    wc.wait_status("one in flight", |s| held(s) == 1);
+    let mut s = TcpStream::connect(wc.listen).expect("connect");
+    write!(
+        s,
+        "GET /sleep?ms=1&id=gone HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    wc.wait_status("it waits", |st| group(st)["queue"]["length"] == 1);
+    drop(s);
+    wc.wait_status("it left the queue", |st| {
+        group(st)["queue"]["length"] == 0 && group(st)["queue"]["abandoned_total"] == 1
+    });
+    // The slot frees; a later request is served, the one that left is not.
+    let busy = busy.join().expect("thread").expect("answered");
+    assert_eq!(busy.status, 200);
+    let after = http_get(wc.listen, "/sleep?ms=1&id=after", &[]).expect("after");
+    assert_eq!(after.status, 200);
+    let log = logged(&a, "id=after");
+    assert!(log.contains("id=after"), "{log}");
+    assert!(
+        !log.contains("id=gone"),
+        "the node saw the request whose visitor left:\n{log}"
+    );
+}
