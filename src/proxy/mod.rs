@@ -469,8 +469,9 @@ impl Proxy {
         match sniffed {
             http2::Sniffed::Http2 => {
                 let (stream, read) = io.into_parts();
-                return self
-                    .serve_h2_after(stream, read, client, arrival, shutdown)
+                // Boxed, as the handshake in `process_new`: an HTTP/1
+                // connection does not carry room for HTTP/2's state.
+                return Box::pin(self.serve_h2_after(stream, read, client, arrival, shutdown))
                     .await;
             }
             http2::Sniffed::Closed => return,
@@ -1319,7 +1320,8 @@ impl ServerApp for Proxy {
         // The one dispatch on the protocol ALPN chose (the list offered is
         // `crate::tls::alpn_protocols`).
         match arrival.alpn() {
-            Some(ALPN::H2) => self.serve_h2(stream, arrival, shutdown).await,
+            // Boxed: see `serve`'s h2c arm.
+            Some(ALPN::H2) => Box::pin(self.serve_h2(stream, arrival, shutdown)).await,
             _ => self.serve(stream, arrival, shutdown).await,
         }
         None
