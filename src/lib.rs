@@ -18,6 +18,7 @@
 //!   run as a pingora service), the connection pool to the nodes;
 //! - [`admin`]: status page, JSON, `?auto`, metrics and the node control API
 //!   ([`control`] is its client, `webcluster node`);
+//! - [`listener`]: the visitor listeners and their accept loop;
 //! - [`tls`]: HTTPS listeners: certificates by SNI, handshakes, reload;
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
 //! - [`demo`], [`demo_node`]: the embedded demo cluster.
@@ -31,6 +32,7 @@ pub mod control;
 pub mod demo;
 pub mod demo_node;
 pub mod discovery;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

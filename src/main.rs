@@ -17,7 +17,10 @@ use webcluster::server::{self, RunOptions};
 /// mimalloc, chosen on measurements (benches/README.md, "What each step bought"): CPU
 /// per request 46 vs 50 us (small response) and 92 vs 139 us (64 KiB) against
 /// glibc malloc, and the same memory per idle connection (14.5 vs 14 KiB)
-/// once the visitor read buffer is off.
+/// once the visitor read buffer is off. The `system-allocator` feature
+/// leaves it out, for heap profilers that see only malloc (heaptrack; see
+/// benches/README.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

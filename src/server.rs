@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pingora::apps::http_app::HttpServer;
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server};
 use pingora::services::background::background_service;
@@ -26,6 +24,7 @@ use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::cluster::Cluster;
 use crate::config::{AccessLog as AccessLogTarget, Config};
+use crate::listener::Listening;
 use crate::metrics::Metrics;
 use crate::proxy::pool::{Pool, Sweeper};
 use crate::proxy::{ActiveRequests, Proxy};
@@ -91,6 +90,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
 
     let source = config.source.clone();
     let listen = config.server.listen.clone();
+    let threads = config.server.threads;
     let tls =
         Arc::new(Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?);
     let tls_listen: Vec<_> = config.tls.iter().flat_map(|t| t.listen.clone()).collect();
@@ -103,8 +103,12 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     let active = Arc::new(ActiveRequests::default());
 
     let pool = Arc::new(Pool::default());
-    let mut proxy = Service::new(
-        "webcluster proxy".to_string(),
+    // The visitor listeners: webcluster's own accept loop (each connection
+    // on the least busy worker thread, registered with that thread's
+    // reactor, with a small stream type); see `listener`. No buffers below
+    // the proxy's own (`proxy::http1`).
+    let proxy = Listening::new(
+        "webcluster proxy",
         Proxy::new(
             Arc::clone(&cluster),
             Arc::clone(&metrics),
@@ -113,18 +117,12 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
             Arc::clone(&pool),
         )
         .with_tls(Arc::clone(&tls)),
+        listen.iter().map(|a| a.to_string()).collect(),
+        // TLS listeners are plain TCP ones to the accept loop: the proxy
+        // runs the handshake itself (`crate::tls`), on the same workers.
+        tls_listen.iter().map(|a| a.to_string()).collect(),
+        threads,
     );
-    // No buffers below the proxy's own (`proxy::http1`): pingora's default
-    // 64 KiB read-ahead per connection, zeroed, cost 65 KiB per idle
-    // keep-alive connection and 3 us per request (benches/README.md, "What
-    // each step bought"), and its write buffer a copy of every write.
-    // TLS listeners are plain TCP ones to pingora: the proxy runs the
-    // handshake itself (`crate::tls`), on the same workers.
-    for addr in listen.iter().chain(&tls_listen) {
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
-        );
-    }
     server.add_service(proxy);
 
     if let Some(addr) = admin_listen {

@@ -15,6 +15,11 @@
 # stopped. The same run with no request gives the fixed cost (start, stop,
 # scrapes over the same time), which is subtracted:
 #   instructions per request = (Ir with REQUESTS - Ir with none) / REQUESTS
+# THREADS (default 1) sets the server's `threads`: with 2, the count shows
+# what serving connections on two threads costs (callgrind runs the threads
+# one at a time, so it counts the work, not the contention). LABEL names
+# the binary in the table (default: its path); JSONL=FILE also appends one
+# JSON line per row to FILE (benches/load/run.sh's "instructions" part).
 # UPSTREAM=prefork: the upstream is an Apache prefork node instead (the
 # project's node template, NODE_WORKERS workers [16], serving the same two
 # files), scraped through its own ?auto page in both modes, and KEEPALIVE
@@ -33,6 +38,9 @@ REQUESTS=${REQUESTS:-2000}
 LAST_SECONDS=2
 SIZES=${SIZES:-"small 64k"}
 MODES=${MODES:-"bare full"}
+THREADS=${THREADS:-1}
+LABEL=${LABEL:-}
+JSONL=${JSONL:-}
 UPSTREAM=${UPSTREAM:-nginx}
 NODE_WORKERS=${NODE_WORKERS:-16}
 KEEPALIVE=${KEEPALIVE:-}
@@ -152,8 +160,8 @@ run() {
         node=$(printf '  name = "n1"\n  address = "127.0.0.1:%s"' "$UP")
     fi
     [[ -z $keepalive ]] || group+="\nupstream_keepalive = \"$keepalive\""
-    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = 1\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n%s\n' \
-        "$listen" "$admin" "$log" "$group" "$node" >"$dir/webcluster.toml"
+    printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\nlog_level = "warn"\n\n[admin]\nlisten = "127.0.0.1:%s"\n\n[access_log]\n%s\n\n[[group]]\nname = "up"\n%b\n  [[group.node]]\n%s\n' \
+        "$listen" "$THREADS" "$admin" "$log" "$group" "$node" >"$dir/webcluster.toml"
     setsid valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
         "$bin" run -c "$dir/webcluster.toml" >"$dir/out.log" 2>&1 &
     local pid=$!
@@ -180,7 +188,7 @@ run() {
 
 printf '| binary | upstream | keep-alive | mode | response | instructions per request |\n| --- | --- | --- | --- | --- | ---: |\n'
 for bin in "$@"; do
-    name=$(basename "$bin")
+    name=${LABEL:-$(basename "$bin")}
     [[ -x $bin ]] || { echo "$bin: not an executable" >&2; exit 1; }
     for keepalive in ${KEEPALIVE:-default}; do
         [[ $keepalive == default ]] && keepalive=""
@@ -194,7 +202,11 @@ for bin in "$@"; do
                 base=$(run "$bin" "$mode" "$size" 0 "$keepalive")
                 per=$(( (total - base) / REQUESTS ))
                 log "$name $mode $size: Ir $total - $base (fixed) = $((total - base)) over $REQUESTS requests"
-                printf '| %s | %s | %s | %s | %s | %s |\n' "$bin" "$UPSTREAM" "${keepalive:-default}" "$mode" "$size" "$per"
+                printf '| %s | %s | %s | %s | %s | %s |\n' "${LABEL:-$bin}" "$UPSTREAM" "${keepalive:-default}" "$mode" "$size" "$per"
+                if [[ -n $JSONL ]]; then
+                    printf '{"part":"instructions","label":"%s","binary":"%s","upstream":"%s","keepalive":"%s","mode":"%s","size":"%s","threads":%s,"requests":%s,"ir_per_request":%s}\n' \
+                        "$name" "$bin" "$UPSTREAM" "${keepalive:-default}" "$mode" "$size" "$THREADS" "$REQUESTS" "$per" >>"$JSONL"
+                fi
             done
         done
     done

@@ -40,7 +40,28 @@ SCENARIO_LABEL = {
     "freeze": "n1 frozen (SIGSTOP) for a few seconds mid-run, then thawed",
 }
 PROXY_LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
-               "webcluster": "webcluster"}
+               "webcluster": "webcluster",
+               "webcluster-full": "webcluster, everything on",
+               "baseline": "baseline",
+               "baseline-full": "baseline, everything on"}
+# Overhead rows whose instructions per request the "instructions" part
+# counted: (callgrind label, mode).
+INSTR_OF = {"webcluster": ("webcluster", "bare"), "webcluster-full": ("webcluster", "full"),
+            "baseline": ("baseline", "bare"), "baseline-full": ("baseline", "full")}
+
+
+def proxy_label(kind, machine=None):
+    label = PROXY_LABEL.get(kind, kind)
+    base = (machine or {}).get("baseline_label")
+    if kind.startswith("baseline") and base:
+        label = label.replace("baseline", "baseline %s" % base, 1)
+    return label
+
+
+def instructions(rows):
+    """(label, mode, size) -> instructions per request, from the instructions part."""
+    return {(r["label"], r["mode"], r["size"]): r["ir_per_request"]
+            for r in rows if r["part"] == "instructions"}
 
 
 def wrk_ms(tok):
@@ -116,10 +137,11 @@ def median(vals):
     return vals[k] if len(vals) % 2 else (vals[k - 1] + vals[k]) / 2.0
 
 
-def overhead_section(rows):
+def overhead_section(rows, machine=None):
     ov = [r for r in rows if r["part"] == "overhead"]
     if not ov:
         return [], {}
+    ir = instructions(rows)
     for r in ov:
         r.update(parse_wrk(r["wrk"]))
         ticks = r.get("cpu_ticks", 0) / float(r.get("clk_tck", 100))
@@ -156,8 +178,8 @@ def overhead_section(rows):
         lines.append("")
         lines.append("| proxy | workers | req/s | req/s range | req/s × nginx / × HAProxy | p50 | p50 × nginx / × HAProxy "
                      "| p99 | p99 × nginx / × HAProxy | peak RSS | RSS × nginx / × HAProxy "
-                     "| CPU per request | errors |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                     "| CPU per request | instructions per request (callgrind, 1 thread) | errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         sc = [c for c in cases if c["size"] == size]
         for r in sc:
             ng = next((c for c in sc if c["proxy"] == "nginx" and c["threads"] == r["threads"]), None)
@@ -169,8 +191,9 @@ def overhead_section(rows):
                     return "—"
                 return "%s / %s" % (ratio(r[key], ng and ng[key]), ratio(r[key], hp and hp[key]))
 
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                PROXY_LABEL.get(r["proxy"], r["proxy"]),
+            instr = ir.get(INSTR_OF.get(r["proxy"], ("", ""))[:2] + (size,))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                proxy_label(r["proxy"], machine),
                 "1 (upstream)" if direct else r["threads"],
                 "%.0f" % r["rps"] if r["rps"] else "—",
                 "%.0f–%.0f" % r["rps_range"] if r["rps_range"] else "—",
@@ -180,6 +203,7 @@ def overhead_section(rows):
                 "%.1f MiB" % r["rss_mib"] if r["rss_mib"] else "—",
                 pair("rss_mib"),
                 "%.0f µs" % r["cpu_us_per_req"] if r["cpu_us_per_req"] else "—",
+                "%d" % instr if instr is not None else "—",
                 r["errors"],
             ))
             if r["proxy"] == "webcluster":
@@ -189,6 +213,20 @@ def overhead_section(rows):
                     "p99_ng": r["p99"] / ng["p99"] if ng and ng["p99"] and r["p99"] else None,
                     "p99_hp": r["p99"] / hp["p99"] if hp and hp["p99"] and r["p99"] else None,
                 }
+        for mode, new, old in (("bare", "webcluster", "baseline"), ("everything on", "webcluster-full", "baseline-full")):
+            for n in sorted({c["threads"] for c in sc}):
+                a = next((c for c in sc if c["proxy"] == new and c["threads"] == n), None)
+                b = next((c for c in sc if c["proxy"] == old and c["threads"] == n), None)
+                if not a or not b:
+                    continue
+                ia = ir.get(INSTR_OF[new] + (size,))
+                ib = ir.get(INSTR_OF[old] + (size,))
+                lines.append("")
+                lines.append("This build ÷ the baseline, %s, %d worker(s): req/s %s, p99 %s, CPU per request %s, "
+                             "instructions per request %s." % (
+                                 mode, n, ratio(a["rps"], b["rps"]), ratio(a["p99"], b["p99"]),
+                                 ratio(a["cpu_us_per_req"], b["cpu_us_per_req"]),
+                                 ratio(ia, ib) if ia is not None and ib is not None else "—"))
     lines.insert(0, "")
     if reps_n > 1:
         lines.insert(1, "Each case ran %d times, interleaved (every case once, then again); req/s, p50, p99 and CPU "
@@ -198,7 +236,7 @@ def overhead_section(rows):
     return lines, summary
 
 
-def idle_section(rows):
+def idle_section(rows, machine=None):
     rs = [r for r in rows if r["part"] == "idle"]
     if not rs:
         return []
@@ -212,10 +250,34 @@ def idle_section(rows):
     for r in rs:
         ng, hp = by.get("nginx"), by.get("haproxy")
         per = (r["rss_kb"] - r["rss_before_kb"]) / max(1, r["open"])
-        lines.append("| %s | %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %s / %s |" % (
-            PROXY_LABEL.get(r["proxy"], r["proxy"]), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
-            r["rss_kb"] / 1024.0, per, ratio(r["rss_kb"], ng and ng["rss_kb"]),
-            ratio(r["rss_kb"], hp and hp["rss_kb"])))
+        lines.append("| %s | %d | %d | %.1f MiB | %.1f MiB | %.2f KiB | %s / %s |" % (
+            proxy_label(r["proxy"], machine), r["open"], r["failed"], r["rss_before_kb"] / 1024.0,
+            r["rss_kb"] / 1024.0, per, ratio(per, ng and per_conn(ng)), ratio(per, hp and per_conn(hp))))
+    return lines
+
+
+def per_conn(r):
+    return (r["rss_kb"] - r["rss_before_kb"]) / max(1, r["open"])
+
+
+def instructions_section(rows, machine=None):
+    rs = [r for r in rows if r["part"] == "instructions"]
+    if not rs:
+        return []
+    lines = ["", "### Instructions per request", "",
+             "`benches/load/callgrind.sh` (valgrind's callgrind; %d requests with `ab -k -c 10`, minus a run "
+             "without requests): a count that does not depend on the machine's other load. bare: "
+             "round_robin, no scrape, no access log; full: busyness with the upstream's stub_status "
+             "scraped every second, the status-path guard and the access log on. %d thread(s)." % (
+                 rs[0]["requests"], rs[0].get("threads", 1)), "",
+             "| build | mode | response | instructions per request | × the baseline |",
+             "| --- | --- | --- | ---: | ---: |"]
+    ir = instructions(rows)
+    for r in rs:
+        base = ir.get(("baseline", r["mode"], r["size"])) if r["label"] != "baseline" else None
+        name = "this build" if r["label"] == "webcluster" else proxy_label(r["label"], machine)
+        lines.append("| %s | %s | %s | %d | %s |" % (
+            name, r["mode"], r["size"], r["ir_per_request"], ratio(r["ir_per_request"], base) if base else "—"))
     return lines
 
 
@@ -901,7 +963,7 @@ def main():
     args = p.parse_args()
     rows, m, command = load(args.work)
 
-    ov_lines, ov_summary = overhead_section(rows)
+    ov_lines, ov_summary = overhead_section(rows, m)
     h_lines = handler_section(rows) + baseline_section(rows)
     handler_p99 = None
     for r in rows:
@@ -932,6 +994,8 @@ def main():
         m["webcluster_binary_mtime"], m["webcluster_commit"],
         ("; **the binary is older than the sources** (last change %s)" % m["webcluster_binary_stale"])
         if m.get("webcluster_binary_stale") else " (the binary was newer than every file in src/)"))
+    if m.get("baseline_label"):
+        out.append("- baseline (BASELINE): %s" % m["baseline_label"])
     out.append("- command: `%s`" % command)
     if ov_lines:
         out.append("")
@@ -943,7 +1007,8 @@ def main():
                    "CPU per request is the proxy's user+system CPU time over the measured requests (less "
                    "sensitive to other load on the machine than req/s).")
         out.extend(ov_lines)
-    out.extend(idle_section(rows))
+    out.extend(idle_section(rows, m))
+    out.extend(instructions_section(rows, m))
     out.extend(buffering_section(rows))
     out.extend(tls_section(rows))
     if bal_lines or h_lines:

@@ -10,8 +10,17 @@
 # 64 KiB response; nginx, HAProxy and webcluster proxy to it with 1 and 2
 # worker processes/threads, each loaded in turn by `wrk -t1 -c50 --latency`
 # (keep-alive); the direct figure (no proxy) is the ceiling.
+# webcluster runs twice in each case: bare (round_robin, no status scrape, no
+# access log) and "full" (webcluster-full: busyness balancing with the
+# upstream's stub_status scraped every second, the status-path guard and the
+# access log on: what a user runs). With BASELINE (a commit or a binary) the
+# same two rows are added for that build, in the same run.
 # Part 1b, "idle": peak RSS of each proxy (1 worker) holding 10,000 idle
 # keep-alive visitor connections (benches/load/idleconns.py).
+# Part 1e, "instructions": instructions per request of webcluster (and of
+# BASELINE), bare and full, counted by valgrind's callgrind
+# (benches/load/callgrind.sh): a figure that does not move with the
+# machine's other load; the overhead tables show it beside the timings.
 # Part 1c, "buffering" (not in the default PARTS): the cost of request and
 # response buffering. An upstream nginx serves 16 B, 64 KiB and 1 MiB files
 # and reads 16 B, 64 KiB and 1 MiB POST bodies whole before it answers;
@@ -41,14 +50,24 @@
 # plots benches/load/latency.png.
 #
 # Every option is an environment variable (defaults in brackets):
-#   PARTS        parts to run ["overhead idle balancing"]
+#   PARTS        parts to run ["overhead idle instructions balancing"]
 #   DURATION     seconds of load per overhead case [10]
 #   WARMUP       seconds of unrecorded wrk load before each overhead case [1]
 #   REPEAT       runs of each overhead case, interleaved; the report shows
 #                the median and the range [3]
 #   CONNS        wrk connections [50]
 #   THREADS_LIST worker threads/processes per proxy ["1 2"]
-#   PROXIES      proxies in the overhead part ["nginx haproxy webcluster"]
+#   PROXIES      proxies in the overhead part ["nginx haproxy webcluster
+#                webcluster-full"]; with BASELINE, "baseline baseline-full"
+#                are added (the same two configs run by the BASELINE build)
+#   IDLE_PROXIES proxies in the idle part ["nginx haproxy webcluster"];
+#                with BASELINE, "baseline" is added
+#   BASELINE     a previous build to compare with in the same run: a path to
+#                a webcluster binary, or a git revision of this repository
+#                (built once with cargo into BASELINE_DIR, from `git archive`
+#                of that revision: the work tree is not touched) [none]
+#   BASELINE_DIR where revisions are built [target/baseline]
+#   CALLGRIND_REQUESTS requests per callgrind count [2000]
 #   SIZES        overhead responses ["small 64k"]
 #   BUF_SIZES    bodies in the "buffering" part ["16 64k 1m"]
 #   BUF_DIRS     "up" (request bodies, POST) and/or "down" (response bodies,
@@ -142,13 +161,18 @@ trap 'printf "[%s] ERROR: command failed (exit %s) at line %s: %s\n" "$(date +%T
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-PARTS=${PARTS:-"overhead idle balancing"}
+PARTS=${PARTS:-"overhead idle instructions balancing"}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 REPEAT=${REPEAT:-3}
 CONNS=${CONNS:-50}
 THREADS_LIST=${THREADS_LIST:-"1 2"}
-PROXIES=${PROXIES:-"nginx haproxy webcluster"}
+PROXIES=${PROXIES:-"nginx haproxy webcluster webcluster-full"}
+IDLE_PROXIES=${IDLE_PROXIES:-"nginx haproxy webcluster"}
+BASELINE=${BASELINE:-}
+BASELINE_DIR=${BASELINE_DIR:-$ROOT/target/baseline}
+BASELINE_BIN=""
+CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-2000}
 TLS_PROXIES=${TLS_PROXIES:-"nginx haproxy webcluster"}
 SIZES=${SIZES:-"small 64k"}
 BUF_SIZES=${BUF_SIZES:-"16 64k 1m"}
@@ -202,7 +226,7 @@ KEEP=${KEEP:-0}
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for v in BUF_WORKERS FLAP_EVERY REPEAT IDLE_CONNS DURATION WARMUP CONNS BAL_DURATION TIMEOUT HANDLER_MS NODE_WORKERS HIDDEN HIDDEN_MS BAL_WORKERS JOBS; do
+for v in CALLGRIND_REQUESTS BUF_WORKERS FLAP_EVERY REPEAT IDLE_CONNS DURATION WARMUP CONNS BAL_DURATION TIMEOUT HANDLER_MS NODE_WORKERS HIDDEN HIDDEN_MS BAL_WORKERS JOBS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ $RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "RATE must be a number, got '$RATE'"
@@ -394,6 +418,8 @@ http {
         listen 127.0.0.1:$port backlog=4096;
         root $d/html;
         location / { }
+        # For webcluster-full's status scrape.
+        location = /nginx_status { stub_status; }
     }
 }
 EOF
@@ -479,7 +505,7 @@ enabled = $([[ $admin == 0 ]] && echo false || echo true)
 listen = "127.0.0.1:$admin"
 
 [access_log]
-target = "off"
+target = $([[ ${WC_FULL:-0} == 1 ]] && echo "\"$d/access.log\"" || echo '"off"')
 ${WC_EXTRA:-}
 [[group]]
 name = "web"
@@ -489,12 +515,18 @@ ${WC_GROUP_EXTRA:-}
 EOF
         # Only when asked: the default ("auto") is what users get.
         if [[ -n $keepalive ]]; then printf 'upstream_keepalive = "%s"\n' "$keepalive"; fi
+        # Full: the node's stub_status scraped every second (the balancing
+        # reads it), the status-path guard (on by default) and the access log.
+        if [[ ${WC_FULL:-0} == 1 ]]; then printf 'scrape_interval = "1s"\n'; fi
         for p in "$@"; do
             printf '\n  [[group.node]]\n  name = "n%d"\n  address = "127.0.0.1:%s"\n' "$i" "$p"
+            if [[ ${WC_FULL:-0} == 1 ]]; then
+                printf '  status_url = "http://127.0.0.1:%s/nginx_status"\n  status_kind = "nginx"\n  max_workers = 1024\n' "$p"
+            fi
             i=$((i + 1))
         done
     } >"$d/webcluster.toml"
-    "$WEBCLUSTER" check -c "$d/webcluster.toml" >"$d/check.log" 2>&1 \
+    "${WC_BIN:-$WEBCLUSTER}" check -c "$d/webcluster.toml" >"$d/check.log" 2>&1 \
         || { cat "$d/check.log" >&2; die "webcluster check refused $d/webcluster.toml"; }
 }
 
@@ -518,7 +550,16 @@ start_proxy() {
             local spec
             IFS=: read -r -a spec <<<"$balance"
             webcluster_conf "$d" "$port" "${WC_ADMIN_PORT:-0}" "$workers" "${spec[0]}" "${spec[1]}" "${spec[2]:-}" "$@"
-            start webcluster "$d/out.log" "$WEBCLUSTER" run -c "$d/webcluster.toml" ;;
+            start webcluster "$d/out.log" "${WC_BIN:-$WEBCLUSTER}" run -c "$d/webcluster.toml" ;;
+        webcluster-full|baseline|baseline-full)
+            # webcluster-full: the webcluster build as users run it;
+            # baseline[-full]: the BASELINE build, bare or full.
+            local bin=$WEBCLUSTER full=0
+            [[ $kind == baseline* ]] && bin=$BASELINE_BIN
+            [[ $kind == *-full ]] && full=1
+            [[ -n $bin ]] || die "$kind needs BASELINE"
+            WC_BIN=$bin WC_FULL=$full start_proxy webcluster "$d" "$port" "$workers" "$balance" "$@"
+            return ;;
         *) die "unknown proxy $kind" ;;
     esac
     PROXY_PID=$STARTED_PID
@@ -549,7 +590,10 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
         direct) port=$up ;;
         nginx) start_proxy nginx "$d" "$port" "$n" "" "$up" ;;
         haproxy) start_proxy haproxy "$d" "$port" "$n" roundrobin "$up" ;;
-        webcluster) WC_ADMIN_PORT=0 start_proxy webcluster "$d" "$port" "$n" round_robin:false "$up" ;;
+        webcluster|baseline) WC_ADMIN_PORT=0 start_proxy "$kind" "$d" "$port" "$n" round_robin:false "$up" ;;
+        webcluster-full|baseline-full)
+            WC_ADMIN_PORT=$(free_ports 1) start_proxy "$kind" "$d" "$port" "$n" busyness:true "$up" ;;
+        *) die "unknown proxy $kind in PROXIES" ;;
     esac
     if [[ $kind != direct ]]; then
         wait_http "$port" "/$size" "$PROXY_PID"
@@ -605,11 +649,11 @@ part_idle() {
     start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
     master=$STARTED_PID
     wait_http "$up" /small "$master"
-    for kind in $PROXIES; do
+    for kind in $IDLE_PROXIES; do
         port=$(free_ports 1)
         d="$WORK/idle/$kind"
         IDLE=1 WC_ADMIN_PORT=0 start_proxy "$kind" "$d" "$port" 1 \
-            "$([[ $kind == webcluster ]] && echo round_robin:false || { [[ $kind == haproxy ]] && echo roundrobin; })" "$up"
+            "$([[ $kind == webcluster || $kind == baseline ]] && echo round_robin:false || { [[ $kind == haproxy ]] && echo roundrobin; })" "$up"
         wait_http "$port" /small "$PROXY_PID"
         sleep 0.3
         pids=$(proxy_pids "$kind" "$PROXY_PID")
@@ -637,6 +681,60 @@ part_idle() {
         stop "$PROXY_PID"
     done
     stop "$master"
+}
+
+# Part 1e: instructions per request (callgrind), this build and BASELINE.
+
+part_instructions() {
+    local bin label
+    command -v valgrind >/dev/null || [[ $(id -u) == 0 ]] \
+        || die "the instructions part needs valgrind (apt-get install valgrind) and ab (apache2-utils)"
+    for label in webcluster baseline; do
+        bin=$WEBCLUSTER
+        if [[ $label == baseline ]]; then
+            [[ -n $BASELINE_BIN ]] || continue
+            bin=$BASELINE_BIN
+        fi
+        log "instructions: $label ($bin), $CALLGRIND_REQUESTS requests per count"
+        REQUESTS=$CALLGRIND_REQUESTS SIZES="$SIZES" LABEL=$label JSONL="$WORK/results.jsonl" \
+            timeout -k 5 1800 bash "$HERE/callgrind.sh" "$bin" >"$WORK/callgrind-$label.md" 2>"$WORK/callgrind-$label.log" \
+            || { tail -20 "$WORK/callgrind-$label.log" >&2; die "callgrind.sh failed for $label"; }
+        cat "$WORK/callgrind-$label.md" >&2
+    done
+}
+
+# baseline_setup: BASELINE_BIN from BASELINE (a binary, or a revision built
+# once into BASELINE_DIR; the work tree is not touched).
+baseline_setup() {
+    [[ -n $BASELINE ]] || return 0
+    if [[ -f $BASELINE && -x $BASELINE ]]; then
+        BASELINE_BIN=$BASELINE
+        BASELINE_LABEL=$(basename "$BASELINE")
+    else
+        local sha src
+        sha=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}") \
+            || die "BASELINE=$BASELINE is neither an executable nor a revision of $ROOT"
+        BASELINE_LABEL=$(git -C "$ROOT" rev-parse --short "$sha")
+        BASELINE_BIN=$BASELINE_DIR/webcluster-$sha
+        if [[ ! -x $BASELINE_BIN ]]; then
+            command -v cargo >/dev/null || die "BASELINE=$BASELINE needs cargo to build"
+            src=$BASELINE_DIR/src-$sha
+            rm -rf "$src"
+            mkdir -p "$src"
+            git -C "$ROOT" archive "$sha" | tar -x -C "$src"
+            log "BASELINE: building $BASELINE ($BASELINE_LABEL) in $src (cargo build --release --bin webcluster -j $JOBS)"
+            (cd "$src" && CARGO_TARGET_DIR=$BASELINE_DIR/target cargo build --release --bin webcluster -j "$JOBS" >&2) \
+                || die "cargo build of BASELINE=$BASELINE failed"
+            cp "$BASELINE_DIR/target/release/webcluster" "$BASELINE_BIN"
+            rm -rf "$src"
+        fi
+    fi
+    # A private copy, as for WEBCLUSTER.
+    cp "$BASELINE_BIN" "$WORK/webcluster-baseline"
+    BASELINE_BIN=$WORK/webcluster-baseline
+    log "BASELINE: $BASELINE_LABEL ($BASELINE_BIN)"
+    [[ " $PROXIES " == *" baseline"* ]] || PROXIES="$PROXIES baseline baseline-full"
+    [[ " $IDLE_PROXIES " == *" baseline "* ]] || IDLE_PROXIES="$IDLE_PROXIES baseline"
 }
 
 # Part 1d: TLS termination.
@@ -1325,7 +1423,7 @@ part_balancing() {
 
 main() {
     need_tools
-    if [[ " $PROXIES $METHODS $BUF_PROXIES $TLS_PROXIES " == *" webcluster"* || " $METHODS " == *" wc-"* ]]; then
+    if [[ " $PROXIES $IDLE_PROXIES $METHODS $BUF_PROXIES $TLS_PROXIES $PARTS " == *" webcluster"* || " $METHODS " == *" wc-"* || " $PARTS " == *" instructions "* ]]; then
         build "$WEBCLUSTER" --bin webcluster
     fi
     if [[ " $PARTS " == *" balancing "* ]]; then build "$OPENLOOP" -p openloop; fi
@@ -1345,9 +1443,10 @@ main() {
         OPENLOOP=$WORK/openloop
     fi
     log "work directory: $WORK"
+    baseline_setup
     local started=$SECONDS
     # Machine and versions, for the report.
-    python3 - "$WORK/machine.json" "$WEBCLUSTER" "$ROOT" "${WEBCLUSTER_SRC:-$WEBCLUSTER}" <<'EOF'
+    BASELINE_LABEL=${BASELINE_LABEL:-} python3 - "$WORK/machine.json" "$WEBCLUSTER" "$ROOT" "${WEBCLUSTER_SRC:-$WEBCLUSTER}" <<'EOF'
 import json, os, platform, re, subprocess, sys
 out, wc, root, wc_src = sys.argv[1:5]
 def run(*cmd):
@@ -1402,10 +1501,12 @@ json.dump({
     "webcluster_binary_mtime": run("date", "-u", "-r", wc_src, "+%Y-%m-%d %H:%M UTC"),
     "loadavg_start": open("/proc/loadavg").read().split()[:3],
     "date": run("date", "-u", "+%Y-%m-%d %H:%M UTC"),
+    "baseline_label": os.environ.get("BASELINE_LABEL") or None,
 }, open(out, "w"), indent=1)
 EOF
     {
-        printf 'PARTS="%s" ' "$PARTS"
+        printf 'PARTS="%s" PROXIES="%s" ' "$PARTS" "$PROXIES"
+        if [[ -n $BASELINE ]]; then printf 'BASELINE=%s ' "$BASELINE"; fi
         if [[ " $PARTS " == *" buffering "* ]]; then
             printf 'BUF_SIZES="%s" BUF_DIRS="%s" BUF_PROXIES="%s" BUF_WORKERS=%s ' \
                 "$BUF_SIZES" "$BUF_DIRS" "$BUF_PROXIES" "$BUF_WORKERS"
@@ -1423,6 +1524,7 @@ EOF
         case $part in
             overhead) part_overhead ;;
             idle) part_idle ;;
+            instructions) part_instructions ;;
             buffering) part_buffering ;;
             tls) part_tls ;;
             balancing)
@@ -1430,7 +1532,7 @@ EOF
                 log "Apache nodes: $APACHE_CONF (handler $LUA_PATH)"
                 [[ $HANDLER_CHECK == 1 ]] && part_handler_check
                 part_balancing ;;
-            *) die "unknown part $part (overhead, idle, buffering, tls, balancing)" ;;
+            *) die "unknown part $part (overhead, idle, instructions, buffering, tls, balancing)" ;;
         esac
     done
     log "load done in $((SECONDS - started)) s; writing the report"

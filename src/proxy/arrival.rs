@@ -22,8 +22,9 @@ pub struct Arrival {
     pub tls: Option<Box<TlsInfo>>,
     /// A PROXY protocol header was read before the TLS handshake (from a
     /// `proxy_protocol_from` source), with the addresses it gave if any:
-    /// the request loop does not look for one again.
-    pub proxy_header: Option<Option<(SocketAddr, SocketAddr)>>,
+    /// the request loop does not look for one again. Boxed: most
+    /// connections have none, and every idle connection holds this.
+    pub proxy_header: Option<Box<Option<(SocketAddr, SocketAddr)>>>,
 }
 
 impl Arrival {

@@ -14,6 +14,7 @@ impl Fields {
         self.raw.clear();
         self.raw.extend_from_slice(head);
         self.lines.clear();
+        self.lines.reserve_exact(headers.len());
         let base = head.as_ptr() as usize;
         for h in headers {
             let name = h.name.as_ptr() as usize - base;

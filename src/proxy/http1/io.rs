@@ -63,8 +63,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// Read more bytes after the unread ones; 0 at end of stream. An
     /// `io::ErrorKind::TimedOut` error when nothing came in `timeout`.
-    pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        self.fill_with(timeout, self.chunk).await
+    /// (Not an `async fn` itself: a waiting connection holds one future
+    /// less.)
+    pub fn fill(
+        &mut self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + '_ {
+        let want = self.chunk;
+        self.fill_with(timeout, want)
     }
 
     /// [`Io::fill`], asking for `want` bytes at most.

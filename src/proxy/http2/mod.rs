@@ -260,8 +260,8 @@ impl Proxy {
         arrival: Arrival,
         shutdown: &ShutdownWatch,
     ) {
-        let client = match arrival.proxy_header {
-            Some(Some((source, destination))) => Some(Visitor::proxied(source, destination)),
+        let client = match arrival.proxy_header.as_deref() {
+            Some(Some((source, destination))) => Some(Visitor::proxied(*source, *destination)),
             _ => stream_addresses(&stream).0.map(|a| Visitor::new(a.ip())),
         };
         self.serve_h2_after(stream, Vec::new(), client, arrival, shutdown)

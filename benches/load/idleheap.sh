@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Where the heap of an idle keep-alive visitor connection goes: webcluster
+# (a build with `--features system-allocator`, since heaptrack only sees
+# malloc) under heaptrack, CONNS idle keep-alive connections opened by
+# benches/load/idleconns.py and held, then heaptrack_print's peak view.
+#
+#   cargo build --release --bin webcluster --features system-allocator
+#   bash benches/load/idleheap.sh target/release/webcluster [CONNS]
+#
+# Output: heaptrack_print's "peak memory consumers" (stdout) and the
+# heaptrack file kept in the work directory it names. Needs heaptrack,
+# nginx, python3. Only 127.0.0.1 and kernel-chosen ports; the load is
+# bounded (idleconns.py holds the connections HOLD seconds, default 3).
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=${1:?usage: idleheap.sh WEBCLUSTER_BINARY [CONNS]}
+CONNS=${2:-4000}
+HOLD=${HOLD:-3}
+for t in heaptrack heaptrack_print nginx python3; do
+    command -v "$t" >/dev/null || { echo "missing: $t (apt-get install heaptrack nginx python3)" >&2; exit 1; }
+done
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/webcluster-idleheap.XXXXXX)
+chmod 755 "$WORK"  # nginx workers read the files as nobody
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+UP=$(free_port)
+mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
+head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server { listen 127.0.0.1:$UP; root $WORK/nginx/html; }
+}
+EOF
+setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$UP"
+
+PORT=$(free_port)
+cat >"$WORK/webcluster.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$PORT"]
+threads = 1
+log_level = "warn"
+upgrade_sock = "$WORK/upgrade.sock"
+
+[admin]
+enabled = false
+
+[access_log]
+target = "off"
+
+[[group]]
+name = "up"
+balance = "round_robin"
+scrape = false
+  [[group.node]]
+  name = "nginx"
+  address = "127.0.0.1:$UP"
+EOF
+setsid heaptrack -o "$WORK/heaptrack" "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/heaptrack.log" 2>&1 &
+WC=$!
+PIDS+=("$WC")
+wait_port "$PORT"
+timeout -k 5 120 python3 "$HERE/idleconns.py" --port "$PORT" --conns "$CONNS" --hold "$HOLD" >"$WORK/idleconns.txt"
+cat "$WORK/idleconns.txt" >&2
+# SIGINT to webcluster (the process of our own group running $BIN):
+# pingora's fast shutdown; heaptrack writes its file as the process ends.
+app=$(ps -o pid=,args= -g "$WC" | awk -v b="$BIN" '$2 == b {print $1; exit}')
+[[ -n $app ]] && kill -INT "$app"
+for _ in $(seq 1 100); do kill -0 "$WC" 2>/dev/null || break; sleep 0.1; done
+file=$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1 || true)
+[[ -n $file ]] || { cat "$WORK/heaptrack.log" >&2; exit 1; }
+echo "heaptrack file: $file" >&2
+heaptrack_print -f "$file" --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+    --print-histogram 0 --peak-limit 25 --print-top-down 0 2>/dev/null
