@@ -134,9 +134,14 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
         server.add_service(admin);
     }
     let timeouts_of = Arc::clone(&cluster);
+    let limits_of = Arc::clone(&cluster);
     server.add_service(background_service(
         "upstream pool sweeper",
-        Sweeper::new(pool, move || timeouts_of.state().config.timeouts.idle),
+        Sweeper::new(
+            pool,
+            move || timeouts_of.state().config.timeouts.idle,
+            move || limits_of.idle_over_limit(std::time::Instant::now()),
+        ),
     ));
     server.add_service(background_service(
         "status scraper",

@@ -290,6 +290,24 @@ impl Cluster {
         }
     }
 
+    /// For each node where this proxy keeps more idle connections than its
+    /// limit leaves room for (`limit::idle_over`: a scrape showed others
+    /// took workers), its address and how many are over.
+    pub fn idle_over_limit(&self, now: Instant) -> Vec<(std::net::SocketAddr, u64)> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for g in &state.groups {
+            for n in &g.nodes {
+                let h = n.live.holding(&g.config, &n.config, now);
+                let over = limit::idle_over(h.limit, h.inflight, h.idle);
+                if over > 0 {
+                    out.push((n.config.address, over));
+                }
+            }
+        }
+        out
+    }
+
     /// Changes each time a reload is applied (not on DNS re-resolutions).
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloaded.subscribe()

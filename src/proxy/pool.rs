@@ -41,6 +41,12 @@ pub const MAX_IDLE_PER_NODE: usize = 64;
 /// comes to take them.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How often idle connections over their node's limit are closed (see
+/// [`Pool::shed`]): a worker such a connection holds may be what another
+/// client of the node (another webcluster instance) waits for in the
+/// node's accept queue.
+const SHED_EVERY: Duration = Duration::from_millis(100);
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -170,6 +176,33 @@ impl Pool {
         drop(evicted);
     }
 
+    /// Close `n` idle connections to `addr`, the longest idle first, on any
+    /// thread: the node holds a worker for each, and its limit
+    /// (`cluster::limit`) fell below what this proxy holds there (a scrape
+    /// showed that others took workers). Returns how many were closed.
+    pub fn shed(&self, addr: SocketAddr, n: u64) -> u64 {
+        let mut closed = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            while (closed.len() as u64) < n {
+                let oldest = idle
+                    .iter()
+                    .filter(|((a, _), list)| *a == addr && !list.is_empty())
+                    .min_by_key(|(_, list)| list[0].since)
+                    .map(|(k, _)| *k);
+                let Some(k) = oldest else { break };
+                if let Some(list) = idle.get_mut(&k) {
+                    closed.push(list.remove(0));
+                }
+            }
+            idle.retain(|_, list| !list.is_empty());
+        }
+        let n = closed.len() as u64;
+        // Closed outside the lock.
+        drop(closed);
+        n
+    }
+
     /// Close the connections idle for `max_idle` or longer, and those the
     /// node closed.
     pub fn sweep(&self, max_idle: Duration) {
@@ -216,21 +249,27 @@ fn still_open(stream: &mut TcpStream) -> bool {
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
 }
 
-/// Closes expired idle connections in the background.
+/// Closes expired idle connections in the background, and those over
+/// their node's limit.
 pub struct Sweeper {
     pool: std::sync::Arc<Pool>,
     max_idle: Box<dyn Fn() -> Duration + Send + Sync>,
+    over_limit: Box<dyn Fn() -> Vec<(SocketAddr, u64)> + Send + Sync>,
 }
 
 impl Sweeper {
-    /// `max_idle` is read on every sweep (it follows config reloads).
+    /// `max_idle` is read on every sweep (it follows config reloads);
+    /// `over_limit` says, for each node address, how many idle connections
+    /// to it are over its limit now.
     pub fn new(
         pool: std::sync::Arc<Pool>,
         max_idle: impl Fn() -> Duration + Send + Sync + 'static,
+        over_limit: impl Fn() -> Vec<(SocketAddr, u64)> + Send + Sync + 'static,
     ) -> Sweeper {
         Sweeper {
             pool,
             max_idle: Box::new(max_idle),
+            over_limit: Box::new(over_limit),
         }
     }
 }
@@ -238,12 +277,21 @@ impl Sweeper {
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let mut tick = tokio::time::interval(SHED_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => self.pool.sweep((self.max_idle)()),
+                _ = tick.tick() => {
+                    for (addr, n) in (self.over_limit)() {
+                        self.pool.shed(addr, n);
+                    }
+                    if last_sweep.elapsed() >= SWEEP_EVERY {
+                        last_sweep = Instant::now();
+                        self.pool.sweep((self.max_idle)());
+                    }
+                }
             }
         }
     }
@@ -289,6 +337,33 @@ mod tests {
         settle().await;
         assert!(pool.take(addr, Duration::from_secs(60)).is_none());
         assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shedding_closes_the_longest_idle_connections_of_one_node() {
+        let pool = Pool::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let c = TcpStream::connect(addr).await.unwrap();
+            peers.push(listener.accept().await.unwrap().0);
+            pool.put(addr, c, LONG);
+        }
+        let (other, _other_peer, other_addr) = pair().await;
+        pool.put(other_addr, other, LONG);
+        assert_eq!(pool.shed(addr, 2), 2);
+        assert_eq!(pool.len(), 2);
+        // The two closed are the first two kept: their peers see the end.
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let mut buf = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(200), peer.read(&mut buf)).await;
+            assert_eq!(matches!(read, Ok(Ok(0))), i < 2, "peer {i}: {read:?}");
+        }
+        // No more than there are; other nodes untouched.
+        assert_eq!(pool.shed(addr, 5), 1);
+        assert_eq!(pool.shed(addr, 1), 0);
+        assert_eq!(pool.len(), 1);
     }
 
     #[tokio::test]
