@@ -308,6 +308,23 @@ def parse_h2load(path, log_path):
     return out
 
 
+def proxy_table(summary):
+    """Rows of req/s, p99 and CPU per request by proxy, with ratios to
+    nginx's and HAProxy's (summary: proxy -> rps, p99, cpu, errors, runs)."""
+    ng, hp = summary.get("nginx", {}), summary.get("haproxy", {})
+    lines = ["| proxy | req/s | × nginx / × HAProxy | p99 | × nginx / × HAProxy | CPU µs/req | "
+             "× nginx / × HAProxy | errors | runs |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for proxy, v in summary.items():
+        lines.append("| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %d | %d |" % (
+            PROXY_LABEL.get(proxy, proxy), "—" if v["rps"] is None else "%.0f" % v["rps"],
+            ratio(v["rps"], ng.get("rps")), ratio(v["rps"], hp.get("rps")),
+            fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
+            "—" if v["cpu"] is None else "%.1f" % v["cpu"],
+            ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
+    return lines
+
+
 def tls_section(rows):
     """Part "tls": TLS termination by each proxy (1 worker, same certificate)."""
     ts = [r for r in rows if r["part"] == "tls"]
@@ -343,18 +360,7 @@ def tls_section(rows):
                 "errors": sum(w["errors"] + w["non2xx"] for w in ws),
                 "runs": len(runs),
             }
-        ng, hp = summary.get("nginx", {}), summary.get("haproxy", {})
-        lines += ["", "%s:" % titles[case], "",
-                  "| proxy | req/s | × nginx / × HAProxy | p99 | × nginx / × HAProxy | CPU µs/req | "
-                  "× nginx / × HAProxy | errors | runs |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for proxy, v in summary.items():
-            lines.append("| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %d | %d |" % (
-                PROXY_LABEL.get(proxy, proxy), "—" if v["rps"] is None else "%.0f" % v["rps"],
-                ratio(v["rps"], ng.get("rps")), ratio(v["rps"], hp.get("rps")),
-                fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
-                "—" if v["cpu"] is None else "%.1f" % v["cpu"],
-                ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
+        lines += ["", "%s:" % titles[case], ""] + proxy_table(summary)
     h2 = [r for r in ts if r["case"] == "h2"]
     if h2:
         summary = {}
@@ -370,19 +376,8 @@ def tls_section(rows):
                 "errors": sum(h["failed"] + h["errored"] + h["non2xx"] for h in hs),
                 "runs": len(runs),
             }
-        ng, hp = summary.get("nginx", {}), summary.get("haproxy", {})
         lines += ["", "HTTP/2 over TLS (`h2load -c50 -m10 -t1`, ALPN h2; p99 from h2load's "
-                  "`--log-file`, every request's time):", "",
-                  "| proxy | req/s | × nginx / × HAProxy | p99 | × nginx / × HAProxy | CPU µs/req | "
-                  "× nginx / × HAProxy | errors | runs |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for proxy, v in summary.items():
-            lines.append("| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %d | %d |" % (
-                PROXY_LABEL.get(proxy, proxy), "—" if v["rps"] is None else "%.0f" % v["rps"],
-                ratio(v["rps"], ng.get("rps")), ratio(v["rps"], hp.get("rps")),
-                fmt_ms(v["p99"]), ratio(v["p99"], ng.get("p99")), ratio(v["p99"], hp.get("p99")),
-                "—" if v["cpu"] is None else "%.1f" % v["cpu"],
-                ratio(v["cpu"], ng.get("cpu")), ratio(v["cpu"], hp.get("cpu")), v["errors"], v["runs"]))
+                  "`--log-file`, every request's time):", ""] + proxy_table(summary)
     idle = [r for r in ts if r["case"] == "idle"]
     if idle:
         lines += ["", "%d idle TLS connections (`idleconns.py --tls`: one keep-alive request on each, then "
