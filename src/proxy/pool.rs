@@ -32,10 +32,15 @@ use tokio::net::TcpStream;
 
 use crate::cluster::node::IdleHold;
 
-/// Idle connections kept per node and worker thread. nginx's examples use `keepalive 16` to
-/// `64` per upstream and worker; idle connections beyond what the busiest
-/// moment needed are closed.
-pub const MAX_IDLE_PER_NODE: usize = 64;
+/// Idle connections kept per node and worker thread: enough for the
+/// busiest moment of an HTTP/2 edge (100 streams on each of many visitor
+/// connections become as many requests to the nodes at once). nginx's
+/// examples use `keepalive 16` to `64`, which at that concurrency closes
+/// and reopens a node connection for most requests; HAProxy keeps every
+/// idle connection (`pool-max-conn -1`). Idle connections past
+/// `timeouts.idle` are closed, and on nodes where a connection holds a
+/// worker the node's limit bounds them (`cluster::limit`).
+pub const MAX_IDLE_PER_NODE: usize = 1024;
 
 /// How often idle connections past their time are closed when no request
 /// comes to take them.
@@ -65,9 +70,16 @@ impl Idle {
 }
 
 /// The idle connections of every node.
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<(SocketAddr, ThreadId), Vec<Idle>>>,
+    /// Idle connections kept per node and thread ([`MAX_IDLE_PER_NODE`]).
+    cap: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::with_cap(MAX_IDLE_PER_NODE)
+    }
 }
 
 /// The pool of `addr` on this thread.
@@ -76,6 +88,14 @@ fn key(addr: SocketAddr) -> (SocketAddr, ThreadId) {
 }
 
 impl Pool {
+    /// A pool that keeps at most `cap` idle connections per node and thread.
+    pub fn with_cap(cap: usize) -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            cap,
+        }
+    }
+
     /// An idle connection to `addr` that is still open and has been idle for
     /// less than `max_idle`, if there is one.
     pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
@@ -171,7 +191,7 @@ impl Pool {
                 max_idle,
                 _hold: hold,
             });
-            (list.len() > MAX_IDLE_PER_NODE).then(|| list.remove(0))
+            (list.len() > self.cap).then(|| list.remove(0))
         };
         drop(evicted);
     }
@@ -407,19 +427,20 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_at_most_the_cap_per_node_and_reuses_the_newest() {
-        let pool = Pool::default();
+        const CAP: usize = 16;
+        let pool = Pool::with_cap(CAP);
         let mut peers = Vec::new();
         let mut addr = None;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = listener.local_addr().unwrap();
-        for _ in 0..MAX_IDLE_PER_NODE + 3 {
+        for _ in 0..CAP + 3 {
             let c = TcpStream::connect(a).await.unwrap();
             let (s, _) = listener.accept().await.unwrap();
             peers.push(s);
             pool.put(a, c, LONG);
             addr = Some(a);
         }
-        assert_eq!(pool.len(), MAX_IDLE_PER_NODE);
+        assert_eq!(pool.len(), CAP);
         let taken = pool.take(addr.unwrap(), Duration::from_secs(60)).unwrap();
         // The newest connection was taken: closing it ends the newest peer's
         // stream.
