@@ -640,8 +640,40 @@ part_overhead() {
 
 # Part 1b: memory with many idle keep-alive visitors.
 
+# hold_idle LABEL KIND DIR PORT LIMIT READY [IDLECONNS-ARGS...]: with the
+# proxy KIND (PROXY_PID) answering on PORT, open IDLE_CONNS keep-alive
+# connections with idleconns.py (killed after LIMIT s; READY s to get them
+# all open) and hold them; sets IDLE_RSS0 (RSS before), IDLE_RSS (peak RSS
+# once open), IDLE_OPEN and IDLE_FAILED. The generator is stopped after.
+hold_idle() {
+    local label=$1 kind=$2 d=$3 port=$4 limit=$5 ready=$6 pids line i gen
+    shift 6
+    sleep 0.3
+    pids=$(proxy_pids "$kind" "$PROXY_PID")
+    # shellcheck disable=SC2086,SC2046
+    IDLE_RSS0=$(awk '/^VmRSS:/ {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' $pids))
+    log "$label: $kind, opening $IDLE_CONNS keep-alive connections $*"
+    start idleconns "$d/idleconns.txt" timeout -k 5 "$limit" python3 "$HERE/idleconns.py" \
+        "$@" --port "$port" --conns "$IDLE_CONNS" --hold 4
+    gen=$STARTED_PID
+    line=""
+    for i in $(seq 1 $((ready * 10))); do
+        line=$(grep -m1 '^ready' "$d/idleconns.txt" 2>/dev/null || true)
+        [[ -n $line ]] && break
+        kill -0 "$gen" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $line ]] || die "idleconns.py $* did not get ready (see $d/idleconns.txt)"
+    sleep 1
+    # shellcheck disable=SC2086
+    IDLE_RSS=$(rss_kb $pids)
+    log "$label: $kind $line, peak RSS $IDLE_RSS KiB (before: $IDLE_RSS0 KiB)"
+    read -r _ IDLE_OPEN IDLE_FAILED <<<"$line"
+    stop "$gen"
+}
+
 part_idle() {
-    local up d kind port master rss0 rss line i pids
+    local up d kind port master
     (( IDLE_CONNS + 200 <= $(ulimit -Hn) )) || die "IDLE_CONNS=$IDLE_CONNS needs an open-files limit above $((IDLE_CONNS + 200)) (hard limit: $(ulimit -Hn))"
     up=$(free_ports 1)
     d="$WORK/idle/upstream"
@@ -655,29 +687,8 @@ part_idle() {
         IDLE=1 WC_ADMIN_PORT=0 start_proxy "$kind" "$d" "$port" 1 \
             "$([[ $kind == webcluster || $kind == baseline ]] && echo round_robin:false || { [[ $kind == haproxy ]] && echo roundrobin; })" "$up"
         wait_http "$port" /small "$PROXY_PID"
-        sleep 0.3
-        pids=$(proxy_pids "$kind" "$PROXY_PID")
-        # shellcheck disable=SC2086,SC2046
-        rss0=$(awk '/^VmRSS:/ {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' $pids))
-        log "idle: $kind, opening $IDLE_CONNS keep-alive connections"
-        start idleconns "$d/idleconns.txt" timeout -k 5 120 python3 "$HERE/idleconns.py" \
-            --port "$port" --conns "$IDLE_CONNS" --hold 4
-        local gen=$STARTED_PID
-        line=""
-        for i in $(seq 1 900); do
-            line=$(grep -m1 '^ready' "$d/idleconns.txt" 2>/dev/null || true)
-            [[ -n $line ]] && break
-            kill -0 "$gen" 2>/dev/null || break
-            sleep 0.1
-        done
-        [[ -n $line ]] || die "idleconns.py did not get ready (see $d/idleconns.txt)"
-        sleep 1
-        # shellcheck disable=SC2086
-        rss=$(rss_kb $pids)
-        log "idle: $kind $line, peak RSS $rss KiB (before: $rss0 KiB)"
-        read -r _ open failed <<<"$line"
-        jsonl "{\"part\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$open,\"failed\":$failed,\"rss_kb\":$rss,\"rss_before_kb\":$rss0}"
-        stop "$gen"
+        hold_idle "idle" "$kind" "$d" "$port" 120 90
+        jsonl "{\"part\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$IDLE_OPEN,\"failed\":$IDLE_FAILED,\"rss_kb\":$IDLE_RSS,\"rss_before_kb\":$IDLE_RSS0}"
         stop "$PROXY_PID"
     done
     stop "$master"
@@ -845,35 +856,14 @@ tls_h2() { # PROXY UPPORT REP: h2load -c50 -m10 over TLS (ALPN h2)
 }
 
 tls_idle() { # PROXY UPPORT
-    local kind=$1 up=$2 port d pids rss0 rss line i gen
+    local kind=$1 up=$2 port d
     port=$(free_ports 1)
     d="$WORK/tls/$kind-idle"
     mkdir -p "$d"
     IDLE=1 start_tls_proxy "$kind" "$d" "$port" "$up"
     wait_https "$port" "$PROXY_PID"
-    sleep 0.3
-    pids=$(proxy_pids "$kind" "$PROXY_PID")
-    # shellcheck disable=SC2086,SC2046
-    rss0=$(awk '/^VmRSS:/ {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' $pids))
-    log "tls idle: $kind, opening $IDLE_CONNS TLS keep-alive connections"
-    start idleconns "$d/idleconns.txt" timeout -k 5 300 python3 "$HERE/idleconns.py" \
-        --tls --port "$port" --conns "$IDLE_CONNS" --hold 4
-    gen=$STARTED_PID
-    line=""
-    for i in $(seq 1 2400); do
-        line=$(grep -m1 '^ready' "$d/idleconns.txt" 2>/dev/null || true)
-        [[ -n $line ]] && break
-        kill -0 "$gen" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $line ]] || die "idleconns.py --tls did not get ready (see $d/idleconns.txt)"
-    sleep 1
-    # shellcheck disable=SC2086
-    rss=$(rss_kb $pids)
-    log "tls idle: $kind $line, peak RSS $rss KiB (before: $rss0 KiB)"
-    read -r _ open failed <<<"$line"
-    jsonl "{\"part\":\"tls\",\"case\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$open,\"failed\":$failed,\"rss_kb\":$rss,\"rss_before_kb\":$rss0}"
-    stop "$gen"
+    hold_idle "tls idle" "$kind" "$d" "$port" 300 240 --tls
+    jsonl "{\"part\":\"tls\",\"case\":\"idle\",\"proxy\":\"$kind\",\"conns\":$IDLE_CONNS,\"open\":$IDLE_OPEN,\"failed\":$IDLE_FAILED,\"rss_kb\":$IDLE_RSS,\"rss_before_kb\":$IDLE_RSS0}"
     stop "$PROXY_PID"
 }
 
