@@ -1,7 +1,9 @@
-//! The visitor's side of a connection: its stream and buffers, reading its
-//! request heads (with the keep-alive and head timeouts), and the response
-//! head it gets: the node's, without the hop-by-hop headers, with the
-//! connection's fate said and the session cookies added.
+//! The visitor's side of a connection: its stream and buffers, what an
+//! HTTP/1 connection keeps between two requests ([`Idle`]) and the wait
+//! for the next one, reading its request heads (with the keep-alive and
+//! head timeouts), and the response head it gets: the node's, without the
+//! hop-by-hop headers, with the connection's fate said and the session
+//! cookies added.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,58 @@ pub struct Downstream {
     pub arrival: super::Arrival,
 }
 
+/// What a visitor's HTTP/1 connection keeps between two requests: its
+/// stream with the bytes read and not used yet (pipelined requests), the
+/// visitor, how it arrived, the stop signal. A request's own state (its
+/// heads and buffers, the request path's future) is made when its first
+/// bytes came and dropped after its response, so that an idle keep-alive
+/// connection holds only this and the wait for those bytes (`Io::wait`
+/// and the stop signal, in `Proxy::serve`; `benches/README.md`, "Where
+/// the bytes of an idle connection go").
+pub struct Idle {
+    pub io: Io<Stream>,
+    pub client: Option<Visitor>,
+    pub arrival: super::Arrival,
+    pub shutdown: pingora::server::ShutdownWatch,
+}
+
+impl Idle {
+    /// Whether the server is stopping.
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The connection's side of its next request.
+    pub fn into_request(self) -> Downstream {
+        Downstream {
+            io: VisitorIo::Http1(self.io),
+            head: RequestHead::default(),
+            resp: ResponseHead::default(),
+            out: Vec::new(),
+            client: self.client,
+            shutdown: self.shutdown,
+            arrival: self.arrival,
+        }
+    }
+}
+
 impl Downstream {
+    /// What an HTTP/1 connection keeps for its next request once this one
+    /// is over: its heads and buffers are dropped, the read buffer too
+    /// unless it holds pipelined bytes. `None` for an HTTP/2 stream.
+    pub fn into_idle(self) -> Option<Idle> {
+        let VisitorIo::Http1(mut io) = self.io else {
+            return None;
+        };
+        io.release();
+        Some(Idle {
+            io,
+            client: self.client,
+            arrival: self.arrival,
+            shutdown: self.shutdown,
+        })
+    }
+
     /// The port the visitor connected to: a PROXY header's destination,
     /// else ours.
     pub fn visitor_port(&self) -> Option<u16> {

@@ -34,7 +34,7 @@ mod choose;
 mod https;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
-use downstream::{read_head, Downstream, Shape};
+use downstream::{read_head, Downstream, Idle, Shape};
 pub mod forwarded;
 pub mod guard;
 pub mod http1;
@@ -51,12 +51,13 @@ mod tests;
 mod tunnel;
 pub mod upstream;
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -72,8 +73,7 @@ use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
 use crate::tls::{Terminator, Terminators};
 use http1::{
-    io_error, Body, Framing, HeadError, Io, Limits, Outgoing, Recode, RequestHead, ResponseHead,
-    Version,
+    io_error, Body, Framing, HeadError, Io, Limits, Outgoing, Recode, RequestHead, Version,
 };
 use pool::Pool;
 use respond::{is_timeout, status_for_error};
@@ -427,130 +427,189 @@ impl Proxy {
     }
 
     /// Serve every request of one visitor connection, in order.
-    async fn serve(self: &Arc<Self>, stream: Stream, arrival: Arrival, shutdown: &ShutdownWatch) {
+    ///
+    /// Between two requests (and before the first) the connection holds
+    /// only an [`Idle`] and the wait for the next request's first bytes;
+    /// the request itself, from its head to the end of its response, is
+    /// one boxed future of [`Proxy::request`], made when those bytes came
+    /// and dropped after the response (one allocation per request, where
+    /// the request path's state was boxed before too). An idle keep-alive
+    /// connection then costs about as much as HAProxy's (benches/README.md,
+    /// "Where the bytes of an idle connection go"). Whatever is added here
+    /// is held by every idle connection: box the rarer branch.
+    /// `None` when it is over (what `ServerApp::process_new` gives back:
+    /// this future is boxed as that).
+    ///
+    /// Not an `async fn`: its arguments would stay in its future beside
+    /// the `Idle` they are moved into (an `async fn` keeps its arguments
+    /// whole); the future here captures only the `Idle` and uses it in
+    /// place. For the same reason the wait is written out here rather
+    /// than called as an `async fn` of `Idle`.
+    fn serve<'a>(
+        self: &'a Arc<Self>,
+        stream: Stream,
+        arrival: Arrival,
+        shutdown: &ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<Stream>> + Send + 'a {
         let ip = peer_address(&stream).map(|a| a.ip());
-        let header_read = arrival.proxy_header.as_deref().copied();
-        let mut io = Io::new(stream, VISITOR_READ);
-        let mut client = ip.map(Visitor::new);
-        if let Some(Some((source, destination))) = header_read {
-            client = Some(Visitor::proxied(source, destination));
-        }
-        let from_proxy = header_read.is_none() && {
+        let client = match arrival.proxy_header.as_deref() {
+            Some(Some((source, destination))) => Some(Visitor::proxied(*source, *destination)),
+            _ => ip.map(Visitor::new),
+        };
+        let from_proxy = arrival.proxy_header.is_none() && {
             let state = self.cluster.state();
             let trusted = &state.config.server.proxy_protocol_from;
             ip.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)))
         };
-        if from_proxy {
-            let timeout = self.cluster.state().config.timeouts.client_read;
-            match read_proxy_header(&mut io, timeout).await {
-                Ok(Some((source, destination))) => {
-                    client = Some(Visitor::proxied(source, destination));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(client = ?ip, "closed: {e}");
-                    self.metrics.bad_requests.inc();
-                    return;
-                }
-            }
-        }
-        // HTTP/2 with prior knowledge (h2c): the client preface starts the
-        // connection; its bytes go on to the HTTP/2 side.
-        let (timeout, h2c) = {
-            let state = self.cluster.state();
-            (state.config.timeouts.client_read, state.config.server.h2c)
-        };
-        // Not on TLS, where ALPN says the protocol (as pingora does).
-        let sniffed = if h2c && !arrival.is_tls() {
-            http2::sniff(&mut io, timeout).await
-        } else {
-            http2::Sniffed::Http1
-        };
-        match sniffed {
-            http2::Sniffed::Http2 => {
-                let (stream, read) = io.into_parts();
-                // Boxed, as the handshake in `process_new`: an HTTP/1
-                // connection does not carry room for HTTP/2's state.
-                return Box::pin(self.serve_h2_after(stream, read, client, arrival, shutdown))
-                    .await;
-            }
-            http2::Sniffed::Closed => return,
-            http2::Sniffed::Http1 => {}
-        }
-        let mut down = Downstream {
-            io: VisitorIo::Http1(io),
-            head: RequestHead::default(),
-            resp: ResponseHead::default(),
-            out: Vec::new(),
+        let mut idle = Idle {
+            io: Io::new(stream, VISITOR_READ),
             client,
-            shutdown: shutdown.clone(),
             arrival,
+            shutdown: shutdown.clone(),
         };
-        let mut first = true;
-        loop {
-            // A connection accepted before the listener closed has its first
-            // request served even as the server stops (as nginx does); an
-            // idle keep-alive connection is closed.
-            if !first && down.stopping() {
-                return;
+        async move {
+            // Boxed: only a trusted proxy's connections start with a header.
+            if from_proxy && !Box::pin(self.take_proxy_header(&mut idle)).await {
+                return None;
             }
-            let state = self.cluster.state();
-            let t = state.config.timeouts;
-            // Waiting for the next request is bounded by the keep-alive
-            // timeout, the rest of a request by the read timeout.
-            let wait = if first {
-                t.client_read
-            } else {
-                t.client_keepalive.max(Duration::from_secs(1))
-            };
-            let limits = head_limits(&state.config, true);
-            let VisitorIo::Http1(io) = &mut down.io else {
-                return;
-            };
-            let read = if first {
-                read_head(io, &mut down.head, &limits, wait, t.client_read).await
-            } else {
-                tokio::select! {
-                    biased;
-                    read = read_head(io, &mut down.head, &limits, wait, t.client_read) => read,
-                    _ = down.shutdown.changed() => return,
+            let mut first = true;
+            loop {
+                // A connection accepted before the listener closed has its
+                // first request served even as the server stops (as nginx
+                // does); an idle keep-alive connection is closed.
+                if !first && idle.stopping() {
+                    return None;
                 }
-            };
-            match read {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::debug!(client = ?ip, "bad request: {e}");
-                    self.metrics.bad_requests.inc();
-                    let code = status_for_head(e);
-                    let answer = request::Answer {
-                        code,
-                        body: respond::plain_body(code),
-                        location: None,
-                        keep: false,
-                        head_only: false,
-                        retry_after: None,
+                let state = self.cluster.state();
+                // Pipelined bytes are the next request's: no wait.
+                if idle.io.unread().is_empty() {
+                    // Waiting for the next request is bounded by the
+                    // keep-alive timeout (the rest of a request by the read
+                    // timeout), and ends as the server stops.
+                    let t = &state.config.timeouts;
+                    let read = if first {
+                        idle.io.wait(t.client_read).await
+                    } else {
+                        let wait = t.client_keepalive.max(Duration::from_secs(1));
+                        tokio::select! {
+                            biased;
+                            read = idle.io.wait(wait) => read,
+                            _ = idle.shutdown.changed() => return None,
+                        }
                     };
-                    let _ = down.io.answer(&mut down.out, &answer, t.client_write).await;
-                    return;
+                    // Closed, or quiet for the whole wait.
+                    if !matches!(read, Ok(Ok(n)) if n > 0) {
+                        return None;
+                    }
                 }
+                match Box::pin(self.request(idle, state, first)).await {
+                    Some(next) => idle = next,
+                    None => return None,
+                }
+                first = false;
             }
-            first = false;
-            let keep = down.head.wants_keepalive() && !down.stopping();
-            // Boxed: a connection waiting for its next request then holds
-            // only the small future of `read_head`, not the whole request
-            // path's state.
-            if !Box::pin(self.handle(&mut down, state, keep)).await {
-                return;
-            }
-            // An idle connection holds no buffer (pipelined bytes stay).
-            if let Some(io) = down.io.http1() {
-                io.release();
-            }
-            down.head.release();
-            down.out = Vec::new();
-            down.resp = ResponseHead::default();
         }
+    }
+
+    /// Read the PROXY protocol header a trusted source starts its
+    /// connection with; the visitor is the one it names. `false`: the
+    /// connection is over (a bad header, logged and counted).
+    async fn take_proxy_header(&self, idle: &mut Idle) -> bool {
+        let timeout = self.cluster.state().config.timeouts.client_read;
+        match read_proxy_header(&mut idle.io, timeout).await {
+            Ok(Some((source, destination))) => {
+                idle.client = Some(Visitor::proxied(source, destination));
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                let ip = peer_address(idle.io.get_ref()).map(|a| a.ip());
+                tracing::debug!(client = ?ip, "closed: {e}");
+                self.metrics.bad_requests.inc();
+                false
+            }
+        }
+    }
+
+    /// The request whose first bytes came on `idle` (on a new connection
+    /// with h2c on: the HTTP/2 connection, if they are its preface): its
+    /// head read, the request handled. The connection back for the next
+    /// request, or `None` when it is over.
+    async fn request(
+        self: &Arc<Self>,
+        mut idle: Idle,
+        state: Arc<ClusterState>,
+        first: bool,
+    ) -> Option<Idle> {
+        let t = state.config.timeouts;
+        // HTTP/2 with prior knowledge (h2c): the client preface starts the
+        // connection; its bytes go on to the HTTP/2 side. Not on TLS, where
+        // ALPN says the protocol (as pingora does).
+        if first && state.config.server.h2c && !idle.arrival.is_tls() {
+            match http2::sniff(&mut idle.io, t.client_read).await {
+                http2::Sniffed::Http2 => {
+                    drop(state);
+                    let Idle {
+                        io,
+                        client,
+                        arrival,
+                        shutdown,
+                    } = idle;
+                    let (stream, read) = io.into_parts();
+                    // Boxed, as the handshake in `process_new`: an HTTP/1
+                    // request does not carry room for HTTP/2's state.
+                    Box::pin(self.serve_h2_after(stream, read, client, arrival, &shutdown)).await;
+                    return None;
+                }
+                http2::Sniffed::Closed => return None,
+                http2::Sniffed::Http1 => {}
+            }
+        }
+        let mut down = idle.into_request();
+        let wait = if first {
+            t.client_read
+        } else {
+            t.client_keepalive.max(Duration::from_secs(1))
+        };
+        let limits = head_limits(&state.config, true);
+        let VisitorIo::Http1(io) = &mut down.io else {
+            return None;
+        };
+        let read = if first {
+            read_head(io, &mut down.head, &limits, wait, t.client_read).await
+        } else {
+            tokio::select! {
+                biased;
+                read = read_head(io, &mut down.head, &limits, wait, t.client_read) => read,
+                _ = down.shutdown.changed() => return None,
+            }
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                let ip = down.io.http1().and_then(|io| peer_address(io.get_ref()));
+                tracing::debug!(client = ?ip.map(|a| a.ip()), "bad request: {e}");
+                self.metrics.bad_requests.inc();
+                let code = status_for_head(e);
+                let answer = request::Answer {
+                    code,
+                    body: respond::plain_body(code),
+                    location: None,
+                    keep: false,
+                    head_only: false,
+                    retry_after: None,
+                };
+                let _ = down.io.answer(&mut down.out, &answer, t.client_write).await;
+                return None;
+            }
+        }
+        let keep = down.head.wants_keepalive() && !down.stopping();
+        if !self.handle(&mut down, state, keep).await {
+            return None;
+        }
+        // An idle connection holds no buffer (pipelined bytes stay).
+        down.into_idle()
     }
 
     /// One request, start to end. Whether the visitor's connection can carry
@@ -1279,7 +1338,7 @@ impl Proxy {
         }
         if let Some(log) = &self.access_log {
             let req = &down.head;
-            let client = down.client.as_ref().map_or("-", |c| c.value.as_str());
+            let client = down.client.as_ref().map_or("-", |c| &*c.value);
             let node_id = if node == "-" {
                 node.to_string()
             } else {
@@ -1300,31 +1359,40 @@ impl Proxy {
     }
 }
 
-#[async_trait]
 impl ServerApp for Proxy {
-    async fn process_new(
-        self: &Arc<Self>,
+    /// Written out rather than with `#[async_trait]`, whose `async move`
+    /// block would keep a second copy of the arguments beside the
+    /// connection's future: the box made here is what every idle
+    /// connection holds besides its task and socket, so a plain
+    /// connection's box is `serve`'s future alone.
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         let local = stream_addresses(&stream).1;
-        let terminator = local.and_then(|a| self.tls.as_ref()?.for_local(a));
-        let Some(terminator) = terminator else {
-            self.serve(stream, Arrival::plain(local), shutdown).await;
-            return None;
-        };
-        // Boxed: the handshake's future is large, and the future of every
-        // connection, TLS or not, would be as large as its largest state
-        // (idle connections: 8.9 KiB instead of 1.7; benches/README.md).
-        let (stream, arrival) = Box::pin(self.accept_tls(terminator, stream, local)).await?;
-        // The one dispatch on the protocol ALPN chose (the list offered is
-        // `crate::tls::alpn_protocols`).
-        match arrival.alpn() {
-            // Boxed: see `serve`'s h2c arm.
-            Some(ALPN::H2) => Box::pin(self.serve_h2(stream, arrival, shutdown)).await,
-            _ => self.serve(stream, arrival, shutdown).await,
+        match local.and_then(|a| self.tls.as_ref()?.for_local(a)) {
+            None => Box::pin(self.serve(stream, Arrival::plain(local), shutdown)),
+            Some(terminator) => Box::pin(async move {
+                // Boxed: the handshake's future is large (idle connections:
+                // 8.9 KiB instead of 1.7; benches/README.md).
+                let (stream, arrival) =
+                    Box::pin(self.accept_tls(terminator, stream, local)).await?;
+                // The one dispatch on the protocol ALPN chose (the list
+                // offered is `crate::tls::alpn_protocols`). Boxed, as the
+                // handshake: an HTTP/1 connection holds no room for it.
+                if arrival.alpn() == Some(&ALPN::H2) {
+                    Box::pin(self.serve_h2(stream, arrival, shutdown)).await;
+                    return None;
+                }
+                self.serve(stream, arrival, shutdown).await
+            }),
         }
-        None
     }
 }
 

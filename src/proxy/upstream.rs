@@ -130,7 +130,8 @@ pub async fn read_response_head(
 #[derive(Clone)]
 pub struct Visitor {
     pub ip: IpAddr,
-    pub value: String,
+    /// `ip` as text (a `Box<str>`: every idle connection holds this).
+    pub value: Box<str>,
     /// The visitor's address and the one it connected to, as a PROXY
     /// protocol header from a trusted source gave them (boxed: most
     /// connections have none, and every idle connection holds this).
@@ -141,7 +142,7 @@ impl Visitor {
     pub fn new(ip: IpAddr) -> Visitor {
         Visitor {
             ip,
-            value: ip.to_string(),
+            value: ip.to_string().into_boxed_str(),
             proxied: None,
         }
     }

@@ -165,13 +165,6 @@ impl Default for RequestHead {
 }
 
 impl RequestHead {
-    /// Give back the memory of the last head (a keep-alive connection
-    /// waiting for its next request then holds none: with a browser's
-    /// dozen header lines, about 1 KiB).
-    pub fn release(&mut self) {
-        *self = RequestHead::default();
-    }
-
     /// Parse a request head at the start of `buf` (empty lines before it
     /// are the caller's to skip). `Ok(Some(n))`: parsed, `n` bytes long;
     /// `Ok(None)`: not complete yet.

@@ -73,6 +73,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.fill_with(timeout, want)
     }
 
+    /// [`Io::fill`] for a connection waiting for its next message, with the
+    /// timeout's result as it is (`Err`: nothing came in `timeout`): the
+    /// smallest future that waits, a timer around one read into the
+    /// thread's scratch buffer (see [`Io::fill_with`]; an idle keep-alive
+    /// connection holds this future, where `Io::fill`'s has room for
+    /// both of its kinds of read).
+    pub fn wait(
+        &mut self,
+        timeout: Duration,
+    ) -> tokio::time::Timeout<impl std::future::Future<Output = io::Result<usize>> + '_> {
+        // One reference held, not one per field.
+        let read = std::future::poll_fn(move |cx| {
+            let want = self.chunk.min(SCRATCH_READ);
+            poll_read_via_scratch(&mut self.io, cx, want, &mut self.buf)
+        });
+        tokio::time::timeout(timeout, read)
+    }
+
     /// [`Io::fill`], asking for `want` bytes at most.
     ///
     /// An `Io` that holds no buffer (new, or [`Io::release`]d while idle)
