@@ -319,11 +319,12 @@ impl Workers {
             } else {
                 Box::new(Accepted { tcp, peer })
             };
-            // The app's future is boxed by `async_trait`: a task whose
-            // future is that big would cost 1.5 KiB more per connection
-            // with mimalloc than this small task plus a box
-            // (benches/README.md, "Where the bytes of an idle connection
-            // go"). As pingora's loop: an app may hand the stream back.
+            // The app's future comes boxed (`ServerApp::process_new`):
+            // tokio's task cell is 128-byte aligned, and this small task
+            // plus the box cost less with mimalloc than a task holding the
+            // connection's future inline (benches/README.md, "Where the
+            // bytes of an idle connection go"). As pingora's loop: an app
+            // may hand the stream back.
             while let Some(s) = app.process_new(stream, &shutdown).await {
                 stream = s;
             }

@@ -462,7 +462,7 @@ impl Proxy {
             ip.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)))
         };
         let mut idle = Idle {
-            io: Io::new(stream, VISITOR_READ),
+            io: Some(Io::new(stream, VISITOR_READ)),
             client,
             arrival,
             shutdown: shutdown.clone(),
@@ -481,19 +481,20 @@ impl Proxy {
                     return None;
                 }
                 let state = self.cluster.state();
+                let io = idle.io.as_mut()?;
                 // Pipelined bytes are the next request's: no wait.
-                if idle.io.unread().is_empty() {
+                if io.unread().is_empty() {
                     // Waiting for the next request is bounded by the
                     // keep-alive timeout (the rest of a request by the read
                     // timeout), and ends as the server stops.
                     let t = &state.config.timeouts;
                     let read = if first {
-                        idle.io.wait(t.client_read).await
+                        io.wait(t.client_read).await
                     } else {
                         let wait = t.client_keepalive.max(Duration::from_secs(1));
                         tokio::select! {
                             biased;
-                            read = idle.io.wait(wait) => read,
+                            read = io.wait(wait) => read,
                             _ = idle.shutdown.changed() => return None,
                         }
                     };
@@ -502,9 +503,8 @@ impl Proxy {
                         return None;
                     }
                 }
-                match Box::pin(self.request(idle, state, first)).await {
-                    Some(next) => idle = next,
-                    None => return None,
+                if !Box::pin(self.request(&mut idle, state, first)).await {
+                    return None;
                 }
                 first = false;
             }
@@ -516,14 +516,17 @@ impl Proxy {
     /// connection is over (a bad header, logged and counted).
     async fn take_proxy_header(&self, idle: &mut Idle) -> bool {
         let timeout = self.cluster.state().config.timeouts.client_read;
-        match read_proxy_header(&mut idle.io, timeout).await {
+        let Some(io) = idle.io.as_mut() else {
+            return false;
+        };
+        match read_proxy_header(io, timeout).await {
             Ok(Some((source, destination))) => {
                 idle.client = Some(Visitor::proxied(source, destination));
                 true
             }
             Ok(None) => true,
             Err(e) => {
-                let ip = peer_address(idle.io.get_ref()).map(|a| a.ip());
+                let ip = peer_address(io.get_ref()).map(|a| a.ip());
                 tracing::debug!(client = ?ip, "closed: {e}");
                 self.metrics.bad_requests.inc();
                 false
@@ -533,39 +536,43 @@ impl Proxy {
 
     /// The request whose first bytes came on `idle` (on a new connection
     /// with h2c on: the HTTP/2 connection, if they are its preface): its
-    /// head read, the request handled. The connection back for the next
-    /// request, or `None` when it is over.
+    /// head read, the request handled. Whether the connection can carry
+    /// another request (then `idle` has it back).
     async fn request(
         self: &Arc<Self>,
-        mut idle: Idle,
+        idle: &mut Idle,
         state: Arc<ClusterState>,
         first: bool,
-    ) -> Option<Idle> {
+    ) -> bool {
         let t = state.config.timeouts;
         // HTTP/2 with prior knowledge (h2c): the client preface starts the
         // connection; its bytes go on to the HTTP/2 side. Not on TLS, where
         // ALPN says the protocol (as pingora does).
         if first && state.config.server.h2c && !idle.arrival.is_tls() {
-            match http2::sniff(&mut idle.io, t.client_read).await {
+            let Some(io) = idle.io.as_mut() else {
+                return false;
+            };
+            match http2::sniff(io, t.client_read).await {
                 http2::Sniffed::Http2 => {
                     drop(state);
-                    let Idle {
-                        io,
-                        client,
-                        arrival,
-                        shutdown,
-                    } = idle;
+                    let Some(io) = idle.io.take() else {
+                        return false;
+                    };
                     let (stream, read) = io.into_parts();
+                    let (client, arrival) = (idle.client.take(), std::mem::take(&mut idle.arrival));
                     // Boxed, as the handshake in `process_new`: an HTTP/1
                     // request does not carry room for HTTP/2's state.
-                    Box::pin(self.serve_h2_after(stream, read, client, arrival, &shutdown)).await;
-                    return None;
+                    Box::pin(self.serve_h2_after(stream, read, client, arrival, &idle.shutdown))
+                        .await;
+                    return false;
                 }
-                http2::Sniffed::Closed => return None,
+                http2::Sniffed::Closed => return false,
                 http2::Sniffed::Http1 => {}
             }
         }
-        let mut down = idle.into_request();
+        let Some(mut down) = idle.take() else {
+            return false;
+        };
         let wait = if first {
             t.client_read
         } else {
@@ -573,7 +580,7 @@ impl Proxy {
         };
         let limits = head_limits(&state.config, true);
         let VisitorIo::Http1(io) = &mut down.io else {
-            return None;
+            return false;
         };
         let read = if first {
             read_head(io, &mut down.head, &limits, wait, t.client_read).await
@@ -581,12 +588,12 @@ impl Proxy {
             tokio::select! {
                 biased;
                 read = read_head(io, &mut down.head, &limits, wait, t.client_read) => read,
-                _ = down.shutdown.changed() => return None,
+                _ = down.shutdown.changed() => return false,
             }
         };
         match read {
             Ok(true) => {}
-            Ok(false) => return None,
+            Ok(false) => return false,
             Err(e) => {
                 let ip = down.io.http1().and_then(|io| peer_address(io.get_ref()));
                 tracing::debug!(client = ?ip.map(|a| a.ip()), "bad request: {e}");
@@ -601,15 +608,16 @@ impl Proxy {
                     retry_after: None,
                 };
                 let _ = down.io.answer(&mut down.out, &answer, t.client_write).await;
-                return None;
+                return false;
             }
         }
         let keep = down.head.wants_keepalive() && !down.stopping();
         if !self.handle(&mut down, state, keep).await {
-            return None;
+            return false;
         }
         // An idle connection holds no buffer (pipelined bytes stay).
-        down.into_idle()
+        idle.give_back(down);
+        true
     }
 
     /// One request, start to end. Whether the visitor's connection can carry
