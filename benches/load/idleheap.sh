@@ -13,7 +13,7 @@
 # bounded (idleconns.py holds the connections HOLD seconds, default 3).
 # PARALLEL (default 10): how many connections idleconns.py opens at a
 # time; each one's request in flight holds a 16 KiB read buffer for the
-# node's answer, which the peak then also counts (200 at a time put 0.8
+# node's answer, which the peak then also counts (200 at a time put 0.65
 # KiB per connection of such buffers into the peak of 4,000).
 set -Eeuo pipefail
 

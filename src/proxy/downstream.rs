@@ -38,8 +38,8 @@ pub struct Downstream {
 /// heads and buffers, the request path's future) is made when its first
 /// bytes came and dropped after its response, so that an idle keep-alive
 /// connection holds only this and the wait for those bytes (`Io::wait`
-/// and the stop signal, in `Proxy::serve`; `benches/README.md`, "Where
-/// the bytes of an idle connection go").
+/// and the stop signal, in `Proxy::serve`; `benches/README.md`, "Idle
+/// connections at 1.0x HAProxy's memory").
 ///
 /// A request takes the stream, the visitor and the arrival into its
 /// [`Downstream`] and gives them back ([`Idle::take`], [`Idle::give_back`]):

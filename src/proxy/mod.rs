@@ -435,10 +435,11 @@ impl Proxy {
     /// and dropped after the response (one allocation per request, where
     /// the request path's state was boxed before too). An idle keep-alive
     /// connection then costs about as much as HAProxy's (benches/README.md,
-    /// "Where the bytes of an idle connection go"). Whatever is added here
+    /// "Idle connections at 1.0x HAProxy's memory"). Whatever is added here
     /// is held by every idle connection: box the rarer branch.
-    /// `None` when it is over (what `ServerApp::process_new` gives back:
-    /// this future is boxed as that).
+    ///
+    /// Its output is always `None` (no stream handed back): for a plain
+    /// connection this future is the box `ServerApp::process_new` returns.
     ///
     /// Not an `async fn`: its arguments would stay in its future beside
     /// the `Idle` they are moved into (an `async fn` keeps its arguments

@@ -716,9 +716,9 @@ async fn an_idle_connection_waits_for_its_next_request_until_keepalive_or_stop()
 /// What every idle HTTP/1 connection holds besides its task and socket:
 /// the future `process_new` boxes for a plain connection. Kept small (a
 /// protocol or phase added to `serve` inline would make every idle
-/// connection carry its largest state; benches/README.md, "Where the
-/// bytes of an idle connection go": 432 bytes in a debug build, 447 in
-/// the release build).
+/// connection carry its largest state; benches/README.md, "Idle
+/// connections at 1.0x HAProxy's memory": 432 bytes, in a debug build as
+/// in the release build).
 #[tokio::test]
 async fn an_idle_connection_holds_a_small_future() {
     let p = proxy(&[dead_address().await], "");
