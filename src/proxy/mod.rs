@@ -451,7 +451,7 @@ impl Proxy {
         stream: Stream,
         arrival: Arrival,
         shutdown: &ShutdownWatch,
-    ) -> impl std::future::Future<Output = Option<Stream>> + Send + 'a {
+    ) -> impl Future<Output = Option<Stream>> + Send + 'a {
         let ip = peer_address(&stream).map(|a| a.ip());
         let client = match arrival.proxy_header.as_deref() {
             Some(Some((source, destination))) => Some(Visitor::proxied(*source, *destination)),
