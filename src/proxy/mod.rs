@@ -466,7 +466,7 @@ impl Proxy {
             io: Some(Io::new(stream, VISITOR_READ)),
             client,
             arrival,
-            shutdown: shutdown.clone(),
+            shutdown: Some(shutdown.clone()),
         };
         async move {
             // Boxed: only a trusted proxy's connections start with a header.
@@ -482,7 +482,9 @@ impl Proxy {
                     return None;
                 }
                 let state = self.cluster.state();
-                let io = idle.io.as_mut()?;
+                let (Some(io), Some(stop)) = (idle.io.as_mut(), idle.shutdown.as_mut()) else {
+                    return None;
+                };
                 // Pipelined bytes are the next request's: no wait.
                 if io.unread().is_empty() {
                     // Waiting for the next request is bounded by the
@@ -496,7 +498,7 @@ impl Proxy {
                         tokio::select! {
                             biased;
                             read = io.wait(wait) => read,
-                            _ = idle.shutdown.changed() => return None,
+                            _ = stop.changed() => return None,
                         }
                     };
                     // Closed, or quiet for the whole wait.
@@ -561,10 +563,12 @@ impl Proxy {
                     };
                     let (stream, read) = io.into_parts();
                     let (client, arrival) = (idle.client.take(), std::mem::take(&mut idle.arrival));
+                    let Some(shutdown) = idle.shutdown.take() else {
+                        return false;
+                    };
                     // Boxed, as the handshake in `process_new`: an HTTP/1
                     // request does not carry room for HTTP/2's state.
-                    Box::pin(self.serve_h2_after(stream, read, client, arrival, &idle.shutdown))
-                        .await;
+                    Box::pin(self.serve_h2_after(stream, read, client, arrival, &shutdown)).await;
                     return false;
                 }
                 http2::Sniffed::Closed => return false,
