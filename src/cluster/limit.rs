@@ -5,14 +5,19 @@
 //! `BusyWorkers`, `IdleWorkers`, the slots) can take as many requests at
 //! once as it has workers, less those held by traffic this proxy does not
 //! send (other clients, other webcluster instances, and the worker the
-//! status request itself takes, which stays the scraper's). The page says how many workers were busy when it was made;
-//! this proxy knows how many of them it held then (its requests in flight
-//! and, on a node that holds a worker per connection, its idle pooled
-//! connections). So
+//! status request itself takes, which stays the scraper's). The page says
+//! how many workers were busy and how many idle when it was made; this
+//! proxy knows how many of them it held then (its requests in flight and, on
+//! a node that holds a worker per connection, its idle pooled connections).
+//! So
 //!
 //! ```text
 //! others = max(0, busy - status - held_at_scrape)
-//! limit  = min(capacity - status - others, max_conns)
+//! free   = max(0, capacity - busy)
+//! limit  = capacity - status           if others == 0  (the node is this proxy's)
+//!        = held_at_scrape + free / 2   if others > 0 and free > 0
+//!        = held_at_scrape - 1          if others > 0 and free == 0
+//! capped by max_conns,
 //! ```
 //!
 //! where `status` is the worker the status request itself takes (1): it
@@ -21,17 +26,27 @@
 //! subtraction: a page made before this proxy's requests reached the node
 //! shows fewer busy workers than this proxy holds, and must not hide it.
 //!
-//! which is the page's free workers plus what this proxy held, corrected by
-//! this proxy's own requests since the scrape: the limit bounds what it
-//! holds *now* (requests in flight, plus idle pooled connections where a
-//! connection holds a worker), so a request that ended since the scrape
-//! gives its worker back and one that started took one. For a page that
-//! does not count workers (nginx `stub_status`), for stale or missing
-//! status, the limit is the configured `max_conns`, or none.
+//! The limit bounds what this proxy holds *now* (requests in flight, plus
+//! idle pooled connections where a connection holds a worker), so a request
+//! that ended since the scrape gives its worker back and one that started
+//! took one.
 //!
-//! Several webcluster instances in front of the same nodes each see the
-//! others' requests as busy workers they do not hold: together they do not
-//! overfill a node for longer than a scrape interval.
+//! **Shared nodes.** When others hold workers, they may be clients that
+//! come and go or other webcluster instances reading the same page at
+//! other moments. Each instance that took all the free workers it saw
+//! would overfill the node by as many (and for good: a connection waiting
+//! in the node's backlog does not show on its page, so each instance would
+//! go on counting it as its own worker). So an instance takes half of the
+//! free workers it sees (two instances that read the same free workers
+//! together take no more than there are; the next scrape shows what is
+//! left, and each takes half again: an instance alone gets all but one
+//! within a few scrapes), and a full page shared with others makes each
+//! give one back (its limit one below what it held; idle connections over
+//! the limit are closed), so that a node overfilled (by a change of the
+//! others' load between two scrapes) is emptied of the extra within a few
+//! scrape intervals instead of staying so. For a page that does not count
+//! workers (nginx `stub_status`), for stale or missing status, the limit is
+//! the configured `max_conns`, or none.
 
 /// What a fresh status page says of a node's workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +71,17 @@ pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
     let from_page = page.map(|p| {
         let held = u32::try_from(p.held_at_scrape).unwrap_or(u32::MAX);
         let others = p.busy.saturating_sub(p.status).saturating_sub(held);
-        p.capacity.saturating_sub(p.status).saturating_sub(others)
+        let own = p.capacity.saturating_sub(p.status);
+        if others == 0 {
+            return own;
+        }
+        // Shared: half of the free workers; one back when there are none.
+        let free = p.capacity.saturating_sub(p.busy);
+        let shared = match free {
+            0 => held.saturating_sub(1),
+            _ => held.saturating_add(free / 2),
+        };
+        shared.min(own)
     });
     match (from_page, max_conns) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -123,10 +148,20 @@ mod tests {
             (page(8, 0, 0), None, Some(7)),
             // 5 busy besides the status request, all of them this proxy's
             (page(8, 5, 5), None, Some(7)),
-            // 5 busy, 2 of them this proxy's: 3 held by others
-            (page(8, 5, 2), None, Some(4)),
+            // 5 busy, 2 of them this proxy's: 3 held by others, 2 free
+            // (the status request's worker aside): half of those
+            (page(8, 5, 2), None, Some(3)),
+            (page(16, 8, 0), None, Some(3)),
+            (page(16, 4, 2), None, Some(7)),
+            // one free worker shared: not taken (another instance that
+            // read the same page would take it too)
+            (page(8, 6, 3), None, Some(3)),
             // hidden load on every other worker: none
             (page(8, 7, 0), None, Some(0)),
+            // full, shared: one back (the node may be overfilled: a
+            // connection in its backlog is not on its page)
+            (page(16, 15, 9), None, Some(8)),
+            (page(16, 15, 1), None, Some(0)),
             // the page was made before this proxy's requests got there:
             // the status request's worker still counts
             (page(8, 1, 4), None, Some(7)),
@@ -135,7 +170,7 @@ mod tests {
             (page(8, 12, 0), None, Some(0)),
             // max_conns caps it
             (page(8, 0, 0), Some(3), Some(3)),
-            (page(8, 6, 0), Some(3), Some(1)),
+            (page(8, 4, 0), Some(3), Some(1)),
             // no page (nginx, stale, not scraped): max_conns or none
             (None, Some(10), Some(10)),
             (None, None, None),

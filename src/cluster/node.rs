@@ -1094,24 +1094,25 @@ mod tests {
         assert!(live.has_room(group, node, now()));
         // 2 requests and 1 idle pooled connection of this proxy when the
         // page was read; it shows 5 of 8 busy (the status request's
-        // included): 1 held by others, 1 the scraper's.
+        // included): 1 held by others, 1 the scraper's, 3 free, of which
+        // this proxy takes 1 (the others may be another instance).
         let inflight: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
         let idle = live.hold_idle();
         let mut r = report(Some("prefork"), 5, 8);
         r.idle_workers = Some(3);
         live.record_scrape(group, r.clone(), Duration::ZERO, true);
-        assert_eq!(live.limit(group, node, now()), Some(6));
+        assert_eq!(live.limit(group, node, now()), Some(4));
         let h = live.holding(group, node, now());
         assert_eq!((h.inflight, h.idle, h.worker_per_connection), (2, 1, true));
-        // Three more fit (the first of them reuses the idle connection).
-        let more: Vec<_> = (0..3).map(|_| live.begin_request()).collect();
+        // One more fits (it reuses the idle connection).
+        let more: Vec<_> = (0..1).map(|_| live.begin_request()).collect();
         assert!(
             live.has_room(group, node, now()),
-            "5 in flight, 1 idle, limit 6"
+            "3 in flight, 1 idle, limit 4"
         );
         drop(idle);
         let last = live.begin_request();
-        assert!(!live.has_room(group, node, now()), "6 in flight");
+        assert!(!live.has_room(group, node, now()), "4 in flight");
         drop((inflight, more, last));
         // An nginx page counts connections, not workers: no limit from it.
         let mut nginx = StatusReport::new(crate::status::nginx::KIND);
