@@ -16,13 +16,17 @@
 //! free   = max(0, capacity - busy)
 //! limit  = capacity - status           if others == 0  (the node is this proxy's)
 //!        = held_at_scrape + free / 2   if others > 0 and free > 0
-//!        = held_at_scrape - 1          if others > 0 and free == 0
+//!        = held_at_scrape - max(1, ceil(held_at_scrape / 8))
+//!                                      if others > 0 and free == 0
 //! capped by max_conns,
 //! ```
 //!
 //! where `status` is the worker the status request itself takes (1): it
-//! stays the scraper's, since the next status read needs one and a status
-//! page that cannot be read holds the node back. It is kept apart from the
+//! stays the scraper's (its kept-open connection holds it between scrapes
+//! on a node where a connection holds a worker), since the next status read
+//! needs one and a status page that cannot be read holds the node back;
+//! lent to visitors, it could be taken by traffic that is not this proxy's
+//! for as long as that traffic lasts. It is kept apart from the
 //! subtraction: a page made before this proxy's requests reached the node
 //! shows fewer busy workers than this proxy holds, and must not hide it.
 //!
@@ -41,10 +45,16 @@
 //! together take no more than there are; the next scrape shows what is
 //! left, and each takes half again: an instance alone gets all but one
 //! within a few scrapes), and a full page shared with others makes each
-//! give one back (its limit one below what it held; idle connections over
+//! give back an eighth of what it held, at least one (idle connections over
 //! the limit are closed), so that a node overfilled (by a change of the
 //! others' load between two scrapes) is emptied of the extra within a few
-//! scrape intervals instead of staying so. For a page that does not count
+//! scrape intervals instead of staying so. Giving back in proportion to
+//! what each held and taking free workers in equal halves is TCP's
+//! additive increase, multiplicative decrease: instances that want more
+//! than there is end up with equal shares, whoever came first. While a
+//! group's requests wait in its queue, the scraper reads its nodes' pages
+//! every 100 ms instead of every `scrape_interval`, so that the shares
+//! follow the load within a fraction of a second. For a page that does not count
 //! workers (nginx `stub_status`), for stale or missing status, the limit is
 //! the configured `max_conns`, or none.
 
@@ -78,7 +88,7 @@ pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
         // Shared: half of the free workers; one back when there are none.
         let free = p.capacity.saturating_sub(p.busy);
         let shared = match free {
-            0 => held.saturating_sub(1),
+            0 => held.saturating_sub(held.div_ceil(8).max(1)),
             _ => held.saturating_add(free / 2),
         };
         shared.min(own)
@@ -160,7 +170,8 @@ mod tests {
             (page(8, 7, 0), None, Some(0)),
             // full, shared: one back (the node may be overfilled: a
             // connection in its backlog is not on its page)
-            (page(16, 15, 9), None, Some(8)),
+            (page(16, 15, 9), None, Some(7)),
+            (page(32, 31, 16), None, Some(14)),
             (page(16, 15, 1), None, Some(0)),
             // the page was made before this proxy's requests got there:
             // the status request's worker still counts

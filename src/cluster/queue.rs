@@ -341,6 +341,11 @@ impl GroupQueue {
         self.len() == 0
     }
 
+    /// Requests waiting now, without the lock (as last written under it).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// A new request of group `group` of `state` (the state the request
     /// runs with): a slot now, a place in the queue, or `Full` when
     /// `max_queue` requests wait already (0: no limit).
