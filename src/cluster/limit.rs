@@ -14,10 +14,14 @@
 //! ```text
 //! others = max(0, busy - status - held_at_scrape)
 //! free   = max(0, capacity - busy)
-//! limit  = capacity - status           if others == 0  (the node is this proxy's)
-//!        = held_at_scrape + free / 2   if others > 0 and free > 0
+//! limit  = capacity - status            if others == 0  (the node is this proxy's)
+//!        = held_at_scrape + free / 2    if others > 0 and free > 0
+//!                                          (rounded up while requests wait
+//!                                          in this proxy's queue, down if not)
 //!        = held_at_scrape - max(1, ceil(held_at_scrape / 8))
-//!                                      if others > 0 and free == 0
+//!                                       if others > 0, free == 0 and
+//!                                          held_at_scrape > others
+//!        = held_at_scrape               if others > 0, free == 0 otherwise
 //! capped by max_conns,
 //! ```
 //!
@@ -41,22 +45,25 @@
 //! would overfill the node by as many (and for good: a connection waiting
 //! in the node's backlog does not show on its page, so each instance would
 //! go on counting it as its own worker). So an instance takes half of the
-//! free workers it sees (two instances that read the same free workers
+//! free workers it sees: two instances that read the same free workers
 //! together take no more than there are; the next scrape shows what is
-//! left, and each takes half again: an instance alone gets all but one
-//! within a few scrapes), and a full page shared with others makes each
-//! give back an eighth of what it held, at least one (idle connections over
-//! the limit are closed), so that a node overfilled (by a change of the
-//! others' load between two scrapes) is emptied of the extra within a few
-//! scrape intervals instead of staying so. Giving back in proportion to
-//! what each held and taking free workers in equal halves is TCP's
-//! additive increase, multiplicative decrease: instances that want more
-//! than there is end up with equal shares, whoever came first. While a
-//! group's requests wait in its queue, the scraper reads its nodes' pages
-//! every 100 ms instead of every `scrape_interval`, so that the shares
-//! follow the load within a fraction of a second. For a page that does not count
-//! workers (nginx `stub_status`), for stale or missing status, the limit is
-//! the configured `max_conns`, or none.
+//! left, and each takes half again (an instance alone gets all but one
+//! within a few scrapes). The odd one is taken while requests wait for it
+//! in the queue, so that the last free worker of a node is used (two
+//! instances that both want it and read the same page overfill the node by
+//! one until the next page, seen full, makes the one holding more give it
+//! back). A full page makes an instance that holds more than all the others
+//! together give back an eighth of it, at least one (idle connections over
+//! the limit are closed): taking free workers in equal halves and giving
+//! back in proportion is TCP's additive increase, multiplicative decrease,
+//! so instances that want more than there is end up with equal shares,
+//! whoever came first, and an overfilled node (a request in its backlog is
+//! counted by the instance that sent it, not on the page) loses the extra.
+//! While a group's requests wait in its queue, the scraper reads its nodes'
+//! pages every 100 ms instead of every `scrape_interval`, so that the
+//! shares follow the load within a fraction of a second. For a page that
+//! does not count workers (nginx `stub_status`), for stale or missing
+//! status, the limit is the configured `max_conns`, or none.
 
 /// What a fresh status page says of a node's workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,8 @@ pub struct PageWorkers {
     /// What this proxy held of the node when the page was read: requests in
     /// flight, plus idle pooled connections where each holds a worker.
     pub held_at_scrape: u64,
+    /// Requests wait in this proxy's queue for the node's group now.
+    pub wanting: bool,
 }
 
 /// The limit of concurrent requests from this proxy to a node: None when
@@ -85,10 +94,14 @@ pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
         if others == 0 {
             return own;
         }
-        // Shared: half of the free workers; one back when there are none.
+        // Shared: half of the free workers (the odd one too while
+        // requests wait for it); when there are none, an eighth back while
+        // holding more than all the others together.
         let free = p.capacity.saturating_sub(p.busy);
         let shared = match free {
-            0 => held.saturating_sub(held.div_ceil(8).max(1)),
+            0 if held > others => held.saturating_sub(held.div_ceil(8).max(1)),
+            0 => held,
+            _ if p.wanting => held.saturating_add(free.div_ceil(2)),
             _ => held.saturating_add(free / 2),
         };
         shared.min(own)
@@ -147,7 +160,13 @@ mod tests {
             busy: busy + 1,
             status: 1,
             held_at_scrape,
+            wanting: false,
         })
+    }
+
+    /// The page with requests waiting in this proxy's queue.
+    fn wanting(page: Option<PageWorkers>) -> Option<PageWorkers> {
+        page.map(|p| PageWorkers { wanting: true, ..p })
     }
 
     #[test]
@@ -172,7 +191,17 @@ mod tests {
             // connection in its backlog is not on its page)
             (page(16, 15, 9), None, Some(7)),
             (page(32, 31, 16), None, Some(14)),
-            (page(16, 15, 1), None, Some(0)),
+            // ... unless it holds no more than the others together: it
+            // keeps what it has (hidden load takes 14 of 16 here)
+            (page(16, 15, 1), None, Some(1)),
+            (page(16, 15, 7), None, Some(7)),
+            // while requests wait here, the odd free worker is taken too
+            (wanting(page(8, 6, 3)), None, Some(4)),
+            (wanting(page(16, 4, 2)), None, Some(8)),
+            // a 3-worker node, two instances (each scraper holds one):
+            // the one with requests waiting gets the last worker
+            (wanting(page(3, 1, 0)), None, Some(1)),
+            (page(3, 1, 0), None, Some(0)),
             // the page was made before this proxy's requests got there:
             // the status request's worker still counts
             (page(8, 1, 4), None, Some(7)),
