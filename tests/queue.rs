@@ -444,7 +444,7 @@ fn two_instances_share_the_nodes_without_overfilling_them() {
     // both. Each instance reads the other's connections on the page as
     // workers held by others and takes half of the free ones.
     const SHARED_WORKERS: u32 = 4;
-    let mut opts = |name: &str| {
+    let opts = |name: &str| {
         let mut o = ApacheOpts::prefork(name, SHARED_WORKERS);
         o.extra_directives = vec!["CustomLog logs/begin.log \"%{begin:usec}t %U%q\"".to_string()];
         ApacheNode::start(o)
