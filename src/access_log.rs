@@ -1,20 +1,26 @@
 //! The access log: combined log format plus the node that answered and the
 //! upstream time, written by a dedicated thread so a slow disk never blocks
-//! a request (lines are dropped, and counted, if it falls far behind).
+//! a request (lines are dropped, and counted, if it falls far behind). The
+//! thread writes every 20 ms what came meanwhile (as nginx's
+//! `access_log ... buffer= flush=`), so a request costs no system call.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
 
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-/// Lines buffered before new ones are dropped.
+/// Lines buffered before new ones are dropped: what [`WRITE_EVERY`] brings
+/// at 800,000 requests a second.
 const QUEUE: usize = 16 * 1024;
+
+/// How often the writer thread writes the lines queued meanwhile.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One request's log fields.
 #[derive(Debug)]
@@ -76,15 +82,29 @@ impl AccessLog {
     }
 }
 
+/// The writer's loop: every [`WRITE_EVERY`] it writes what was queued
+/// meanwhile and flushes once. It never blocks waiting for a line: a sender
+/// then only queues its line (no wake-up of this thread, no system call per
+/// request, which on a machine with as many cores as worker threads took
+/// the workers' CPU and lengthened their tail latency). Ends once every
+/// sender is gone and the queue is written.
 fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
-    let mut out = BufWriter::new(out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        // Drain what is queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(line.as_bytes());
-        }
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    loop {
+        thread::sleep(WRITE_EVERY);
+        let ended = loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
+            }
+        };
         let _ = out.flush();
+        if ended {
+            return;
+        }
     }
 }
 
