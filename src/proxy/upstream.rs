@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 
 use super::forwarded;
 use super::http1::{
-    connection_named, framing::is_framing_header, io_error, named_in, put_header, Io, Limits,
-    Outgoing, RequestHead, ResponseHead,
+    framing::is_framing_header, io_error, put_header, ConnectionNamed, Io, Limits, Outgoing,
+    RequestHead, ResponseHead,
 };
 use super::pool::Pool;
 
@@ -178,7 +178,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
     out.extend_from_slice(visitor.origin_target().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let websocket = visitor.is_websocket_upgrade();
-    let has_connection = fields.get("connection").is_some();
+    let named = ConnectionNamed::of(fields);
     // An absolute-form target names the host: it replaces `Host`.
     let authority = visitor.target_authority();
     if let Some(authority) = authority {
@@ -189,7 +189,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
             || is_framing_header(name)
             || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
             || (f.client.is_some() && FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)))
-            || (has_connection && named_in(name, connection_named(fields)));
+            || named.contains(name);
         if !dropped {
             put_header(out, name, value);
         }

@@ -21,7 +21,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
 use crate::proxy::downstream::{visitor_gets, Shape};
-use crate::proxy::http1::{Outgoing, ResponseHead};
+use crate::proxy::http1::{ConnectionNamed, Outgoing, ResponseHead};
 use crate::proxy::request::Answer;
 
 /// Where a stream's response is.
@@ -246,11 +246,9 @@ impl StreamIo {
         *out.status_mut() = http::StatusCode::from_u16(resp.status)
             .map_err(|_| io::Error::other("the node's status is out of range"))?;
         let h = out.headers_mut();
-        let has_connection = resp.fields.get("connection").is_some();
+        let named = ConnectionNamed::of(&resp.fields);
         for (name, value) in resp.fields.iter() {
-            if !visitor_gets(name, &resp.fields, has_connection, false)
-                || name.eq_ignore_ascii_case(b"te")
-            {
+            if !visitor_gets(name, &named, false) || name.eq_ignore_ascii_case(b"te") {
                 continue;
             }
             // httparse let through only valid names and values; any other
