@@ -121,8 +121,10 @@ pub fn write_response_head<'a>(
     cookies: impl Iterator<Item = &'a String>,
     hsts: Option<&str>,
 ) {
-    put_status_line(out, resp.status, resp.reason());
     let fields = &resp.fields;
+    // One allocation for the whole head (`out` is empty between requests).
+    out.reserve(fields.byte_len() + 4 * fields.len() + super::upstream::HEAD_ROOM);
+    put_status_line(out, resp.status, resp.reason());
     let named = ConnectionNamed::of(fields);
     for (name, value) in fields.iter() {
         if visitor_gets(name, &named, shape.upgrade) {

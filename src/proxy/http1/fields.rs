@@ -99,6 +99,12 @@ impl Fields {
             .filter(|t| !t.is_empty())
     }
 
+    /// The bytes the lines take (names and values, without separators):
+    /// with room per line, what a copy of the head needs.
+    pub fn byte_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// How many header lines the head has.
     pub fn len(&self) -> usize {
         self.lines.len()
