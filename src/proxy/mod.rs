@@ -1453,6 +1453,9 @@ async fn read_response_body(
         let input = node_io.unread();
         if !input.is_empty() && !body.is_done() {
             let before = spool.pending();
+            // A chunked body decoded or rechunked takes at most a few bytes
+            // more than came.
+            spool.room_for(input.len() + 16);
             let taken = spool
                 .append_with(&mut scratch, dir, |out| {
                     http1::forward(&mut body, recode, input, out)
