@@ -37,6 +37,13 @@ impl Fields {
         (0, prefix.len() as u32)
     }
 
+    /// Room for `bytes` more bytes of names and values and `lines` more
+    /// lines.
+    pub(super) fn reserve(&mut self, bytes: usize, lines: usize) {
+        self.raw.reserve(bytes);
+        self.lines.reserve(lines);
+    }
+
     /// Add a header line after the others.
     pub(super) fn push(&mut self, name: &[u8], value: &[u8]) {
         let at = |raw: &Vec<u8>| raw.len() as u32;
