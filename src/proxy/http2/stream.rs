@@ -78,6 +78,10 @@ pub struct StreamIo {
     /// The stream was reset before its response ended.
     cancelled: Arc<AtomicBool>,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
+    /// The response body bytes still to send, when its length is known:
+    /// the DATA frame that completes it carries END_STREAM (no empty DATA
+    /// frame after it, as nginx and HAProxy do).
+    left: Option<u64>,
 }
 
 fn closed(what: &str) -> io::Error {
@@ -109,6 +113,7 @@ impl StreamIo {
             send,
             cancelled: Arc::default(),
             addresses,
+            left: None,
         }
     }
 
@@ -278,6 +283,10 @@ impl StreamIo {
         let stream = respond.send_response(out, no_body).map_err(h2_error)?;
         if !no_body {
             *send = Sending::Body(stream);
+            self.left = match shape.framing {
+                Outgoing::Length(n) => Some(n),
+                _ => None,
+            };
         }
         Ok(())
     }
@@ -289,6 +298,7 @@ impl StreamIo {
     /// taken only in the poll that returns.
     pub async fn send_some(&mut self, data: &[u8], timeout: Duration) -> io::Result<usize> {
         let send = &self.send;
+        let left = self.left;
         let wait = std::future::poll_fn(|cx| {
             let mut guard = lock(send);
             let Sending::Body(s) = &mut *guard else {
@@ -300,7 +310,13 @@ impl StreamIo {
                 if capacity > 0 {
                     let n = capacity.min(data.len());
                     let piece = Bytes::copy_from_slice(&data[..n]);
-                    return Poll::Ready(s.send_data(piece, false).map(|()| n).map_err(h2_error));
+                    let last = left == Some(n as u64);
+                    let sent = s.send_data(piece, last).map(|()| n).map_err(h2_error);
+                    if last && sent.is_ok() {
+                        // Ended: `finish` has nothing left to send.
+                        *guard = Sending::Done;
+                    }
+                    return Poll::Ready(sent);
                 }
                 match s.poll_capacity(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -312,9 +328,13 @@ impl StreamIo {
                 }
             }
         });
-        tokio::time::timeout(timeout, wait)
+        let sent = tokio::time::timeout(timeout, wait)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(sent as u64);
+        }
+        Ok(sent)
     }
 
     /// End the response's stream.
