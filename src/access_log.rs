@@ -141,7 +141,7 @@ pub fn format_line(e: &Entry<'_>, at: OffsetDateTime) -> String {
         }
         None => line.push('-'),
     }
-    let _ = write!(line, " request_time={:.3}\n", e.total_seconds);
+    let _ = writeln!(line, " request_time={:.3}", e.total_seconds);
     line
 }
 
