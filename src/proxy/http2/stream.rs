@@ -250,6 +250,9 @@ impl StreamIo {
         let mut out = http::Response::new(());
         *out.status_mut() = http::StatusCode::from_u16(resp.status)
             .map_err(|_| io::Error::other("the node's status is out of range"))?;
+        // Sized once for the node's lines and the proxy's (it would grow
+        // twice for a dozen lines).
+        *out.headers_mut() = http::HeaderMap::with_capacity(resp.fields.len() + 4);
         let h = out.headers_mut();
         let named = ConnectionNamed::of(&resp.fields);
         for (name, value) in resp.fields.iter() {
@@ -265,7 +268,9 @@ impl StreamIo {
             }
         }
         if let Outgoing::Length(n) = shape.framing {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            // The node's own framing lines were not copied (`visitor_gets`):
+            // this is the one `content-length`, appended without a search.
+            h.append(CONTENT_LENGTH, HeaderValue::from(n));
         }
         for cookie in cookies {
             if let Ok(v) = HeaderValue::from_str(cookie) {
