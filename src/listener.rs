@@ -485,11 +485,13 @@ mod tests {
             // The read completes only if the socket is registered with the
             // reactor of the thread that polls it.
             if stream.read_exact(&mut byte).await.is_ok() {
-                let _ = stream.write_all(&byte).await;
+                // Recorded before the answer: the client reads the record
+                // once it has the byte back.
                 self.served
                     .lock()
                     .unwrap()
                     .push(std::thread::current().id());
+                let _ = stream.write_all(&byte).await;
             }
             None
         }

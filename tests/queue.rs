@@ -15,7 +15,11 @@
 //! 4. a session-pinned request waits for its node while a request free to go
 //!    anywhere is served by the other node meanwhile;
 //! 5. a visitor that disconnects while queued leaves the queue and its
-//!    request is never sent to a node (the node's access log).
+//!    request is never sent to a node (the node's access log);
+//! 6. two webcluster instances in front of the same nodes, with more slow
+//!    requests than the nodes' free workers: together they never hold more
+//!    connections to a node than its workers, nothing waits in a node's
+//!    backlog, every request is served.
 //!
 //! No assertion is about a duration: waits are polls with generous bounds,
 //! and every loop is bounded in count and time.
@@ -430,4 +434,66 @@ fn a_visitor_that_leaves_while_queued_is_never_sent_to_a_node() {
         !log.contains("id=gone"),
         "the node saw the request whose visitor left:\n{log}"
     );
+}
+
+#[test]
+fn two_instances_share_the_nodes_without_overfilling_them() {
+    // Two webcluster instances in front of the same two prefork nodes of
+    // 4 workers: each instance's scraper holds one worker of each node (its
+    // kept status connection), which leaves 2 per node for the visitors of
+    // both. Each instance reads the other's connections on the page as
+    // workers held by others and takes half of the free ones.
+    const SHARED_WORKERS: u32 = 4;
+    let opts = |name: &str| {
+        let mut o = ApacheOpts::prefork(name, SHARED_WORKERS);
+        o.extra_directives = vec!["CustomLog logs/begin.log \"%{begin:usec}t %U%q\"".to_string()];
+        ApacheNode::start(o)
+    };
+    let (a, b) = (opts("a"), opts("b"));
+    let one = proxy("queue_timeout = \"30s\"", &[&a, &b], "");
+    let two = proxy("queue_timeout = \"30s\"", &[&a, &b], "");
+    // Both see the other's status connection before any request.
+    for wc in [&one, &two] {
+        wc.wait_status("the other instance's scraper seen", |s| {
+            support::webcluster::nodes(s)
+                .iter()
+                .all(|n| n["busy_workers"].as_u64() == Some(2))
+        });
+    }
+    let sampler = Sampler::start(vec![a.addr().port(), b.addr().port()]);
+    // 6 slow requests to each instance at once: 12 for the 4 workers the
+    // visitors have.
+    let per = 6;
+    let handles: Vec<_> = (0..2 * per)
+        .map(|i| {
+            let wc = if i % 2 == 0 { &one } else { &two };
+            get(wc.listen, &format!("/sleep?ms=300&id={i}"), &[])
+        })
+        .collect();
+    let answers = results(handles);
+    let (most, seen) = sampler.finish();
+    let ok = answers
+        .iter()
+        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
+        .count();
+    assert_eq!(ok, 2 * per, "every request is served: {answers:?}");
+    for (node, (established, backlog)) in ["a", "b"].iter().zip(&most) {
+        assert!(
+            *established <= SHARED_WORKERS,
+            "node {node}: {established} connections open to it at once (both scrapers' included), more than its {SHARED_WORKERS} workers"
+        );
+        assert_eq!(
+            *backlog, 0,
+            "node {node}: connections waited in its accept queue:\n{seen}"
+        );
+    }
+    // Both instances' requests were served by the nodes, each instance's
+    // by both nodes' workers in turn (the shares moved between them).
+    wait_for(|| begun(&[&a, &b]).len() == 2 * per);
+    let ids: Vec<usize> = begun(&[&a, &b]).into_iter().map(|(_, id)| id).collect();
+    assert!(ids.iter().any(|i| i % 2 == 0) && ids.iter().any(|i| i % 2 == 1));
+    for wc in [&one, &two] {
+        let s = wc.status();
+        assert_eq!(group(&s)["queue"]["length"], 0);
+    }
 }

@@ -15,6 +15,12 @@
 # stopped. The same run with no request gives the fixed cost (start, stop,
 # scrapes over the same time), which is subtracted:
 #   instructions per request = (Ir with REQUESTS - Ir with none) / REQUESTS
+# MODES (default "bare full") may also name "h2" and "h2-full": the same
+# two configs, with the requests sent over HTTP/2 with prior knowledge
+# (h2c, the plain listener's preface sniffing) by `h2load -c 10 -m 10`
+# (10 connections, 10 streams each), so the per-request cost of the HTTP/2
+# path (h2 frames, a task per stream, the head conversion) is counted the
+# same way; needs h2load (nghttp2-client).
 # THREADS (default 1) sets the server's `threads`: with 2, the count shows
 # what serving connections on two threads costs (callgrind runs the threads
 # one at a time, so it counts the work, not the contention). LABEL names
@@ -27,6 +33,8 @@
 # cost of a connection per request to a prefork node ("off", what "auto"
 # did whenever the node had no workers to spare) against keeping them
 # within the node's limit ("auto" since issue 17).
+# KEEP=DIR keeps each run's callgrind output there (NAME-MODE-SIZE-N.out,
+# N the request count), for `callgrind_annotate --inclusive=yes`.
 # Output: one Markdown table on stdout (and the raw totals on stderr).
 # Needs valgrind, nginx and ab (apache2-utils); installed with apt-get when
 # missing and run as root. Only 127.0.0.1 and kernel-chosen ports are used.
@@ -44,6 +52,7 @@ JSONL=${JSONL:-}
 UPSTREAM=${UPSTREAM:-nginx}
 NODE_WORKERS=${NODE_WORKERS:-16}
 KEEPALIVE=${KEEPALIVE:-}
+KEEP=${KEEP:-}
 if [[ $UPSTREAM == prefork && -z $KEEPALIVE ]]; then KEEPALIVE="auto off"; fi
 if [[ $# -eq 0 ]]; then
     set -- "$ROOT/target/release/webcluster"
@@ -55,6 +64,7 @@ need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v ab >/dev/null || need+=(apache2-utils)
+[[ $MODES != *h2* ]] || command -v h2load >/dev/null || need+=(nghttp2-client)
 [[ $UPSTREAM != prefork ]] || command -v apache2 >/dev/null || [[ -x /usr/sbin/apache2 ]] || need+=(apache2)
 if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
@@ -116,6 +126,9 @@ if [[ $UPSTREAM == prefork ]]; then
     wait_port "$UP"
 else
 mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
+# nginx's worker runs as nobody when started as root: mktemp's 0700 would
+# make every response a 403.
+chmod 755 "$WORK" "$WORK/nginx" "$WORK/nginx/html"
 head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
 head -c 65536 /dev/zero | tr '\0' 'y' >"$WORK/nginx/html/64k"
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -148,7 +161,7 @@ run() {
     dir="$WORK/run-$RANDOM"
     mkdir -p "$dir"
     local group="balance = \"round_robin\"\nscrape = false" log='target = "off"'
-    if [[ $mode == full ]]; then
+    if [[ $mode == full || $mode == h2-full ]]; then
         group="balance = \"busyness\"\nscrape_interval = \"1s\""
         log="target = \"$dir/access.log\""
     fi
@@ -156,7 +169,7 @@ run() {
     if [[ $UPSTREAM == prefork ]]; then
         # Scraped in both modes: the limit and "auto" keep-alive need the
         # node's page (that it is prefork, its free workers).
-        [[ $mode == full ]] || group="balance = \"round_robin\""
+        [[ $mode == full || $mode == h2-full ]] || group="balance = \"round_robin\""
         node=$(printf '  name = "n1"\n  address = "127.0.0.1:%s"' "$UP")
     fi
     [[ -z $keepalive ]] || group+="\nupstream_keepalive = \"$keepalive\""
@@ -170,8 +183,17 @@ run() {
     wait_port "$listen"
     if ((n > 0)); then
         local t0=$SECONDS
-        ab -q -k -c 10 -n "$n" "http://127.0.0.1:$listen/$size" >"$dir/ab.txt" 2>&1
-        grep -q "Failed requests:        0" "$dir/ab.txt" || { cat "$dir/ab.txt" >&2; return 1; }
+        if [[ $mode == h2* ]]; then
+            h2load -c 10 -m 10 -n "$n" "http://127.0.0.1:$listen/$size" >"$dir/h2load.txt" 2>&1
+            grep -q "requests: $n total, $n started, $n done, $n succeeded, 0 failed, 0 errored" "$dir/h2load.txt" &&
+                grep -q "status codes: $n 2xx" "$dir/h2load.txt" ||
+                { cat "$dir/h2load.txt" >&2; return 1; }
+        else
+            ab -q -k -c 10 -n "$n" "http://127.0.0.1:$listen/$size" >"$dir/ab.txt" 2>&1
+            # ab counts a 4xx or 5xx answer as no failure, only as "Non-2xx".
+            grep -q "Failed requests:        0" "$dir/ab.txt" && ! grep -q "Non-2xx" "$dir/ab.txt" ||
+                { cat "$dir/ab.txt" >&2; return 1; }
+        fi
         echo $((SECONDS - t0 + 1)) >"$WORK/seconds"
     else
         # As long without requests: scrapes and timers still run.
@@ -183,6 +205,10 @@ run() {
     local ir
     ir=$(awk '/^summary:/ {print $2}' "$dir/callgrind.out")
     [[ -n $ir ]] || { echo "no callgrind summary in $dir" >&2; tail "$dir/out.log" >&2; return 1; }
+    if [[ -n $KEEP ]]; then
+        mkdir -p "$KEEP"
+        cp "$dir/callgrind.out" "$KEEP/$(basename "$bin")-$mode-$size-$n.out"
+    fi
     echo "$ir"
 }
 

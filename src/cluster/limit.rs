@@ -5,33 +5,65 @@
 //! `BusyWorkers`, `IdleWorkers`, the slots) can take as many requests at
 //! once as it has workers, less those held by traffic this proxy does not
 //! send (other clients, other webcluster instances, and the worker the
-//! status request itself takes, which stays the scraper's). The page says how many workers were busy when it was made;
-//! this proxy knows how many of them it held then (its requests in flight
-//! and, on a node that holds a worker per connection, its idle pooled
-//! connections). So
+//! status request itself takes, which stays the scraper's). The page says
+//! how many workers were busy and how many idle when it was made; this
+//! proxy knows how many of them it held then (its requests in flight and, on
+//! a node that holds a worker per connection, its idle pooled connections).
+//! So
 //!
 //! ```text
 //! others = max(0, busy - status - held_at_scrape)
-//! limit  = min(capacity - status - others, max_conns)
+//! free   = max(0, capacity - busy)
+//! limit  = capacity - status            if others == 0  (the node is this proxy's)
+//!        = held_at_scrape + free / 2    if others > 0 and free > 0
+//!                                          (rounded up while requests wait
+//!                                          in this proxy's queue, down if not)
+//!        = held_at_scrape - max(1, ceil(held_at_scrape / 8))
+//!                                       if others > 0, free == 0 and
+//!                                          held_at_scrape > others
+//!        = held_at_scrape               if others > 0, free == 0 otherwise
+//! capped by max_conns,
 //! ```
 //!
 //! where `status` is the worker the status request itself takes (1): it
-//! stays the scraper's, since the next status read needs one and a status
-//! page that cannot be read holds the node back. It is kept apart from the
+//! stays the scraper's (its kept-open connection holds it between scrapes
+//! on a node where a connection holds a worker), since the next status read
+//! needs one and a status page that cannot be read holds the node back;
+//! lent to visitors, it could be taken by traffic that is not this proxy's
+//! for as long as that traffic lasts. It is kept apart from the
 //! subtraction: a page made before this proxy's requests reached the node
 //! shows fewer busy workers than this proxy holds, and must not hide it.
 //!
-//! which is the page's free workers plus what this proxy held, corrected by
-//! this proxy's own requests since the scrape: the limit bounds what it
-//! holds *now* (requests in flight, plus idle pooled connections where a
-//! connection holds a worker), so a request that ended since the scrape
-//! gives its worker back and one that started took one. For a page that
+//! The limit bounds what this proxy holds *now* (requests in flight, plus
+//! idle pooled connections where a connection holds a worker), so a request
+//! that ended since the scrape gives its worker back and one that started
+//! took one.
+//!
+//! **Shared nodes.** When others hold workers, they may be clients that
+//! come and go or other webcluster instances reading the same page at
+//! other moments. Each instance that took all the free workers it saw
+//! would overfill the node by as many (and for good: a connection waiting
+//! in the node's backlog does not show on its page, so each instance would
+//! go on counting it as its own worker). So an instance takes half of the
+//! free workers it sees: two instances that read the same free workers
+//! together take no more than there are; the next scrape shows what is
+//! left, and each takes half again (an instance alone gets all but one
+//! within a few scrapes). The odd one is taken while requests wait for it
+//! in the queue, so that the last free worker of a node is used (two
+//! instances that both want it and read the same page overfill the node by
+//! one until the next page, seen full, makes the one holding more give it
+//! back). A full page makes an instance that holds more than all the others
+//! together give back an eighth of it, at least one (idle connections over
+//! the limit are closed): taking free workers in equal halves and giving
+//! back in proportion is TCP's additive increase, multiplicative decrease,
+//! so instances that want more than there is end up with equal shares,
+//! whoever came first, and an overfilled node (a request in its backlog is
+//! counted by the instance that sent it, not on the page) loses the extra.
+//! While a group's requests wait in its queue, the scraper reads its nodes'
+//! pages every 100 ms instead of every `scrape_interval`, so that the
+//! shares follow the load within a fraction of a second. For a page that
 //! does not count workers (nginx `stub_status`), for stale or missing
 //! status, the limit is the configured `max_conns`, or none.
-//!
-//! Several webcluster instances in front of the same nodes each see the
-//! others' requests as busy workers they do not hold: together they do not
-//! overfill a node for longer than a scrape interval.
 
 /// What a fresh status page says of a node's workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +80,8 @@ pub struct PageWorkers {
     /// What this proxy held of the node when the page was read: requests in
     /// flight, plus idle pooled connections where each holds a worker.
     pub held_at_scrape: u64,
+    /// Requests wait in this proxy's queue for the node's group now.
+    pub wanting: bool,
 }
 
 /// The limit of concurrent requests from this proxy to a node: None when
@@ -56,7 +90,21 @@ pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
     let from_page = page.map(|p| {
         let held = u32::try_from(p.held_at_scrape).unwrap_or(u32::MAX);
         let others = p.busy.saturating_sub(p.status).saturating_sub(held);
-        p.capacity.saturating_sub(p.status).saturating_sub(others)
+        let own = p.capacity.saturating_sub(p.status);
+        if others == 0 {
+            return own;
+        }
+        // Shared: half of the free workers (the odd one too while
+        // requests wait for it); when there are none, an eighth back while
+        // holding more than all the others together.
+        let free = p.capacity.saturating_sub(p.busy);
+        let shared = match free {
+            0 if held > others => held.saturating_sub(held.div_ceil(8).max(1)),
+            0 => held,
+            _ if p.wanting => held.saturating_add(free.div_ceil(2)),
+            _ => held.saturating_add(free / 2),
+        };
+        shared.min(own)
     });
     match (from_page, max_conns) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -112,7 +160,13 @@ mod tests {
             busy: busy + 1,
             status: 1,
             held_at_scrape,
+            wanting: false,
         })
+    }
+
+    /// The page with requests waiting in this proxy's queue.
+    fn wanting(page: Option<PageWorkers>) -> Option<PageWorkers> {
+        page.map(|p| PageWorkers { wanting: true, ..p })
     }
 
     #[test]
@@ -123,10 +177,31 @@ mod tests {
             (page(8, 0, 0), None, Some(7)),
             // 5 busy besides the status request, all of them this proxy's
             (page(8, 5, 5), None, Some(7)),
-            // 5 busy, 2 of them this proxy's: 3 held by others
-            (page(8, 5, 2), None, Some(4)),
+            // 5 busy, 2 of them this proxy's: 3 held by others, 2 free
+            // (the status request's worker aside): half of those
+            (page(8, 5, 2), None, Some(3)),
+            (page(16, 8, 0), None, Some(3)),
+            (page(16, 4, 2), None, Some(7)),
+            // one free worker shared: not taken (another instance that
+            // read the same page would take it too)
+            (page(8, 6, 3), None, Some(3)),
             // hidden load on every other worker: none
             (page(8, 7, 0), None, Some(0)),
+            // full, shared: one back (the node may be overfilled: a
+            // connection in its backlog is not on its page)
+            (page(16, 15, 9), None, Some(7)),
+            (page(32, 31, 16), None, Some(14)),
+            // ... unless it holds no more than the others together: it
+            // keeps what it has (hidden load takes 14 of 16 here)
+            (page(16, 15, 1), None, Some(1)),
+            (page(16, 15, 7), None, Some(7)),
+            // while requests wait here, the odd free worker is taken too
+            (wanting(page(8, 6, 3)), None, Some(4)),
+            (wanting(page(16, 4, 2)), None, Some(8)),
+            // a 3-worker node, two instances (each scraper holds one):
+            // the one with requests waiting gets the last worker
+            (wanting(page(3, 1, 0)), None, Some(1)),
+            (page(3, 1, 0), None, Some(0)),
             // the page was made before this proxy's requests got there:
             // the status request's worker still counts
             (page(8, 1, 4), None, Some(7)),
@@ -135,7 +210,7 @@ mod tests {
             (page(8, 12, 0), None, Some(0)),
             // max_conns caps it
             (page(8, 0, 0), Some(3), Some(3)),
-            (page(8, 6, 0), Some(3), Some(1)),
+            (page(8, 4, 0), Some(3), Some(1)),
             // no page (nginx, stale, not scraped): max_conns or none
             (None, Some(10), Some(10)),
             (None, None, None),

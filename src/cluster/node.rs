@@ -312,6 +312,15 @@ impl NodeLive {
     }
 
     /// Room may have come at the node: its group's queue hands it on.
+    /// Whether requests wait in the node's group queue now (they want more
+    /// of the nodes than their limits give: `cluster::limit`).
+    fn wanting(&self) -> bool {
+        self.queue
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|q| q.waiting() > 0)
+    }
+
     pub fn room_freed(&self) {
         if let Some(q) = self.queue.get().and_then(Weak::upgrade) {
             q.dispatch();
@@ -607,13 +616,13 @@ impl NodeLive {
     /// (`cluster::limit`): None when there is no limit.
     pub fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
         let s = self.lock();
-        s.limit(group, node, now)
+        s.limit(group, node, now, self.wanting())
     }
 
     /// Whether one more request fits under the node's limit now.
     pub fn has_room(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> bool {
         let s = self.lock();
-        let limit = s.limit(group, node, now);
+        let limit = s.limit(group, node, now, self.wanting());
         limit::has_room(limit, self.inflight(), s.held_idle(self.idle_pooled()))
     }
 
@@ -623,7 +632,7 @@ impl NodeLive {
     pub fn holding(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Holding {
         let s = self.lock();
         Holding {
-            limit: s.limit(group, node, now),
+            limit: s.limit(group, node, now, self.wanting()),
             inflight: self.inflight(),
             idle: s.held_idle(self.idle_pooled()),
             worker_per_connection: s.worker_per_connection(),
@@ -738,7 +747,7 @@ impl NodeLive {
             idle_workers: report.and_then(|r| r.idle_workers),
             capacity: report.and_then(|r| r.capacity(node.max_workers)),
             estimated_busy: load.busy,
-            limit: s.limit(group, node, now),
+            limit: s.limit(group, node, now, self.wanting()),
             idle_pooled: self.idle_pooled(),
             scoreboard: report.and_then(|r| r.scoreboard.clone()),
             node_accesses_total: report.and_then(|r| r.total_accesses),
@@ -792,7 +801,13 @@ impl NodeLive {
 
 impl LiveState {
     /// See [`NodeLive::limit`].
-    fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
+    fn limit(
+        &self,
+        group: &GroupConfig,
+        node: &NodeConfig,
+        now: Instant,
+        wanting: bool,
+    ) -> Option<u32> {
         let page = self.fresh(group, now).and_then(|sample| {
             let r = &sample.report;
             // Only a page that counts workers (Apache's scoreboard; not
@@ -811,6 +826,7 @@ impl LiveState {
                 // Apache counts the status request's worker busy.
                 status: 1,
                 held_at_scrape: self.inflight_at_scrape + idle,
+                wanting,
             })
         });
         limit::limit(page, node.max_conns)
@@ -1094,24 +1110,25 @@ mod tests {
         assert!(live.has_room(group, node, now()));
         // 2 requests and 1 idle pooled connection of this proxy when the
         // page was read; it shows 5 of 8 busy (the status request's
-        // included): 1 held by others, 1 the scraper's.
+        // included): 1 held by others, 1 the scraper's, 3 free, of which
+        // this proxy takes 1 (the others may be another instance).
         let inflight: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
         let idle = live.hold_idle();
         let mut r = report(Some("prefork"), 5, 8);
         r.idle_workers = Some(3);
         live.record_scrape(group, r.clone(), Duration::ZERO, true);
-        assert_eq!(live.limit(group, node, now()), Some(6));
+        assert_eq!(live.limit(group, node, now()), Some(4));
         let h = live.holding(group, node, now());
         assert_eq!((h.inflight, h.idle, h.worker_per_connection), (2, 1, true));
-        // Three more fit (the first of them reuses the idle connection).
-        let more: Vec<_> = (0..3).map(|_| live.begin_request()).collect();
+        // One more fits (it reuses the idle connection).
+        let more: Vec<_> = (0..1).map(|_| live.begin_request()).collect();
         assert!(
             live.has_room(group, node, now()),
-            "5 in flight, 1 idle, limit 6"
+            "3 in flight, 1 idle, limit 4"
         );
         drop(idle);
         let last = live.begin_request();
-        assert!(!live.has_room(group, node, now()), "6 in flight");
+        assert!(!live.has_room(group, node, now()), "4 in flight");
         drop((inflight, more, last));
         // An nginx page counts connections, not workers: no limit from it.
         let mut nginx = StatusReport::new(crate::status::nginx::KIND);

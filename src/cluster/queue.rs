@@ -3,7 +3,17 @@
 //! a full node's kernel backlog.
 //!
 //! One queue per group, served oldest first (FIFO), like HAProxy's backend
-//! queue: a request that may go to any node of the group takes the first
+//! queue, while it moves. Once its oldest request has waited half of its
+//! `queue_timeout` (a standing queue: more comes than the nodes can take),
+//! it is served newest first ("adaptive LIFO", as Facebook's servers do
+//! under overload, "Fail at Scale", ACM Queue 13(8), 2015): the requests
+//! served are those whose visitors came last and still wait, the oldest
+//! wait out `queue_timeout` and get their 503 as they would have after
+//! being served last, and when the overload ends the new requests are
+//! served at once instead of behind a queue that takes up to
+//! `queue_timeout` to drain. As many are served either way (a slot is never
+//! left free while a request waits); only who waits changes. A request
+//!  that may go to any node of the group takes the first
 //! node under its limit (primaries, then backups, ranked by the group's
 //! balancer); a request pinned to one node (a session's node, a write's
 //! primary) waits for that node, as in HAProxy's server queue, without
@@ -73,6 +83,9 @@ pub enum Admit {
 /// One waiting request, in the queue's list.
 struct Entry {
     id: u64,
+    /// When its wait passes half its `queue_timeout`: from then on, while
+    /// it is the oldest, the queue serves newest first.
+    standing_at: Instant,
     state: Arc<ClusterState>,
     group: usize,
     target: Target,
@@ -267,6 +280,52 @@ fn try_grant(
     })
 }
 
+/// The order `dispatch` visits the waiters in: front to back (oldest
+/// first), or back to front; each visited entry is either passed over
+/// (`skip`) or removed.
+struct Order {
+    /// The next index to visit (front to back), or one past it (back to
+    /// front).
+    at: usize,
+    len: usize,
+    newest_first: bool,
+}
+
+impl Order {
+    fn new(len: usize, newest_first: bool) -> Order {
+        Order {
+            at: if newest_first { len } else { 0 },
+            len,
+            newest_first,
+        }
+    }
+
+    fn next(&self) -> Option<usize> {
+        match self.newest_first {
+            true => self.at.checked_sub(1),
+            false => (self.at < self.len).then_some(self.at),
+        }
+    }
+
+    /// The entry stays: go on past it.
+    fn skip(&mut self) {
+        match self.newest_first {
+            true => self.at -= 1,
+            false => self.at += 1,
+        }
+    }
+
+    /// The entry was taken out of the list.
+    fn removed(&mut self) {
+        match self.newest_first {
+            // The ones before it keep their indexes.
+            true => self.at -= 1,
+            // The ones after it moved down by one: the same index next.
+            false => self.len -= 1,
+        }
+    }
+}
+
 impl GroupQueue {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Plain data; a panic elsewhere cannot leave it worse than stale.
@@ -280,6 +339,11 @@ impl GroupQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Requests waiting now, without the lock (as last written under it).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A new request of group `group` of `state` (the state the request
@@ -319,8 +383,14 @@ impl GroupQueue {
             let id = inner.next_id;
             inner.next_id += 1;
             let (tx, rx) = oneshot::channel();
+            let timeout = state
+                .groups
+                .get(group)
+                .and_then(|g| g.config.queue_timeout)
+                .unwrap_or(state.config.timeouts.connect);
             inner.waiters.push_back(Entry {
                 id,
+                standing_at: now + timeout / 2,
                 state: Arc::clone(state),
                 group,
                 target,
@@ -395,24 +465,31 @@ impl GroupQueue {
         // Waiters of a state whose nodes all lack room are passed over
         // without a look at each (a long queue under overload).
         let mut full: Vec<*const ClusterState> = Vec::new();
-        let mut i = 0;
-        while i < inner.waiters.len() {
-            let e = &inner.waiters[i];
+        // A standing queue (its oldest waited half its timeout): newest
+        // first. Going from the back, a removal leaves the indexes still
+        // to visit as they are.
+        let newest_first = inner.waiters.front().is_some_and(|e| now >= e.standing_at);
+        let mut order = Order::new(inner.waiters.len(), newest_first);
+        while let Some(i) = order.next() {
+            let Some(e) = inner.waiters.get(i) else {
+                break;
+            };
             let key = Arc::as_ptr(&e.state);
             if full.contains(&key) {
-                i += 1;
+                order.skip();
                 continue;
             }
             let Some(grant) = try_grant(&e.state, e.group, &e.target, cache, now) else {
                 if cache.all_full(&e.state, e.group, now) {
                     full.push(key);
                 }
-                i += 1;
+                order.skip();
                 continue;
             };
             let Some(e) = inner.waiters.remove(i) else {
                 break;
             };
+            order.removed();
             self.waiting.store(inner.waiters.len(), Ordering::SeqCst);
             if let Err(grant) = e.tx.send(grant) {
                 // Its waiter is being dropped (it waits for this lock):
@@ -530,6 +607,38 @@ mod tests {
         drop(gb);
         assert!(handed(&mut c2).is_some());
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_standing_queue_is_served_newest_first_until_it_moves_again() {
+        // queue_timeout 200ms: once the oldest has waited 100ms, the queue
+        // is standing.
+        let mut c = cluster(1, 1, 0);
+        let mut cfg = (*c.state().config).clone();
+        cfg.groups[0].queue_timeout = Some(Duration::from_millis(200));
+        c = Cluster::new(cfg);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let mut old = wait(q.admit(&state, 0, any(), 0));
+        let mut middle = wait(q.admit(&state, 0, any(), 0));
+        std::thread::sleep(Duration::from_millis(120));
+        let mut new = wait(q.admit(&state, 0, any(), 0));
+        drop(first);
+        let got = handed(&mut new).expect("the newest goes first");
+        assert!(handed(&mut old).is_none() && handed(&mut middle).is_none());
+        drop(got);
+        let got = handed(&mut middle).expect("then the next newest");
+        assert!(handed(&mut old).is_none());
+        // The oldest leaves (its timeout): what is left waited less than
+        // half the timeout, so the queue is served oldest first again.
+        drop(old);
+        let mut a = wait(q.admit(&state, 0, any(), 0));
+        let mut b = wait(q.admit(&state, 0, any(), 0));
+        drop(got);
+        let got = handed(&mut a).expect("oldest first again");
+        assert!(handed(&mut b).is_none());
+        drop(got);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use pingora::protocols::Stream;
 
 use super::http1::{
-    connection_named, empty_lines, framing::is_framing_header, named_in, put_header,
-    put_status_line, Fields, HeadEnd, HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
+    empty_lines, framing::is_framing_header, put_header, put_status_line, ConnectionNamed, HeadEnd,
+    HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
 };
 use super::request::VisitorIo;
 use super::upstream::Visitor;
@@ -183,11 +183,13 @@ pub fn write_response_head<'a>(
     cookies: impl Iterator<Item = &'a String>,
     hsts: Option<&str>,
 ) {
-    put_status_line(out, resp.status, resp.reason());
     let fields = &resp.fields;
-    let has_connection = fields.get("connection").is_some();
+    // One allocation for the whole head (`out` is empty between requests).
+    out.reserve(fields.byte_len() + 4 * fields.len() + super::upstream::HEAD_ROOM);
+    put_status_line(out, resp.status, resp.reason());
+    let named = ConnectionNamed::of(fields);
     for (name, value) in fields.iter() {
-        if visitor_gets(name, fields, has_connection, shape.upgrade) {
+        if visitor_gets(name, &named, shape.upgrade) {
             put_header(out, name, value);
         }
     }
@@ -213,8 +215,8 @@ pub fn write_response_head<'a>(
 /// Whether the visitor gets this header line of the node's response: not
 /// the hop-by-hop ones (RFC 9110 7.6.1), those its `Connection` names, nor
 /// the node's framing lines (the proxy writes its own); `Upgrade` only on a
-/// WebSocket's `101`. `has_connection`: `fields` has a `Connection` line.
-pub fn visitor_gets(name: &[u8], fields: &Fields, has_connection: bool, upgrade: bool) -> bool {
+/// WebSocket's `101`. `named`: what the head's `Connection` lines name.
+pub fn visitor_gets(name: &[u8], named: &ConnectionNamed<'_>, upgrade: bool) -> bool {
     let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
     let dropped = is("connection")
         || is("keep-alive")
@@ -222,7 +224,7 @@ pub fn visitor_gets(name: &[u8], fields: &Fields, has_connection: bool, upgrade:
         || is("trailer")
         || (is("upgrade") && !upgrade)
         || is_framing_header(name)
-        || (has_connection && !is("upgrade") && named_in(name, connection_named(fields)));
+        || (!is("upgrade") && named.contains(name));
     !dropped
 }
 

@@ -1352,19 +1352,16 @@ impl Proxy {
         if let Some(log) = &self.access_log {
             let req = &down.head;
             let client = down.client.as_ref().map_or("-", |c| &*c.value);
-            let node_id = if node == "-" {
-                node.to_string()
-            } else {
-                format!("{group}/{node}")
-            };
             log.log(&Entry {
                 client,
-                request_line: &req.request_line(),
+                method: req.method.as_str(),
+                target: req.target(),
+                version: req.version.as_str(),
                 status,
                 body_bytes: ctx.body_sent as usize,
                 referer: req.fields.get_str("referer").unwrap_or(""),
                 user_agent: req.fields.get_str("user-agent").unwrap_or(""),
-                node: &node_id,
+                node: (node != "-").then_some((group, node)),
                 upstream_seconds: ctx.upstream_time.map(|d| d.as_secs_f64()),
                 total_seconds: elapsed.as_secs_f64(),
             });
@@ -1537,6 +1534,9 @@ async fn read_response_body(
         let input = node_io.unread();
         if !input.is_empty() && !body.is_done() {
             let before = spool.pending();
+            // A chunked body decoded or rechunked takes at most a few bytes
+            // more than came.
+            spool.room_for(input.len() + 16);
             let taken = spool
                 .append_with(&mut scratch, dir, |out| {
                     http1::forward(&mut body, recode, input, out)

@@ -163,6 +163,18 @@ impl Spool {
         Ok(self.write_file(scratch, dir).map(|()| out))
     }
 
+    /// Room for `n` more bytes in memory when none are pending there: a
+    /// buffer of that size in place of a smaller one, so that
+    /// [`Spool::append_with`] does not grow it by reallocations, each a
+    /// copy of the whole old buffer (spent bytes included). Nothing changes
+    /// while bytes are pending in memory or the file is in use.
+    pub fn room_for(&mut self, n: usize) {
+        if self.mem_pending() == 0 && self.file_pending() == 0 && self.mem.capacity() < n {
+            self.mem = Vec::with_capacity(n);
+            self.start = 0;
+        }
+    }
+
     fn write_file(&mut self, data: &[u8], dir: &Path) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());

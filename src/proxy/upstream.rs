@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 
 use super::forwarded;
 use super::http1::{
-    connection_named, framing::is_framing_header, io_error, named_in, put_header, Io, Limits,
-    Outgoing, RequestHead, ResponseHead,
+    framing::is_framing_header, io_error, put_header, ConnectionNamed, Io, Limits, Outgoing,
+    RequestHead, ResponseHead,
 };
 use super::pool::Pool;
 
@@ -174,12 +174,15 @@ pub struct Forwarding<'a> {
 /// Append the request head the node gets (see the module doc) to `out`.
 pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwarding<'_>) {
     let fields = &visitor.fields;
+    // One allocation for the whole head (`out` is empty between requests):
+    // the visitor's lines, their separators, and the lines the proxy adds.
+    out.reserve(fields.byte_len() + 4 * fields.len() + HEAD_ROOM);
     out.extend_from_slice(visitor.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(visitor.origin_target().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let websocket = visitor.is_websocket_upgrade();
-    let has_connection = fields.get("connection").is_some();
+    let named = ConnectionNamed::of(fields);
     // An absolute-form target names the host: it replaces `Host`.
     let authority = visitor.target_authority();
     if let Some(authority) = authority {
@@ -190,7 +193,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
             || is_framing_header(name)
             || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
             || (f.client.is_some() && FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)))
-            || (has_connection && named_in(name, connection_named(fields)));
+            || named.contains(name);
         if !dropped {
             put_header(out, name, value);
         }
@@ -205,7 +208,8 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
         put_header(out, b"Connection", b"close");
     }
     if let Some(client) = f.client {
-        let own_port = f.port.map(|p| p.to_string());
+        let mut digits = itoa::Buffer::new();
+        let own_port = f.port.map(|p| digits.format(p));
         if !f.trusted.iter().any(|n| n.contains(&client.ip)) {
             // Anything the visitor claims is replaced by its own address.
             let ip = client.value.as_bytes();
@@ -227,7 +231,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
                 .get_str("x-forwarded-port")
                 .map(str::trim)
                 .filter(|p| p.parse::<u16>().is_ok())
-                .or(own_port.as_deref());
+                .or(own_port);
             if let Some(port) = port {
                 put_header(out, b"X-Forwarded-Port", port.as_bytes());
             }
@@ -235,6 +239,10 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
     }
     out.extend_from_slice(b"\r\n");
 }
+
+/// Room for what the proxy writes into a head besides the lines it copies
+/// (request or status line, framing, `Connection`, the forwarded headers).
+pub const HEAD_ROOM: usize = 256;
 
 /// The headers the proxy sets itself from the visitor's address.
 const FORWARDED: [&[u8]; 4] = [

@@ -3,14 +3,18 @@
 //! One background task walks the current cluster state every tick and
 //! starts a scrape for each node that is due: at most one at a time per
 //! node, every `scrape_interval` with +/-10% jitter (and a random first
-//! offset) so nodes are not polled in lockstep. A scrape is a GET over a
+//! offset) so nodes are not polled in lockstep, and every [`QUEUED_INTERVAL`]
+//! while requests wait in the node's group queue (the limits that decide
+//! when they go are made from the pages: `cluster::limit`). A scrape is a GET over a
 //! pooled keep-alive connection with the group's timeout, a body capped at
 //! `MAX_PAGE_BYTES`, then `status::parse`. The result goes to the node's
 //! live state, where it doubles as the active health check (rise/fall).
 //! On Apache prefork/worker the kept-open status connection holds one
 //! worker between scrapes: the status page still answers when every other
 //! worker is taken (full is not down), and the load estimate counts that
-//! worker as taken (`NodeLive::load`).
+//! worker as taken (`NodeLive::load`). It is not lent to visitors between
+//! scrapes: once given up, traffic that is not this proxy's may take every
+//! worker, and the page could not be read until some of it ended.
 //! Nodes added by a reload are picked up on the next tick; removed ones are
 //! forgotten.
 
@@ -32,6 +36,10 @@ use crate::status::{self, MAX_PAGE_BYTES};
 
 /// How often the scheduler looks for due nodes.
 const TICK: Duration = Duration::from_millis(50);
+/// How often a node is read while requests wait in its group's queue
+/// (when `scrape_interval` is longer): the nodes' limits follow the others'
+/// load (other clients, other webcluster instances) that fast.
+pub const QUEUED_INTERVAL: Duration = Duration::from_millis(100);
 /// Idle pooled status connections are closed before Apache's default
 /// `KeepAliveTimeout` (5 s) would close them under us.
 const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -50,7 +58,11 @@ impl Scraper {
     }
 
     /// One scheduler pass: start the scrapes that are due.
-    fn start_due(&self, next: &mut HashMap<usize, Instant>, running: &Arc<Mutex<HashSet<usize>>>) {
+    fn start_due(
+        &self,
+        next: &mut HashMap<usize, (Instant, Instant)>,
+        running: &Arc<Mutex<HashSet<usize>>>,
+    ) {
         let state = self.cluster.state();
         let now = Instant::now();
         // Nodes whose requests stopped being answered are held back at once;
@@ -69,12 +81,18 @@ impl Scraper {
         let mut seen = HashSet::new();
         for group in state.groups.iter().filter(|g| g.config.scrape.enabled) {
             let interval = group.config.scrape.interval;
+            let queued = group.queue.waiting() > 0;
             for node in &group.nodes {
                 let key = Arc::as_ptr(&node.live) as usize;
                 seen.insert(key);
-                let due = *next
+                // (when due, when the last scrape started)
+                let (due, started) = *next
                     .entry(key)
-                    .or_insert_with(|| now + interval.mul_f64(fastrand::f64() * 0.1));
+                    .or_insert_with(|| (now + interval.mul_f64(fastrand::f64() * 0.1), now));
+                let due = match queued {
+                    true => due.min(started + QUEUED_INTERVAL),
+                    false => due,
+                };
                 if now < due {
                     continue;
                 }
@@ -84,7 +102,10 @@ impl Scraper {
                         continue;
                     }
                 }
-                next.insert(key, now + interval.mul_f64(0.9 + fastrand::f64() * 0.2));
+                next.insert(
+                    key,
+                    (now + interval.mul_f64(0.9 + fastrand::f64() * 0.2), now),
+                );
                 let job = Job {
                     live: Arc::clone(&node.live),
                     node: node.config.name.clone(),
@@ -135,8 +156,8 @@ impl Job {
     async fn run(self, connector: &Connector) {
         let started = Instant::now();
         let timeout = self.group.scrape.timeout;
-        let result = match tokio::time::timeout(timeout, fetch(connector, &self.url, timeout)).await
-        {
+        let fetched = fetch(connector, &self.url, timeout);
+        let result = match tokio::time::timeout(timeout, fetched).await {
             Ok(Ok((body, kept))) => status::parse(self.kind.hint(), &body)
                 .map(|report| (report, kept))
                 .map_err(|e| (e.to_string(), false)),

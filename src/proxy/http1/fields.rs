@@ -37,6 +37,13 @@ impl Fields {
         (0, prefix.len() as u32)
     }
 
+    /// Room for `bytes` more bytes of names and values and `lines` more
+    /// lines.
+    pub(super) fn reserve(&mut self, bytes: usize, lines: usize) {
+        self.raw.reserve(bytes);
+        self.lines.reserve(lines);
+    }
+
     /// Add a header line after the others.
     pub(super) fn push(&mut self, name: &[u8], value: &[u8]) {
         let at = |raw: &Vec<u8>| raw.len() as u32;
@@ -99,6 +106,12 @@ impl Fields {
             .filter(|t| !t.is_empty())
     }
 
+    /// The bytes the lines take (names and values, without separators):
+    /// with room per line, what a copy of the head needs.
+    pub fn byte_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// How many header lines the head has.
     pub fn len(&self) -> usize {
         self.lines.len()
@@ -128,6 +141,49 @@ pub fn connection_named(fields: &Fields) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !NEVER_NAMED.iter().any(|n| t.eq_ignore_ascii_case(n)))
 }
 
+/// The names a head's `Connection` header lists ([`connection_named`]),
+/// read once for the whole head instead of once per header line (a head's
+/// lines times its lines otherwise: thousands of instructions for a
+/// `Connection: keep-alive` head of ten lines). Up to [`NAMED_INLINE`] are
+/// kept; a head that lists more is read again per line, as before.
+pub struct ConnectionNamed<'a> {
+    fields: &'a Fields,
+    names: [&'a [u8]; NAMED_INLINE],
+    len: usize,
+    more: bool,
+}
+
+/// The names a [`ConnectionNamed`] keeps without reading the head again.
+pub const NAMED_INLINE: usize = 4;
+
+impl<'a> ConnectionNamed<'a> {
+    pub fn of(fields: &'a Fields) -> ConnectionNamed<'a> {
+        let mut named = ConnectionNamed {
+            fields,
+            names: [&[]; NAMED_INLINE],
+            len: 0,
+            more: false,
+        };
+        for name in connection_named(fields) {
+            if named.len == NAMED_INLINE {
+                named.more = true;
+                break;
+            }
+            named.names[named.len] = name;
+            named.len += 1;
+        }
+        named
+    }
+
+    /// Whether the `Connection` header names `name` (any case).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        if self.more {
+            return named_in(name, connection_named(self.fields));
+        }
+        named_in(name, self.names[..self.len].iter().copied())
+    }
+}
+
 /// Headers that a `Connection` header cannot remove.
 const NEVER_NAMED: [&[u8]; 9] = [
     b"host",
@@ -149,6 +205,32 @@ pub fn named_in<'a>(name: &[u8], mut names: impl Iterator<Item = &'a [u8]>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_names_are_read_once_and_all_of_them_count() {
+        let mut head = crate::proxy::http1::ResponseHead::default();
+        let text =
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-A\r\nconnection: x-b,, Host\r\n\r\n";
+        head.parse(text.as_bytes(), &crate::proxy::http1::Limits::default())
+            .unwrap()
+            .unwrap();
+        let named = ConnectionNamed::of(&head.fields);
+        for name in [&b"keep-alive"[..], b"x-a", b"X-B"] {
+            assert!(named.contains(name));
+        }
+        assert!(!named.contains(b"host"));
+        assert!(!named.contains(b"x-c"));
+        // More names than kept inline: each is still found.
+        let text = "HTTP/1.1 200 OK\r\nConnection: a, b, c, d, e, f\r\n\r\n";
+        head.parse(text.as_bytes(), &crate::proxy::http1::Limits::default())
+            .unwrap()
+            .unwrap();
+        let named = ConnectionNamed::of(&head.fields);
+        for name in [&b"a"[..], b"d", b"E", b"f"] {
+            assert!(named.contains(name));
+        }
+        assert!(!named.contains(b"g"));
+    }
 
     #[test]
     fn optional_whitespace_is_space_and_tab_only() {

@@ -156,9 +156,9 @@ impl Outgoing {
         match self {
             Outgoing::None => {}
             Outgoing::Length(n) => {
-                use std::io::Write;
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "Content-Length: {n}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
             Outgoing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }

@@ -205,7 +205,7 @@ impl RequestHead {
         method: Method,
         target: &[u8],
         authority: &[u8],
-        fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+        fields: &[(&'f [u8], &'f [u8])],
         version: Version,
         (body, declared): (Framing, Declared),
     ) -> Result<(), HeadError> {
@@ -223,6 +223,11 @@ impl RequestHead {
         } else {
             return Err(HeadError::Malformed);
         };
+        // One allocation each for the bytes and the lines (they would
+        // otherwise grow a few times per head).
+        let bytes = fields.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        self.fields
+            .reserve(target.len() + 4 + authority.len() + bytes, 1 + fields.len());
         self.target = self.fields.start(target);
         self.fields.push(b"host", authority);
         for (name, value) in fields {

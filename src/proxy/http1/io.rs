@@ -105,11 +105,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             return timed_out(tokio::time::timeout(timeout, read).await);
         }
         if self.buf.capacity() - self.buf.len() < want / 2 {
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
+            if self.buf.is_empty() {
+                // Nothing to keep: a new buffer rather than a reallocation,
+                // which would copy the whole old one (16 KiB of spent bytes
+                // per response when the body reads grow the head's buffer).
+                self.buf = Vec::with_capacity(want);
+            } else {
+                if self.start > 0 {
+                    self.buf.drain(..self.start);
+                    self.start = 0;
+                }
+                self.buf.reserve(want);
             }
-            self.buf.reserve(want);
         }
         timed_out(tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf)).await)
     }

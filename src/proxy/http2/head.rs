@@ -165,7 +165,7 @@ pub fn request_head(
         req.method.clone(),
         target,
         authority,
-        fields.into_iter(),
+        &fields,
         Version::Http2,
         framing,
     )

@@ -21,7 +21,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
 use crate::proxy::downstream::{visitor_gets, Shape};
-use crate::proxy::http1::{Outgoing, ResponseHead};
+use crate::proxy::http1::{ConnectionNamed, Outgoing, ResponseHead};
 use crate::proxy::request::Answer;
 
 /// Where a stream's response is.
@@ -78,6 +78,10 @@ pub struct StreamIo {
     /// The stream was reset before its response ended.
     cancelled: Arc<AtomicBool>,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
+    /// The response body bytes still to send, when its length is known:
+    /// the DATA frame that completes it carries END_STREAM (no empty DATA
+    /// frame after it, as nginx and HAProxy do).
+    left: Option<u64>,
 }
 
 fn closed(what: &str) -> io::Error {
@@ -109,6 +113,7 @@ impl StreamIo {
             send,
             cancelled: Arc::default(),
             addresses,
+            left: None,
         }
     }
 
@@ -245,12 +250,13 @@ impl StreamIo {
         let mut out = http::Response::new(());
         *out.status_mut() = http::StatusCode::from_u16(resp.status)
             .map_err(|_| io::Error::other("the node's status is out of range"))?;
+        // Sized once for the node's lines and the proxy's (it would grow
+        // twice for a dozen lines).
+        *out.headers_mut() = http::HeaderMap::with_capacity(resp.fields.len() + 4);
         let h = out.headers_mut();
-        let has_connection = resp.fields.get("connection").is_some();
+        let named = ConnectionNamed::of(&resp.fields);
         for (name, value) in resp.fields.iter() {
-            if !visitor_gets(name, &resp.fields, has_connection, false)
-                || name.eq_ignore_ascii_case(b"te")
-            {
+            if !visitor_gets(name, &named, false) || name.eq_ignore_ascii_case(b"te") {
                 continue;
             }
             // httparse let through only valid names and values; any other
@@ -262,7 +268,9 @@ impl StreamIo {
             }
         }
         if let Outgoing::Length(n) = shape.framing {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            // The node's own framing lines were not copied (`visitor_gets`):
+            // this is the one `content-length`, appended without a search.
+            h.append(CONTENT_LENGTH, HeaderValue::from(n));
         }
         for cookie in cookies {
             if let Ok(v) = HeaderValue::from_str(cookie) {
@@ -280,6 +288,10 @@ impl StreamIo {
         let stream = respond.send_response(out, no_body).map_err(h2_error)?;
         if !no_body {
             *send = Sending::Body(stream);
+            self.left = match shape.framing {
+                Outgoing::Length(n) => Some(n),
+                _ => None,
+            };
         }
         Ok(())
     }
@@ -291,6 +303,7 @@ impl StreamIo {
     /// taken only in the poll that returns.
     pub async fn send_some(&mut self, data: &[u8], timeout: Duration) -> io::Result<usize> {
         let send = &self.send;
+        let left = self.left;
         let wait = std::future::poll_fn(|cx| {
             let mut guard = lock(send);
             let Sending::Body(s) = &mut *guard else {
@@ -302,7 +315,13 @@ impl StreamIo {
                 if capacity > 0 {
                     let n = capacity.min(data.len());
                     let piece = Bytes::copy_from_slice(&data[..n]);
-                    return Poll::Ready(s.send_data(piece, false).map(|()| n).map_err(h2_error));
+                    let last = left == Some(n as u64);
+                    let sent = s.send_data(piece, last).map(|()| n).map_err(h2_error);
+                    if last && sent.is_ok() {
+                        // Ended: `finish` has nothing left to send.
+                        *guard = Sending::Done;
+                    }
+                    return Poll::Ready(sent);
                 }
                 match s.poll_capacity(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -314,9 +333,13 @@ impl StreamIo {
                 }
             }
         });
-        tokio::time::timeout(timeout, wait)
+        let sent = tokio::time::timeout(timeout, wait)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(sent as u64);
+        }
+        Ok(sent)
     }
 
     /// End the response's stream.
