@@ -205,6 +205,14 @@ struct LiveState {
     inflight_at_scrape: u64,
     /// Idle pooled connections when the last status was read.
     idle_at_scrape: u64,
+    /// Requests in flight and idle pooled connections when the scrape now
+    /// running (or the last one) was sent.
+    held_before_scrape: (u64, u64),
+    /// The most of each this proxy held while the last page was asked for
+    /// and read (its moment of making is in between): what the limit takes
+    /// as held, so that requests that ended during the scrape are not taken
+    /// for others' load.
+    held_during_scrape: (u64, u64),
     proxied_at_scrape: u64,
     scrapes: u64,
     scrape_failures: u64,
@@ -249,6 +257,8 @@ impl NodeLive {
                 rates: None,
                 inflight_at_scrape: 0,
                 idle_at_scrape: 0,
+                held_before_scrape: (0, 0),
+                held_during_scrape: (0, 0),
                 proxied_at_scrape: 0,
                 scrapes: 0,
                 scrape_failures: 0,
@@ -448,6 +458,13 @@ impl NodeLive {
 
     // ---- scrapes -----------------------------------------------------------
 
+    /// A scrape is sent now: what this proxy holds of the node is noted (see
+    /// `held_during_scrape`).
+    pub fn scrape_sent(&self) {
+        let held = (self.inflight(), self.idle_pooled());
+        self.lock().held_before_scrape = held;
+    }
+
     /// Record a successful scrape; `conn_kept` tells whether the scraper
     /// kept its connection to the status page open for the next scrape.
     pub fn record_scrape(
@@ -480,6 +497,10 @@ impl NodeLive {
         s.last = Some(sample);
         s.inflight_at_scrape = inflight;
         s.idle_at_scrape = self.idle_pooled();
+        s.held_during_scrape = (
+            s.held_before_scrape.0.max(inflight),
+            s.held_before_scrape.1.max(s.idle_at_scrape),
+        );
         s.proxied_at_scrape = self.proxied();
         s.fail_streak = 0;
         s.ok_streak = s.ok_streak.saturating_add(1);
@@ -815,17 +836,14 @@ impl LiveState {
             r.idle_workers?;
             let capacity = r.capacity(node.max_workers)?;
             let per_connection = holds_worker_per_connection(r);
-            let idle = if per_connection {
-                self.idle_at_scrape
-            } else {
-                0
-            };
+            let (inflight, idle) = self.held_during_scrape;
+            let idle = if per_connection { idle } else { 0 };
             Some(PageWorkers {
                 capacity,
                 busy: r.busy_workers,
                 // Apache counts the status request's worker busy.
                 status: 1,
-                held_at_scrape: self.inflight_at_scrape + idle,
+                held_at_scrape: inflight + idle,
                 wanting,
             })
         });

@@ -156,6 +156,7 @@ impl Job {
     async fn run(self, connector: &Connector) {
         let started = Instant::now();
         let timeout = self.group.scrape.timeout;
+        self.live.scrape_sent();
         let fetched = fetch(connector, &self.url, timeout);
         let result = match tokio::time::timeout(timeout, fetched).await {
             Ok(Ok((body, kept))) => status::parse(self.kind.hint(), &body)

@@ -330,6 +330,10 @@ impl Proxy {
             closing = Some(Instant::now());
             draining = Some(ActiveGuard::new(&self.active));
         }
+        // One timer for the connection's life, moved only when its
+        // deadline changes (not made anew for each stream).
+        let timer = tokio::time::sleep_until(Instant::now() + Duration::from_secs(1));
+        tokio::pin!(timer);
         loop {
             let keepalive = self
                 .cluster
@@ -341,8 +345,14 @@ impl Proxy {
             let wake = match (closing, shared.idle_since()) {
                 (Some(since), Some(idle)) => since.max(idle) + CLOSE_GRACE,
                 (None, Some(idle)) => idle + keepalive,
+                // Streams open: a look once in a while (the last of them
+                // may end with nothing else to wake this loop).
+                (_, None) if timer.deadline() > Instant::now() => timer.deadline(),
                 (_, None) => Instant::now() + keepalive,
             };
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
                 changed = shutdown_rx.changed(), if closing.is_none() => {
@@ -381,7 +391,7 @@ impl Proxy {
                         });
                     }
                 },
-                () = tokio::time::sleep_until(wake) => {
+                () = &mut timer => {
                     match (closing, shared.idle_since()) {
                         (Some(since), Some(idle)) if since.max(idle).elapsed() >= CLOSE_GRACE => break,
                         (None, Some(idle)) if idle.elapsed() >= keepalive => {
