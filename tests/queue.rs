@@ -243,6 +243,34 @@ fn results(handles: Vec<JoinHandle<Option<Response>>>) -> Vec<Option<Response>> 
         .collect()
 }
 
+/// Every request answered 200, and at no time more connections open to a
+/// node (scrapers' included) than its `workers`, nor any in its accept
+/// queue, as the sampler saw them (one port per name, in order).
+fn all_served_none_overfilled(
+    handles: Vec<JoinHandle<Option<Response>>>,
+    sampler: Sampler,
+    names: &[&str],
+    workers: u32,
+) {
+    let answers = results(handles);
+    let (most, seen) = sampler.finish();
+    let ok = answers
+        .iter()
+        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
+        .count();
+    assert_eq!(ok, answers.len(), "every request is served: {answers:?}");
+    for (node, (established, backlog)) in names.iter().zip(&most) {
+        assert!(
+            *established <= workers,
+            "node {node}: {established} connections open to it at once (scrapers' included), more than its {workers} workers"
+        );
+        assert_eq!(
+            *backlog, 0,
+            "node {node}: connections waited in its accept queue:\n{seen}"
+        );
+    }
+}
+
 #[test]
 fn more_requests_than_workers_wait_in_the_proxy_not_in_a_node_backlog() {
     let (a, b) = (node("a"), node("b"));
@@ -257,23 +285,7 @@ fn more_requests_than_workers_wait_in_the_proxy_not_in_a_node_backlog() {
     wc.wait_status("requests waiting in the queue", |s| {
         group(s)["queue"]["length"].as_u64().unwrap_or(0) > 0
     });
-    let answers = results(handles);
-    let (most, seen) = sampler.finish();
-    let ok = answers
-        .iter()
-        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
-        .count();
-    assert_eq!(ok, n, "every request is served: {answers:?}");
-    for (node, (established, backlog)) in ["a", "b"].iter().zip(&most) {
-        assert!(
-            *established <= WORKERS,
-            "node {node}: {established} connections open to it at once (the scraper's included), more than its {WORKERS} workers"
-        );
-        assert_eq!(
-            *backlog, 0,
-            "node {node}: connections waited in its accept queue:\n{seen}"
-        );
-    }
+    all_served_none_overfilled(handles, sampler, &["a", "b"], WORKERS);
     let s = wc.status();
     assert!(group(&s)["queue"]["queued_total"].as_u64().unwrap_or(0) > 0);
     assert_eq!(group(&s)["queue"]["length"], 0);
@@ -470,23 +482,7 @@ fn two_instances_share_the_nodes_without_overfilling_them() {
             get(wc.listen, &format!("/sleep?ms=300&id={i}"), &[])
         })
         .collect();
-    let answers = results(handles);
-    let (most, seen) = sampler.finish();
-    let ok = answers
-        .iter()
-        .filter(|r| r.as_ref().is_some_and(|r| r.status == 200))
-        .count();
-    assert_eq!(ok, 2 * per, "every request is served: {answers:?}");
-    for (node, (established, backlog)) in ["a", "b"].iter().zip(&most) {
-        assert!(
-            *established <= SHARED_WORKERS,
-            "node {node}: {established} connections open to it at once (both scrapers' included), more than its {SHARED_WORKERS} workers"
-        );
-        assert_eq!(
-            *backlog, 0,
-            "node {node}: connections waited in its accept queue:\n{seen}"
-        );
-    }
+    all_served_none_overfilled(handles, sampler, &["a", "b"], SHARED_WORKERS);
     // Both instances' requests were served by the nodes, each instance's
     // by both nodes' workers in turn (the shares moved between them).
     wait_for(|| begun(&[&a, &b]).len() == 2 * per);

@@ -627,6 +627,17 @@ async fn read_response(client: &mut tokio::io::DuplexStream) -> String {
 /// `client_read`), at once when the server starts to stop, and a request
 /// whose head comes in pieces after a wait is answered, its head bounded
 /// by `client_read` from its first byte.
+/// Wait (on the paused clock, at most 300 s) until the proxy closes the
+/// connection; nothing more may come on it.
+async fn closed_unanswered(client: &mut tokio::io::DuplexStream) {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(300), client.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_waits_for_its_next_request_until_keepalive_or_stop() {
     const STATUS: &[u8] = b"GET /server-status HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -651,12 +662,7 @@ async fn an_idle_connection_waits_for_its_next_request_until_keepalive_or_stop()
     client.write_all(STATUS).await.unwrap();
     assert!(read_response(&mut client).await.starts_with("HTTP/1.1 403"));
     let started = tokio::time::Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(300), client.read_to_end(&mut rest))
-        .await
-        .expect("closed")
-        .unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    closed_unanswered(&mut client).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(30), "{waited:?}");
     assert!(served.await.unwrap().is_none());
@@ -677,12 +683,7 @@ async fn an_idle_connection_waits_for_its_next_request_until_keepalive_or_stop()
     // closed unanswered.
     client.write_all(b"GET /server-st").await.unwrap();
     let started = tokio::time::Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(300), client.read_to_end(&mut rest))
-        .await
-        .expect("closed")
-        .unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    closed_unanswered(&mut client).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(10) && waited < Duration::from_secs(30),
@@ -699,12 +700,7 @@ async fn an_idle_connection_waits_for_its_next_request_until_keepalive_or_stop()
     tokio::time::sleep(Duration::from_secs(5)).await;
     let started = tokio::time::Instant::now();
     stop.send(true).unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(300), client.read_to_end(&mut rest))
-        .await
-        .expect("closed")
-        .unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    closed_unanswered(&mut client).await;
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "{:?}",
