@@ -45,11 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// Mark `n` bytes of [`Io::unread`] as used.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
+        consume(&mut self.buf, &mut self.start, n);
     }
 
     /// Give the read buffer's memory back while nothing is buffered (an
@@ -209,6 +205,17 @@ pub fn io_error(e: io::Error, write: bool, what: &'static str) -> Box<pingora::E
         (_, true) => ErrorType::WriteError,
     };
     pingora::Error::because(etype, what, e)
+}
+
+/// Mark `n` bytes of a read buffer's unread part (`buf[*start..]`) as used;
+/// once all is used, the buffer is emptied (its memory kept) and `start`
+/// goes back to 0. Shared by [`Io`] and HTTP/2's stream body.
+pub fn consume(buf: &mut Vec<u8>, start: &mut usize, n: usize) {
+    *start = (*start + n).min(buf.len());
+    if *start == buf.len() {
+        buf.clear();
+        *start = 0;
+    }
 }
 
 #[cfg(test)]

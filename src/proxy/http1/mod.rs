@@ -23,7 +23,7 @@ pub use head::{
     empty_lines, valid_authority, HeadEnd, Limits, RequestHead, ResponseHead, DEFAULT_MAX_HEAD,
     DEFAULT_MAX_HEADERS,
 };
-pub use io::{io_error, Io};
+pub use io::{consume, io_error, Io};
 
 /// Why a head could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

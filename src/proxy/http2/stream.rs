@@ -21,7 +21,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
 use crate::proxy::downstream::{visitor_gets, Shape};
-use crate::proxy::http1::{ConnectionNamed, Outgoing, ResponseHead};
+use crate::proxy::http1::{consume, ConnectionNamed, Outgoing, ResponseHead};
 use crate::proxy::request::Answer;
 
 /// Where a stream's response is.
@@ -133,11 +133,7 @@ impl StreamIo {
     }
 
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
+        consume(&mut self.buf, &mut self.start, n);
     }
 
     pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
