@@ -83,18 +83,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+# free_port, wait_port
+source "$HERE/ports.sh"
 
 # The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status;
 # or (UPSTREAM=prefork) an Apache prefork node serving the same files.

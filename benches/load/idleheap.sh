@@ -35,17 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+# free_port, wait_port
+source "$HERE/ports.sh"
 
 UP=$(free_port)
 mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
@@ -63,7 +54,7 @@ http {
 EOF
 setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
 PIDS+=($!)
-wait_port "$UP"
+wait_port "$UP" 300
 
 PORT=$(free_port)
 cat >"$WORK/webcluster.toml" <<EOF
@@ -90,7 +81,7 @@ EOF
 setsid heaptrack -o "$WORK/heaptrack" "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/heaptrack.log" 2>&1 &
 WC=$!
 PIDS+=("$WC")
-wait_port "$PORT"
+wait_port "$PORT" 300
 timeout -k 5 120 python3 "$HERE/idleconns.py" --port "$PORT" --conns "$CONNS" --hold "$HOLD" --parallel "$PARALLEL" >"$WORK/idleconns.txt"
 cat "$WORK/idleconns.txt" >&2
 # SIGINT to webcluster (the process of our own group running $BIN):
