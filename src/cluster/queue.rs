@@ -11,8 +11,13 @@
 //! wait out `queue_timeout` and get their 503 as they would have after
 //! being served last, and when the overload ends the new requests are
 //! served at once instead of behind a queue that takes up to
-//! `queue_timeout` to drain. As many are served either way (a slot is never
-//! left free while a request waits); only who waits changes. A request
+//! `queue_timeout` to drain. Newest first applies to the requests that came
+//! within the last sixteenth of their `queue_timeout` (fresh); the rest,
+//! left over from the overload, are served oldest first when no fresh
+//! request waits, so that the room the nodes have once the overload ends
+//! goes to those whose time runs out first and as many of them as it can
+//! take are served before their `queue_timeout`. A slot is never left free
+//! while a request waits; only who waits changes. A request
 //!  that may go to any node of the group takes the first
 //! node under its limit (primaries, then backups, ranked by the group's
 //! balancer); a request pinned to one node (a session's node, a write's
@@ -86,6 +91,10 @@ struct Entry {
     /// When its wait passes half its `queue_timeout`: from then on, while
     /// it is the oldest, the queue serves newest first.
     standing_at: Instant,
+    /// Until when it is fresh (a sixteenth of its `queue_timeout`): a
+    /// standing queue serves the fresh newest first, then the others
+    /// oldest first.
+    fresh_until: Instant,
     state: Arc<ClusterState>,
     group: usize,
     target: Target,
@@ -280,36 +289,51 @@ fn try_grant(
     })
 }
 
-/// The order `dispatch` visits the waiters in: front to back (oldest
-/// first), or back to front; each visited entry is either passed over
-/// (`skip`) or removed.
+/// The order `dispatch` visits the waiters in: the fresh ones (from
+/// `fresh`, the index of the oldest of them, to the back) back to front,
+/// then the others front to back; oldest first is all of them front to back
+/// (`fresh == len`). Each visited entry is either passed over (`skip`) or
+/// removed.
 struct Order {
-    /// The next index to visit (front to back), or one past it (back to
-    /// front).
+    /// The next index to visit: one past it while going back to front.
     at: usize,
-    len: usize,
-    newest_first: bool,
+    /// The first index not to visit front to back.
+    end: usize,
+    /// Going back to front (through the fresh ones) now.
+    back: bool,
 }
 
 impl Order {
-    fn new(len: usize, newest_first: bool) -> Order {
-        Order {
-            at: if newest_first { len } else { 0 },
-            len,
-            newest_first,
+    fn new(len: usize, fresh: usize) -> Order {
+        match fresh < len {
+            true => Order {
+                at: len,
+                end: fresh,
+                back: true,
+            },
+            false => Order {
+                at: 0,
+                end: len,
+                back: false,
+            },
         }
     }
 
-    fn next(&self) -> Option<usize> {
-        match self.newest_first {
-            true => self.at.checked_sub(1),
-            false => (self.at < self.len).then_some(self.at),
+    fn next(&mut self) -> Option<usize> {
+        if self.back {
+            if self.at > self.end {
+                return Some(self.at - 1);
+            }
+            // The fresh ones are done: the others, oldest first.
+            self.back = false;
+            self.at = 0;
         }
+        (self.at < self.end).then_some(self.at)
     }
 
     /// The entry stays: go on past it.
     fn skip(&mut self) {
-        match self.newest_first {
+        match self.back {
             true => self.at -= 1,
             false => self.at += 1,
         }
@@ -317,11 +341,11 @@ impl Order {
 
     /// The entry was taken out of the list.
     fn removed(&mut self) {
-        match self.newest_first {
+        match self.back {
             // The ones before it keep their indexes.
             true => self.at -= 1,
             // The ones after it moved down by one: the same index next.
-            false => self.len -= 1,
+            false => self.end -= 1,
         }
     }
 }
@@ -391,6 +415,7 @@ impl GroupQueue {
             inner.waiters.push_back(Entry {
                 id,
                 standing_at: now + timeout / 2,
+                fresh_until: now + timeout / 16,
                 state: Arc::clone(state),
                 group,
                 target,
@@ -465,11 +490,23 @@ impl GroupQueue {
         // Waiters of a state whose nodes all lack room are passed over
         // without a look at each (a long queue under overload).
         let mut full: Vec<*const ClusterState> = Vec::new();
-        // A standing queue (its oldest waited half its timeout): newest
-        // first. Going from the back, a removal leaves the indexes still
-        // to visit as they are.
-        let newest_first = inner.waiters.front().is_some_and(|e| now >= e.standing_at);
-        let mut order = Order::new(inner.waiters.len(), newest_first);
+        // A standing queue (its oldest waited half its timeout): the fresh
+        // newest first, then the others oldest first. Going from the back,
+        // a removal leaves the indexes still to visit as they are.
+        let len = inner.waiters.len();
+        let standing = inner.waiters.front().is_some_and(|e| now >= e.standing_at);
+        let fresh = match standing {
+            true => {
+                len - inner
+                    .waiters
+                    .iter()
+                    .rev()
+                    .take_while(|e| now < e.fresh_until)
+                    .count()
+            }
+            false => len,
+        };
+        let mut order = Order::new(len, fresh);
         while let Some(i) = order.next() {
             let Some(e) = inner.waiters.get(i) else {
                 break;
@@ -611,28 +648,39 @@ mod tests {
 
     #[test]
     fn a_standing_queue_is_served_newest_first_until_it_moves_again() {
-        // queue_timeout 200ms: once the oldest has waited 100ms, the queue
-        // is standing.
+        // queue_timeout 1.6s: once the oldest has waited 800ms, the queue
+        // is standing; a request is fresh for 100ms.
         let mut c = cluster(1, 1, 0);
         let mut cfg = (*c.state().config).clone();
-        cfg.groups[0].queue_timeout = Some(Duration::from_millis(200));
+        cfg.groups[0].queue_timeout = Some(Duration::from_millis(1600));
         c = Cluster::new(cfg);
         let state = c.state();
         let q = Arc::clone(&state.groups[0].queue);
         let first = go(q.admit(&state, 0, any(), 0));
         let mut old = wait(q.admit(&state, 0, any(), 0));
         let mut middle = wait(q.admit(&state, 0, any(), 0));
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(850));
         let mut new = wait(q.admit(&state, 0, any(), 0));
         drop(first);
-        let got = handed(&mut new).expect("the newest goes first");
+        let got = handed(&mut new).expect("the fresh newest goes first");
         assert!(handed(&mut old).is_none() && handed(&mut middle).is_none());
+        let mut fresh = [(); 3].map(|_| wait(q.admit(&state, 0, any(), 0)));
         drop(got);
-        let got = handed(&mut middle).expect("then the next newest");
-        assert!(handed(&mut old).is_none());
-        // The oldest leaves (its timeout): what is left waited less than
-        // half the timeout, so the queue is served oldest first again.
-        drop(old);
+        let got = handed(&mut fresh[2]).expect("the newest of the fresh");
+        drop(got);
+        let got = handed(&mut fresh[1]).expect("then the next newest fresh");
+        assert!(handed(&mut fresh[0]).is_none() && handed(&mut old).is_none());
+        drop(got);
+        let got = handed(&mut fresh[0]).expect("then the last fresh one");
+        drop(got);
+        // No fresh one left: the others go oldest first (the oldest is the
+        // first to run out of time).
+        let got = handed(&mut old).expect("then the oldest");
+        assert!(handed(&mut middle).is_none());
+        drop(got);
+        let got = handed(&mut middle).expect("then the next oldest");
+        // What is left waited less than half the timeout, so the queue is
+        // served oldest first again.
         let mut a = wait(q.admit(&state, 0, any(), 0));
         let mut b = wait(q.admit(&state, 0, any(), 0));
         drop(got);
