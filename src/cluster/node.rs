@@ -637,13 +637,13 @@ impl NodeLive {
     /// (`cluster::limit`): None when there is no limit.
     pub fn limit(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Option<u32> {
         let s = self.lock();
-        s.limit(group, node, now, self.wanting())
+        s.limit(group, node, now, || self.wanting())
     }
 
     /// Whether one more request fits under the node's limit now.
     pub fn has_room(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> bool {
         let s = self.lock();
-        let limit = s.limit(group, node, now, self.wanting());
+        let limit = s.limit(group, node, now, || self.wanting());
         limit::has_room(limit, self.inflight(), s.held_idle(self.idle_pooled()))
     }
 
@@ -653,7 +653,7 @@ impl NodeLive {
     pub fn holding(&self, group: &GroupConfig, node: &NodeConfig, now: Instant) -> Holding {
         let s = self.lock();
         Holding {
-            limit: s.limit(group, node, now, self.wanting()),
+            limit: s.limit(group, node, now, || self.wanting()),
             inflight: self.inflight(),
             idle: s.held_idle(self.idle_pooled()),
             worker_per_connection: s.worker_per_connection(),
@@ -768,7 +768,7 @@ impl NodeLive {
             idle_workers: report.and_then(|r| r.idle_workers),
             capacity: report.and_then(|r| r.capacity(node.max_workers)),
             estimated_busy: load.busy,
-            limit: s.limit(group, node, now, self.wanting()),
+            limit: s.limit(group, node, now, || self.wanting()),
             idle_pooled: self.idle_pooled(),
             scoreboard: report.and_then(|r| r.scoreboard.clone()),
             node_accesses_total: report.and_then(|r| r.total_accesses),
@@ -827,7 +827,7 @@ impl LiveState {
         group: &GroupConfig,
         node: &NodeConfig,
         now: Instant,
-        wanting: bool,
+        wanting: impl FnOnce() -> bool,
     ) -> Option<u32> {
         let page = self.fresh(group, now).and_then(|sample| {
             let r = &sample.report;
@@ -844,8 +844,14 @@ impl LiveState {
                 // Apache counts the status request's worker busy.
                 status: 1,
                 held_at_scrape: inflight + idle,
-                wanting,
+                wanting: false,
             })
+        });
+        // Whether requests wait in the queue is read only where it counts
+        // (it is not free: the queue is behind a weak reference).
+        let page = page.map(|p| PageWorkers {
+            wanting: limit::depends_on_wanting(&p) && wanting(),
+            ..p
         });
         limit::limit(page, node.max_conns)
     }
