@@ -113,6 +113,24 @@ fn curl_h2(addr: SocketAddr, path: &str, args: &[&str]) -> CurlResponse {
     }
 }
 
+/// The length of the node's access log once every request made before
+/// is in it: Apache writes a request's line after its response went out,
+/// so the last one may still be on its way when the client has its
+/// answer. A request made now through the proxy is waited for instead.
+fn settled_log_len(node: &ApacheNode, wc: &Webcluster) -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!("/node?settled-{n}");
+    let r = http_get(wc.listen, &marker, &[]).expect("GET before a refusal");
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until(
+        "the node logs the request made before the refusal",
+        Duration::from_secs(10),
+        || node.access_log().contains(&marker),
+    );
+    node.access_log().len()
+}
+
 /// Since the node's access log was `mark` bytes long, it logged nothing
 /// but status scrapes and the one request made now (over HTTP/1.1) through
 /// the proxy, which also shows the proxy still serves.
@@ -420,7 +438,7 @@ fn get_and_post_go_through_the_request_path_and_the_log_shows_http2() {
     }
 
     // The status-path guard: refused, and the node saw nothing.
-    let mark = node.access_log().len();
+    let mark = settled_log_len(&node, &wc);
     let r = curl_h2(wc.listen, "/server-status", &[]);
     assert_eq!(r.status, 403, "{r:?}");
     let r = curl_h2(wc.listen, "/server-status?auto", &[]);
@@ -669,7 +687,7 @@ fn malformed_requests_are_refused_and_never_reach_the_node() {
         ),
     ];
     for (what, fields, end, data) in &cases {
-        let mark = node.access_log().len();
+        let mark = settled_log_len(&node, &wc);
         let outcome = raw_request(wc.listen, fields, *end, data);
         eprintln!("{what}: {outcome:?}");
         assert!(
