@@ -188,11 +188,9 @@ pub fn write_response_head<'a>(
     out.reserve(fields.byte_len() + 4 * fields.len() + super::upstream::HEAD_ROOM);
     put_status_line(out, resp.status, resp.reason());
     let named = ConnectionNamed::of(fields);
-    for (known, name, value) in fields.iter_known() {
-        if visitor_gets(known, name, &named, shape.upgrade) {
-            put_header(out, name, value);
-        }
-    }
+    fields.put_lines(out, |known, name| {
+        visitor_gets(known, name, &named, shape.upgrade)
+    });
     shape.framing.put(out);
     if shape.upgrade {
         put_header(out, b"Connection", b"upgrade");

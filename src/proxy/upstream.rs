@@ -187,7 +187,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
     if let Some(authority) = authority {
         put_header(out, b"Host", authority.as_bytes());
     }
-    for (known, name, value) in fields.iter_known() {
+    fields.put_lines(out, |known, name| {
         let dropped = match known {
             // The hop-by-hop headers (RFC 9110 7.6.1) and `Expect`
             // (answered by the proxy); the framing, which the proxy writes.
@@ -210,10 +210,8 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
             Known::XForwardedHost | Known::Forwarded => false,
             Known::Other => named.contains(name),
         };
-        if !dropped {
-            put_header(out, name, value);
-        }
-    }
+        !dropped
+    });
     f.framing.put(out);
     if websocket {
         put_header(out, b"Connection", b"Upgrade");

@@ -36,7 +36,7 @@ impl Known {
     /// The known header `name` is (any case), else `Other`: its length
     /// picks the candidates, each compared in a few word operations
     /// ([`same_name`]).
-    #[inline]
+    #[inline(always)]
     pub fn of(name: &[u8]) -> Known {
         match name.len() {
             2 if same_name(name, b"te") => Known::Te,
@@ -203,6 +203,37 @@ impl Fields {
         })
     }
 
+    /// Append the lines `keep` keeps (told what each line's name is, and
+    /// the name), each as `name: value\r\n`: the bytes `put_header`
+    /// writes. A run of kept lines that are already in that form in the
+    /// head (one space after the colon, CRLF: as nginx, Apache and every
+    /// common client write them) is copied as one slice rather than four
+    /// per line.
+    pub fn put_lines(&self, out: &mut Vec<u8>, mut keep: impl FnMut(Known, &[u8]) -> bool) {
+        let raw = &self.raw[..];
+        let mut run = 0..0;
+        for l in &self.lines {
+            let [n0, n1, v0, v1] = l.at.map(|a| a as usize);
+            if !keep(l.known, &raw[n0..n1]) {
+                continue;
+            }
+            let as_written =
+                raw.get(n1..v0) == Some(&b": "[..]) && raw.get(v1..v1 + 2) == Some(&b"\r\n"[..]);
+            if as_written && !run.is_empty() && run.end == n0 {
+                run.end = v1 + 2;
+                continue;
+            }
+            out.extend_from_slice(&raw[run]);
+            if as_written {
+                run = n0..v1 + 2;
+            } else {
+                run = 0..0;
+                super::put_header(out, &raw[n0..n1], &raw[v0..v1]);
+            }
+        }
+        out.extend_from_slice(&raw[run]);
+    }
+
     /// Whether a line is named `known`.
     pub fn has(&self, known: Known) -> bool {
         self.seen & known.bit() != 0
@@ -359,11 +390,12 @@ impl<'a> ConnectionNamed<'a> {
 
     /// Whether the `Connection` header names `name` (any case; not a name
     /// [`connection_named`] leaves out).
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, name: &[u8]) -> bool {
-        if self.len == 0 && !self.more {
-            return false;
-        }
+        (self.len > 0 || self.more) && self.lists(name)
+    }
+
+    fn lists(&self, name: &[u8]) -> bool {
         if self.more {
             return named_in(name, connection_named(self.fields));
         }
@@ -449,6 +481,35 @@ mod tests {
                 Known::Other
             ]
         );
+    }
+
+    #[test]
+    fn lines_are_put_as_put_header_writes_them_whatever_their_form() {
+        let mut head = crate::proxy::http1::ResponseHead::default();
+        let text = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC:3\r\nD:  4 \r\nE: 5\nF: \r\n\
+                    Connection: keep-alive\r\nG: 7\r\nH: 8\r\n\r\n";
+        head.parse(text.as_bytes(), &crate::proxy::http1::Limits::default())
+            .unwrap()
+            .unwrap();
+        let f = &head.fields;
+        for drop in [&[][..], &[&b"B"[..]], &[b"A", b"H"], &[b"C", b"E", b"G"]] {
+            let keep = |known: Known, name: &[u8]| {
+                known != Known::Connection && !drop.iter().any(|d| *d == name)
+            };
+            let mut expected = Vec::new();
+            for (known, name, value) in f.iter_known() {
+                if keep(known, name) {
+                    crate::proxy::http1::put_header(&mut expected, name, value);
+                }
+            }
+            let mut out = Vec::new();
+            f.put_lines(&mut out, keep);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected),
+                "dropping {drop:?}"
+            );
+        }
     }
 
     #[test]
