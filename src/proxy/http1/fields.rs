@@ -112,6 +112,20 @@ fn same_name<const L: usize>(name: &[u8], known: &[u8; L]) -> bool {
     diff == 0
 }
 
+/// A connection option a head's `Connection` lines may give (RFC 9110
+/// 7.6.1, 9112 9.3, 9110 7.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnectionOption {
+    Close = 1,
+    KeepAlive = 2,
+    Upgrade = 4,
+}
+
+/// In [`Fields`]'s `connection`: the lines name a header to drop with
+/// them (what [`connection_named`] gives is not empty).
+const NAMES_OTHERS: u8 = 8;
+
 /// One header line: the offsets of its name and value in the head's
 /// bytes, and what its name is.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +141,9 @@ pub struct Fields {
     lines: Vec<Line>,
     /// The `Known` names among the lines, one bit each.
     seen: u32,
+    /// What the `Connection` lines say, read once per head: the
+    /// [`ConnectionOption`]s given, and [`NAMES_OTHERS`].
+    connection: u8,
 }
 
 impl Fields {
@@ -152,6 +169,32 @@ impl Fields {
                 known,
             });
         }
+        self.connection = self.read_connection();
+    }
+
+    /// What the `Connection` lines say (see `connection`).
+    fn read_connection(&self) -> u8 {
+        let mut says = 0;
+        for token in self.tokens_of(Known::Connection) {
+            for option in [
+                ConnectionOption::Close,
+                ConnectionOption::KeepAlive,
+                ConnectionOption::Upgrade,
+            ] {
+                if token.eq_ignore_ascii_case(option.token()) {
+                    says |= option as u8;
+                }
+            }
+            if names_others(token) {
+                says |= NAMES_OTHERS;
+            }
+        }
+        says
+    }
+
+    /// Whether the `Connection` lines give `option` (any case).
+    pub fn connection_has(&self, option: ConnectionOption) -> bool {
+        self.connection & option as u8 != 0
     }
 
     /// Start anew with `prefix` (a request target) as the first raw
@@ -160,6 +203,7 @@ impl Fields {
         self.raw.clear();
         self.lines.clear();
         self.seen = 0;
+        self.connection = 0;
         self.raw.extend_from_slice(prefix);
         (0, prefix.len() as u32)
     }
@@ -184,6 +228,9 @@ impl Fields {
             at: [name_at, value_at, value_at, at(&self.raw)],
             known,
         });
+        if known == Known::Connection {
+            self.connection = self.read_connection();
+        }
     }
 
     pub(super) fn slice(&self, from: u32, to: u32) -> &[u8] {
@@ -345,10 +392,25 @@ pub fn trim_ows(v: &[u8]) -> &[u8] {
 /// ([`Known::always_dropped`]: `Connection: keep-alive` names nothing else
 /// to drop).
 pub fn connection_named(fields: &Fields) -> impl Iterator<Item = &[u8]> {
-    fields.tokens_of(Known::Connection).filter(|t| {
-        let known = Known::of(t);
-        !known.never_named() && !known.always_dropped()
-    })
+    fields
+        .tokens_of(Known::Connection)
+        .filter(|t| names_others(t))
+}
+
+/// Whether a `Connection` token is one [`connection_named`] gives.
+fn names_others(token: &[u8]) -> bool {
+    let known = Known::of(token);
+    !known.never_named() && !known.always_dropped()
+}
+
+impl ConnectionOption {
+    fn token(self) -> &'static [u8] {
+        match self {
+            ConnectionOption::Close => b"close",
+            ConnectionOption::KeepAlive => b"keep-alive",
+            ConnectionOption::Upgrade => b"upgrade",
+        }
+    }
 }
 
 /// The names a head's `Connection` header lists ([`connection_named`]),
@@ -374,7 +436,7 @@ impl<'a> ConnectionNamed<'a> {
             len: 0,
             more: false,
         };
-        if !fields.has(Known::Connection) {
+        if fields.connection & NAMES_OTHERS == 0 {
             return named;
         }
         for name in connection_named(fields) {
@@ -509,6 +571,46 @@ mod tests {
                 String::from_utf8_lossy(&expected),
                 "dropping {drop:?}"
             );
+        }
+    }
+
+    #[test]
+    fn connection_options_are_read_once_from_every_connection_line() {
+        use ConnectionOption::{Close, KeepAlive, Upgrade};
+        let mut head = crate::proxy::http1::ResponseHead::default();
+        for (lines, options, named) in [
+            ("Connection: Keep-Alive\r\n", &[KeepAlive][..], &[][..]),
+            (
+                "Connection: x-a ,\tclose\r\n",
+                &[Close],
+                &[&b"x-a"[..], b"close"],
+            ),
+            (
+                "connection: UPGRADE\r\nX: 1\r\nConnection: keep-alive, Te\r\n",
+                &[Upgrade, KeepAlive],
+                &[b"UPGRADE", b"Te"],
+            ),
+            ("Connection: closed, Host\r\n", &[], &[b"closed"]),
+            ("X-Connection: close\r\n", &[], &[]),
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\n{lines}\r\n");
+            head.parse(text.as_bytes(), &crate::proxy::http1::Limits::default())
+                .unwrap()
+                .unwrap();
+            for option in [Close, KeepAlive, Upgrade] {
+                assert_eq!(
+                    head.fields.connection_has(option),
+                    options.contains(&option),
+                    "{lines:?} {option:?}"
+                );
+            }
+            let listed: Vec<&[u8]> = connection_named(&head.fields).collect();
+            assert_eq!(listed, named, "{lines:?}");
+            let of = ConnectionNamed::of(&head.fields);
+            for name in named {
+                assert!(of.contains(name), "{lines:?}");
+            }
+            assert!(!of.contains(b"x-b"));
         }
     }
 

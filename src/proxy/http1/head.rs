@@ -5,7 +5,7 @@
 
 use http::Method;
 
-use super::fields::{Fields, Known};
+use super::fields::{ConnectionOption, Fields, Known};
 use super::framing::{self, Declared, Framing};
 use super::{HeadError, Version};
 
@@ -326,8 +326,8 @@ impl RequestHead {
     pub fn wants_keepalive(&self) -> bool {
         match self.version {
             Version::Http2 => true,
-            Version::Http11 => !self.fields.has_token_of(Known::Connection, "close"),
-            Version::Http10 => self.fields.has_token_of(Known::Connection, "keep-alive"),
+            Version::Http11 => !self.fields.connection_has(ConnectionOption::Close),
+            Version::Http10 => self.fields.connection_has(ConnectionOption::KeepAlive),
         }
     }
 
@@ -342,7 +342,7 @@ impl RequestHead {
     pub fn is_websocket_upgrade(&self) -> bool {
         self.version == Version::Http11
             && self.method == Method::GET
-            && self.fields.has_token_of(Known::Connection, "upgrade")
+            && self.fields.connection_has(ConnectionOption::Upgrade)
             && self.fields.has_token_of(Known::Upgrade, "websocket")
     }
 
@@ -532,9 +532,9 @@ impl ResponseHead {
     pub fn keeps_connection(&self) -> bool {
         match self.version {
             Version::Http11 | Version::Http2 => {
-                !self.fields.has_token_of(Known::Connection, "close")
+                !self.fields.connection_has(ConnectionOption::Close)
             }
-            Version::Http10 => self.fields.has_token_of(Known::Connection, "keep-alive"),
+            Version::Http10 => self.fields.connection_has(ConnectionOption::KeepAlive),
         }
     }
 }

@@ -17,7 +17,9 @@ mod head;
 mod io;
 
 pub use body::{chunk_size_line, forward, forward_body, BadChunk, Body, Chunk, Recode};
-pub use fields::{connection_named, named_in, trim_ows, ConnectionNamed, Fields, Known};
+pub use fields::{
+    connection_named, named_in, trim_ows, ConnectionNamed, ConnectionOption, Fields, Known,
+};
 pub use framing::{Declared, Framing, Outgoing};
 pub use head::{
     empty_lines, valid_authority, HeadEnd, Limits, RequestHead, ResponseHead, DEFAULT_MAX_HEAD,
