@@ -176,18 +176,15 @@ impl Fields {
     fn read_connection(&self) -> u8 {
         let mut says = 0;
         for token in self.tokens_of(Known::Connection) {
-            for option in [
-                ConnectionOption::Close,
-                ConnectionOption::KeepAlive,
-                ConnectionOption::Upgrade,
-            ] {
-                if token.eq_ignore_ascii_case(option.token()) {
-                    says |= option as u8;
-                }
-            }
-            if names_others(token) {
-                says |= NAMES_OTHERS;
-            }
+            // `keep-alive` names a header that is dropped anyway; `close`
+            // and `upgrade` are names [`connection_named`] gives too.
+            says |= match token.len() {
+                10 if same_name(token, b"keep-alive") => ConnectionOption::KeepAlive as u8,
+                5 if same_name(token, b"close") => ConnectionOption::Close as u8 | NAMES_OTHERS,
+                7 if same_name(token, b"upgrade") => ConnectionOption::Upgrade as u8 | NAMES_OTHERS,
+                _ if names_others(token) => NAMES_OTHERS,
+                _ => 0,
+            };
         }
         says
     }
@@ -401,16 +398,6 @@ pub fn connection_named(fields: &Fields) -> impl Iterator<Item = &[u8]> {
 fn names_others(token: &[u8]) -> bool {
     let known = Known::of(token);
     !known.never_named() && !known.always_dropped()
-}
-
-impl ConnectionOption {
-    fn token(self) -> &'static [u8] {
-        match self {
-            ConnectionOption::Close => b"close",
-            ConnectionOption::KeepAlive => b"keep-alive",
-            ConnectionOption::Upgrade => b"upgrade",
-        }
-    }
 }
 
 /// The names a head's `Connection` header lists ([`connection_named`]),
