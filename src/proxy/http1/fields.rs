@@ -542,9 +542,8 @@ mod tests {
             .unwrap();
         let f = &head.fields;
         for drop in [&[][..], &[&b"B"[..]], &[b"A", b"H"], &[b"C", b"E", b"G"]] {
-            let keep = |known: Known, name: &[u8]| {
-                known != Known::Connection && !drop.iter().any(|d| *d == name)
-            };
+            let keep =
+                |known: Known, name: &[u8]| known != Known::Connection && !drop.contains(&name);
             let mut expected = Vec::new();
             for (known, name, value) in f.iter_known() {
                 if keep(known, name) {
