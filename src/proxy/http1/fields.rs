@@ -175,16 +175,21 @@ impl Fields {
     /// What the `Connection` lines say (see `connection`).
     fn read_connection(&self) -> u8 {
         let mut says = 0;
-        for token in self.tokens_of(Known::Connection) {
-            // `keep-alive` names a header that is dropped anyway; `close`
-            // and `upgrade` are names [`connection_named`] gives too.
-            says |= match token.len() {
-                10 if same_name(token, b"keep-alive") => ConnectionOption::KeepAlive as u8,
-                5 if same_name(token, b"close") => ConnectionOption::Close as u8 | NAMES_OTHERS,
-                7 if same_name(token, b"upgrade") => ConnectionOption::Upgrade as u8 | NAMES_OTHERS,
-                _ if names_others(token) => NAMES_OTHERS,
-                _ => 0,
-            };
+        for value in self.all(Known::Connection) {
+            // The usual line is one token and no space (`keep-alive`,
+            // `close`): told at once, without splitting it.
+            let single = connection_token(value);
+            if single != UNKNOWN_TOKEN {
+                says |= single;
+                continue;
+            }
+            for token in value.split(|&b| b == b',').map(trim_ows) {
+                says |= match connection_token(token) {
+                    UNKNOWN_TOKEN if names_others(token) => NAMES_OTHERS,
+                    UNKNOWN_TOKEN => 0,
+                    known => known,
+                };
+            }
         }
         says
     }
@@ -393,6 +398,22 @@ pub fn connection_named(fields: &Fields) -> impl Iterator<Item = &[u8]> {
         .tokens_of(Known::Connection)
         .filter(|t| names_others(t))
 }
+
+/// What a `Connection` token says when it is `keep-alive` (a name that is
+/// dropped anyway), `close` or `upgrade` (names [`connection_named`] gives
+/// too), or empty; else [`UNKNOWN_TOKEN`].
+fn connection_token(token: &[u8]) -> u8 {
+    match token.len() {
+        0 => 0,
+        10 if same_name(token, b"keep-alive") => ConnectionOption::KeepAlive as u8,
+        5 if same_name(token, b"close") => ConnectionOption::Close as u8 | NAMES_OTHERS,
+        7 if same_name(token, b"upgrade") => ConnectionOption::Upgrade as u8 | NAMES_OTHERS,
+        _ => UNKNOWN_TOKEN,
+    }
+}
+
+/// What [`connection_token`] gives for any other token.
+const UNKNOWN_TOKEN: u8 = 0x80;
 
 /// Whether a `Connection` token is one [`connection_named`] gives.
 fn names_others(token: &[u8]) -> bool {
