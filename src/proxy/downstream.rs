@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use pingora::protocols::Stream;
 
 use super::http1::{
-    empty_lines, framing::is_framing_header, put_header, put_status_line, ConnectionNamed, HeadEnd,
-    HeadError, Io, Limits, Outgoing, RequestHead, ResponseHead,
+    empty_lines, put_header, put_status_line, ConnectionNamed, HeadEnd, HeadError, Io, Known,
+    Limits, Outgoing, RequestHead, ResponseHead,
 };
 use super::request::VisitorIo;
 use super::upstream::Visitor;
@@ -188,11 +188,9 @@ pub fn write_response_head<'a>(
     out.reserve(fields.byte_len() + 4 * fields.len() + super::upstream::HEAD_ROOM);
     put_status_line(out, resp.status, resp.reason());
     let named = ConnectionNamed::of(fields);
-    for (name, value) in fields.iter() {
-        if visitor_gets(name, &named, shape.upgrade) {
-            put_header(out, name, value);
-        }
-    }
+    fields.put_lines(out, |known, name| {
+        visitor_gets(known, name, &named, shape.upgrade)
+    });
     shape.framing.put(out);
     if shape.upgrade {
         put_header(out, b"Connection", b"upgrade");
@@ -215,16 +213,20 @@ pub fn write_response_head<'a>(
 /// Whether the visitor gets this header line of the node's response: not
 /// the hop-by-hop ones (RFC 9110 7.6.1), those its `Connection` names, nor
 /// the node's framing lines (the proxy writes its own); `Upgrade` only on a
-/// WebSocket's `101`. `named`: what the head's `Connection` lines name.
-pub fn visitor_gets(name: &[u8], named: &ConnectionNamed<'_>, upgrade: bool) -> bool {
-    let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
-    let dropped = is("connection")
-        || is("keep-alive")
-        || is("proxy-connection")
-        || is("trailer")
-        || (is("upgrade") && !upgrade)
-        || is_framing_header(name)
-        || (!is("upgrade") && named.contains(name));
+/// WebSocket's `101`. `known`: what `name` is; `named`: what the head's
+/// `Connection` lines name.
+pub fn visitor_gets(known: Known, name: &[u8], named: &ConnectionNamed<'_>, upgrade: bool) -> bool {
+    let dropped = match known {
+        Known::Connection
+        | Known::KeepAlive
+        | Known::ProxyConnection
+        | Known::Trailer
+        | Known::ContentLength
+        | Known::TransferEncoding => true,
+        Known::Upgrade => !upgrade,
+        _ if known.never_named() => false,
+        _ => named.contains(name),
+    };
     !dropped
 }
 

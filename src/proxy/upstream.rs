@@ -19,8 +19,7 @@ use tokio::net::TcpStream;
 
 use super::forwarded;
 use super::http1::{
-    framing::is_framing_header, io_error, put_header, ConnectionNamed, Io, Limits, Outgoing,
-    RequestHead, ResponseHead,
+    io_error, put_header, ConnectionNamed, Io, Known, Limits, Outgoing, RequestHead, ResponseHead,
 };
 use super::pool::Pool;
 
@@ -188,20 +187,35 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
     if let Some(authority) = authority {
         put_header(out, b"Host", authority.as_bytes());
     }
-    for (name, value) in fields.iter() {
-        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || is_framing_header(name)
-            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
-            || (f.client.is_some() && FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)))
-            || named.contains(name);
-        if !dropped {
-            put_header(out, name, value);
-        }
-    }
+    fields.put_lines(out, |known, name| {
+        let dropped = match known {
+            // The hop-by-hop headers (RFC 9110 7.6.1) and `Expect`
+            // (answered by the proxy); the framing, which the proxy writes.
+            Known::Connection
+            | Known::KeepAlive
+            | Known::ProxyConnection
+            | Known::Te
+            | Known::Trailer
+            | Known::Upgrade
+            | Known::Expect
+            | Known::ContentLength
+            | Known::TransferEncoding => true,
+            Known::Host => authority.is_some(),
+            // The headers the proxy sets itself from the visitor's address.
+            Known::XForwardedFor
+            | Known::XRealIp
+            | Known::XForwardedProto
+            | Known::XForwardedPort => f.client.is_some(),
+            // Never removed by `Connection`.
+            Known::XForwardedHost | Known::Forwarded => false,
+            Known::Other => named.contains(name),
+        };
+        !dropped
+    });
     f.framing.put(out);
     if websocket {
         put_header(out, b"Connection", b"Upgrade");
-        if let Some(u) = fields.get("upgrade") {
+        if let Some(u) = fields.first(Known::Upgrade) {
             put_header(out, b"Upgrade", u);
         }
     } else if f.close {
@@ -243,26 +257,6 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
 /// Room for what the proxy writes into a head besides the lines it copies
 /// (request or status line, framing, `Connection`, the forwarded headers).
 pub const HEAD_ROOM: usize = 256;
-
-/// The headers the proxy sets itself from the visitor's address.
-const FORWARDED: [&[u8]; 4] = [
-    b"x-forwarded-for",
-    b"x-real-ip",
-    b"x-forwarded-proto",
-    b"x-forwarded-port",
-];
-
-/// The hop-by-hop headers of RFC 9110 7.6.1 other than the framing ones
-/// (which the proxy writes itself), and `Expect` (answered by the proxy).
-const HOP_BY_HOP: [&[u8]; 7] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"expect",
-];
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 
 use http::Method;
 
-use super::fields::{trim_ows, Fields};
+use super::fields::{trim_ows, Fields, Known};
 use super::{HeadError, Version};
 
 /// How a message body is delimited.
@@ -44,12 +44,12 @@ pub struct Declared {
 /// requests; nginx refuses them from its upstreams, as the proxy does).
 pub fn declared(fields: &Fields, duplicates: bool) -> Result<Declared, HeadError> {
     let mut out = Declared::default();
-    if fields.get_all("transfer-encoding").nth(1).is_some() {
+    if fields.all(Known::TransferEncoding).nth(1).is_some() {
         // On two lines it is a list (`chunked, chunked`, `gzip, chunked`):
         // refused as a list is.
         return Err(HeadError::Ambiguous);
     }
-    if let Some(value) = fields.get("transfer-encoding") {
+    if let Some(value) = fields.first(Known::TransferEncoding) {
         let codings = || value.split(|&b| b == b',').map(trim_ows);
         let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
         let count = codings().count();
@@ -65,7 +65,7 @@ pub fn declared(fields: &Fields, duplicates: bool) -> Result<Declared, HeadError
         }
     }
     let mut lines = 0;
-    for value in fields.get_all("content-length") {
+    for value in fields.all(Known::ContentLength) {
         lines += 1;
         // One plain number per line: a list (`5, 5`, `5,`) is refused, as
         // nginx and hyper refuse it.
@@ -163,10 +163,4 @@ impl Outgoing {
             Outgoing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
     }
-}
-
-/// Whether a header line is one of the framing headers, which the proxy
-/// never copies to the next hop.
-pub fn is_framing_header(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
 }

@@ -5,7 +5,7 @@
 
 use http::Method;
 
-use super::fields::Fields;
+use super::fields::{ConnectionOption, Fields, Known};
 use super::framing::{self, Declared, Framing};
 use super::{HeadError, Version};
 
@@ -243,7 +243,7 @@ impl RequestHead {
     /// One `Host`, a valid authority without userinfo; required on
     /// HTTP/1.1 unless the target names the host (RFC 9112 3.2).
     fn check_host(&self) -> Result<(), HeadError> {
-        let mut hosts = self.fields.get_all("host");
+        let mut hosts = self.fields.all(Known::Host);
         let host = hosts.next();
         if hosts.next().is_some() {
             return Err(HeadError::Ambiguous);
@@ -313,8 +313,12 @@ impl RequestHead {
     /// The host the request is for: the authority of an absolute-form
     /// target, else its `Host` header.
     pub fn host(&self) -> Option<&str> {
-        self.target_authority()
-            .or_else(|| self.fields.get_str("host").filter(|h| !h.is_empty()))
+        self.target_authority().or_else(|| {
+            self.fields
+                .first(Known::Host)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .filter(|h| !h.is_empty())
+        })
     }
 
     /// HTTP/1.1 keeps the connection unless the visitor says `close`;
@@ -322,15 +326,15 @@ impl RequestHead {
     pub fn wants_keepalive(&self) -> bool {
         match self.version {
             Version::Http2 => true,
-            Version::Http11 => !self.fields.has_token("connection", "close"),
-            Version::Http10 => self.fields.has_token("connection", "keep-alive"),
+            Version::Http11 => !self.fields.connection_has(ConnectionOption::Close),
+            Version::Http10 => self.fields.connection_has(ConnectionOption::KeepAlive),
         }
     }
 
     /// `Expect: 100-continue` on an HTTP/1.1 or HTTP/2 request.
     pub fn expects_continue(&self) -> bool {
         matches!(self.version, Version::Http11 | Version::Http2)
-            && self.fields.has_token("expect", "100-continue")
+            && self.fields.has_token_of(Known::Expect, "100-continue")
     }
 
     /// `GET` with `Connection: upgrade` and `Upgrade: websocket` over
@@ -338,8 +342,8 @@ impl RequestHead {
     pub fn is_websocket_upgrade(&self) -> bool {
         self.version == Version::Http11
             && self.method == Method::GET
-            && self.fields.has_token("connection", "upgrade")
-            && self.fields.has_token("upgrade", "websocket")
+            && self.fields.connection_has(ConnectionOption::Upgrade)
+            && self.fields.has_token_of(Known::Upgrade, "websocket")
     }
 
     /// The request line as a log shows it.
@@ -527,8 +531,10 @@ impl ResponseHead {
     /// Whether the node keeps the connection open after this response.
     pub fn keeps_connection(&self) -> bool {
         match self.version {
-            Version::Http11 | Version::Http2 => !self.fields.has_token("connection", "close"),
-            Version::Http10 => self.fields.has_token("connection", "keep-alive"),
+            Version::Http11 | Version::Http2 => {
+                !self.fields.connection_has(ConnectionOption::Close)
+            }
+            Version::Http10 => self.fields.connection_has(ConnectionOption::KeepAlive),
         }
     }
 }

@@ -124,14 +124,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             self.io.write_all(data).await?;
             self.io.flush().await
         };
-        timed_out(tokio::time::timeout(timeout, write).await)
+        bounded(write, timeout).await
     }
 
     /// One write of some of `data` (as much as the stream takes now),
     /// bounded by `timeout`. Cancel-safe: a write either took its bytes and
     /// said how many, or took none.
     pub async fn write_some(&mut self, data: &[u8], timeout: Duration) -> io::Result<usize> {
-        match timed_out(tokio::time::timeout(timeout, self.io.write(data)).await) {
+        match bounded(self.io.write(data), timeout).await {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             r => r,
         }
@@ -139,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// Send what the stream holds in its own write buffer.
     pub async fn flush(&mut self, timeout: Duration) -> io::Result<()> {
-        timed_out(tokio::time::timeout(timeout, self.io.flush()).await)
+        bounded(self.io.flush(), timeout).await
     }
 
     pub fn get_ref(&self) -> &S {
@@ -166,6 +166,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 /// the `Timeout` holding it, in every waiting connection's future.
 fn timed_out<T>(r: Result<io::Result<T>, tokio::time::error::Elapsed>) -> io::Result<T> {
     r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// `op` bounded by `timeout`, with the timer set only when `op` does not
+/// finish at its first poll: a write the socket takes at once (the usual
+/// case for a head or a small body) then costs no clock read, no timer
+/// entry and no runtime handle, which `tokio::time::timeout` takes as it
+/// is called, before the operation is first polled. The time allowed
+/// starts from that first poll, which did not wait.
+async fn bounded<T>(
+    op: impl std::future::Future<Output = io::Result<T>>,
+    timeout: Duration,
+) -> io::Result<T> {
+    let mut op = std::pin::pin!(op);
+    if let Poll::Ready(r) =
+        std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(op.as_mut(), cx))).await
+    {
+        return r;
+    }
+    timed_out(tokio::time::timeout(timeout, op).await)
 }
 
 /// One read of at most `want` bytes into the thread's scratch buffer; what
@@ -221,6 +240,30 @@ pub fn consume(buf: &mut Vec<u8>, start: &mut usize, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_write_is_bounded_whether_or_not_it_finishes_at_once() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut io = Io::new(near, 1024);
+        // Taken at once (room in the pipe): written, no timer needed.
+        io.write_all(b"0123456789", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut got = [0; 10];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"0123456789");
+        // More than the peer takes, and it reads nothing: the timer ends it.
+        let err = io
+            .write_all(&[b'x'; 64], Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let err = io
+            .write_some(b"y", Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
 
     #[tokio::test]
     async fn an_idle_io_holds_no_buffer_while_it_waits() {

@@ -6,7 +6,9 @@
 //! A head is parsed in place by `httparse` and kept as the bytes received
 //! plus the offsets of its parts, so its header lines go on to the other
 //! side as those bytes, minus the hop-by-hop ones and the framing lines,
-//! plus the proxy's own: no header map is built. The framing the next hop
+//! plus the proxy's own: no header map is built. Each line's name is
+//! recognised once, as the head is parsed, when it is one the proxy reads
+//! or drops (`fields::Known`), and the `Connection` options are read then. The framing the next hop
 //! gets is always one header the proxy wrote from its own decision, and a
 //! chunked body is chunked anew (RFC 9112 6, 7; see `framing`).
 
@@ -17,7 +19,9 @@ mod head;
 mod io;
 
 pub use body::{chunk_size_line, forward, forward_body, BadChunk, Body, Chunk, Recode};
-pub use fields::{connection_named, named_in, trim_ows, ConnectionNamed, Fields};
+pub use fields::{
+    connection_named, named_in, trim_ows, ConnectionNamed, ConnectionOption, Fields, Known,
+};
 pub use framing::{Declared, Framing, Outgoing};
 pub use head::{
     empty_lines, valid_authority, HeadEnd, Limits, RequestHead, ResponseHead, DEFAULT_MAX_HEAD,

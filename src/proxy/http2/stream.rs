@@ -21,7 +21,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
 use crate::proxy::downstream::{visitor_gets, Shape};
-use crate::proxy::http1::{consume, ConnectionNamed, Outgoing, ResponseHead};
+use crate::proxy::http1::{consume, ConnectionNamed, Known, Outgoing, ResponseHead};
 use crate::proxy::request::Answer;
 
 /// Where a stream's response is.
@@ -251,8 +251,8 @@ impl StreamIo {
         *out.headers_mut() = http::HeaderMap::with_capacity(resp.fields.len() + 4);
         let h = out.headers_mut();
         let named = ConnectionNamed::of(&resp.fields);
-        for (name, value) in resp.fields.iter() {
-            if !visitor_gets(name, &named, false) || name.eq_ignore_ascii_case(b"te") {
+        for (known, name, value) in resp.fields.iter_known() {
+            if !visitor_gets(known, name, &named, false) || known == Known::Te {
                 continue;
             }
             // httparse let through only valid names and values; any other
