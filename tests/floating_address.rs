@@ -125,6 +125,15 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The webcluster processes are the shell's children (it waits for
+        // them to write their "stopped" files): killing the shell leaves
+        // them running, so each is killed by the pid it wrote.
+        for label in ["wc-a", "wc-b"] {
+            let pid = std::fs::read_to_string(self.dir.path().join(format!("{label}.pid")));
+            if let Ok(pid) = pid {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
         for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
