@@ -120,15 +120,17 @@ fn curl_h2(addr: SocketAddr, path: &str, args: &[&str]) -> CurlResponse {
 fn settled_log_len(node: &ApacheNode, wc: &Webcluster) -> usize {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let marker = format!("/node?settled-{n}");
-    let r = http_get(wc.listen, &marker, &[]).expect("GET before a refusal");
-    assert_eq!(r.status, 200, "{r:?}");
-    wait_until(
-        "the node logs the request made before the refusal",
-        Duration::from_secs(10),
-        || node.access_log().contains(&marker),
-    );
+    get_logged(node, wc, &format!("/node?settled-{n}"));
     node.access_log().len()
+}
+
+/// GET `path` through the proxy (200) and wait until the node logged it.
+fn get_logged(node: &ApacheNode, wc: &Webcluster, path: &str) {
+    let r = http_get(wc.listen, path, &[]).expect("GET through the proxy");
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until("the node logs the request", Duration::from_secs(10), || {
+        node.access_log().contains(path)
+    });
 }
 
 /// Since the node's access log was `mark` bytes long, it logged nothing
@@ -139,13 +141,7 @@ fn assert_node_saw_nothing(node: &ApacheNode, wc: &Webcluster, mark: usize, what
         "/node?after-{}",
         what.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     );
-    let r = http_get(wc.listen, &after, &[]).expect("GET after the refusal");
-    assert_eq!(r.status, 200, "{r:?}");
-    wait_until(
-        "the node logs the request made after the refusal",
-        Duration::from_secs(10),
-        || node.access_log().contains(&after),
-    );
+    get_logged(node, wc, &after);
     let log = node.access_log();
     let log = log.get(mark..).unwrap_or(&log);
     let seen: Vec<&str> = log

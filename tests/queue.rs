@@ -301,21 +301,30 @@ fn all_served_none_overfilled(
     }
 }
 
-#[test]
-fn more_requests_than_workers_wait_in_the_proxy_not_in_a_node_backlog() {
+/// Two nodes behind one proxy, and `per_worker` requests per worker of
+/// both of `ms` each, all at once: some wait in the proxy's queue; every
+/// one is served and none overfills a node
+/// ([`all_served_none_overfilled`]). The nodes, the proxy and how many
+/// requests were made.
+fn queued_burst(per_worker: u32, ms: u32) -> (ApacheNode, ApacheNode, Webcluster, usize) {
     let (a, b) = (node("a"), node("b"));
     let wc = proxy("queue_timeout = \"30s\"", &[&a, &b], "");
     let sampler = Sampler::start(vec![a.addr().port(), b.addr().port()]);
-    // 5 requests per worker of the two nodes together, all at once.
-    let n = (2 * WORKERS * 5) as usize;
+    let n = (2 * WORKERS * per_worker) as usize;
     let handles: Vec<_> = (0..n)
-        .map(|i| get(wc.listen, &format!("/sleep?ms=300&id={i}"), &[]))
+        .map(|i| get(wc.listen, &format!("/sleep?ms={ms}&id={i}"), &[]))
         .collect();
-    // Some wait in the proxy's queue meanwhile.
     wc.wait_status("requests waiting in the queue", |s| {
         group(s)["queue"]["length"].as_u64().unwrap_or(0) > 0
     });
     all_served_none_overfilled(handles, sampler, &["a", "b"], WORKERS);
+    (a, b, wc, n)
+}
+
+#[test]
+fn more_requests_than_workers_wait_in_the_proxy_not_in_a_node_backlog() {
+    // 5 requests per worker of the two nodes together, all at once.
+    let (a, b, wc, n) = queued_burst(5, 300);
     let s = wc.status();
     assert!(group(&s)["queue"]["queued_total"].as_u64().unwrap_or(0) > 0);
     assert_eq!(group(&s)["queue"]["length"], 0);
@@ -332,17 +341,7 @@ fn requests_longer_than_a_status_stays_fresh_still_wait_in_the_proxy() {
     // fresh here (3 scrape intervals of 200 ms): the pages read while they
     // run (over the scraper's own kept connection, on its own worker) keep
     // the limits, so the queue does not empty into the nodes' backlogs.
-    let (a, b) = (node("a"), node("b"));
-    let wc = proxy("queue_timeout = \"30s\"", &[&a, &b], "");
-    let sampler = Sampler::start(vec![a.addr().port(), b.addr().port()]);
-    let n = (2 * WORKERS * 2) as usize;
-    let handles: Vec<_> = (0..n)
-        .map(|i| get(wc.listen, &format!("/sleep?ms=1200&id={i}"), &[]))
-        .collect();
-    wc.wait_status("requests waiting in the queue", |s| {
-        group(s)["queue"]["length"].as_u64().unwrap_or(0) > 0
-    });
-    all_served_none_overfilled(handles, sampler, &["a", "b"], WORKERS);
+    queued_burst(2, 1200);
 }
 
 #[test]
