@@ -186,6 +186,10 @@ struct LiveState {
     usual_head: Option<Duration>,
     /// Held back: the node stopped answering (why), until it answers again.
     stalled: Option<String>,
+    /// Since when the node looks stalled, its status page asked to prove
+    /// otherwise (`probe_wanted`, for the scraper to take).
+    suspect_since: Option<Instant>,
+    probe_wanted: bool,
     /// When "full" was last written to the log, and whether its end is
     /// still to be (a node on the edge of full would fill the log).
     full_logged_at: Option<Instant>,
@@ -244,6 +248,8 @@ impl NodeLive {
                 last_heard: None,
                 usual_head: None,
                 stalled: None,
+                suspect_since: None,
+                probe_wanted: false,
                 full_logged_at: None,
                 full_announced: false,
                 ok_streak: 0,
@@ -428,12 +434,23 @@ impl NodeLive {
     /// (SIGSTOP, a hung disk: the kernel still accepts connections) is then
     /// left alone within a fraction of a second, not after several failed
     /// status checks. Called by the scraper every few tens of milliseconds.
-    pub fn check_stall(&self, now: Instant) -> Option<NodeEvent> {
+    ///
+    /// Where the node's status page is read (`probe`), silence is first
+    /// only a suspicion: the page is read at once ([`Self::take_probe`]),
+    /// and the node is held back only if nothing is heard for as long
+    /// again. A node that is just slow (requests longer than the threshold,
+    /// no other traffic to hear from it between two scheduled reads)
+    /// answers the read and is left alone.
+    pub fn check_stall(&self, now: Instant, probe: bool) -> Option<NodeEvent> {
         let mut s = self.lock();
         if s.stalled.is_some() {
+            s.suspect_since = None;
             return None;
         }
-        let &(_, oldest) = s.waiting.front()?;
+        let Some(&(_, oldest)) = s.waiting.front() else {
+            s.suspect_since = None;
+            return None;
+        };
         let threshold = s
             .usual_head
             .map_or(STALL_FLOOR, |u| (u * STALL_FACTOR).max(STALL_FLOOR));
@@ -442,7 +459,19 @@ impl NodeLive {
             .last_heard
             .is_none_or(|t| now.duration_since(t) >= threshold);
         if waited < threshold || !silent {
+            s.suspect_since = None;
             return None;
+        }
+        if probe {
+            match s.suspect_since {
+                None => {
+                    s.suspect_since = Some(now);
+                    s.probe_wanted = true;
+                    return None;
+                }
+                Some(since) if now.duration_since(since) < threshold => return None,
+                Some(_) => s.suspect_since = None,
+            }
         }
         let usual = s.usual_head.map_or(String::from("unknown"), |u| {
             format!("{:.1}ms", u.as_secs_f64() * 1000.0)
@@ -454,6 +483,12 @@ impl NodeLive {
         );
         s.stalled = Some(why.clone());
         Some(NodeEvent::warn(format!("is held back: {why}")))
+    }
+
+    /// Whether [`Self::check_stall`] wants the status page read now (taken
+    /// once).
+    pub fn take_probe(&self) -> bool {
+        std::mem::take(&mut self.lock().probe_wanted)
     }
 
     // ---- scrapes -----------------------------------------------------------
@@ -1004,9 +1039,13 @@ mod tests {
         let w = live.awaiting_head();
         assert_eq!(live.record_head(w), None);
         let waiting = live.awaiting_head();
-        assert_eq!(live.check_stall(t0 + STALL_FLOOR / 2), None, "not yet");
+        assert_eq!(
+            live.check_stall(t0 + STALL_FLOOR / 2, false),
+            None,
+            "not yet"
+        );
         let later = Instant::now() + STALL_FLOOR * 2;
-        let event = live.check_stall(later).expect("held back");
+        let event = live.check_stall(later, false).expect("held back");
         assert!(
             event.warn && event.text.contains("1 request(s) waiting"),
             "{event:?}"
@@ -1015,14 +1054,50 @@ mod tests {
         assert!(live
             .balance_view(group, node, later)
             .is_some_and(|v| v.stalled));
-        assert_eq!(live.check_stall(later), None, "said once");
+        assert_eq!(live.check_stall(later, false), None, "said once");
         // It answers: taken back.
         let back = live.record_head(waiting).expect("taken back");
         assert!(!back.warn, "{back:?}");
         assert!(live.usable(Instant::now()));
         // A wait dropped (the request failed) no longer counts.
         drop(live.awaiting_head());
-        assert_eq!(live.check_stall(Instant::now() + STALL_FLOOR * 4), None);
+        assert_eq!(
+            live.check_stall(Instant::now() + STALL_FLOOR * 4, false),
+            None
+        );
+    }
+
+    #[test]
+    fn a_silent_node_whose_status_page_answers_is_not_held_back() {
+        let cfg = config();
+        let group = &cfg.groups[0];
+        let live = Arc::new(NodeLive::new(false));
+        let w = live.awaiting_head();
+        assert_eq!(live.record_head(w), None);
+        let _slow = live.awaiting_head();
+        // Silent past the threshold: a suspicion, the page is to be read.
+        let t1 = Instant::now() + STALL_FLOOR * 2;
+        assert_eq!(live.check_stall(t1, true), None, "not held back yet");
+        assert!(live.take_probe(), "the page is read at once");
+        assert!(!live.take_probe(), "asked once");
+        assert_eq!(live.check_stall(t1 + STALL_FLOOR / 2, true), None);
+        // It answers: no suspicion left, however long the request takes.
+        live.record_scrape(group, report(Some("prefork"), 2, 8), Duration::ZERO, true);
+        assert_eq!(
+            live.check_stall(Instant::now() + STALL_FLOOR / 2, true),
+            None
+        );
+        assert!(live.usable(Instant::now()));
+        // Silent again, and the page does not answer: held back once the
+        // read had as long as the threshold.
+        let t2 = Instant::now() + STALL_FLOOR * 2;
+        assert_eq!(live.check_stall(t2, true), None);
+        assert!(live.take_probe());
+        let event = live
+            .check_stall(t2 + STALL_FLOOR, true)
+            .expect("held back when the read is not answered either");
+        assert!(event.warn, "{event:?}");
+        assert!(!live.usable(t2 + STALL_FLOOR));
     }
 
     #[test]

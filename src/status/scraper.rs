@@ -69,7 +69,7 @@ impl Scraper {
         // every node's time in state and history are kept current.
         for group in &state.groups {
             for node in &group.nodes {
-                if let Some(event) = node.live.check_stall(now) {
+                if let Some(event) = node.live.check_stall(now, group.config.scrape.enabled) {
                     event.log(group.name(), &node.config.name);
                 }
                 node.live.observe(&group.config, &node.config, now);
@@ -89,9 +89,11 @@ impl Scraper {
                 let (due, started) = *next
                     .entry(key)
                     .or_insert_with(|| (now + interval.mul_f64(fastrand::f64() * 0.1), now));
-                let due = match queued {
-                    true => due.min(started + QUEUED_INTERVAL),
-                    false => due,
+                let due = match (node.live.take_probe(), queued) {
+                    // It looks stalled: its page says whether it is.
+                    (true, _) => now,
+                    (false, true) => due.min(started + QUEUED_INTERVAL),
+                    (false, false) => due,
                 };
                 if now < due {
                     continue;
