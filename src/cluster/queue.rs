@@ -496,14 +496,9 @@ impl GroupQueue {
         let len = inner.waiters.len();
         let standing = inner.waiters.front().is_some_and(|e| now >= e.standing_at);
         let fresh = match standing {
-            true => {
-                len - inner
-                    .waiters
-                    .iter()
-                    .rev()
-                    .take_while(|e| now < e.fresh_until)
-                    .count()
-            }
+            // In arrival order, so the fresh ones are the last (found by
+            // halving: a standing queue may be long).
+            true => inner.waiters.partition_point(|e| now >= e.fresh_until),
             false => len,
         };
         let mut order = Order::new(len, fresh);
