@@ -22,6 +22,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=benches/load/ports.sh
 source "$ROOT/benches/load/ports.sh"
+# shellcheck source=benches/load/upstream.sh
+source "$ROOT/benches/load/upstream.sh"
 
 die() { echo "build-pgo: $*" >&2; exit 1; }
 
@@ -56,29 +58,7 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$WORK/profiles" \
 
 echo "build-pgo: 2/4 training" >&2
 UP=$(free_port)
-mkdir -p "$WORK/nginx/logs" "$WORK/nginx/html"
-chmod 755 "$WORK" "$WORK/nginx" "$WORK/nginx/html"
-head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
-head -c 65536 /dev/zero | tr '\0' 'y' >"$WORK/nginx/html/64k"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP;
-        root $WORK/nginx/html;
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_port "$UP"
+start_nginx_upstream "$WORK" "$UP"
 
 train() { # MODE
     local mode=$1 listen admin group log

@@ -85,6 +85,8 @@ trap cleanup EXIT
 
 # free_port, wait_port
 source "$HERE/ports.sh"
+# start_nginx_upstream
+source "$HERE/upstream.sh"
 
 # The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status;
 # or (UPSTREAM=prefork) an Apache prefork node serving the same files.
@@ -115,31 +117,7 @@ if [[ $UPSTREAM == prefork ]]; then
     PIDS+=($!)
     wait_port "$UP"
 else
-mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
-# nginx's worker runs as nobody when started as root: mktemp's 0700 would
-# make every response a 403.
-chmod 755 "$WORK" "$WORK/nginx" "$WORK/nginx/html"
-head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
-head -c 65536 /dev/zero | tr '\0' 'y' >"$WORK/nginx/html/64k"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    server {
-        listen 127.0.0.1:$UP;
-        root $WORK/nginx/html;
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_port "$UP"
+    start_nginx_upstream "$WORK" "$UP"
 fi
 
 # Instructions of one webcluster run under callgrind with `n` requests.

@@ -37,24 +37,11 @@ trap cleanup EXIT
 
 # free_port, wait_port
 source "$HERE/ports.sh"
+# start_nginx_upstream
+source "$HERE/upstream.sh"
 
 UP=$(free_port)
-mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs"
-head -c 96 /dev/zero | tr '\0' 'x' >"$WORK/nginx/html/small"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    server { listen 127.0.0.1:$UP; root $WORK/nginx/html; }
-}
-EOF
-setsid nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_port "$UP" 300
+start_nginx_upstream "$WORK" "$UP" 300
 
 PORT=$(free_port)
 cat >"$WORK/webcluster.toml" <<EOF

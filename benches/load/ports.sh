@@ -1,5 +1,5 @@
-# Loopback port helpers shared by benches/load/callgrind.sh and
-# benches/load/idleheap.sh (sourced, not run).
+# Loopback port helpers shared by benches/load/callgrind.sh,
+# benches/load/idleheap.sh and scripts/build-pgo.sh (sourced, not run).
 
 # A free port on 127.0.0.1, chosen by the kernel.
 free_port() {

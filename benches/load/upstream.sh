@@ -1,0 +1,36 @@
+# A static upstream for the bench and build scripts (sourced, not run):
+# benches/load/callgrind.sh, benches/load/idleheap.sh, scripts/build-pgo.sh.
+# Needs ports.sh's wait_port and the caller's PIDS array.
+
+# start_nginx_upstream DIR PORT [TRIES]: nginx (1 worker) on 127.0.0.1:PORT
+# serving DIR/nginx/html/small (96 bytes) and .../64k (64 KiB), with
+# stub_status at /nginx_status and no access log; its pid is added to PIDS,
+# and it is waited for (TRIES as wait_port's).
+start_nginx_upstream() {
+    local dir=$1 port=$2
+    mkdir -p "$dir/nginx/html" "$dir/nginx/logs"
+    # nginx's worker runs as nobody when started as root: mktemp's 0700
+    # would make every response a 403.
+    chmod 755 "$dir" "$dir/nginx" "$dir/nginx/html"
+    head -c 96 /dev/zero | tr '\0' 'x' >"$dir/nginx/html/small"
+    head -c 65536 /dev/zero | tr '\0' 'y' >"$dir/nginx/html/64k"
+    cat >"$dir/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/logs/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$port;
+        root $dir/nginx/html;
+        location = /nginx_status { stub_status; }
+    }
+}
+CONF
+    setsid nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_port "$port" "${3:-200}"
+}
