@@ -293,25 +293,22 @@ impl Fields {
     /// no line has it.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         let known = Known::of(name.as_bytes());
-        let lines = match known {
-            Known::Other => &self.lines[..],
-            _ if self.has(known) => &self.lines[..],
-            _ => &[][..],
-        };
-        lines
-            .iter()
-            .filter(move |l| match known {
-                Known::Other => self
-                    .slice(l.at[0], l.at[1])
-                    .eq_ignore_ascii_case(name.as_bytes()),
-                _ => l.known == known,
-            })
-            .map(move |l| self.slice(l.at[2], l.at[3]))
+        self.values(known, (known == Known::Other).then_some(name.as_bytes()))
     }
 
     /// The values of every line named `known`, in order (none looked for
     /// when no line has it).
     pub fn all(&self, known: Known) -> impl Iterator<Item = &[u8]> {
+        self.values(known, None)
+    }
+
+    /// The values of the lines named `known` and, when given, `name` (any
+    /// case): the lines are walked only when one of them is `known`.
+    fn values<'a>(
+        &'a self,
+        known: Known,
+        name: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
         let lines = if self.has(known) {
             &self.lines[..]
         } else {
@@ -319,7 +316,10 @@ impl Fields {
         };
         lines
             .iter()
-            .filter(move |l| l.known == known)
+            .filter(move |l| {
+                l.known == known
+                    && name.is_none_or(|n| self.slice(l.at[0], l.at[1]).eq_ignore_ascii_case(n))
+            })
             .map(move |l| self.slice(l.at[2], l.at[3]))
     }
 
