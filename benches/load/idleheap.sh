@@ -28,7 +28,6 @@ done
 ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/webcluster-idleheap.XXXXXX)
-chmod 755 "$WORK"  # nginx workers read the files as nobody
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
