@@ -7,7 +7,7 @@
 # start their own processes on ephemeral loopback ports), then runs
 #   cargo fmt --check
 #   cargo clippy --workspace --all-targets -- -D warnings
-#   cargo test --workspace --all-targets [ARGS...]
+#   cargo test --workspace --all-targets --no-fail-fast [ARGS...]
 #   bash scripts/fuzz.sh $FUZZ_SECONDS  (every fuzz target, default 3 s each)
 # Every step runs even if an earlier one failed; the exit status is non-zero
 # if any failed. Test artifacts (logs, screenshots) go to target/test-output/.
@@ -49,7 +49,7 @@ step() {
 }
 
 run_tests() {
-    cargo test --workspace --all-targets "$@" 2>&1 | tee target/test-output/cargo-test.log
+    cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee target/test-output/cargo-test.log
 }
 
 step "cargo fmt --check" cargo fmt --check
