@@ -176,6 +176,7 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let pid_file = config.server.pid_file.clone();
     let grace = config.server.grace_period;
+    no_transparent_huge_pages();
     ignore_sighup_until_the_reloader_listens();
     let (server, shared) = build(config, &opts)?;
     if let Some(p) = &pid_file {
@@ -193,6 +194,22 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     remove_pid_file(pid_file.as_deref());
     Ok(())
+}
+
+/// Turns transparent huge pages off for this process (`prctl
+/// PR_SET_THP_DISABLE`), as Redis and the databases advise for servers
+/// that answer in milliseconds. mimalloc asks for huge pages on the memory
+/// it maps (`MADV_HUGEPAGE`), and the first write to each 2 MiB of it
+/// faults in and zeroes a whole huge page while the event loop waits: on a
+/// virtual machine whose host backs guest memory on first touch, 20-46 ms
+/// per page (`benches/README.md`, "Huge pages stalled the event loop"), so
+/// every node of a group went idle for tens of milliseconds whenever a
+/// growing request queue took fresh memory. With 4 KiB pages the same
+/// memory comes in small steps. Failure (an old kernel) only costs that.
+fn no_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
+    }
 }
 
 /// SIGHUP's default action ends the process, and `webcluster reload` (or
