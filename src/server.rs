@@ -138,14 +138,14 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     server.add_service(background_service(
         "upstream pool sweeper",
         Sweeper::new(
-            pool,
+            Arc::clone(&pool),
             move || timeouts_of.state().config.timeouts.idle,
             move || limits_of.idle_over_limit(std::time::Instant::now()),
         ),
     ));
     server.add_service(background_service(
         "status scraper",
-        Scraper::new(Arc::clone(&cluster)),
+        Scraper::new(Arc::clone(&cluster), Arc::clone(&pool)),
     ));
     server.add_service(background_service(
         "DNS discovery",

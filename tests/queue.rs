@@ -22,7 +22,12 @@
 //!    request is never sent to a node (the node's access log);
 //! 6. requests that hold their workers for longer than a status page stays
 //!    fresh: the same, with the pages read meanwhile keeping the limits;
-//! 7. two webcluster instances in front of the same nodes, with more slow
+//! 7. short requests (the node's usual response time well inside a page's
+//!    freshness): the status page is read over the proxy's own pooled
+//!    connections (`cluster::lend`), so visitors get every worker of a node
+//!    (its own log of when each request began and how long it took), still
+//!    with none over its workers and none in its backlog;
+//! 8. two webcluster instances in front of the same nodes, with more slow
 //!    requests than the nodes' free workers: every request is served, and
 //!    together they never hold more than one connection per instance over
 //!    a node's workers (the last free worker each may take until the next
@@ -50,10 +55,11 @@ use support::{http_get, ApacheNode, ApacheOpts};
 const WORKERS: u32 = 3;
 
 /// A prefork node with [`WORKERS`] workers that also logs, for each
-/// request, when it began (microseconds) and its path and query.
+/// request, when it began and ended (microseconds) and its path and query.
 fn node(name: &str) -> ApacheNode {
     let mut opts = ApacheOpts::prefork(name, WORKERS);
-    opts.extra_directives = vec!["CustomLog logs/begin.log \"%{begin:usec}t %U%q\"".to_string()];
+    opts.extra_directives =
+        vec!["CustomLog logs/begin.log \"%{begin:usec}t %{end:usec}t %U%q\"".to_string()];
     ApacheNode::start(opts)
 }
 
@@ -237,7 +243,8 @@ fn begun(nodes: &[&ApacheNode]) -> Vec<(u64, usize)> {
         let log = std::fs::read_to_string(n.dir().join("logs/begin.log")).unwrap_or_default();
         for line in log.lines() {
             let mut parts = line.split_whitespace();
-            let (Some(t), Some(path)) = (parts.next(), parts.next()) else {
+            let (Some(t), Some(_end), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             let id = path
@@ -342,6 +349,64 @@ fn requests_longer_than_a_status_stays_fresh_still_wait_in_the_proxy() {
     // run (over the scraper's own kept connection, on its own worker) keep
     // the limits, so the queue does not empty into the nodes' backlogs.
     queued_burst(2, 1200);
+}
+
+#[test]
+fn short_requests_get_every_worker_and_the_page_is_read_over_the_proxys_connections() {
+    // Requests of 20 ms, 40 per worker of the two nodes at once: the proxy
+    // reads each node's page over one of its own pooled connections
+    // (`cluster::lend`), so no worker is set aside for the scraper and
+    // visitors get all of them, still without a connection over a node's
+    // workers or one waiting in its backlog (checked in `queued_burst`).
+    let (a, b, _wc, _) = queued_burst(40, 20);
+    for node in [&a, &b] {
+        // When each request began and ended (microseconds, the node's own
+        // clock: a worker ends one before it begins the next), and what.
+        let log = std::fs::read_to_string(node.dir().join("logs/begin.log")).unwrap_or_default();
+        let spans: Vec<(u64, u64, &str)> = log
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?, f.next()?))
+            })
+            .collect();
+        // The most visitors' requests the node ran at once.
+        let mut edges: Vec<(u64, i32)> = spans
+            .iter()
+            .filter(|(_, _, what)| what.starts_with("/sleep"))
+            .flat_map(|&(begin, end, _)| [(begin, 1), (end, -1)])
+            .collect();
+        edges.sort();
+        let (mut at_once, mut most) = (0, 0);
+        for (_, d) in edges {
+            at_once += d;
+            most = most.max(at_once);
+        }
+        assert_eq!(
+            most,
+            WORKERS as i32,
+            "node {}: visitors had {most} of its {WORKERS} workers at most\n{log}",
+            node.name()
+        );
+        // Some page came over a connection that also carried visitors'
+        // requests (the access log's second field is the client's port).
+        let access = node.access_log();
+        let port_of = |l: &str| l.split_whitespace().nth(1).map(str::to_string);
+        let visitor_ports: std::collections::HashSet<String> = access
+            .lines()
+            .filter(|l| l.contains("GET /sleep"))
+            .filter_map(port_of)
+            .collect();
+        assert!(
+            access
+                .lines()
+                .filter(|l| l.contains("GET /server-status"))
+                .filter_map(port_of)
+                .any(|p| visitor_ports.contains(&p)),
+            "node {}: every status page was read over a connection of its own\n{access}",
+            node.name()
+        );
+    }
 }
 
 #[test]
@@ -506,7 +571,8 @@ fn two_instances_share_the_nodes_without_overfilling_them() {
     const SHARED_WORKERS: u32 = 4;
     let opts = |name: &str| {
         let mut o = ApacheOpts::prefork(name, SHARED_WORKERS);
-        o.extra_directives = vec!["CustomLog logs/begin.log \"%{begin:usec}t %U%q\"".to_string()];
+        o.extra_directives =
+            vec!["CustomLog logs/begin.log \"%{begin:usec}t %{end:usec}t %U%q\"".to_string()];
         ApacheNode::start(o)
     };
     let (a, b) = (opts("a"), opts("b"));

@@ -25,14 +25,19 @@
 //! capped by max_conns,
 //! ```
 //!
-//! where `status` is the worker the status request itself takes (1): it
-//! stays the scraper's (its kept-open connection holds it between scrapes
-//! on a node where a connection holds a worker), since the next status read
-//! needs one and a status page that cannot be read holds the node back;
-//! lent to visitors, it could be taken by traffic that is not this proxy's
-//! for as long as that traffic lasts. It is kept apart from the
-//! subtraction: a page made before this proxy's requests reached the node
-//! shows fewer busy workers than this proxy holds, and must not hide it.
+//! where `status` is the worker the status request itself takes: 1 when
+//! the page is read over the scraper's own connection, which stays the
+//! scraper's (its kept-open connection holds it between scrapes on a node
+//! where a connection holds a worker), since the next status read needs one
+//! and a status page that cannot be read holds the node back; lent to
+//! visitors, it could be taken by traffic that is not this proxy's for as
+//! long as that traffic lasts. It is 0 when the page is read over one of
+//! this proxy's own connections to the node (`cluster::lend`: its requests
+//! there are short, so one comes back within milliseconds): that worker is
+//! one this proxy holds, counted in `held_at_scrape`, and none is set
+//! aside. It is kept apart from the subtraction: a page made before this
+//! proxy's requests reached the node shows fewer busy workers than this
+//! proxy holds, and must not hide it.
 //!
 //! The limit bounds what this proxy holds *now* (requests in flight, plus
 //! idle pooled connections where a connection holds a worker), so a request
@@ -74,8 +79,9 @@ pub struct PageWorkers {
     /// Workers busy when the page was made (the status request's own
     /// included).
     pub busy: u32,
-    /// Workers of `busy` that are the status request's: kept for the
-    /// scraper.
+    /// Workers of `busy` that are the status request's and kept for the
+    /// scraper (0 when the page was read over one of this proxy's own
+    /// connections).
     pub status: u32,
     /// What this proxy held of the node when the page was read: requests in
     /// flight, plus idle pooled connections where each holds a worker.

@@ -12,6 +12,7 @@
 
 pub mod affinity;
 pub mod group;
+pub mod lend;
 pub mod limit;
 pub mod node;
 pub mod operator;

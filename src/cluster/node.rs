@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::cluster::lend::LendSlot;
 use crate::cluster::limit::{self, PageWorkers};
 use crate::cluster::queue::GroupQueue;
 use crate::cluster::recent::RecentCounter;
@@ -37,6 +38,28 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Smallest share a node gets while slow start ramps it up.
 const SLOW_START_FLOOR: f64 = 0.1;
+
+/// The status page is read over one of the proxy's own connections to a
+/// node (`cluster::lend`) only while the node's usual response time is at
+/// most this: then a connection comes back within a few milliseconds, well
+/// inside a page's freshness, and a node that holds every worker for this
+/// proxy is still read in time.
+const LEND_WHEN_USUAL_UNDER: Duration = Duration::from_millis(50);
+
+/// Over which connection the last status page was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusConn {
+    /// The scraper's own; `kept`: left open for the next read (on a node
+    /// where a connection holds a worker, the scraper then holds one
+    /// between reads).
+    Own { kept: bool },
+    /// One of the proxy's connections to the node, which went back to its
+    /// pool (`cluster::lend`): the scraper holds no worker. `own_closed`:
+    /// the scraper's own connection was closed with this read, and its
+    /// worker may not be back at the node's accept yet, so the limit sets
+    /// it aside until the next page.
+    Visitor { own_closed: bool },
+}
 
 /// A node as one configuration generation sees it.
 #[derive(Debug)]
@@ -164,6 +187,9 @@ pub struct NodeLive {
     queue: OnceLock<Weak<GroupQueue>>,
     /// Answers, times, bytes, history and downtime (`cluster/stats.rs`).
     pub stats: NodeStats,
+    /// A connection given back by a request, for the scraper waiting for
+    /// one (`cluster::lend`).
+    pub lend: LendSlot,
     state: Mutex<LiveState>,
 }
 
@@ -222,8 +248,8 @@ struct LiveState {
     scrape_failures: u64,
     last_scrape_duration: Option<Duration>,
     last_error: Option<String>,
-    /// Whether the scraper kept its connection open after the last scrape.
-    status_conn_kept: bool,
+    /// Over which connection the last page was read.
+    status_conn: StatusConn,
 }
 
 impl NodeLive {
@@ -239,6 +265,7 @@ impl NodeLive {
             idle_pooled: AtomicU64::new(0),
             queue: OnceLock::new(),
             stats: NodeStats::new(added_by_reload),
+            lend: LendSlot::default(),
             state: Mutex::new(LiveState {
                 health: Health::Unknown,
                 health_since: now,
@@ -270,7 +297,7 @@ impl NodeLive {
                 scrape_failures: 0,
                 last_scrape_duration: None,
                 last_error: None,
-                status_conn_kept: false,
+                status_conn: StatusConn::Own { kept: false },
             }),
         }
     }
@@ -295,6 +322,15 @@ impl NodeLive {
 
     pub fn inflight(&self) -> u64 {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// A status page is read over one of this proxy's connections to the
+    /// node (`cluster::lend`): counted in flight like a request (it takes
+    /// the connection's worker) until the guard is dropped, but not as a
+    /// request proxied.
+    pub fn begin_status_read(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(Arc::clone(self))
     }
 
     /// Change the in-flight count by `-n` without telling the queue (room
@@ -500,14 +536,44 @@ impl NodeLive {
         self.lock().held_before_scrape = held;
     }
 
-    /// Record a successful scrape; `conn_kept` tells whether the scraper
-    /// kept its connection to the status page open for the next scrape.
+    /// Whether the next page should be read over one of this proxy's
+    /// connections to the node (`cluster::lend`), and how long to wait for
+    /// one to come back: the node holds a worker per connection, this proxy
+    /// holds connections to it that it pools, its requests there are short
+    /// (they come back well within a page's freshness: twice the usual
+    /// response time and 10 ms is the wait), and it answers. None: the
+    /// scraper's own connection.
+    pub fn status_over_visitor_conn(&self) -> Option<Duration> {
+        let pooled = self.lend.pooled_since() || self.idle_pooled() > 0;
+        let holds = self.inflight() + self.idle_pooled() > 0;
+        let s = self.lock();
+        let usual = s.usual_head.filter(|&u| u <= LEND_WHEN_USUAL_UNDER)?;
+        (pooled
+            && holds
+            && s.worker_per_connection()
+            && s.stalled.is_none()
+            && matches!(s.health, Health::Up))
+        .then(|| usual * 2 + Duration::from_millis(10))
+    }
+
+    /// The next page is read over the scraper's own connection after one
+    /// read over a visitor's: the node's limit sets a worker aside for it
+    /// again from now on, so that a connection this proxy holds over the
+    /// new limit is closed and its worker takes the scraper's.
+    pub fn reserve_status_worker(&self) {
+        let mut s = self.lock();
+        if matches!(s.status_conn, StatusConn::Visitor { .. }) {
+            s.status_conn = StatusConn::Own { kept: false };
+        }
+    }
+
+    /// Record a successful scrape, read over `conn`.
     pub fn record_scrape(
         &self,
         group: &GroupConfig,
         report: StatusReport,
         took: Duration,
-        conn_kept: bool,
+        conn: StatusConn,
     ) -> Vec<NodeEvent> {
         let mut events = Vec::new();
         let now = Instant::now();
@@ -523,7 +589,7 @@ impl NodeLive {
         s.scrapes += 1;
         s.last_scrape_duration = Some(took);
         s.last_error = None;
-        s.status_conn_kept = conn_kept;
+        s.status_conn = conn;
         let sample = Sample { at: now, report };
         s.rates = s
             .last
@@ -741,12 +807,12 @@ impl NodeLive {
         match s.fresh(group, now) {
             Some(sample) => {
                 let r = &sample.report;
-                let freed = status_worker_freed(r, s.status_conn_kept);
+                let (freed, scraper) = status_worker(r, s.status_conn);
                 let scraped = f64::from(r.busy_workers.saturating_sub(freed));
                 let since = inflight as f64 - s.inflight_at_scrape as f64;
                 // Whatever the page showed, each request in flight holds a
                 // worker (or waits for one), and so may the scraper.
-                let floor = (inflight + u64::from(1 - freed)) as f64;
+                let floor = (inflight + u64::from(scraper)) as f64;
                 Load {
                     busy: (scraped + since).max(floor),
                     capacity: r.capacity(node.max_workers),
@@ -876,8 +942,13 @@ impl LiveState {
             Some(PageWorkers {
                 capacity,
                 busy: r.busy_workers,
-                // Apache counts the status request's worker busy.
-                status: 1,
+                // Apache counts the status request's worker busy; read over
+                // a visitor's connection, that worker is this proxy's own
+                // (counted in held) and none is set aside for the next read.
+                status: u32::from(!matches!(
+                    self.status_conn,
+                    StatusConn::Visitor { own_closed: false }
+                )),
                 held_at_scrape: inflight + idle,
                 wanting: false,
             })
@@ -959,16 +1030,19 @@ fn holds_worker_per_connection(report: &StatusReport) -> bool {
     report.kind.page().worker_per_connection(report)
 }
 
-/// How many of the scraped busy workers are the status request's own and
-/// free again for other requests: Apache and nginx both count the status
-/// request as busy, but when the scraper keeps its connection open to a
-/// node where a connection holds a worker, that worker stays taken (by the
-/// scraper, between scrapes) and is not free for anyone else.
-fn status_worker_freed(report: &StatusReport, conn_kept: bool) -> u32 {
-    if conn_kept && holds_worker_per_connection(report) {
-        0
-    } else {
-        1
+/// Of the status request's worker, which Apache and nginx both count busy
+/// on the page: (whether it is free again after the read, whether the
+/// scraper still holds it). Over the scraper's own connection kept open to
+/// a node where a connection holds a worker, that worker stays taken (by
+/// the scraper, between scrapes) and is not free for anyone else; over a
+/// visitor's connection it was counted as one of this proxy's requests in
+/// flight, whose end the load's correction since the scrape already takes
+/// off.
+fn status_worker(report: &StatusReport, conn: StatusConn) -> (u32, u32) {
+    match conn {
+        StatusConn::Own { kept: true } if holds_worker_per_connection(report) => (0, 1),
+        StatusConn::Own { .. } => (1, 0),
+        StatusConn::Visitor { .. } => (0, 0),
     }
 }
 
@@ -1082,7 +1156,12 @@ mod tests {
         assert!(!live.take_probe(), "asked once");
         assert_eq!(live.check_stall(t1 + STALL_FLOOR / 2, true), None);
         // It answers: no suspicion left, however long the request takes.
-        live.record_scrape(group, report(Some("prefork"), 2, 8), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            report(Some("prefork"), 2, 8),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert_eq!(
             live.check_stall(Instant::now() + STALL_FLOOR / 2, true),
             None
@@ -1105,7 +1184,12 @@ mod tests {
         let cfg = config();
         let group = &cfg.groups[0];
         let live = NodeLive::new(false);
-        live.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            report(Some("event"), 1, 8),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         let e = live
             .record_scrape_failure(group, "no answer within 1s".into(), Duration::ZERO, true)
             .expect("held back");
@@ -1113,14 +1197,24 @@ mod tests {
         assert!(!live.usable(Instant::now()));
         // A refused connection only counts towards `fall`.
         let other = NodeLive::new(false);
-        other.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        other.record_scrape(
+            group,
+            report(Some("event"), 1, 8),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert_eq!(
             other.record_scrape_failure(group, "refused".into(), Duration::ZERO, false),
             None
         );
         assert!(other.usable(Instant::now()));
         // The next good status takes it back.
-        let events = live.record_scrape(group, report(Some("event"), 1, 8), Duration::ZERO, true);
+        let events = live.record_scrape(
+            group,
+            report(Some("event"), 1, 8),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert!(events
             .iter()
             .any(|e| e.text.contains("no longer held back")));
@@ -1134,14 +1228,14 @@ mod tests {
         let live = NodeLive::new(false);
         let mut r = report(Some("prefork"), 2, 8);
         r.scoreboard = Some("GGW_____".into());
-        live.record_scrape(group, r, Duration::ZERO, false);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: false });
         let view = live
             .balance_view(group, node, Instant::now())
             .expect("usable");
         assert_eq!(view.ramp, GRACEFUL_SHARE);
         let mut r = report(Some("prefork"), 2, 8);
         r.scoreboard = Some("_WW_____".into());
-        live.record_scrape(group, r, Duration::ZERO, false);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: false });
         let view = live
             .balance_view(group, node, Instant::now())
             .expect("usable");
@@ -1168,20 +1262,35 @@ mod tests {
         let now = Instant::now;
         // prefork, scrape connection kept open: the scraper holds a worker
         let live = NodeLive::new(false);
-        live.record_scrape(group, report(Some("prefork"), 4, 4), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            report(Some("prefork"), 4, 4),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert_eq!(live.load(group, node, now()).busy, 4.0);
         assert!(live.worker_per_connection());
         // not kept open: the status request's worker is free again
-        live.record_scrape(group, report(Some("prefork"), 4, 4), Duration::ZERO, false);
+        live.record_scrape(
+            group,
+            report(Some("prefork"), 4, 4),
+            Duration::ZERO,
+            StatusConn::Own { kept: false },
+        );
         assert_eq!(live.load(group, node, now()).busy, 3.0);
         // event: keep-alive connections hold no worker
         let live = NodeLive::new(false);
-        live.record_scrape(group, report(Some("event"), 4, 4), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            report(Some("event"), 4, 4),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert_eq!(live.load(group, node, now()).busy, 3.0);
         assert!(!live.worker_per_connection());
         let mut nginx = StatusReport::new(crate::status::nginx::KIND);
         nginx.busy_workers = 1;
-        live.record_scrape(group, nginx, Duration::ZERO, true);
+        live.record_scrape(group, nginx, Duration::ZERO, StatusConn::Own { kept: true });
         assert!(!live.worker_per_connection());
     }
 
@@ -1192,7 +1301,12 @@ mod tests {
         let live = Arc::new(NodeLive::new(false));
         let _g: Vec<_> = (0..2).map(|_| live.begin_request()).collect();
         // the page was made before the two requests reached the node
-        live.record_scrape(group, report(Some("prefork"), 1, 4), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            report(Some("prefork"), 1, 4),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         let _more: Vec<_> = (0..1).map(|_| live.begin_request()).collect();
         // 3 in flight + the scraper's worker, not 1 + 1
         assert_eq!(live.load(group, node, Instant::now()).busy, 4.0);
@@ -1215,7 +1329,12 @@ mod tests {
         let idle = live.hold_idle();
         let mut r = report(Some("prefork"), 5, 8);
         r.idle_workers = Some(3);
-        live.record_scrape(group, r.clone(), Duration::ZERO, true);
+        live.record_scrape(
+            group,
+            r.clone(),
+            Duration::ZERO,
+            StatusConn::Own { kept: true },
+        );
         assert_eq!(live.limit(group, node, now()), Some(4));
         let h = live.holding(group, node, now());
         assert_eq!((h.inflight, h.idle, h.worker_per_connection), (2, 1, true));
@@ -1232,16 +1351,55 @@ mod tests {
         // An nginx page counts connections, not workers: no limit from it.
         let mut nginx = StatusReport::new(crate::status::nginx::KIND);
         nginx.busy_workers = 3;
-        live.record_scrape(group, nginx, Duration::ZERO, true);
+        live.record_scrape(group, nginx, Duration::ZERO, StatusConn::Own { kept: true });
         assert_eq!(live.limit(group, node, now()), None);
         // On an event node idle connections hold no worker.
         let live = Arc::new(NodeLive::new(false));
         let _idle = live.hold_idle();
         let mut r = report(Some("event"), 1, 4);
         r.idle_workers = Some(3);
-        live.record_scrape(group, r, Duration::ZERO, true);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
         assert_eq!(live.holding(group, node, now()).idle, 0);
         assert_eq!(live.limit(group, node, now()), Some(3));
+    }
+
+    #[test]
+    fn a_page_read_over_a_visitors_connection_sets_no_worker_aside() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let now = Instant::now;
+        // 7 requests of this proxy in flight and the status read over an
+        // eighth of its connections: the page shows all 8 workers busy,
+        // every one this proxy's.
+        let live = Arc::new(NodeLive::new(false));
+        let inflight: Vec<_> = (0..7).map(|_| live.begin_request()).collect();
+        let read = live.begin_status_read();
+        assert_eq!(live.inflight(), 8);
+        assert_eq!(live.proxied(), 7, "a status read is not a request proxied");
+        let mut r = report(Some("prefork"), 8, 8);
+        r.idle_workers = Some(0);
+        let page = |conn| {
+            live.record_scrape(group, r.clone(), Duration::ZERO, conn);
+            live.limit(group, node, now())
+        };
+        assert_eq!(page(StatusConn::Visitor { own_closed: false }), Some(8));
+        // The scraper's own connection closed with this read: its worker
+        // is set aside until the next page.
+        assert_eq!(page(StatusConn::Visitor { own_closed: true }), Some(7));
+        // Read over the scraper's own connection, one worker stays its.
+        assert_eq!(page(StatusConn::Own { kept: true }), Some(7));
+        // After a read over a visitor's connection, that connection goes back
+        // to the pool: the load counts the 7 requests, not a scraper's worker.
+        page(StatusConn::Visitor { own_closed: false });
+        let idle = live.hold_idle();
+        drop(read);
+        let load = live.load(group, node, now());
+        assert_eq!((load.busy, load.inflight), (7.0, 7));
+        // The next read falls back to the scraper's own connection: a worker
+        // is set aside for it at once.
+        live.reserve_status_worker();
+        assert_eq!(live.limit(group, node, now()), Some(7));
+        drop((inflight, idle));
     }
 
     #[test]
@@ -1253,7 +1411,7 @@ mod tests {
         assert_eq!(live.limit(group, node, Instant::now()), Some(2));
         let mut r = report(Some("prefork"), 1, 8);
         r.idle_workers = Some(7);
-        live.record_scrape(group, r, Duration::ZERO, true);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
         assert_eq!(live.limit(group, node, Instant::now()), Some(2));
     }
 

@@ -66,8 +66,9 @@ use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::group::Group;
+use crate::cluster::lend::Lent;
 use crate::cluster::limit;
-use crate::cluster::node::{InflightGuard, NodeLive};
+use crate::cluster::node::{InflightGuard, Node, NodeLive};
 use crate::cluster::{Cluster, ClusterState};
 use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
@@ -1140,12 +1141,7 @@ impl Proxy {
             None
         };
         match pooled {
-            Some(max_idle) => self.pool.put_held(
-                node.config.address,
-                node_io.into_inner(),
-                max_idle,
-                Some(node.live.hold_idle()),
-            ),
+            Some(max_idle) => self.give_back(node, node_io.into_inner(), max_idle),
             // Closed now, not when the visitor has taken the response.
             None => {
                 tracing::debug!(
@@ -1270,6 +1266,33 @@ impl Proxy {
             return false;
         }
         ctx.state.config.retries.idempotent_on_error
+    }
+
+    /// A node's connection that a request is done with goes back to the
+    /// pool, or to the scraper when it waits to read the node's status
+    /// page over one (`cluster::lend`).
+    fn give_back(&self, node: &Node, stream: TcpStream, max_idle: Duration) {
+        let addr = node.config.address;
+        node.live.lend.note_pooled();
+        if node.live.lend.wanted() {
+            let lent = Lent {
+                stream,
+                thread: std::thread::current().id(),
+                max_idle,
+                guard: node.live.begin_status_read(),
+            };
+            if let Err(lent) = node.live.lend.lend(lent) {
+                // The scraper stopped waiting: pooled, then the slot counted
+                // for the read is given back.
+                let Lent { stream, guard, .. } = lent;
+                self.pool
+                    .put_held(addr, stream, max_idle, Some(node.live.hold_idle()));
+                drop(guard);
+            }
+            return;
+        }
+        self.pool
+            .put_held(addr, stream, max_idle, Some(node.live.hold_idle()));
     }
 
     /// Count a failed attempt against the current node.

@@ -156,6 +156,42 @@ impl Pool {
         found.map(|c| c.stream)
     }
 
+    /// The warmest idle connection to `addr` on any thread, still open and
+    /// idle for less than `max_idle`, with the thread whose reactor has it
+    /// and its own idle limit: for a status read over it
+    /// (`cluster::lend`), after which it goes back there
+    /// ([`Pool::put_held_on`]).
+    pub fn take_any(
+        &self,
+        addr: SocketAddr,
+        max_idle: Duration,
+    ) -> Option<(TcpStream, ThreadId, Duration)> {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            for ((a, thread), list) in idle.iter_mut() {
+                if *a != addr {
+                    continue;
+                }
+                while let Some(mut c) = list.pop() {
+                    if !c.expired(now, max_idle) && still_open(&mut c.stream) {
+                        found = Some((c, *thread));
+                        break;
+                    }
+                    closed.push(c);
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            found
+        };
+        drop(closed);
+        found.map(|(c, thread)| (c.stream, thread, c.max_idle))
+    }
+
     /// Close the longest idle connection to `addr` that another worker
     /// thread keeps, if there is one. On a node that holds a worker per
     /// connection, that gives the worker back for a new connection from
@@ -186,9 +222,19 @@ impl Pool {
         max_idle: Duration,
         hold: Option<IdleHold>,
     ) {
+        self.put_keyed(key(addr), stream, max_idle, hold);
+    }
+
+    fn put_keyed(
+        &self,
+        key: (SocketAddr, ThreadId),
+        stream: TcpStream,
+        max_idle: Duration,
+        hold: Option<IdleHold>,
+    ) {
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = idle.entry(key(addr)).or_default();
+            let list = idle.entry(key).or_default();
             list.push(Idle {
                 stream,
                 since: Instant::now(),
@@ -198,6 +244,20 @@ impl Pool {
             (list.len() > self.cap).then(|| list.remove(0))
         };
         drop(evicted);
+    }
+
+    /// [`Pool::put_held`] for the worker thread `thread` (a connection
+    /// that was lent to the scraper goes back to the thread whose reactor
+    /// has it).
+    pub fn put_held_on(
+        &self,
+        thread: ThreadId,
+        addr: SocketAddr,
+        stream: TcpStream,
+        max_idle: Duration,
+        hold: Option<IdleHold>,
+    ) {
+        self.put_keyed((addr, thread), stream, max_idle, hold);
     }
 
     /// Close `n` idle connections to `addr`, the longest idle first, on any

@@ -18,6 +18,7 @@
 //! [`parse`] is the entry point: it checks the page is plausible text (size,
 //! encoding, not HTML), picks the kind and hands over to the kind's parser.
 
+pub mod fetch;
 pub mod rates;
 pub mod scraper;
 

@@ -5,34 +5,44 @@
 //! node, every `scrape_interval` with +/-10% jitter (and a random first
 //! offset) so nodes are not polled in lockstep, and every [`QUEUED_INTERVAL`]
 //! while requests wait in the node's group queue (the limits that decide
-//! when they go are made from the pages: `cluster::limit`). A scrape is a GET over a
-//! pooled keep-alive connection with the group's timeout, a body capped at
+//! when they go are made from the pages: `cluster::limit`). A scrape is a
+//! GET (`status::fetch`) with the group's timeout, a body capped at
 //! `MAX_PAGE_BYTES`, then `status::parse`. The result goes to the node's
 //! live state, where it doubles as the active health check (rise/fall).
-//! On Apache prefork/worker the kept-open status connection holds one
-//! worker between scrapes: the status page still answers when every other
-//! worker is taken (full is not down), and the load estimate counts that
-//! worker as taken (`NodeLive::load`). It is not lent to visitors between
-//! scrapes: once given up, traffic that is not this proxy's may take every
-//! worker, and the page could not be read until some of it ended.
-//! Nodes added by a reload are picked up on the next tick; removed ones are
-//! forgotten.
+//!
+//! Over which connection: on Apache prefork/worker, where a connection
+//! holds a worker, the scraper's own kept-open connection holds one worker
+//! between scrapes: the status page still answers when every other worker
+//! is taken (full is not down), and the node's limit sets that worker
+//! aside. When this proxy holds connections to the node and its requests
+//! there are short (`NodeLive::status_over_visitor_conn`), the page is read
+//! over one of the proxy's own pooled connections instead (an idle one, or
+//! the next one a request gives back: `cluster::lend`), the scraper's own
+//! connection is closed, and the limit sets no worker aside: every worker
+//! serves visitors, and a read takes one for a fraction of a millisecond.
+//! When no connection comes back within a few of the node's usual response
+//! times, the worker is set aside again and the page is read over the
+//! scraper's own connection (which gets a worker when the next of the
+//! proxy's connections over the new limit closes). Nodes added by a reload
+//! are picked up on the next tick; removed ones are forgotten.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::connectors::http::v1::Connector;
-use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::HttpPeer;
+use tokio::net::TcpStream;
 
-use crate::cluster::node::NodeLive;
+use crate::cluster::lend::Lent;
+use crate::cluster::node::{NodeLive, StatusConn};
 use crate::cluster::Cluster;
-use crate::config::{GroupConfig, StatusKind, StatusUrl};
-use crate::status::{self, MAX_PAGE_BYTES};
+use crate::config::{GroupConfig, NodeConfig, StatusKind, StatusUrl};
+use crate::proxy::pool::Pool;
+use crate::status;
+use crate::status::fetch::{self, Failure};
 
 /// How often the scheduler looks for due nodes.
 const TICK: Duration = Duration::from_millis(50);
@@ -46,14 +56,18 @@ const POOL_IDLE: Duration = Duration::from_secs(4);
 
 pub struct Scraper {
     cluster: Arc<Cluster>,
-    connector: Arc<Connector>,
+    /// The proxy's pool of connections to the nodes (for reads over them).
+    pool: Arc<Pool>,
+    /// The scraper's own kept-open connections (one per status address).
+    own: Arc<Pool>,
 }
 
 impl Scraper {
-    pub fn new(cluster: Arc<Cluster>) -> Scraper {
+    pub fn new(cluster: Arc<Cluster>, pool: Arc<Pool>) -> Scraper {
         Scraper {
             cluster,
-            connector: Arc::new(Connector::new(None)),
+            pool,
+            own: Arc::new(Pool::with_cap(1)),
         }
     }
 
@@ -89,7 +103,8 @@ impl Scraper {
                 let (due, started) = *next
                     .entry(key)
                     .or_insert_with(|| (now + interval.mul_f64(fastrand::f64() * 0.1), now));
-                let due = match (node.live.take_probe(), queued) {
+                let probe = node.live.take_probe();
+                let due = match (probe, queued) {
                     // It looks stalled: its page says whether it is.
                     (true, _) => now,
                     (false, true) => due.min(started + QUEUED_INTERVAL),
@@ -111,14 +126,20 @@ impl Scraper {
                 let job = Job {
                     live: Arc::clone(&node.live),
                     node: node.config.name.clone(),
+                    address: node.config.address,
+                    node_config: node.config.clone(),
                     group: group.config.clone(),
                     url: node.config.status.clone(),
                     kind: node.config.status_kind,
+                    // A node that looks stalled is read over the scraper's
+                    // own connection: none of the proxy's may come back.
+                    probe,
+                    pool: Arc::clone(&self.pool),
+                    own: Arc::clone(&self.own),
                 };
-                let connector = Arc::clone(&self.connector);
                 let running = Arc::clone(running);
                 tokio::spawn(async move {
-                    job.run(&connector).await;
+                    job.run().await;
                     running
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -137,6 +158,9 @@ impl BackgroundService for Scraper {
         let running = Arc::new(Mutex::new(HashSet::new()));
         loop {
             self.start_due(&mut next, &running);
+            // Own connections idle past their time hold a worker for
+            // nothing.
+            self.own.sweep(POOL_IDLE);
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => return,
@@ -149,28 +173,66 @@ impl BackgroundService for Scraper {
 struct Job {
     live: Arc<NodeLive>,
     node: String,
+    /// The node's own address (its visitors' connections go there).
+    address: SocketAddr,
+    node_config: NodeConfig,
     group: GroupConfig,
     url: StatusUrl,
     kind: StatusKind,
+    probe: bool,
+    pool: Arc<Pool>,
+    own: Arc<Pool>,
+}
+
+/// What one read gave: the page, over which connection, or why not and
+/// whether in time.
+type Read = Result<(Vec<u8>, StatusConn), (String, bool)>;
+
+/// How a read over one of the proxy's connections went.
+enum Visit {
+    /// The page was read and recorded.
+    Recorded,
+    /// It failed, to be recorded so.
+    Failed(Read),
+    /// No connection came (or it was closed under the read before any
+    /// answer): the scraper's own connection instead.
+    NotLent,
 }
 
 impl Job {
-    async fn run(self, connector: &Connector) {
+    async fn run(self) {
         let started = Instant::now();
         let timeout = self.group.scrape.timeout;
-        self.live.scrape_sent();
-        let fetched = fetch(connector, &self.url, timeout);
-        let result = match tokio::time::timeout(timeout, fetched).await {
-            Ok(Ok((body, kept))) => status::parse(self.kind.hint(), &body)
-                .map(|report| (report, kept))
-                .map_err(|e| (e.to_string(), false)),
-            Ok(Err(e)) => Err((e, false)),
-            Err(_) => Err((format!("no answer within {timeout:?}"), true)),
+        let lend_wait = (!self.probe && self.url.address == self.address)
+            .then(|| self.live.status_over_visitor_conn())
+            .flatten();
+        let visit = match lend_wait {
+            Some(wait) => self.over_a_visitors_conn(wait, started).await,
+            None => Visit::NotLent,
         };
+        let read = match visit {
+            Visit::Recorded => return,
+            Visit::Failed(read) => read,
+            Visit::NotLent => match tokio::time::timeout(timeout, self.over_own_conn()).await {
+                Ok(read) => read,
+                Err(_) => Err((format!("no answer within {timeout:?}"), true)),
+            },
+        };
+        self.record(read, started);
+    }
+
+    /// Parse and record a read's page (or its failure), and log what
+    /// changed.
+    fn record(&self, read: Read, started: Instant) {
         let took = started.elapsed();
-        let events = match result {
-            Ok((report, kept)) => {
-                let events = self.live.record_scrape(&self.group, report, took, kept);
+        let parsed = read.and_then(|(body, conn)| {
+            status::parse(self.kind.hint(), &body)
+                .map(|report| (report, conn))
+                .map_err(|e| (e.to_string(), false))
+        });
+        let events = match parsed {
+            Ok((report, conn)) => {
+                let events = self.live.record_scrape(&self.group, report, took, conn);
                 // The page may show workers freed by others: requests
                 // waiting for this node's group may go.
                 self.live.room_freed();
@@ -188,107 +250,163 @@ impl Job {
             event.log(&self.group.name, &self.node);
         }
     }
-}
 
-/// GET the status page; a pooled connection the node closed meanwhile is
-/// retried once on a new one. Ok carries the body and whether the connection
-/// was kept open for the next scrape.
-async fn fetch(
-    connector: &Connector,
-    url: &StatusUrl,
-    timeout: Duration,
-) -> Result<(Vec<u8>, bool), String> {
-    let mut peer = HttpPeer::new(url.address, false, String::new());
-    peer.options.connection_timeout = Some(timeout);
-    peer.options.total_connection_timeout = Some(timeout);
-    peer.options.read_timeout = Some(timeout);
-    peer.options.write_timeout = Some(timeout);
-    peer.options.idle_timeout = Some(POOL_IDLE);
-    match fetch_once(connector, &peer, url).await {
-        Err((reused, _)) if reused => fetch_once(connector, &peer, url).await.map_err(|(_, e)| e),
-        other => other.map_err(|(_, e)| e),
-    }
-}
-
-/// A transport error in words, for the status page (`connection refused`
-/// rather than pingora's `ConnectRefused`).
-fn in_words(e: &pingora::Error) -> &'static str {
-    use pingora::ErrorType as E;
-    match e.etype() {
-        E::ConnectTimedout => "connect timed out",
-        E::ConnectRefused => "connection refused",
-        E::ConnectNoRoute => "no route to host",
-        E::ReadTimedout => "read timed out",
-        E::WriteTimedout => "write timed out",
-        E::ConnectionClosed => "connection closed by the node",
-        E::ReadError => "read error",
-        E::WriteError => "write error",
-        E::InvalidHTTPHeader | E::H1Error => "invalid HTTP response",
-        other => other.as_str(),
-    }
-}
-
-/// Ok carries the body and whether the connection went back to the pool;
-/// Err whether the connection was a reused one.
-async fn fetch_once(
-    connector: &Connector,
-    peer: &HttpPeer,
-    url: &StatusUrl,
-) -> Result<(Vec<u8>, bool), (bool, String)> {
-    let (mut session, reused) = connector.get_http_session(peer).await.map_err(|e| {
-        (
-            false,
-            format!("cannot connect to {}: {}", url.address, in_words(&e)),
-        )
-    })?;
-    let fail = |what: &str, e: pingora::BError| (reused, format!("{what}: {}", in_words(&e)));
-    let mut req = RequestHeader::build("GET", url.path_and_query.as_bytes(), Some(3))
-        .map_err(|e| fail("bad status path", e))?;
-    req.insert_header("host", url.host.as_str())
-        .map_err(|e| fail("bad Host", e))?;
-    req.insert_header(
-        "user-agent",
-        concat!("webcluster/", env!("CARGO_PKG_VERSION")),
-    )
-    .map_err(|e| fail("bad header", e))?;
-    req.insert_header("accept", "text/plain")
-        .map_err(|e| fail("bad header", e))?;
-    session
-        .write_request_header(Box::new(req))
-        .await
-        .map_err(|e| fail("sending the request failed", e))?;
-    session
-        .read_response()
-        .await
-        .map_err(|e| fail("reading the response failed", e))?;
-    let code = session.get_status().map_or(0, |s| s.as_u16());
-    if code != 200 {
-        let hint = match code {
-            401 | 403 => " (does the node allow the proxy's address to read it?)",
-            404 => " (is mod_status / stub_status enabled at this path?)",
-            _ => "",
+    /// Read the page over one of the proxy's connections to the node: an
+    /// idle pooled one, else the next one a request gives back within
+    /// `wait`. When none came (or it was closed under the read before any
+    /// answer), a worker is set aside for the scraper's own connection
+    /// again. The page is recorded before the connection goes back to the
+    /// pool and stops counting as in flight.
+    async fn over_a_visitors_conn(&self, wait: Duration, started: Instant) -> Visit {
+        let timeout = self.group.scrape.timeout;
+        let Some(Lent {
+            stream,
+            thread,
+            max_idle,
+            guard,
+        }) = self.borrow(wait.min(timeout)).await
+        else {
+            tracing::debug!(
+                node = %self.node,
+                "no connection came back within {wait:?}: status read over the scraper's own"
+            );
+            self.live.reserve_status_worker();
+            return Visit::NotLent;
         };
-        return Err((false, format!("HTTP {code} from the status page{hint}")));
-    }
-    let mut body = Vec::new();
-    loop {
-        match session.read_body_ref().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                    return Err((false, format!("status page over {MAX_PAGE_BYTES} bytes")));
-                }
-                body.extend_from_slice(chunk);
+        // The scraper's own connection would hold a worker for nothing.
+        let own_closed = self.own.shed(self.url.address, u64::MAX) > 0;
+        self.live.scrape_sent();
+        let left = timeout.saturating_sub(started.elapsed());
+        let page = match tokio::time::timeout(left, fetch::get(stream, &self.url, left * 2)).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(Failure {
+                before_response: true,
+                ..
+            })) => {
+                // The node closed it as it was lent (the keep-alive race).
+                drop(guard);
+                self.live.reserve_status_worker();
+                return Visit::NotLent;
             }
-            Ok(None) => break,
-            Err(e) => return Err(fail("reading the page failed", e)),
+            Ok(Err(f)) => return Visit::Failed(Err((f.reason, false))),
+            Err(_) => return Visit::Failed(Err((format!("no answer within {timeout:?}"), true))),
+        };
+        let report = match status::parse(self.kind.hint(), &page.body) {
+            Ok(report) => report,
+            // Refused: the connection is closed with it.
+            Err(e) => return Visit::Failed(Err((e.to_string(), false))),
+        };
+        let events = self.live.record_scrape(
+            &self.group,
+            report,
+            started.elapsed(),
+            StatusConn::Visitor { own_closed },
+        );
+        for event in events {
+            event.log(&self.group.name, &self.node);
         }
+        if let Some(conn) = page.conn {
+            self.pool.put_held_on(
+                thread,
+                self.address,
+                conn,
+                max_idle,
+                Some(self.live.hold_idle()),
+            );
+        }
+        // Its slot goes to the requests waiting for the node.
+        drop(guard);
+        Visit::Recorded
     }
-    session.respect_keepalive();
-    let kept = session.will_keepalive();
-    if kept {
-        connector
-            .release_http_session(session, peer, Some(POOL_IDLE))
-            .await;
+
+    /// One of the proxy's connections to the node for a status read: an
+    /// idle pooled one, else the next one a request gives back within
+    /// `wait`. The idle one is taken only while the node's limit has room
+    /// for one more connection besides it (it is counted in flight before
+    /// it leaves the pool, so its worker is never seen free): a request
+    /// let in meanwhile to reuse it then has room for a new connection.
+    /// At the limit, a connection a request gives back was never counted
+    /// idle, so no request was let in to reuse it.
+    async fn borrow(&self, wait: Duration) -> Option<Lent> {
+        let guard = self.live.begin_status_read();
+        let h = self
+            .live
+            .holding(&self.group, &self.node_config, Instant::now());
+        let room = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
+        if room {
+            if let Some((stream, thread, max_idle)) =
+                self.pool.take_any(self.address, Duration::MAX)
+            {
+                return Some(Lent {
+                    stream,
+                    thread,
+                    max_idle,
+                    guard,
+                });
+            }
+        }
+        drop(guard);
+        let mut given = self.live.lend.ask();
+        tokio::select! {
+            lent = &mut given => return lent.ok(),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        self.live.lend.cancel();
+        // One handed over as the wait ended is used all the same.
+        given.try_recv().ok()
     }
-    Ok((body, kept))
+
+    /// Read the page over the scraper's own connection: the kept one, or a
+    /// new one (also when the kept one was closed by the node meanwhile).
+    /// The caller bounds it by the group's timeout; each step's own bound
+    /// is longer, so that a node that does not answer is told by that.
+    async fn over_own_conn(&self) -> Read {
+        let timeout = self.group.scrape.timeout * 2;
+        let addr = self.url.address;
+        self.live.scrape_sent();
+        let mut page = None;
+        if let Some((kept, _, _)) = self.own.take_any(addr, POOL_IDLE) {
+            match fetch::get(kept, &self.url, timeout).await {
+                Ok(p) => page = Some(p),
+                Err(f) if f.before_response => {}
+                Err(f) => return Err((f.reason, false)),
+            }
+        }
+        let page = match page {
+            Some(p) => p,
+            None => {
+                let conn = connect(addr, timeout).await.map_err(|e| (e, false))?;
+                fetch::get(conn, &self.url, timeout)
+                    .await
+                    .map_err(|f| (f.reason, false))?
+            }
+        };
+        let kept = match page.conn {
+            Some(conn) => {
+                self.own.put(addr, conn, POOL_IDLE);
+                true
+            }
+            None => false,
+        };
+        Ok((page.body, StatusConn::Own { kept }))
+    }
+}
+
+/// A new connection to a status page's address.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let conn = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(format!("cannot connect to {addr}: connect timed out")),
+        Ok(Err(e)) => {
+            let words = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::TimedOut => "connect timed out".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(format!("cannot connect to {addr}: {words}"));
+        }
+        Ok(Ok(conn)) => conn,
+    };
+    // One small request, answered at once: no reason to wait for more.
+    let _ = conn.set_nodelay(true);
+    Ok(conn)
 }
