@@ -12,6 +12,7 @@ PLOT_DIR/results.json so the numbers stay with the tables.
 import argparse
 import datetime
 import json
+import statistics
 import math
 import os
 import re
@@ -905,6 +906,33 @@ def plot_svg(scen, plot_dir, handler_ms):
     return "latency.svg"
 
 
+def burst_goodput(run_dir, seconds):
+    """Visitors' requests the nodes completed per second during the first
+    `seconds` of load (from the first visitor request any node began), by
+    the nodes' own access logs (docker/apache/node.conf: the duration in
+    microseconds fourth from the end, the start in milliseconds last): the
+    goodput while the burst of q-overload lasts, whichever order a proxy
+    serves its queue in. None without the logs."""
+    spans = []
+    for node in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        path = os.path.join(run_dir, node, "logs", "access.log")
+        if not os.path.isfile(path):
+            continue
+        for line in open(path, errors="replace"):
+            if '"openloop"' not in line:
+                continue
+            f = line.split()
+            try:
+                start = int(f[-1]) / 1000.0
+                spans.append((start, start + int(f[-4]) / 1e6))
+            except (IndexError, ValueError):
+                continue
+    if not spans:
+        return None
+    t0 = min(s for s, _ in spans)
+    return sum(1 for _, e in spans if e < t0 + seconds) / float(seconds)
+
+
 def queue_section(rows, handler_p99):
     """The queue scenarios (issue 17): every generator of each run, with
     what the issue judges: answered (2xx/3xx, or 503) vs hung, p99 of the
@@ -921,6 +949,7 @@ def queue_section(rows, handler_p99):
              "",
              "| scenario | method | generator | rate/s | sent | served | 503 | no answer | p50 served | p99 served | p99 all | shares |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    goodput = {}
     for r in runs:
         gens = [("main", r.get("openloop"))]
         if r.get("openloop_after"):
@@ -945,6 +974,20 @@ def queue_section(rows, handler_p99):
                 r["scenario"], r["method"], name, ol.get("rate", 0), ol.get("sent", 0), ok, n503, no_answer,
                 fmt_ms(lat_ok.get("p50")), fmt_ms(lat_ok.get("p99")), fmt_ms(ol.get("latency_ms", {}).get("p99")),
                 shares))
+            if r["scenario"] == "q-overload" and name == "main":
+                g = burst_goodput(os.path.dirname(path), ol.get("duration_s") or 10)
+                if g is not None:
+                    goodput.setdefault(r["method"], []).append(g)
+    if goodput:
+        best_peer = max((statistics.median(v) for k, v in goodput.items() if not k.startswith("wc-")), default=None)
+        lines += ["", "Goodput while the burst of `q-overload` lasts: visitors' requests the nodes completed "
+                  "per second from the first one any node began until the burst's end, by the nodes' own "
+                  "access logs (median of the runs; whichever order a proxy serves its queue in):", ""]
+        for k, v in goodput.items():
+            med = statistics.median(v)
+            lines.append("- %s: %.0f/s (runs: %s)%s" % (
+                k, med, ", ".join("%.0f" % x for x in v),
+                " = %.3fx the best peer's" % (med / best_peer) if best_peer and k.startswith("wc-") else ""))
     return lines
 
 
