@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use webcluster::config::{load, parse, AccessLog, AffinityMode, Config, ConfigError, StatusKind};
+use webcluster::config::{
+    load, parse, AccessLog, AffinityMode, Config, ConfigError, QueueOrder, StatusKind,
+};
 
 const FILE: &str = "conf/test.toml";
 
@@ -1080,11 +1082,13 @@ fn queue_settings_are_read_and_default_to_the_connect_timeout() {
     let c = ok(MINIMAL);
     let g = &c.groups[0];
     assert_eq!((g.queue_timeout, g.max_queue), (None, 0));
+    assert_eq!(g.queue_order, QueueOrder::Adaptive);
     assert_eq!(g.nodes[0].max_conns, None);
     let text = r#"[[group]]
 name = "web"
 queue_timeout = "1500ms"
 max_queue = 200
+queue_order = "fifo"
   [[group.node]]
   name = "web1"
   address = "127.0.0.1:8001"
@@ -1094,10 +1098,13 @@ max_queue = 200
     let g = &c.groups[0];
     assert_eq!(g.queue_timeout, Some(Duration::from_millis(1500)));
     assert_eq!(g.max_queue, 200);
+    assert_eq!(g.queue_order, QueueOrder::Fifo);
     assert_eq!(g.nodes[0].max_conns, Some(32));
     let summary = c.summary();
     assert!(
-        summary.contains("queue timeout 1s 500ms") && summary.contains("max_conns 32"),
+        summary.contains("queue timeout 1s 500ms")
+            && summary.contains("queue order fifo")
+            && summary.contains("max_conns 32"),
         "{summary}"
     );
 }
@@ -1108,6 +1115,8 @@ fn bad_queue_settings_name_their_line_and_key() {
     assert_error(text, 3, "queue_timeout", "must be longer than 0s");
     let text = "[[group]]\nname = \"web\"\nqueue_timeout = \"soon\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
     assert_error(text, 3, "queue_timeout", "not a valid duration");
+    let text = "[[group]]\nname = \"web\"\nqueue_order = \"lifo\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";
+    assert_error(text, 3, "queue_order", "expected \"adaptive\" or \"fifo\"");
     let text = "[[group]]\nname = \"web\"\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n  max_conns = 0\n";
     assert_error(text, 6, "max_conns", "at least 1");
     let text = "[[group]]\nname = \"web\"\nmax_queue = -1\n  [[group.node]]\n  name = \"a\"\n  address = \"127.0.0.1:8001\"\n";

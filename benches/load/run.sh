@@ -125,6 +125,8 @@
 #   Q_LOAD       share of the capacity in q-hidden, q-sizes, q-two [0.72]
 #   Q_OVER, Q_AFTER, Q_BURST_S, Q_AFTER_S  see q-overload [1.3, 0.5, 10, 10]
 #   Q_SIZES      workers of n1 n2 n3 in q-sizes ["8 16 32"]
+#   Q_ORDER      webcluster's queue_order in the queue scenarios ["": its
+#                default, "adaptive"; "fifo": oldest first, as HAProxy's]
 #   FLAP_EVERY   see flap [20]
 #   FREEZE_SECS  how long n1 stays frozen in the freeze scenario [3]
 #   METHODS      ["wc-busyness wc-round_robin wc-least_inflight wc-busyness-ka
@@ -208,6 +210,7 @@ Q_AFTER=${Q_AFTER:-0.5}
 Q_BURST_S=${Q_BURST_S:-10}
 Q_AFTER_S=${Q_AFTER_S:-10}
 Q_SIZES=${Q_SIZES:-"8 16 32"}
+Q_ORDER=${Q_ORDER:-}
 NODE_WORKERS_OF=()
 BAL_WORKERS=${BAL_WORKERS:-1}
 HANDLER_CHECK=${HANDLER_CHECK:-1}
@@ -1266,7 +1269,10 @@ balancing_run() { # SCENARIO METHOD REP
         q-hidden|q-two|q-sizes) rate=$(q_rate "$Q_LOAD" "$hidden") ;;
         q-overload) rate=$(q_rate "$Q_OVER" 0); duration=$Q_BURST_S ;;
     esac
-    if [[ $scenario == q-* ]]; then wc_extra="queue_timeout = \"${QUEUE_TIMEOUT}s\""; fi
+    if [[ $scenario == q-* ]]; then
+        wc_extra="queue_timeout = \"${QUEUE_TIMEOUT}s\""
+        [[ -n $Q_ORDER ]] && wc_extra+=$'\n'"queue_order = \"$Q_ORDER\""
+    fi
     local total=$duration
     [[ $scenario == q-overload ]] && total=$((Q_BURST_S + Q_AFTER_S))
     if ((hidden > 0)); then

@@ -16,7 +16,10 @@
 //! left over from the overload, are served oldest first when no fresh
 //! request waits, so that the room the nodes have once the overload ends
 //! goes to those whose time runs out first and as many of them as it can
-//! take are served before their `queue_timeout`. A slot is never left free
+//! take are served before their `queue_timeout`. With `queue_order =
+//! "fifo"` a standing queue is still served oldest first, as HAProxy's: more
+//! of a burst is served in all (each up to `queue_timeout` late), and the
+//! visitors after it wait behind its leftovers. A slot is never left free
 //! while a request waits; only who waits changes. A request
 //!  that may go to any node of the group takes the first
 //! node under its limit (primaries, then backups, ranked by the group's
@@ -49,6 +52,7 @@ use tokio::sync::oneshot;
 
 use crate::cluster::node::{InflightGuard, NodeLive};
 use crate::cluster::ClusterState;
+use crate::config::QueueOrder;
 
 /// How many of the last waits the page's p50 and p99 are taken over.
 const RECENT_WAITS: usize = 1024;
@@ -89,8 +93,9 @@ pub enum Admit {
 struct Entry {
     id: u64,
     /// When its wait passes half its `queue_timeout`: from then on, while
-    /// it is the oldest, the queue serves newest first.
-    standing_at: Instant,
+    /// it is the oldest, the queue serves newest first. None: never
+    /// (`queue_order = "fifo"`).
+    standing_at: Option<Instant>,
     /// Until when it is fresh (a sixteenth of its `queue_timeout`): a
     /// standing queue serves the fresh newest first, then the others
     /// oldest first.
@@ -407,14 +412,14 @@ impl GroupQueue {
             let id = inner.next_id;
             inner.next_id += 1;
             let (tx, rx) = oneshot::channel();
-            let timeout = state
-                .groups
-                .get(group)
-                .and_then(|g| g.config.queue_timeout)
+            let config = state.groups.get(group).map(|g| &g.config);
+            let timeout = config
+                .and_then(|c| c.queue_timeout)
                 .unwrap_or(state.config.timeouts.connect);
+            let fifo = config.is_some_and(|c| c.queue_order == QueueOrder::Fifo);
             inner.waiters.push_back(Entry {
                 id,
-                standing_at: now + timeout / 2,
+                standing_at: (!fifo).then(|| now + timeout / 2),
                 fresh_until: now + timeout / 16,
                 state: Arc::clone(state),
                 group,
@@ -494,7 +499,11 @@ impl GroupQueue {
         // newest first, then the others oldest first. Going from the back,
         // a removal leaves the indexes still to visit as they are.
         let len = inner.waiters.len();
-        let standing = inner.waiters.front().is_some_and(|e| now >= e.standing_at);
+        let standing = inner
+            .waiters
+            .front()
+            .and_then(|e| e.standing_at)
+            .is_some_and(|at| now >= at);
         let fresh = match standing {
             // In arrival order, so the fresh ones are the last (found by
             // halving: a standing queue may be long).
@@ -681,6 +690,33 @@ mod tests {
         drop(got);
         let got = handed(&mut a).expect("oldest first again");
         assert!(handed(&mut b).is_none());
+        drop(got);
+    }
+
+    #[test]
+    fn a_fifo_queue_is_served_oldest_first_even_when_it_stands() {
+        // As above, with `queue_order = "fifo"`: past half the timeout the
+        // oldest still goes first.
+        let mut c = cluster(1, 1, 0);
+        let mut cfg = (*c.state().config).clone();
+        cfg.groups[0].queue_timeout = Some(Duration::from_millis(1600));
+        cfg.groups[0].queue_order = QueueOrder::Fifo;
+        c = Cluster::new(cfg);
+        let state = c.state();
+        let q = Arc::clone(&state.groups[0].queue);
+        let first = go(q.admit(&state, 0, any(), 0));
+        let mut old = wait(q.admit(&state, 0, any(), 0));
+        let mut middle = wait(q.admit(&state, 0, any(), 0));
+        std::thread::sleep(Duration::from_millis(850));
+        let mut new = wait(q.admit(&state, 0, any(), 0));
+        drop(first);
+        let got = handed(&mut old).expect("the oldest goes first");
+        assert!(handed(&mut middle).is_none() && handed(&mut new).is_none());
+        drop(got);
+        let got = handed(&mut middle).expect("then the next oldest");
+        assert!(handed(&mut new).is_none());
+        drop(got);
+        let got = handed(&mut new).expect("then the newest");
         drop(got);
     }
 

@@ -21,9 +21,9 @@ use serde_spanned::Spanned;
 use super::error::ConfigError;
 use super::model::{
     AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config, Discovery,
-    GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion, Retries, RouteConfig,
-    ScrapeSettings, ServerKind, ServerSettings, SrvNodes, StatusKind, StatusUrl, Timeouts,
-    TlsListener, TlsVersion, UpstreamKeepalive,
+    GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion, QueueOrder, Retries,
+    RouteConfig, ScrapeSettings, ServerKind, ServerSettings, SrvNodes, StatusKind, StatusUrl,
+    Timeouts, TlsListener, TlsVersion, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -251,6 +251,7 @@ pub struct GroupFile {
     pub upstream_keepalive: Option<Spanned<String>>,
     pub queue_timeout: Option<Spanned<String>>,
     pub max_queue: Option<Spanned<u32>>,
+    pub queue_order: Option<Spanned<String>>,
     pub scrape: Option<bool>,
     pub scrape_interval: Option<Spanned<String>>,
     pub scrape_timeout: Option<Spanned<String>>,
@@ -1011,6 +1012,12 @@ impl GroupFile {
             )?),
         };
         let max_queue = self.max_queue.as_ref().map_or(0, |v| *v.get_ref());
+        let queue_order = match &self.queue_order {
+            None => QueueOrder::Adaptive,
+            Some(v) => {
+                parse_queue_order(v.get_ref()).map_err(|e| cx.bad(v, cxs, "queue_order", e))?
+            }
+        };
 
         let interval = cx.positive_duration(
             &self.scrape_interval,
@@ -1118,6 +1125,7 @@ impl GroupFile {
             upstream_keepalive,
             queue_timeout,
             max_queue,
+            queue_order,
             affinity,
             send_proxy_protocol,
             srv,
@@ -1716,6 +1724,13 @@ fn parse_upstream_keepalive(text: &str) -> std::result::Result<UpstreamKeepalive
     .into_iter()
     .find(|m| m.as_str() == text)
     .ok_or_else(|| format!("unknown value {text:?}: expected \"auto\", \"on\" or \"off\""))
+}
+
+fn parse_queue_order(text: &str) -> std::result::Result<QueueOrder, String> {
+    [QueueOrder::Adaptive, QueueOrder::Fifo]
+        .into_iter()
+        .find(|m| m.as_str() == text)
+        .ok_or_else(|| format!("unknown value {text:?}: expected \"adaptive\" or \"fifo\""))
 }
 
 fn parse_affinity_mode(text: &str) -> std::result::Result<AffinityMode, String> {

@@ -268,6 +268,30 @@ impl UpstreamKeepalive {
     }
 }
 
+/// In which order a group's queue is served once it stands (more comes
+/// than the nodes take: its oldest request waited half its
+/// `queue_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueOrder {
+    /// The requests that came last first, then the rest oldest first
+    /// ("adaptive LIFO", `cluster::queue`): under overload the served are
+    /// served at once and the visitors after it are not kept waiting.
+    Adaptive,
+    /// Oldest first always, as HAProxy's queue: under overload every
+    /// served request waits about `queue_timeout`, and more of a burst is
+    /// served in all, the visitors after it waiting behind its leftovers.
+    Fifo,
+}
+
+impl QueueOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueOrder::Adaptive => "adaptive",
+            QueueOrder::Fifo => "fifo",
+        }
+    }
+}
+
 /// Which status page kind a node serves (`status_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusKind {
@@ -318,6 +342,8 @@ pub struct GroupConfig {
     /// answered 503 at once. 0: no limit (the wait is still bounded by
     /// `queue_timeout`).
     pub max_queue: u32,
+    /// In which order a standing queue is served (`cluster::queue`).
+    pub queue_order: QueueOrder,
     /// Session affinity (sticky sessions); off by default.
     pub affinity: Affinity,
     /// Start each connection to a node with a PROXY protocol header

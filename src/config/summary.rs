@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::model::{AccessLog, AffinityMode, Config, GroupConfig, RouteConfig};
+use super::model::{AccessLog, AffinityMode, Config, GroupConfig, QueueOrder, RouteConfig};
 
 fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -156,6 +156,9 @@ fn write_group(out: &mut String, g: &GroupConfig) -> std::fmt::Result {
     }
     if g.max_queue > 0 {
         let _ = write!(keepalive, ", max queue {}", g.max_queue);
+    }
+    if g.queue_order != QueueOrder::Adaptive {
+        let _ = write!(keepalive, ", queue order {}", g.queue_order.as_str());
     }
     let a = &g.affinity;
     let affinity = match a.mode {
