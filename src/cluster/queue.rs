@@ -650,21 +650,54 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    #[test]
-    fn a_standing_queue_is_served_newest_first_until_it_moves_again() {
-        // queue_timeout 1.6s: once the oldest has waited 800ms, the queue
-        // is standing; a request is fresh for 100ms.
-        let mut c = cluster(1, 1, 0);
-        let mut cfg = (*c.state().config).clone();
+    /// A queue that stands, served in `order`: one node of one slot,
+    /// `queue_timeout` 1.6 s (standing once the oldest has waited 800 ms; a
+    /// request is fresh for 100 ms), the slot taken (`first`), two requests
+    /// that have waited 850 ms (`old`, `middle`) and a fresh one (`new`).
+    struct Standing {
+        _cluster: Cluster,
+        state: Arc<ClusterState>,
+        q: Arc<GroupQueue>,
+        first: Grant,
+        old: Waiter,
+        middle: Waiter,
+        new: Waiter,
+    }
+
+    fn standing(order: QueueOrder) -> Standing {
+        let mut cfg = (*cluster(1, 1, 0).state().config).clone();
         cfg.groups[0].queue_timeout = Some(Duration::from_millis(1600));
-        c = Cluster::new(cfg);
+        cfg.groups[0].queue_order = order;
+        let c = Cluster::new(cfg);
         let state = c.state();
         let q = Arc::clone(&state.groups[0].queue);
         let first = go(q.admit(&state, 0, any(), 0));
-        let mut old = wait(q.admit(&state, 0, any(), 0));
-        let mut middle = wait(q.admit(&state, 0, any(), 0));
+        let old = wait(q.admit(&state, 0, any(), 0));
+        let middle = wait(q.admit(&state, 0, any(), 0));
         std::thread::sleep(Duration::from_millis(850));
-        let mut new = wait(q.admit(&state, 0, any(), 0));
+        let new = wait(q.admit(&state, 0, any(), 0));
+        Standing {
+            _cluster: c,
+            state,
+            q,
+            first,
+            old,
+            middle,
+            new,
+        }
+    }
+
+    #[test]
+    fn a_standing_queue_is_served_newest_first_until_it_moves_again() {
+        let Standing {
+            _cluster,
+            state,
+            q,
+            first,
+            mut old,
+            mut middle,
+            mut new,
+        } = standing(QueueOrder::Adaptive);
         drop(first);
         let got = handed(&mut new).expect("the fresh newest goes first");
         assert!(handed(&mut old).is_none() && handed(&mut middle).is_none());
@@ -697,18 +730,16 @@ mod tests {
     fn a_fifo_queue_is_served_oldest_first_even_when_it_stands() {
         // As above, with `queue_order = "fifo"`: past half the timeout the
         // oldest still goes first.
-        let mut c = cluster(1, 1, 0);
-        let mut cfg = (*c.state().config).clone();
-        cfg.groups[0].queue_timeout = Some(Duration::from_millis(1600));
-        cfg.groups[0].queue_order = QueueOrder::Fifo;
-        c = Cluster::new(cfg);
-        let state = c.state();
-        let q = Arc::clone(&state.groups[0].queue);
-        let first = go(q.admit(&state, 0, any(), 0));
-        let mut old = wait(q.admit(&state, 0, any(), 0));
-        let mut middle = wait(q.admit(&state, 0, any(), 0));
-        std::thread::sleep(Duration::from_millis(850));
-        let mut new = wait(q.admit(&state, 0, any(), 0));
+        // (The cluster and its queue are kept to the end.)
+        let Standing {
+            _cluster,
+            state: _state,
+            q: _q,
+            first,
+            mut old,
+            mut middle,
+            mut new,
+        } = standing(QueueOrder::Fifo);
         drop(first);
         let got = handed(&mut old).expect("the oldest goes first");
         assert!(handed(&mut middle).is_none() && handed(&mut new).is_none());

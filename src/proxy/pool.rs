@@ -130,30 +130,8 @@ impl Pool {
     /// the other thread's reactor, which wakes this thread's task for it.
     pub fn take_elsewhere(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
         let here = std::thread::current().id();
-        let now = Instant::now();
-        let mut closed = Vec::new();
-        let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let mut found = None;
-            for ((a, thread), list) in idle.iter_mut() {
-                if *a != addr || *thread == here {
-                    continue;
-                }
-                while let Some(mut c) = list.pop() {
-                    if !c.expired(now, max_idle) && still_open(&mut c.stream) {
-                        found = Some(c);
-                        break;
-                    }
-                    closed.push(c);
-                }
-                if found.is_some() {
-                    break;
-                }
-            }
-            found
-        };
-        drop(closed);
-        found.map(|c| c.stream)
+        self.take_where(addr, max_idle, |thread| thread != here)
+            .map(|(stream, _, _)| stream)
     }
 
     /// The warmest idle connection to `addr` on any thread, still open and
@@ -166,13 +144,25 @@ impl Pool {
         addr: SocketAddr,
         max_idle: Duration,
     ) -> Option<(TcpStream, ThreadId, Duration)> {
+        self.take_where(addr, max_idle, |_| true)
+    }
+
+    /// The warmest idle connection to `addr` kept by a thread `on` takes,
+    /// still open and idle for less than `max_idle`; the ones found closed
+    /// or past their time on the way are closed (outside the lock).
+    fn take_where(
+        &self,
+        addr: SocketAddr,
+        max_idle: Duration,
+        on: impl Fn(ThreadId) -> bool,
+    ) -> Option<(TcpStream, ThreadId, Duration)> {
         let now = Instant::now();
         let mut closed = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut found = None;
             for ((a, thread), list) in idle.iter_mut() {
-                if *a != addr {
+                if *a != addr || !on(*thread) {
                     continue;
                 }
                 while let Some(mut c) = list.pop() {
