@@ -1272,27 +1272,30 @@ impl Proxy {
     /// pool, or to the scraper when it waits to read the node's status
     /// page over one (`cluster::lend`).
     fn give_back(&self, node: &Node, stream: TcpStream, max_idle: Duration) {
-        let addr = node.config.address;
         node.live.lend.note_pooled();
-        if node.live.lend.wanted() {
+        let (stream, read_slot) = if node.live.lend.wanted() {
             let lent = Lent {
                 stream,
                 thread: std::thread::current().id(),
                 max_idle,
                 guard: node.live.begin_status_read(),
             };
-            if let Err(lent) = node.live.lend.lend(lent) {
-                // The scraper stopped waiting: pooled, then the slot counted
-                // for the read is given back.
-                let Lent { stream, guard, .. } = lent;
-                self.pool
-                    .put_held(addr, stream, max_idle, Some(node.live.hold_idle()));
-                drop(guard);
+            match node.live.lend.lend(lent) {
+                Ok(()) => return,
+                // The scraper stopped waiting: pooled, then the slot
+                // counted for the read is given back.
+                Err(Lent { stream, guard, .. }) => (stream, Some(guard)),
             }
-            return;
-        }
-        self.pool
-            .put_held(addr, stream, max_idle, Some(node.live.hold_idle()));
+        } else {
+            (stream, None)
+        };
+        self.pool.put_held(
+            node.config.address,
+            stream,
+            max_idle,
+            Some(node.live.hold_idle()),
+        );
+        drop(read_slot);
     }
 
     /// Count a failed attempt against the current node.

@@ -61,6 +61,20 @@ pub fn request(url: &StatusUrl) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A transport error in words, for the status page and the log
+/// (`connection refused` rather than pingora's `ConnectRefused`).
+pub fn in_words(e: &pingora::Error) -> String {
+    use pingora::ErrorType as E;
+    match e.etype() {
+        E::ConnectTimedout => "connect timed out".into(),
+        E::ConnectRefused => "connection refused".into(),
+        E::ConnectionClosed => "connection closed by the node".into(),
+        E::ReadTimedout => "read timed out".into(),
+        E::InvalidHTTPHeader => "invalid HTTP response".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// GET `url`'s page over `conn`, each read and write bounded by `timeout`
 /// (the caller bounds the whole).
 pub async fn get(conn: TcpStream, url: &StatusUrl, timeout: Duration) -> Result<Page, Failure> {
@@ -71,14 +85,8 @@ pub async fn get(conn: TcpStream, url: &StatusUrl, timeout: Duration) -> Result<
     let mut head = ResponseHead::default();
     if let Err(e) = read_response_head(&mut io, &mut head, &Limits::default(), timeout).await {
         let before = io.unread().is_empty();
-        let reason = match e.etype() {
-            pingora::ErrorType::ConnectionClosed => "connection closed by the node".to_string(),
-            pingora::ErrorType::ReadTimedout => "read timed out".to_string(),
-            pingora::ErrorType::InvalidHTTPHeader => "invalid HTTP response".to_string(),
-            _ => e.to_string(),
-        };
         return Err(Failure::new(
-            format!("reading the response failed: {reason}"),
+            format!("reading the response failed: {}", in_words(&e)),
             before,
         ));
     }

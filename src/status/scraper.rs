@@ -27,20 +27,19 @@
 //! are picked up on the next tick; removed ones are forgotten.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::net::TcpStream;
 
 use crate::cluster::lend::Lent;
 use crate::cluster::node::{NodeLive, StatusConn};
 use crate::cluster::Cluster;
-use crate::config::{GroupConfig, NodeConfig, StatusKind, StatusUrl};
+use crate::config::{GroupConfig, NodeConfig};
 use crate::proxy::pool::Pool;
+use crate::proxy::upstream;
 use crate::status;
 use crate::status::fetch::{self, Failure};
 
@@ -125,12 +124,8 @@ impl Scraper {
                 );
                 let job = Job {
                     live: Arc::clone(&node.live),
-                    node: node.config.name.clone(),
-                    address: node.config.address,
-                    node_config: node.config.clone(),
+                    node: node.config.clone(),
                     group: group.config.clone(),
-                    url: node.config.status.clone(),
-                    kind: node.config.status_kind,
                     // A node that looks stalled is read over the scraper's
                     // own connection: none of the proxy's may come back.
                     probe,
@@ -172,13 +167,10 @@ impl BackgroundService for Scraper {
 /// One scrape of one node.
 struct Job {
     live: Arc<NodeLive>,
-    node: String,
-    /// The node's own address (its visitors' connections go there).
-    address: SocketAddr,
-    node_config: NodeConfig,
+    /// Its name, its own address (where its visitors' connections go), its
+    /// status page's URL and kind.
+    node: NodeConfig,
     group: GroupConfig,
-    url: StatusUrl,
-    kind: StatusKind,
     probe: bool,
     pool: Arc<Pool>,
     own: Arc<Pool>,
@@ -188,48 +180,35 @@ struct Job {
 /// whether in time.
 type Read = Result<(Vec<u8>, StatusConn), (String, bool)>;
 
-/// How a read over one of the proxy's connections went.
-enum Visit {
-    /// The page was read and recorded.
-    Recorded,
-    /// It failed, to be recorded so.
-    Failed(Read),
-    /// No connection came (or it was closed under the read before any
-    /// answer): the scraper's own connection instead.
-    NotLent,
-}
-
 impl Job {
     async fn run(self) {
         let started = Instant::now();
         let timeout = self.group.scrape.timeout;
-        let lend_wait = (!self.probe && self.url.address == self.address)
+        let lend_wait = (!self.probe && self.node.status.address == self.node.address)
             .then(|| self.live.status_over_visitor_conn())
             .flatten();
-        let visit = match lend_wait {
-            Some(wait) => self.over_a_visitors_conn(wait, started).await,
-            None => Visit::NotLent,
-        };
-        let read = match visit {
-            Visit::Recorded => return,
-            Visit::Failed(read) => read,
-            Visit::NotLent => match tokio::time::timeout(timeout, self.over_own_conn()).await {
-                Ok(read) => read,
-                Err(_) => Err((format!("no answer within {timeout:?}"), true)),
-            },
+        if let Some(wait) = lend_wait {
+            if self.over_a_visitors_conn(wait, started).await {
+                return;
+            }
+        }
+        let read = match tokio::time::timeout(timeout, self.over_own_conn()).await {
+            Ok(read) => read,
+            Err(_) => Err((format!("no answer within {timeout:?}"), true)),
         };
         self.record(read, started);
     }
 
     /// Parse and record a read's page (or its failure), and log what
-    /// changed.
-    fn record(&self, read: Read, started: Instant) {
+    /// changed; whether a page was recorded.
+    fn record(&self, read: Read, started: Instant) -> bool {
         let took = started.elapsed();
         let parsed = read.and_then(|(body, conn)| {
-            status::parse(self.kind.hint(), &body)
+            status::parse(self.node.status_kind.hint(), &body)
                 .map(|report| (report, conn))
                 .map_err(|e| (e.to_string(), false))
         });
+        let recorded = parsed.is_ok();
         let events = match parsed {
             Ok((report, conn)) => {
                 let events = self.live.record_scrape(&self.group, report, took, conn);
@@ -239,7 +218,7 @@ impl Job {
                 events
             }
             Err((reason, timed_out)) => {
-                tracing::debug!(url = %self.url.url, "status scrape failed: {reason}");
+                tracing::debug!(url = %self.node.status.url, "status scrape failed: {reason}");
                 self.live
                     .record_scrape_failure(&self.group, reason, took, timed_out)
                     .into_iter()
@@ -247,17 +226,19 @@ impl Job {
             }
         };
         for event in events {
-            event.log(&self.group.name, &self.node);
+            event.log(&self.group.name, &self.node.name);
         }
+        recorded
     }
 
     /// Read the page over one of the proxy's connections to the node: an
     /// idle pooled one, else the next one a request gives back within
-    /// `wait`. When none came (or it was closed under the read before any
-    /// answer), a worker is set aside for the scraper's own connection
-    /// again. The page is recorded before the connection goes back to the
-    /// pool and stops counting as in flight.
-    async fn over_a_visitors_conn(&self, wait: Duration, started: Instant) -> Visit {
+    /// `wait`, and record it (or its failure); false when none came (or it
+    /// was closed under the read before any answer): a worker is then set
+    /// aside for the scraper's own connection again. The page is recorded
+    /// before the connection goes back to the pool and stops counting as in
+    /// flight.
+    async fn over_a_visitors_conn(&self, wait: Duration, started: Instant) -> bool {
         let timeout = self.group.scrape.timeout;
         let Some(Lent {
             stream,
@@ -267,18 +248,22 @@ impl Job {
         }) = self.borrow(wait.min(timeout)).await
         else {
             tracing::debug!(
-                node = %self.node,
+                node = %self.node.name,
                 "no connection came back within {wait:?}: status read over the scraper's own"
             );
             self.live.reserve_status_worker();
-            return Visit::NotLent;
+            return false;
         };
         // The scraper's own connection would hold a worker for nothing.
-        let own_closed = self.own.shed(self.url.address, u64::MAX) > 0;
+        let own_closed = self.own.shed(self.node.status.address, u64::MAX) > 0;
         self.live.scrape_sent();
         let left = timeout.saturating_sub(started.elapsed());
-        let page = match tokio::time::timeout(left, fetch::get(stream, &self.url, left * 2)).await {
-            Ok(Ok(page)) => page,
+        let fetched = fetch::get(stream, &self.node.status, left * 2);
+        let (read, conn) = match tokio::time::timeout(left, fetched).await {
+            Ok(Ok(page)) => (
+                Ok((page.body, StatusConn::Visitor { own_closed })),
+                page.conn,
+            ),
             Ok(Err(Failure {
                 before_response: true,
                 ..
@@ -286,37 +271,26 @@ impl Job {
                 // The node closed it as it was lent (the keep-alive race).
                 drop(guard);
                 self.live.reserve_status_worker();
-                return Visit::NotLent;
+                return false;
             }
-            Ok(Err(f)) => return Visit::Failed(Err((f.reason, false))),
-            Err(_) => return Visit::Failed(Err((format!("no answer within {timeout:?}"), true))),
+            Ok(Err(f)) => (Err((f.reason, false)), None),
+            Err(_) => (Err((format!("no answer within {timeout:?}"), true)), None),
         };
-        let report = match status::parse(self.kind.hint(), &page.body) {
-            Ok(report) => report,
-            // Refused: the connection is closed with it.
-            Err(e) => return Visit::Failed(Err((e.to_string(), false))),
-        };
-        let events = self.live.record_scrape(
-            &self.group,
-            report,
-            started.elapsed(),
-            StatusConn::Visitor { own_closed },
-        );
-        for event in events {
-            event.log(&self.group.name, &self.node);
-        }
-        if let Some(conn) = page.conn {
-            self.pool.put_held_on(
-                thread,
-                self.address,
-                conn,
-                max_idle,
-                Some(self.live.hold_idle()),
-            );
+        // A page refused is not read again: its connection is closed.
+        if self.record(read, started) {
+            if let Some(conn) = conn {
+                self.pool.put_held_on(
+                    thread,
+                    self.node.address,
+                    conn,
+                    max_idle,
+                    Some(self.live.hold_idle()),
+                );
+            }
         }
         // Its slot goes to the requests waiting for the node.
         drop(guard);
-        Visit::Recorded
+        true
     }
 
     /// One of the proxy's connections to the node for a status read: an
@@ -329,13 +303,11 @@ impl Job {
     /// idle, so no request was let in to reuse it.
     async fn borrow(&self, wait: Duration) -> Option<Lent> {
         let guard = self.live.begin_status_read();
-        let h = self
-            .live
-            .holding(&self.group, &self.node_config, Instant::now());
+        let h = self.live.holding(&self.group, &self.node, Instant::now());
         let room = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
         if room {
             if let Some((stream, thread, max_idle)) =
-                self.pool.take_any(self.address, Duration::MAX)
+                self.pool.take_any(self.node.address, Duration::MAX)
             {
                 return Some(Lent {
                     stream,
@@ -362,11 +334,12 @@ impl Job {
     /// is longer, so that a node that does not answer is told by that.
     async fn over_own_conn(&self) -> Read {
         let timeout = self.group.scrape.timeout * 2;
-        let addr = self.url.address;
+        let url = &self.node.status;
+        let addr = url.address;
         self.live.scrape_sent();
         let mut page = None;
         if let Some((kept, _, _)) = self.own.take_any(addr, POOL_IDLE) {
-            match fetch::get(kept, &self.url, timeout).await {
+            match fetch::get(kept, url, timeout).await {
                 Ok(p) => page = Some(p),
                 Err(f) if f.before_response => {}
                 Err(f) => return Err((f.reason, false)),
@@ -375,8 +348,13 @@ impl Job {
         let page = match page {
             Some(p) => p,
             None => {
-                let conn = connect(addr, timeout).await.map_err(|e| (e, false))?;
-                fetch::get(conn, &self.url, timeout)
+                let conn = upstream::connect(None, addr, timeout, Duration::ZERO, || None)
+                    .await
+                    .map_err(|e| {
+                        let words = fetch::in_words(&e);
+                        (format!("cannot connect to {addr}: {words}"), false)
+                    })?;
+                fetch::get(conn.stream, url, timeout)
                     .await
                     .map_err(|f| (f.reason, false))?
             }
@@ -390,23 +368,4 @@ impl Job {
         };
         Ok((page.body, StatusConn::Own { kept }))
     }
-}
-
-/// A new connection to a status page's address.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
-    let conn = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(format!("cannot connect to {addr}: connect timed out")),
-        Ok(Err(e)) => {
-            let words = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-                std::io::ErrorKind::TimedOut => "connect timed out".to_string(),
-                _ => e.to_string(),
-            };
-            return Err(format!("cannot connect to {addr}: {words}"));
-        }
-        Ok(Ok(conn)) => conn,
-    };
-    // One small request, answered at once: no reason to wait for more.
-    let _ = conn.set_nodelay(true);
-    Ok(conn)
 }
