@@ -49,6 +49,7 @@ pub mod spool;
 #[cfg(test)]
 mod tests;
 mod tunnel;
+mod turn;
 pub mod upstream;
 
 use std::future::Future;
@@ -629,6 +630,7 @@ impl Proxy {
     /// One request, start to end. Whether the visitor's connection can carry
     /// another one.
     async fn handle(&self, down: &mut Downstream, state: Arc<ClusterState>, keep: bool) -> bool {
+        let _in_flight = turn::InFlight::enter();
         let mut ctx = RequestCtx::new(&self.active, state, keep, down.head.body);
         // A visitor that can cancel its request (an HTTP/2 stream reset)
         // drops it wherever it is: a node's connection is then closed, not
@@ -1154,6 +1156,11 @@ impl Proxy {
         }
         ctx.answered_by = ctx.tried.last().copied();
         ctx.current = None;
+        // Held whole (nothing sent yet): on a busy thread it goes out with
+        // the other responses of this turn of the event loop.
+        if !ctx.sent_to_visitor {
+            turn::before_whole_response().await;
+        }
         flush_spool(down, ctx, &mut spool, &t)
             .await
             .map_err(|e| (e, reused))?;
