@@ -7,11 +7,11 @@
 //! request's parsing and routing between two sends, each response wakes the
 //! client (or the load generator) for itself, and on a machine with fewer
 //! cores than busy processes the woken process takes the proxy's core each
-//! time. Measured on 2 cores with `wrk -c50` and one thread: 0.13 context
-//! switches per request for webcluster against HAProxy's 0.09, which
-//! receives everything a turn brought, then sends (its tasklets), so a
-//! client finds many responses at each wake-up (`benches/README.md`,
-//! "Eleventh session").
+//! time. Measured on 2 cores with `wrk -c50` and one thread: 0.17–0.22
+//! context switches per request for webcluster (0.10–0.13 with this)
+//! against HAProxy's 0.04–0.09, which receives everything a turn brought,
+//! then sends (its tasklets), so a client finds many responses at each
+//! wake-up (`benches/README.md`, "Eleventh session").
 //!
 //! Only when the thread is busy, which this module tells by the requests it
 //! carries at once ([`InFlight`]): with a few visitors a deferred send only
