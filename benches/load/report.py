@@ -930,7 +930,16 @@ def burst_goodput(run_dir, seconds):
     if not spans:
         return None
     t0 = min(s for s, _ in spans)
-    return sum(1 for _, e in spans if e < t0 + seconds) / float(seconds)
+    t1 = t0 + seconds
+    done = [(b, e) for b, e in spans if e < t1]
+    # Worker-seconds spent on visitors' requests within the window, over
+    # its length: how many workers were busy with them on average.
+    busy = sum(max(0.0, min(e, t1) - max(b, t0)) for b, e in spans) / float(seconds)
+    return {
+        "goodput": len(done) / float(seconds),
+        "busy_workers": busy,
+        "handler_ms": 1000.0 * sum(e - b for b, e in done) / len(done) if done else None,
+    }
 
 
 def queue_section(rows, handler_p99):
@@ -979,15 +988,21 @@ def queue_section(rows, handler_p99):
                 if g is not None:
                     goodput.setdefault(r["method"], []).append(g)
     if goodput:
-        best_peer = max((statistics.median(v) for k, v in goodput.items() if not k.startswith("wc-")), default=None)
+        best_peer = max((statistics.median([g["goodput"] for g in v]) for k, v in goodput.items()
+                         if not k.startswith("wc-")), default=None)
         lines += ["", "Goodput while the burst of `q-overload` lasts: visitors' requests the nodes completed "
                   "per second from the first one any node began until the burst's end, by the nodes' own "
-                  "access logs (median of the runs; whichever order a proxy serves its queue in):", ""]
+                  "access logs (median of the runs; whichever order a proxy serves its queue in), with the "
+                  "workers busy with visitors' requests on average over that time (of 3 x NODE_WORKERS) and "
+                  "the nodes' mean time per request (%D): the workers divided by that time is the most any "
+                  "proxy could get:", ""]
         for k, v in goodput.items():
-            med = statistics.median(v)
-            lines.append("- %s: %.0f/s (runs: %s)%s" % (
-                k, med, ", ".join("%.0f" % x for x in v),
-                " = %.3fx the best peer's" % (med / best_peer) if best_peer and k.startswith("wc-") else ""))
+            med = statistics.median([g["goodput"] for g in v])
+            lines.append("- %s: %.0f/s (runs: %s)%s; busy workers %s; time per request %s ms" % (
+                k, med, ", ".join("%.0f" % g["goodput"] for g in v),
+                " = %.3fx the best peer's" % (med / best_peer) if best_peer and k.startswith("wc-") else "",
+                ", ".join("%.1f" % g["busy_workers"] for g in v),
+                ", ".join("%.2f" % g["handler_ms"] if g["handler_ms"] else "-" for g in v)))
     return lines
 
 
