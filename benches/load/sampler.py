@@ -13,9 +13,10 @@ descriptors, which cost about 30 ms of CPU a sample) give for each node port:
 With --admin PORT (webcluster), each sample also reads webcluster's
 /status.json: each node's scraped busy workers, capacity, webcluster's
 estimate of its busy workers now (what `busyness` balances by), in flight
-and state; summarised as means, and how often the node looked to have an
-idle worker (estimated busy + 1 <= capacity) while its last scrape said it
-had none.
+and state, and its limit (issue 17); summarised as means, how often the
+node looked to have an idle worker (estimated busy + 1 <= capacity) while
+its last scrape said it had none, and how often the limit was below the
+node's capacity.
 Runs until SIGTERM/SIGINT or --max-seconds, then writes a JSON summary
 (max and mean of both, and the seconds during which the backlog was not
 empty) to --out.
@@ -163,6 +164,14 @@ def main():
                 "estimated_busy_mean": sum(est) / len(est),
                 "estimated_busy_min": min(est),
                 "inflight_max": max(v.get("inflight") or 0 for v in vs),
+                "inflight_mean": sum(v.get("inflight") or 0 for v in vs) / len(vs),
+                # This proxy's limit at the node (issue 17): how often it
+                # was below the node's capacity, and by how much on average.
+                "limit_mean": (lambda ls: sum(ls) / len(ls) if ls else None)(
+                    [v["limit"] for v in vs if v.get("limit") is not None]),
+                "samples_limit_below_capacity": sum(
+                    1 for v in vs if v.get("limit") is not None and v.get("capacity")
+                    and v["limit"] < v["capacity"]),
                 "samples_scraped_full": full,
                 "samples_scraped_full_but_estimated_free": looked_free_when_full,
                 "states": sorted(set(str(v.get("state")) for v in vs)),
