@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# How often each proxy's worker thread is taken off its core, per request:
+# webcluster (one thread, "bare": round robin, no scrape, no access log)
+# and HAProxy (nbthread 1, the same forwarding headers as webcluster sends)
+# in front of one nginx upstream, under `wrk -t1 -c50`, alternated ROUNDS
+# times. For each run: req/s, the proxy's voluntary and involuntary
+# context switches per request (/proc/PID/task/*/status), its CPU time
+# per request, and the time it waited for a core
+# (/proc/PID/task/*/schedstat). On a machine with fewer cores than busy
+# processes, throughput follows how rarely the proxy loses its core more
+# than its CPU per request (benches/README.md, "Eleventh session").
+#
+#   bash benches/load/switches.sh [WEBCLUSTER_BINARY]   # target/release/webcluster
+#
+# SIZE (default small; or 64k), SECONDS_EACH (default 5), ROUNDS (default
+# 2). Needs nginx, haproxy, wrk, python3. Only 127.0.0.1 and
+# kernel-chosen ports; every wrk run is bounded by SECONDS_EACH. Run it on
+# a quiet machine.
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=${1:-$HERE/../../target/release/webcluster}
+SIZE=${SIZE:-small}
+SECONDS_EACH=${SECONDS_EACH:-5}
+ROUNDS=${ROUNDS:-2}
+for t in nginx haproxy wrk python3; do
+    command -v "$t" >/dev/null || { echo "missing: $t (apt-get install nginx haproxy wrk python3)" >&2; exit 1; }
+done
+[[ -x $BIN ]] || { echo "no webcluster binary at $BIN (cargo build --release)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/webcluster-switches.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# free_port, wait_port
+source "$HERE/ports.sh"
+# start_nginx_upstream
+source "$HERE/upstream.sh"
+
+UP=$(free_port)
+start_nginx_upstream "$WORK" "$UP" 300
+
+WC_PORT=$(free_port)
+cat >"$WORK/webcluster.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$WC_PORT"]
+threads = 1
+log_level = "warn"
+upgrade_sock = "$WORK/upgrade.sock"
+
+[admin]
+enabled = false
+
+[access_log]
+target = "off"
+
+[[group]]
+name = "up"
+balance = "round_robin"
+scrape = false
+  [[group.node]]
+  name = "nginx"
+  address = "127.0.0.1:$UP"
+EOF
+setsid "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/webcluster.log" 2>&1 &
+PIDS+=($!)
+WC_PID=$!
+
+HP_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HP_PORT
+    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
+    default_backend be
+backend be
+    server s1 127.0.0.1:$UP
+EOF
+setsid haproxy -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+HP_PID=$!
+wait_port "$WC_PORT" 300
+wait_port "$HP_PORT" 300
+
+# counters PID: voluntary, involuntary switches, run ns, wait ns, summed
+# over the process's threads.
+counters() {
+    local v=0 n=0 run=0 wait=0 t a b c
+    for t in /proc/"$1"/task/*; do
+        a=$(awk '/^voluntary_ctxt_switches/{print $2}' "$t/status")
+        b=$(awk '/^nonvoluntary_ctxt_switches/{print $2}' "$t/status")
+        read -r c _ < <(cat "$t/schedstat")
+        v=$((v + a)); n=$((n + b)); run=$((run + c))
+        wait=$((wait + $(awk '{print $2}' "$t/schedstat")))
+    done
+    echo "$v $n $run $wait"
+}
+
+printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | waited for a core |\n'
+printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n'
+for round in $(seq 1 "$ROUNDS"); do
+    for which in webcluster haproxy; do
+        if [[ $which == webcluster ]]; then port=$WC_PORT pid=$WC_PID; else port=$HP_PORT pid=$HP_PID; fi
+        url="http://127.0.0.1:$port/$SIZE"
+        timeout -k 5 30 wrk -t1 -c50 -d2s "$url" >/dev/null
+        read -r v0 n0 r0 w0 < <(counters "$pid")
+        out=$(timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
+        read -r v1 n1 r1 w1 < <(counters "$pid")
+        reqs=$(awk '/requests in/{print $1}' <<<"$out")
+        python3 - "$round" "$which" "$reqs" "$SECONDS_EACH" "$((v1 - v0))" "$((n1 - n0))" "$((r1 - r0))" "$((w1 - w0))" <<'PY'
+import sys
+rnd, which, reqs, secs, v, n, run, wait = sys.argv[1:]
+reqs, secs, v, n, run, wait = int(reqs), float(secs), int(v), int(n), int(run), int(wait)
+print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f ms |" % (
+    rnd, which, reqs / secs, v / reqs, n / reqs, run / 1000.0 / reqs, wait / 1e6))
+PY
+    done
+done
