@@ -75,18 +75,11 @@ if ((${#need[@]})); then
     fi
 fi
 
-WORK=$(mktemp -d /tmp/webcluster-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # free_port, wait_port
 source "$HERE/ports.sh"
-# start_nginx_upstream
+# start_nginx_upstream, bench_workdir
 source "$HERE/upstream.sh"
+bench_workdir callgrind
 
 # The upstream: nginx, one worker, /small (96 bytes), /64k, stub_status;
 # or (UPSTREAM=prefork) an Apache prefork node serving the same files.

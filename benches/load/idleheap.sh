@@ -27,43 +27,18 @@ for t in heaptrack heaptrack_print nginx python3; do
 done
 ulimit -n "$(ulimit -Hn)"
 
-WORK=$(mktemp -d /tmp/webcluster-idleheap.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
 # free_port, wait_port
 source "$HERE/ports.sh"
-# start_nginx_upstream
+# start_nginx_upstream, bench_workdir, bare_webcluster_conf
 source "$HERE/upstream.sh"
+# The work directory stays: it holds the heaptrack file.
+bench_workdir idleheap keep
 
 UP=$(free_port)
 start_nginx_upstream "$WORK" "$UP" 300
 
 PORT=$(free_port)
-cat >"$WORK/webcluster.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$PORT"]
-threads = 1
-log_level = "warn"
-upgrade_sock = "$WORK/upgrade.sock"
-
-[admin]
-enabled = false
-
-[access_log]
-target = "off"
-
-[[group]]
-name = "up"
-balance = "round_robin"
-scrape = false
-  [[group.node]]
-  name = "nginx"
-  address = "127.0.0.1:$UP"
-EOF
+bare_webcluster_conf "$WORK/webcluster.toml" "$PORT" "$UP"
 setsid heaptrack -o "$WORK/heaptrack" "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/heaptrack.log" 2>&1 &
 WC=$!
 PIDS+=("$WC")

@@ -28,44 +28,17 @@ for t in nginx haproxy wrk python3; do
 done
 [[ -x $BIN ]] || { echo "no webcluster binary at $BIN (cargo build --release)" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/webcluster-switches.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # free_port, wait_port
 source "$HERE/ports.sh"
-# start_nginx_upstream
+# start_nginx_upstream, bench_workdir, bare_webcluster_conf
 source "$HERE/upstream.sh"
+bench_workdir switches
 
 UP=$(free_port)
 start_nginx_upstream "$WORK" "$UP" 300
 
 WC_PORT=$(free_port)
-cat >"$WORK/webcluster.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$WC_PORT"]
-threads = 1
-log_level = "warn"
-upgrade_sock = "$WORK/upgrade.sock"
-
-[admin]
-enabled = false
-
-[access_log]
-target = "off"
-
-[[group]]
-name = "up"
-balance = "round_robin"
-scrape = false
-  [[group.node]]
-  name = "nginx"
-  address = "127.0.0.1:$UP"
-EOF
+bare_webcluster_conf "$WORK/webcluster.toml" "$WC_PORT" "$UP"
 setsid "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/webcluster.log" 2>&1 &
 PIDS+=($!)
 WC_PID=$!
