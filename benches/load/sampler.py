@@ -158,6 +158,8 @@ def main():
                 and v["busy_workers"] >= v["capacity"] and (v.get("estimated_busy") or 0) + 1 <= v["capacity"])
             full = sum(1 for v in vs if v.get("capacity") and v.get("busy_workers") is not None
                        and v["busy_workers"] >= v["capacity"])
+            # This proxy's limit at the node (issue 17).
+            limits = [(v["limit"], v.get("capacity")) for v in vs if v.get("limit") is not None]
             summary["nodes"][name]["webcluster"] = {
                 "samples": len(vs),
                 "scraped_busy_mean": sum(scraped) / len(scraped) if scraped else None,
@@ -165,13 +167,8 @@ def main():
                 "estimated_busy_min": min(est),
                 "inflight_max": max(v.get("inflight") or 0 for v in vs),
                 "inflight_mean": sum(v.get("inflight") or 0 for v in vs) / len(vs),
-                # This proxy's limit at the node (issue 17): how often it
-                # was below the node's capacity, and by how much on average.
-                "limit_mean": (lambda ls: sum(ls) / len(ls) if ls else None)(
-                    [v["limit"] for v in vs if v.get("limit") is not None]),
-                "samples_limit_below_capacity": sum(
-                    1 for v in vs if v.get("limit") is not None and v.get("capacity")
-                    and v["limit"] < v["capacity"]),
+                "limit_mean": sum(l for l, _ in limits) / len(limits) if limits else None,
+                "samples_limit_below_capacity": sum(1 for l, c in limits if c and l < c),
                 "samples_scraped_full": full,
                 "samples_scraped_full_but_estimated_free": looked_free_when_full,
                 "states": sorted(set(str(v.get("state")) for v in vs)),

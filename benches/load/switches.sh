@@ -32,6 +32,8 @@ done
 source "$HERE/ports.sh"
 # start_nginx_upstream, bench_workdir, bare_webcluster_conf
 source "$HERE/upstream.sh"
+# peer_forwarding
+source "$HERE/peers.sh"
 bench_workdir switches
 
 UP=$(free_port)
@@ -55,10 +57,7 @@ defaults
     http-reuse always
 frontend fe
     bind 127.0.0.1:$HP_PORT
-    http-request set-header X-Forwarded-For %[src]
-    http-request set-header X-Real-IP %[src]
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Port %[dst_port]
+$(peer_forwarding haproxy)
     default_backend be
 backend be
     server s1 127.0.0.1:$UP
@@ -72,13 +71,11 @@ wait_port "$HP_PORT" 300
 # counters PID: voluntary, involuntary switches, run ns, wait ns, summed
 # over the process's threads.
 counters() {
-    local v=0 n=0 run=0 wait=0 t a b c
+    local v=0 n=0 run=0 wait=0 t a b c w
     for t in /proc/"$1"/task/*; do
-        a=$(awk '/^voluntary_ctxt_switches/{print $2}' "$t/status")
-        b=$(awk '/^nonvoluntary_ctxt_switches/{print $2}' "$t/status")
-        read -r c _ < <(cat "$t/schedstat")
-        v=$((v + a)); n=$((n + b)); run=$((run + c))
-        wait=$((wait + $(awk '{print $2}' "$t/schedstat")))
+        read -r a b < <(awk '/^voluntary_ctxt_switches/{a=$2} /^nonvoluntary_ctxt_switches/{b=$2} END{print a, b}' "$t/status")
+        read -r c w _ <"$t/schedstat"
+        v=$((v + a)); n=$((n + b)); run=$((run + c)); wait=$((wait + w))
     done
     echo "$v $n $run $wait"
 }
