@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::webcluster::{base_config, group_config, Webcluster};
-use support::{http_get, ApacheNode, ApacheOpts};
+use support::{http_get, wait_until, ApacheNode, ApacheOpts};
 
 /// Wait until the log has a line with every one of `parts` after the first
 /// `from` bytes; that line, and where the log ended then.
@@ -141,11 +141,9 @@ fn a_frozen_node_is_held_back_and_gets_no_new_request() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while answered.load(Ordering::Relaxed) < 200 {
-        assert!(Instant::now() < deadline, "only {answered:?} answered");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("200 requests answered", Duration::from_secs(20), || {
+        answered.load(Ordering::Relaxed) >= 200
+    });
     let at_freeze = node_status(&wc.status(), "fz1")["proxied_total"]
         .as_u64()
         .expect("proxied_total");

@@ -689,37 +689,29 @@ mod tests {
 
     #[test]
     fn a_standing_queue_is_served_newest_first_until_it_moves_again() {
-        let Standing {
-            _cluster,
-            state,
-            q,
-            first,
-            mut old,
-            mut middle,
-            mut new,
-        } = standing(QueueOrder::Adaptive);
-        drop(first);
-        let got = handed(&mut new).expect("the fresh newest goes first");
-        assert!(handed(&mut old).is_none() && handed(&mut middle).is_none());
-        let mut fresh = [(); 3].map(|_| wait(q.admit(&state, 0, any(), 0)));
+        let mut s = standing(QueueOrder::Adaptive);
+        drop(s.first);
+        let got = handed(&mut s.new).expect("the fresh newest goes first");
+        assert!(handed(&mut s.old).is_none() && handed(&mut s.middle).is_none());
+        let mut fresh = [(); 3].map(|_| wait(s.q.admit(&s.state, 0, any(), 0)));
         drop(got);
         let got = handed(&mut fresh[2]).expect("the newest of the fresh");
         drop(got);
         let got = handed(&mut fresh[1]).expect("then the next newest fresh");
-        assert!(handed(&mut fresh[0]).is_none() && handed(&mut old).is_none());
+        assert!(handed(&mut fresh[0]).is_none() && handed(&mut s.old).is_none());
         drop(got);
         let got = handed(&mut fresh[0]).expect("then the last fresh one");
         drop(got);
         // No fresh one left: the others go oldest first (the oldest is the
         // first to run out of time).
-        let got = handed(&mut old).expect("then the oldest");
-        assert!(handed(&mut middle).is_none());
+        let got = handed(&mut s.old).expect("then the oldest");
+        assert!(handed(&mut s.middle).is_none());
         drop(got);
-        let got = handed(&mut middle).expect("then the next oldest");
+        let got = handed(&mut s.middle).expect("then the next oldest");
         // What is left waited less than half the timeout, so the queue is
         // served oldest first again.
-        let mut a = wait(q.admit(&state, 0, any(), 0));
-        let mut b = wait(q.admit(&state, 0, any(), 0));
+        let mut a = wait(s.q.admit(&s.state, 0, any(), 0));
+        let mut b = wait(s.q.admit(&s.state, 0, any(), 0));
         drop(got);
         let got = handed(&mut a).expect("oldest first again");
         assert!(handed(&mut b).is_none());
@@ -730,24 +722,15 @@ mod tests {
     fn a_fifo_queue_is_served_oldest_first_even_when_it_stands() {
         // As above, with `queue_order = "fifo"`: past half the timeout the
         // oldest still goes first.
-        // (The cluster and its queue are kept to the end.)
-        let Standing {
-            _cluster,
-            state: _state,
-            q: _q,
-            first,
-            mut old,
-            mut middle,
-            mut new,
-        } = standing(QueueOrder::Fifo);
-        drop(first);
-        let got = handed(&mut old).expect("the oldest goes first");
-        assert!(handed(&mut middle).is_none() && handed(&mut new).is_none());
+        let mut s = standing(QueueOrder::Fifo);
+        drop(s.first);
+        let got = handed(&mut s.old).expect("the oldest goes first");
+        assert!(handed(&mut s.middle).is_none() && handed(&mut s.new).is_none());
         drop(got);
-        let got = handed(&mut middle).expect("then the next oldest");
-        assert!(handed(&mut new).is_none());
+        let got = handed(&mut s.middle).expect("then the next oldest");
+        assert!(handed(&mut s.new).is_none());
         drop(got);
-        let got = handed(&mut new).expect("then the newest");
+        let got = handed(&mut s.new).expect("then the newest");
         drop(got);
     }
 
