@@ -22,7 +22,9 @@
 //! acceptor takes). The
 //! listening sockets go through pingora's table of inherited sockets under
 //! the same names as pingora's listeners, so a graceful upgrade (SIGQUIT,
-//! `-u`) hands them over to and from either kind of process.
+//! `-u`) hands them over to and from either kind of process. Each worker
+//! thread also keeps a near timer ([`timer_floor`]), so that arming a
+//! request's timeouts does not make it wake itself.
 //! `benches/README.md` has the measurements.
 
 use std::io;
@@ -46,6 +48,8 @@ use pingora::server::{ListenFds, ShutdownWatch};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
+
+mod timer_floor;
 
 /// The listen backlog (pingora's own for its listeners).
 const BACKLOG: i32 = 65535;
@@ -100,6 +104,9 @@ impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Listen
             return;
         };
         let workers = Arc::new(Workers::discover(self.threads).await);
+        for w in &workers.workers {
+            w.handle.spawn(timer_floor::keep(shutdown.clone()));
+        }
         let mut loops = Vec::new();
         let first_tls = self.addrs.len() - self.tls;
         for (i, addr) in self.addrs.iter().enumerate() {

@@ -9,6 +9,11 @@
 # (/proc/PID/task/*/schedstat). On a machine with fewer cores than busy
 # processes, throughput follows how rarely the proxy loses its core more
 # than its CPU per request (benches/README.md, "Eleventh session").
+# With `perf` (Debian's linux-perf) and the syscalls tracepoints readable,
+# a second table gives each proxy's system calls per request by kind,
+# counted over the same runs (`perf stat -e 'syscalls:sys_enter_*'`):
+# the eventfd writes of a runtime waking itself show there
+# (benches/README.md, "Twelfth session").
 #
 #   bash benches/load/switches.sh [WEBCLUSTER_BINARY]   # target/release/webcluster
 #
@@ -80,6 +85,12 @@ counters() {
     echo "$v $n $run $wait"
 }
 
+# System calls per request, when perf can count them.
+PERF=0
+if command -v perf >/dev/null && perf stat -e 'syscalls:sys_enter_write' -- true >/dev/null 2>&1; then
+    PERF=1
+fi
+
 printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | waited for a core |\n'
 printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n'
 for round in $(seq 1 "$ROUNDS"); do
@@ -100,3 +111,49 @@ print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f ms |" % (
 PY
     done
 done
+
+# The system calls in runs of their own: counting them costs each call a
+# little, which the figures above must not carry.
+if ((PERF)); then
+    for which in webcluster haproxy; do
+        if [[ $which == webcluster ]]; then port=$WC_PORT pid=$WC_PID; else port=$HP_PORT pid=$HP_PID; fi
+        url="http://127.0.0.1:$port/$SIZE"
+        perf stat -x, -e 'syscalls:sys_enter_*' -p "$pid" -o "$WORK/syscalls.$which" \
+            -- sleep $((SECONDS_EACH + 1)) >/dev/null 2>&1 &
+        perf_pid=$!
+        out=$(timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
+        # perf counts a second longer than wrk runs: the calls of that
+        # second are the idle proxy's (a handful).
+        wait "$perf_pid" || true
+        echo "$which $(awk '/requests in/{print $1}' <<<"$out")" >>"$WORK/requests"
+    done
+    echo
+    echo "System calls per request (perf stat, a run of its own per proxy; kinds above 0.001):"
+    echo
+    python3 - "$WORK" <<'PY'
+import glob, os, sys
+work = sys.argv[1]
+reqs = {}
+for line in open(os.path.join(work, "requests")):
+    which, n = line.split()
+    reqs[which] = int(n)
+rows = []
+kinds = set()
+for which, n in reqs.items():
+    counts = {}
+    path = os.path.join(work, "syscalls.%s" % which)
+    for line in open(path):
+        f = line.strip().split(",")
+        if len(f) > 2 and f[0].isdigit() and f[2].startswith("syscalls:sys_enter_"):
+            per = int(f[0]) / n
+            if per >= 0.001:
+                counts[f[2][len("syscalls:sys_enter_"):]] = per
+    kinds |= set(counts)
+    rows.append((which, counts))
+kinds = sorted(kinds)
+print("| proxy | " + " | ".join(kinds) + " | all |")
+print("| --- | " + " | ".join("---:" for _ in kinds) + " | ---: |")
+for which, counts in rows:
+    print("| %s | %s | %.3f |" % (which, " | ".join("%.3f" % counts.get(k, 0) for k in kinds), sum(counts.values())))
+PY
+fi
