@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -38,9 +39,9 @@ pub struct Entry<'a> {
     pub user_agent: &'a str,
     /// The group and the node that answered (`group/node`), if one did.
     pub node: Option<(&'a str, &'a str)>,
-    /// Seconds the node took, if one was reached.
-    pub upstream_seconds: Option<f64>,
-    pub total_seconds: f64,
+    /// How long the node took, if one was reached.
+    pub upstream_time: Option<Duration>,
+    pub total_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -154,15 +155,31 @@ pub fn format_line(e: &Entry<'_>, at: OffsetDateTime) -> String {
         None => line.push('-'),
     }
     line.push_str(" upstream_time=");
-    // Writing to a String cannot fail.
-    match e.upstream_seconds {
-        Some(s) => {
-            let _ = write!(line, "{s:.3}");
-        }
+    match e.upstream_time {
+        Some(d) => push_seconds(&mut line, d),
         None => line.push('-'),
     }
-    let _ = writeln!(line, " request_time={:.3}", e.total_seconds);
+    line.push_str(" request_time=");
+    push_seconds(&mut line, e.total_time);
+    line.push('\n');
     line
+}
+
+/// Seconds with three decimals, rounded to the nearest millisecond (half
+/// up), as nginx's `$request_time`: in whole numbers (formatting an `f64`
+/// took a twentieth of a logged request's instructions).
+fn push_seconds(line: &mut String, d: Duration) {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    line.push_str(itoa::Buffer::new().format(ms / 1000));
+    line.push('.');
+    let frac = (ms % 1000) as u16;
+    if frac < 100 {
+        line.push('0');
+    }
+    if frac < 10 {
+        line.push('0');
+    }
+    line.push_str(itoa::Buffer::new().format(frac));
 }
 
 /// `[day]/[month]/[year]:[hour]:[minute]:[second] [offset]`, formatted
@@ -235,8 +252,8 @@ mod tests {
                 referer: "",
                 user_agent: "curl/8.0",
                 node: Some(("web", "web1")),
-                upstream_seconds: Some(0.0021),
-                total_seconds: 0.0032,
+                upstream_time: Some(Duration::from_micros(2_100)),
+                total_time: Duration::from_micros(3_200),
             },
             at,
         );
@@ -280,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn seconds_have_three_decimals_rounded_to_the_millisecond() {
+        for (d, want) in [
+            (Duration::ZERO, "0.000"),
+            (Duration::from_nanos(499_999), "0.000"),
+            (Duration::from_nanos(500_000), "0.001"),
+            (Duration::from_micros(9_400), "0.009"),
+            (Duration::from_micros(10_000), "0.010"),
+            (Duration::from_micros(99_600), "0.100"),
+            (Duration::from_micros(999_500), "1.000"),
+            (Duration::from_millis(61_234), "61.234"),
+            (Duration::from_secs(u64::MAX), "18446744073709551615.000"),
+        ] {
+            let mut line = String::new();
+            push_seconds(&mut line, d);
+            assert_eq!(line, want, "{d:?}");
+            // What formatting the seconds as an f64 gave (away from ties).
+            if d < Duration::from_secs(1 << 20) {
+                assert_eq!(format!("{:.3}", d.as_secs_f64()), want, "{d:?}");
+            }
+        }
+    }
+
+    #[test]
     fn no_node_no_dash_fields_and_each_second_its_stamp() {
         let entry = Entry {
             client: "::1",
@@ -291,8 +331,8 @@ mod tests {
             referer: "http://a/\"x\"",
             user_agent: "",
             node: None,
-            upstream_seconds: None,
-            total_seconds: 1.2345,
+            upstream_time: None,
+            total_time: Duration::from_micros(1_234_400),
         };
         let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
         assert_eq!(

@@ -7,11 +7,17 @@
 //! lives in this process's own `Registry` (nothing global), encoded as the
 //! text format on `/metrics`.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
 
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use thread_local::ThreadLocal;
+
+use crate::cluster::node::NodeLive;
 use crate::cluster::snapshot::ClusterSnapshot;
 
 pub mod nodes;
@@ -60,7 +66,43 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// Each TLS certificate's expiry, set from the snapshot at scrape time.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// `requests_by_protocol`'s series, resolved once.
+    by_protocol: [IntCounter; 3],
+    /// Each thread's handles of the per-node series of `requests` and
+    /// `request_duration` (see [`Metrics::record_node_request`]).
+    node_series: ThreadLocal<RefCell<Vec<NodeSeries>>>,
 }
+
+/// One node's series of `requests` (by class, resolved as they first
+/// occur) and `request_duration`, held by one thread. The node's live
+/// state is the key: it is the same object for as long as the node keeps
+/// its group, name and address across reloads, and held here it cannot be
+/// freed and its address reused by another node.
+#[derive(Debug)]
+struct NodeSeries {
+    live: Arc<NodeLive>,
+    group: Box<str>,
+    node: Box<str>,
+    by_class: [Option<IntCounter>; CLASSES.len()],
+    duration: Histogram,
+}
+
+/// The status classes, in [`class_index`] order.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+fn class_index(code: u16) -> usize {
+    match code {
+        100..=599 => usize::from(code / 100 - 1),
+        _ => 5,
+    }
+}
+
+/// The visitors' protocols, as `requests_by_protocol` labels them.
+const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+
+/// Nodes a thread keeps series for before it drops those of nodes no
+/// longer in the configuration.
+const NODE_SERIES_PRUNE_AT: usize = 64;
 
 const NODE_LABELS: &[&str] = &["group", "node"];
 
@@ -88,6 +130,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
+        let requests_by_protocol = counter(
+            &r,
+            "webcluster_requests_by_protocol_total",
+            "Requests answered, by the visitor's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
+            &["protocol"],
+        );
         let m = Metrics {
             requests: counter(
                 &r,
@@ -185,12 +233,9 @@ impl Metrics {
                 "404 answers retried on another node of the group (retry_on_404 routes).",
                 &["group"],
             ),
-            requests_by_protocol: counter(
-                &r,
-                "webcluster_requests_by_protocol_total",
-                "Requests answered, by the visitor's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
-                &["protocol"],
-            ),
+            // Every protocol's series exists from the start, at 0.
+            by_protocol: PROTOCOLS.map(|p| requests_by_protocol.with_label_values(&[p])),
+            requests_by_protocol,
             http2_connections: register(
                 &r,
                 IntGauge::new(
@@ -262,6 +307,7 @@ impl Metrics {
                 "Visitors' TLS handshakes, by result (success, failure, timeout) and version (TLSv1.3, TLSv1.2; \"-\" when none was agreed).",
                 &["result", "version"],
             ),
+            node_series: ThreadLocal::new(),
             tls_certificate_expiry: register(
                 &r,
                 IntGaugeVec::new(
@@ -300,10 +346,64 @@ impl Metrics {
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
         }
-        for protocol in ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] {
-            m.requests_by_protocol.with_label_values(&[protocol]);
-        }
         m
+    }
+
+    /// A request answered over `protocol` (`HTTP/1.1`, ...).
+    pub fn record_protocol(&self, protocol: &str) {
+        match PROTOCOLS.iter().position(|p| *p == protocol) {
+            Some(i) => self.by_protocol[i].inc(),
+            None => self
+                .requests_by_protocol
+                .with_label_values(&[protocol])
+                .inc(),
+        }
+    }
+
+    /// A request `node` of `group` answered with `status`, `took` from
+    /// its arrival to the end of its response: its `requests` and
+    /// `request_duration` series. Through this thread's handles of the
+    /// node's series: `with_label_values` hashes the labels and takes a
+    /// lock on every call, about 150 instructions each, twice per request
+    /// (`benches/README.md`, "Twelfth session").
+    pub fn record_node_request(
+        &self,
+        group: &str,
+        node: &str,
+        live: &Arc<NodeLive>,
+        status: u16,
+        took: Duration,
+    ) {
+        let class = class_index(status);
+        let mut series = self.node_series.get_or_default().borrow_mut();
+        let found = series
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.live, live) && &*s.group == group && &*s.node == node);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                if series.len() >= NODE_SERIES_PRUNE_AT {
+                    // Held only here: the node left the configuration.
+                    series.retain(|s| Arc::strong_count(&s.live) > 1);
+                }
+                series.push(NodeSeries {
+                    live: Arc::clone(live),
+                    group: group.into(),
+                    node: node.into(),
+                    by_class: Default::default(),
+                    duration: self.request_duration.with_label_values(&[group, node]),
+                });
+                series.len() - 1
+            }
+        };
+        let s = &mut series[i];
+        s.by_class[class]
+            .get_or_insert_with(|| {
+                self.requests
+                    .with_label_values(&[group, node, CLASSES[class]])
+            })
+            .inc();
+        s.duration.observe(took.as_secs_f64());
     }
 
     /// The text exposition of every metric, with the per-node families
@@ -399,5 +499,93 @@ pub fn code_class(code: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_code_class() {
+        for code in 0..=1000u16 {
+            assert_eq!(CLASSES[class_index(code)], code_class(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn node_requests_go_to_the_labelled_series() {
+        let m = Metrics::new();
+        let a = Arc::new(NodeLive::new(false));
+        let b = Arc::new(NodeLive::new(false));
+        let ms = Duration::from_millis(3);
+        m.record_node_request("web", "a", &a, 200, ms);
+        m.record_node_request("web", "a", &a, 204, ms);
+        m.record_node_request("web", "a", &a, 503, ms);
+        m.record_node_request("web", "b", &b, 404, ms);
+        m.record_node_request("web", "b", &b, 99, ms);
+        // A reload that gave node a a new live state (a new address): the
+        // same series go on.
+        let a2 = Arc::new(NodeLive::new(true));
+        m.record_node_request("web", "a", &a2, 200, ms);
+        let count =
+            |node: &str, class: &str| m.requests.with_label_values(&["web", node, class]).get();
+        assert_eq!(count("a", "2xx"), 3);
+        assert_eq!(count("a", "5xx"), 1);
+        assert_eq!(count("b", "4xx"), 1);
+        assert_eq!(count("b", "other"), 1);
+        assert_eq!(count("b", "2xx"), 0);
+        let took = |node: &str| {
+            m.request_duration
+                .with_label_values(&["web", node])
+                .get_sample_count()
+        };
+        assert_eq!((took("a"), took("b")), (4, 2));
+        // Another thread: its own handles, the same series.
+        std::thread::scope(|s| {
+            s.spawn(|| m.record_node_request("web", "b", &b, 201, ms));
+        });
+        assert_eq!(count("b", "2xx"), 1);
+    }
+
+    #[test]
+    fn series_of_nodes_gone_from_the_configuration_are_let_go() {
+        let m = Metrics::new();
+        let kept = Arc::new(NodeLive::new(false));
+        m.record_node_request("web", "kept", &kept, 200, Duration::ZERO);
+        for i in 0..NODE_SERIES_PRUNE_AT * 3 {
+            let gone = Arc::new(NodeLive::new(false));
+            m.record_node_request("web", &format!("n{i}"), &gone, 200, Duration::ZERO);
+        }
+        let held = m.node_series.get().expect("this thread's").borrow().len();
+        assert!(
+            held <= NODE_SERIES_PRUNE_AT + 1,
+            "{held} nodes' series held"
+        );
+        assert_eq!(
+            Arc::strong_count(&kept),
+            2,
+            "a configured node's series stay"
+        );
+        m.record_node_request("web", "kept", &kept, 200, Duration::ZERO);
+        assert_eq!(
+            m.requests.with_label_values(&["web", "kept", "2xx"]).get(),
+            2
+        );
+    }
+
+    #[test]
+    fn protocols_are_counted() {
+        let m = Metrics::new();
+        m.record_protocol("HTTP/1.1");
+        m.record_protocol("HTTP/1.1");
+        m.record_protocol("HTTP/2.0");
+        m.record_protocol("HTTP/0.9");
+        let count = |p: &str| m.requests_by_protocol.with_label_values(&[p]).get();
+        assert_eq!(
+            (count("HTTP/1.0"), count("HTTP/1.1"), count("HTTP/2.0")),
+            (0, 2, 1)
+        );
+        assert_eq!(count("HTTP/0.9"), 1);
     }
 }

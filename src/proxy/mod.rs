@@ -1363,22 +1363,25 @@ impl Proxy {
         let node = ctx.node_name();
         let elapsed = ctx.started.elapsed();
         if status != 0 {
-            self.metrics
-                .requests
-                .with_label_values(&[group, node, code_class(status)])
-                .inc();
-            self.metrics
-                .requests_by_protocol
-                .with_label_values(&[down.head.version.as_str()])
-                .inc();
-            if node != "-" {
-                self.metrics
-                    .request_duration
-                    .with_label_values(&[group, node])
-                    .observe(elapsed.as_secs_f64());
-                if let Some(live) = ctx.node_live() {
+            self.metrics.record_protocol(down.head.version.as_str());
+            match ctx.node_live() {
+                Some(live) if node != "-" => {
+                    self.metrics
+                        .record_node_request(group, node, live, status, elapsed);
                     live.stats
                         .record_response(status, elapsed, ctx.body_read, ctx.body_sent);
+                }
+                _ => {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[group, node, code_class(status)])
+                        .inc();
+                    if node != "-" {
+                        self.metrics
+                            .request_duration
+                            .with_label_values(&[group, node])
+                            .observe(elapsed.as_secs_f64());
+                    }
                 }
             }
         }
@@ -1395,8 +1398,8 @@ impl Proxy {
                 referer: req.fields.get_str("referer").unwrap_or(""),
                 user_agent: req.fields.get_str("user-agent").unwrap_or(""),
                 node: (node != "-").then_some((group, node)),
-                upstream_seconds: ctx.upstream_time.map(|d| d.as_secs_f64()),
-                total_seconds: elapsed.as_secs_f64(),
+                upstream_time: ctx.upstream_time,
+                total_time: elapsed,
             });
         }
     }
