@@ -490,16 +490,9 @@ impl Metrics {
     }
 }
 
-/// `2xx`, `4xx`, ... for a status code.
+/// `2xx`, `4xx`, ... for a status code (`other` outside 100–599).
 pub fn code_class(code: u16) -> &'static str {
-    match code {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
-    }
+    CLASSES[class_index(code)]
 }
 
 #[cfg(test)]
@@ -507,9 +500,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_are_code_class() {
-        for code in 0..=1000u16 {
-            assert_eq!(CLASSES[class_index(code)], code_class(code), "{code}");
+    fn classes_of_status_codes() {
+        for (code, class) in [
+            (0, "other"),
+            (99, "other"),
+            (100, "1xx"),
+            (199, "1xx"),
+            (200, "2xx"),
+            (304, "3xx"),
+            (404, "4xx"),
+            (500, "5xx"),
+            (599, "5xx"),
+            (600, "other"),
+            (u16::MAX, "other"),
+        ] {
+            assert_eq!(code_class(code), class, "{code}");
         }
     }
 

@@ -11,7 +11,7 @@
 # than its CPU per request (benches/README.md, "Eleventh session").
 # With `perf` (Debian's linux-perf) and the syscalls tracepoints readable,
 # a second table gives each proxy's system calls per request by kind,
-# counted over the same runs (`perf stat -e 'syscalls:sys_enter_*'`):
+# counted in one more run of each (`perf stat -e 'syscalls:sys_enter_*'`):
 # the eventfd writes of a runtime waking itself show there
 # (benches/README.md, "Twelfth session").
 #
@@ -85,6 +85,11 @@ counters() {
     echo "$v $n $run $wait"
 }
 
+# target webcluster|haproxy: sets port and pid.
+target() {
+    if [[ $1 == webcluster ]]; then port=$WC_PORT pid=$WC_PID; else port=$HP_PORT pid=$HP_PID; fi
+}
+
 # System calls per request, when perf can count them.
 PERF=0
 if command -v perf >/dev/null && perf stat -e 'syscalls:sys_enter_write' -- true >/dev/null 2>&1; then
@@ -95,7 +100,7 @@ printf '| round | proxy | req/s | voluntary / request | involuntary / request | 
 printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n'
 for round in $(seq 1 "$ROUNDS"); do
     for which in webcluster haproxy; do
-        if [[ $which == webcluster ]]; then port=$WC_PORT pid=$WC_PID; else port=$HP_PORT pid=$HP_PID; fi
+        target "$which"
         url="http://127.0.0.1:$port/$SIZE"
         timeout -k 5 30 wrk -t1 -c50 -d2s "$url" >/dev/null
         read -r v0 n0 r0 w0 < <(counters "$pid")
@@ -116,7 +121,7 @@ done
 # little, which the figures above must not carry.
 if ((PERF)); then
     for which in webcluster haproxy; do
-        if [[ $which == webcluster ]]; then port=$WC_PORT pid=$WC_PID; else port=$HP_PORT pid=$HP_PID; fi
+        target "$which"
         url="http://127.0.0.1:$port/$SIZE"
         perf stat -x, -e 'syscalls:sys_enter_*' -p "$pid" -o "$WORK/syscalls.$which" \
             -- sleep $((SECONDS_EACH + 1)) >/dev/null 2>&1 &
@@ -131,7 +136,7 @@ if ((PERF)); then
     echo "System calls per request (perf stat, a run of its own per proxy; kinds above 0.001):"
     echo
     python3 - "$WORK" <<'PY'
-import glob, os, sys
+import os, sys
 work = sys.argv[1]
 reqs = {}
 for line in open(os.path.join(work, "requests")):

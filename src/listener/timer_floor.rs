@@ -10,10 +10,11 @@
 //! connection waits for its next request with a 60–75 s timer and a request
 //! waits for the node's answer with a 30 s one: the first request of each
 //! turn that went to a node after a wait with none pending wrote to the
-//! eventfd (and its event came back at the next wait). Measured with `wrk -c50` and one thread: 0.22 such writes per
-//! request, none with this (`benches/load/switches.sh`); the CPU time per
-//! request they cost (a system call each, and the event read back) is
-//! within that measurement's noise.
+//! eventfd (and its event came back at the next wait). Measured with
+//! `wrk -c50` and one thread: 0.22 such writes per request, none with this
+//! (`benches/load/switches.sh`); the CPU time per request they cost (a
+//! system call each, and the event read back) is within that measurement's
+//! noise.
 //!
 //! A timer that is never more than [`PERIOD`] away keeps `next_wake` at
 //! most that far, before every timeout the proxy arms per request (the

@@ -1371,18 +1371,13 @@ impl Proxy {
                     live.stats
                         .record_response(status, elapsed, ctx.body_read, ctx.body_sent);
                 }
-                _ => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[group, node, code_class(status)])
-                        .inc();
-                    if node != "-" {
-                        self.metrics
-                            .request_duration
-                            .with_label_values(&[group, node])
-                            .observe(elapsed.as_secs_f64());
-                    }
-                }
+                // No node answered (`node_live` is None exactly when the
+                // node's name is "-"), or one literally named "-".
+                _ => self
+                    .metrics
+                    .requests
+                    .with_label_values(&[group, node, code_class(status)])
+                    .inc(),
             }
         }
         if let Some(log) = &self.access_log {
