@@ -521,7 +521,15 @@ fn access_log_names_the_node_and_upstream_time() {
             + &group("web", "", &[("a", nodes.addr(0), "")])
     });
     for _ in 0..3 {
-        let r = http_get(wc.listen, "/node", &[("User-Agent", "test-agent/1")]).expect("GET");
+        let r = http_get(
+            wc.listen,
+            "/node",
+            &[
+                ("User-Agent", "test-agent/1"),
+                ("REFERER", "http://example.com/a"),
+            ],
+        )
+        .expect("GET");
         assert_eq!(r.status, 200);
     }
     let r = http_get(wc.listen, "/server-status", &[]).expect("GET");
@@ -545,7 +553,7 @@ fn access_log_names_the_node_and_upstream_time() {
     for line in &served {
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
         assert!(
-            line.contains("\"GET /node HTTP/1.1\" 200 1 \"-\" \"test-agent/1\""),
+            line.contains("\"GET /node HTTP/1.1\" 200 1 \"http://example.com/a\" \"test-agent/1\""),
             "{line}"
         );
         assert!(line.contains(" node=web/a upstream_time=0."), "{line}");

@@ -208,7 +208,7 @@ pub fn write_request_head(out: &mut Vec<u8>, visitor: &RequestHead, f: &Forwardi
             | Known::XForwardedPort => f.client.is_some(),
             // Never removed by `Connection`.
             Known::XForwardedHost | Known::Forwarded => false,
-            Known::Other => named.contains(name),
+            Known::Referer | Known::UserAgent | Known::Other => named.contains(name),
         };
         !dropped
     });

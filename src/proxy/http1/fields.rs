@@ -30,6 +30,9 @@ pub enum Known {
     XForwardedPort,
     XForwardedHost,
     Forwarded,
+    /// Read for the access log only.
+    Referer,
+    UserAgent,
 }
 
 impl Known {
@@ -44,10 +47,12 @@ impl Known {
             6 if same_name(name, b"expect") => Known::Expect,
             7 if same_name(name, b"upgrade") => Known::Upgrade,
             7 if same_name(name, b"trailer") => Known::Trailer,
+            7 if same_name(name, b"referer") => Known::Referer,
             9 if same_name(name, b"x-real-ip") => Known::XRealIp,
             9 if same_name(name, b"forwarded") => Known::Forwarded,
             10 if same_name(name, b"connection") => Known::Connection,
             10 if same_name(name, b"keep-alive") => Known::KeepAlive,
+            10 if same_name(name, b"user-agent") => Known::UserAgent,
             14 if same_name(name, b"content-length") => Known::ContentLength,
             15 if same_name(name, b"x-forwarded-for") => Known::XForwardedFor,
             16 if same_name(name, b"proxy-connection") => Known::ProxyConnection,
@@ -521,7 +526,9 @@ mod tests {
             (b"proxy-connection", Known::ProxyConnection),
             (b"TE", Known::Te),
             (b"Content-Type", Known::Other),
-            (b"User-Agent", Known::Other),
+            (b"User-Agent", Known::UserAgent),
+            (b"REFERER", Known::Referer),
+            (b"Referrer", Known::Other),
             (b"Hos", Known::Other),
             (b"", Known::Other),
         ] {
