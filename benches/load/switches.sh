@@ -13,14 +13,17 @@
 # a second table gives each proxy's system calls per request by kind,
 # counted in one more run of each (`perf stat -e 'syscalls:sys_enter_*'`):
 # the eventfd writes of a runtime waking itself show there
-# (benches/README.md, "Twelfth session").
+# (benches/README.md, "Twelfth session"). With `perf sched` a third
+# table says where the idle core time went: the cores' idle share and the
+# time each process waited for a core while another core idled
+# (benches/load/idlecores.py; "Thirteenth session").
 #
 #   bash benches/load/switches.sh [WEBCLUSTER_BINARY]   # target/release/webcluster
 #
 # SIZE (default small; or 64k), SECONDS_EACH (default 5), ROUNDS (default
-# 2). Needs nginx, haproxy, wrk, python3. Only 127.0.0.1 and
-# kernel-chosen ports; every wrk run is bounded by SECONDS_EACH. Run it on
-# a quiet machine.
+# 2), THREADS (each proxy's worker threads, default 1). Needs nginx,
+# haproxy, wrk, python3. Only 127.0.0.1 and kernel-chosen ports; every
+# wrk run is bounded by SECONDS_EACH. Run it on a quiet machine.
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +31,7 @@ BIN=${1:-$HERE/../../target/release/webcluster}
 SIZE=${SIZE:-small}
 SECONDS_EACH=${SECONDS_EACH:-5}
 ROUNDS=${ROUNDS:-2}
+THREADS=${THREADS:-1}
 for t in nginx haproxy wrk python3; do
     command -v "$t" >/dev/null || { echo "missing: $t (apt-get install nginx haproxy wrk python3)" >&2; exit 1; }
 done
@@ -43,9 +47,10 @@ bench_workdir switches
 
 UP=$(free_port)
 start_nginx_upstream "$WORK" "$UP" 300
+UP_WORKER=$(pgrep -P "${PIDS[-1]}" | head -n1)
 
 WC_PORT=$(free_port)
-bare_webcluster_conf "$WORK/webcluster.toml" "$WC_PORT" "$UP"
+bare_webcluster_conf "$WORK/webcluster.toml" "$WC_PORT" "$UP" "$THREADS"
 setsid "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/webcluster.log" 2>&1 &
 PIDS+=($!)
 WC_PID=$!
@@ -53,7 +58,7 @@ WC_PID=$!
 HP_PORT=$(free_port)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $THREADS
 defaults
     mode http
     timeout connect 5s
@@ -96,23 +101,29 @@ if command -v perf >/dev/null && perf stat -e 'syscalls:sys_enter_write' -- true
     PERF=1
 fi
 
-printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | waited for a core |\n'
-printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n'
+printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | waited for a core | upstream CPU / request | wrk CPU / request |\n'
+printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for round in $(seq 1 "$ROUNDS"); do
     for which in webcluster haproxy; do
         target "$which"
         url="http://127.0.0.1:$port/$SIZE"
         timeout -k 5 30 wrk -t1 -c50 -d2s "$url" >/dev/null
         read -r v0 n0 r0 w0 < <(counters "$pid")
-        out=$(timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
+        read -r _ _ u0 _ < <(counters "$UP_WORKER")
+        out=$(/usr/bin/time -f '%U %S' -o "$WORK/wrk.time" \
+            timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
         read -r v1 n1 r1 w1 < <(counters "$pid")
+        read -r _ _ u1 _ < <(counters "$UP_WORKER")
+        read -r wu ws <"$WORK/wrk.time"
         reqs=$(awk '/requests in/{print $1}' <<<"$out")
-        python3 - "$round" "$which" "$reqs" "$SECONDS_EACH" "$((v1 - v0))" "$((n1 - n0))" "$((r1 - r0))" "$((w1 - w0))" <<'PY'
+        python3 - "$round" "$which" "$reqs" "$SECONDS_EACH" "$((v1 - v0))" "$((n1 - n0))" "$((r1 - r0))" "$((w1 - w0))" "$((u1 - u0))" "$wu" "$ws" <<'PY'
 import sys
-rnd, which, reqs, secs, v, n, run, wait = sys.argv[1:]
-reqs, secs, v, n, run, wait = int(reqs), float(secs), int(v), int(n), int(run), int(wait)
-print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f ms |" % (
-    rnd, which, reqs / secs, v / reqs, n / reqs, run / 1000.0 / reqs, wait / 1e6))
+rnd, which, reqs, secs, v, n, run, wait, up, wu, ws = sys.argv[1:]
+reqs, secs, v, n, run, wait, up = int(reqs), float(secs), int(v), int(n), int(run), int(wait), int(up)
+wrk = (float(wu) + float(ws)) * 1e6
+print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f ms | %.2f µs | %.2f µs |" % (
+    rnd, which, reqs / secs, v / reqs, n / reqs, run / 1000.0 / reqs, wait / 1e6,
+    up / 1000.0 / reqs, wrk / reqs))
 PY
     done
 done
@@ -161,4 +172,33 @@ print("| --- | " + " | ".join("---:" for _ in kinds) + " | ---: |")
 for which, counts in rows:
     print("| %s | %s | %.3f |" % (which, " | ".join("%.3f" % counts.get(k, 0) for k in kinds), sum(counts.values())))
 PY
+fi
+
+# Where the idle core time went, when perf can record the scheduler: one
+# more run of each proxy, its scheduler events recorded for 1 s in the
+# middle (idlecores.py).
+SCHED=0
+if command -v perf >/dev/null && perf sched record -o "$WORK/probe.data" -- true >/dev/null 2>&1; then
+    SCHED=1
+fi
+if ((SCHED)); then
+    echo
+    echo "Idle cores (perf sched, 1 s in a run of its own per proxy): the cores' idle share; the time each process waited for a core while another core idled; the proxy's wake-ups per request:"
+    echo
+    echo "| proxy | idle | proxy waited | wrk waited | upstream waited | proxy woken / request |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for which in webcluster haproxy; do
+        target "$which"
+        url="http://127.0.0.1:$port/$SIZE"
+        timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url" >"$WORK/sched-wrk.$which" &
+        wrk_pid=$!
+        sleep 1
+        perf sched record -o "$WORK/sched.$which" -- sleep 1 >/dev/null 2>&1 || true
+        wait "$wrk_pid" || true
+        perf sched timehist -i "$WORK/sched.$which" >"$WORK/timehist.$which" 2>/dev/null || true
+        rate=$(awk '/Requests\/sec/{print $2}' "$WORK/sched-wrk.$which")
+        comm=$which
+        [[ $which == webcluster ]] && comm="webcluster prox"
+        python3 "$HERE/idlecores.py" "$WORK/timehist.$which" "$which" "$comm" "${rate:-1}"
+    done
 fi

@@ -19,14 +19,14 @@ bench_cleanup() {
     [[ $BENCH_KEEP_WORK == keep ]] || rm -rf "$WORK"
 }
 
-# bare_webcluster_conf FILE PORT UPSTREAM_PORT: webcluster with one thread
-# on 127.0.0.1:PORT in front of the upstream alone, with nothing else on
+# bare_webcluster_conf FILE PORT UPSTREAM_PORT [THREADS]: webcluster with
+# THREADS (default 1) worker threads on 127.0.0.1:PORT in front of the upstream alone, with nothing else on
 # (round robin, no status scrape, no admin listener, no access log).
 bare_webcluster_conf() {
     cat >"$1" <<EOF
 [server]
 listen = ["127.0.0.1:$2"]
-threads = 1
+threads = ${4:-1}
 log_level = "warn"
 upgrade_sock = "$(dirname "$1")/upgrade.sock"
 
