@@ -31,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod demo_node;
+pub mod descriptors;
 pub mod discovery;
 pub mod listener;
 pub mod metrics;

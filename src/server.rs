@@ -177,6 +177,7 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let pid_file = config.server.pid_file.clone();
     let grace = config.server.grace_period;
     no_transparent_huge_pages();
+    open_files();
     ignore_sighup_until_the_reloader_listens();
     let (server, shared) = build(config, &opts)?;
     if let Some(p) = &pid_file {
@@ -194,6 +195,26 @@ pub fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     remove_pid_file(pid_file.as_deref());
     Ok(())
+}
+
+/// Raises the open-files limit and grows the descriptor table before the
+/// worker threads start ([`crate::descriptors`]). Failure (a seccomp
+/// profile, no `/dev/null`) only costs the stalls it avoids.
+fn open_files() {
+    match crate::descriptors::set_up() {
+        Ok(d) if d.limit != d.limit_before => tracing::info!(
+            "open files: limit raised from {} to {} (the hard limit), descriptor table sized for {}",
+            d.limit_before,
+            d.limit,
+            d.reserved
+        ),
+        Ok(d) => tracing::info!(
+            "open files: limit {}, descriptor table sized for {}",
+            d.limit,
+            d.reserved
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot set up the open-files limit and descriptor table"),
+    }
 }
 
 /// Turns transparent huge pages off for this process (`prctl

@@ -97,6 +97,39 @@ fn wait_log(wc: &Webcluster, needle: &str) {
     }
 }
 
+/// The running proxy raised its open-files limit to the hard limit and
+/// grew its descriptor table up front (`webcluster::descriptors`): its
+/// `/proc` entries show both, and its log says so.
+fn descriptors_set_up_at_start(wc: &Webcluster) {
+    let proc_file = |name: &str| {
+        std::fs::read_to_string(format!("/proc/{}/{name}", wc.pid())).expect("/proc entry")
+    };
+    let limits = proc_file("limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files")
+        .split_whitespace()
+        .collect();
+    // "Max open files <soft> <hard> files"
+    let (soft, hard) = (open_files[3], open_files[4]);
+    if hard != "unlimited" {
+        assert_eq!(soft, hard, "{limits}");
+    }
+    let soft: u64 = soft.parse().expect("soft limit");
+    let table: u64 = proc_file("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize");
+    let reserved = webcluster::descriptors::reserve_for(soft);
+    assert!(
+        table >= reserved,
+        "descriptor table of {table}, {reserved} wanted"
+    );
+    wait_log(wc, &format!("descriptor table sized for {reserved}"));
+}
+
 /// `webcluster ARGS CONFIG` (a `reload` command line), run to its end.
 fn reload_cli(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(binary())
@@ -343,6 +376,7 @@ fn reload_adds_removes_and_reweights_nodes() {
         server_config(l, adm, "") + &web_group(&[("a", a, "weight = 1"), ("b", b, "weight = 1")])
     });
     let before = wc.wait_all_up();
+    descriptors_set_up_at_start(&wc);
     let counts = tally(wc.listen, 20);
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
