@@ -6,7 +6,7 @@ Usage: node_timeline.py RUN_DIR [BUCKET_SECONDS] [FROM_S TO_S]
 RUN_DIR is a balancing run's directory kept by `KEEP=1 bash
 benches/load/run.sh` (it holds n1/, n2/, n3/ with logs/access.log written
 with docker/apache/node.conf's LogFormat: the request's duration in
-microseconds, %k, and its start in milliseconds since the epoch last).
+microseconds, %k, and its start in microseconds since the epoch last).
 For each bucket (0.1 s by default) and node it prints the mean number of
 workers busy with a request ("busy") and the connections that began in it
 (%k = 0: "new"), times from the first logged request. Nodes idle at the
@@ -25,7 +25,9 @@ def node_buckets(path, res):
     for line in open(path, errors="replace"):
         fields = line.split()
         try:
-            start = int(fields[-1]) / 1000.0
+            start = int(fields[-1])
+            # Microseconds since the epoch (milliseconds in older logs).
+            start = start / 1e6 if start > 10**14 else start / 1000.0
             dur = int(fields[-4]) / 1e6
             kept = fields[-3]
         except (IndexError, ValueError):

@@ -906,11 +906,19 @@ def plot_svg(scen, plot_dir, handler_ms):
     return "latency.svg"
 
 
+def epoch_seconds(field):
+    """A node log's start time (microseconds since the epoch, or
+    milliseconds in logs written before the thirteenth session) in
+    seconds."""
+    n = int(field)
+    return n / 1e6 if n > 10**14 else n / 1000.0
+
+
 def burst_goodput(run_dir, seconds):
     """Visitors' requests the nodes completed per second during the first
     `seconds` of load (from the first visitor request any node began), by
     the nodes' own access logs (docker/apache/node.conf: the duration in
-    microseconds fourth from the end, the start in milliseconds last): the
+    microseconds fourth from the end, the start last): the
     goodput while the burst of q-overload lasts, whichever order a proxy
     serves its queue in. None without the logs."""
     spans = []
@@ -923,7 +931,7 @@ def burst_goodput(run_dir, seconds):
                 continue
             f = line.split()
             try:
-                start = int(f[-1]) / 1000.0
+                start = epoch_seconds(f[-1])
                 spans.append((start, start + int(f[-4]) / 1e6))
             except (IndexError, ValueError):
                 continue

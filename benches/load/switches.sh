@@ -21,9 +21,12 @@
 #   bash benches/load/switches.sh [WEBCLUSTER_BINARY]   # target/release/webcluster
 #
 # SIZE (default small; or 64k), SECONDS_EACH (default 5), ROUNDS (default
-# 2), THREADS (each proxy's worker threads, default 1). Needs nginx,
-# haproxy, wrk, python3. Only 127.0.0.1 and kernel-chosen ports; every
-# wrk run is bounded by SECONDS_EACH. Run it on a quiet machine.
+# 2), THREADS (each proxy's worker threads, default 1), PIN=1 (wrk and the
+# upstream on CPU 0, the proxy on CPU 1: whichever core is full is the
+# bottleneck; "Thirteenth session"). Needs nginx, haproxy, wrk, python3
+# and /usr/bin/time (Debian's `time`). Only 127.0.0.1 and kernel-chosen
+# ports; every wrk run is bounded by SECONDS_EACH. Run it on a quiet
+# machine.
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,8 +35,16 @@ SIZE=${SIZE:-small}
 SECONDS_EACH=${SECONDS_EACH:-5}
 ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-1}
-for t in nginx haproxy wrk python3; do
-    command -v "$t" >/dev/null || { echo "missing: $t (apt-get install nginx haproxy wrk python3)" >&2; exit 1; }
+PIN=${PIN:-0}
+# PIN=1: the load generator and the upstream on CPU 0, the proxy on CPU 1
+# (taskset), to see which side is the bottleneck.
+GEN=() PROXY_CPU=()
+if [[ $PIN == 1 ]]; then
+    command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+    GEN=(taskset -c 0) PROXY_CPU=(taskset -c 1)
+fi
+for t in nginx haproxy wrk python3 /usr/bin/time; do
+    command -v "$t" >/dev/null || { echo "missing: $t (apt-get install nginx haproxy wrk python3 time)" >&2; exit 1; }
 done
 [[ -x $BIN ]] || { echo "no webcluster binary at $BIN (cargo build --release)" >&2; exit 1; }
 
@@ -48,10 +59,13 @@ bench_workdir switches
 UP=$(free_port)
 start_nginx_upstream "$WORK" "$UP" 300
 UP_WORKER=$(pgrep -P "${PIDS[-1]}" | head -n1)
+if [[ $PIN == 1 ]]; then
+    for p in "${PIDS[-1]}" "$UP_WORKER"; do taskset -a -p -c 0 "$p" >/dev/null; done
+fi
 
 WC_PORT=$(free_port)
 bare_webcluster_conf "$WORK/webcluster.toml" "$WC_PORT" "$UP" "$THREADS"
-setsid "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/webcluster.log" 2>&1 &
+setsid "${PROXY_CPU[@]}" "$BIN" run -c "$WORK/webcluster.toml" >"$WORK/webcluster.log" 2>&1 &
 PIDS+=($!)
 WC_PID=$!
 
@@ -72,7 +86,7 @@ $(peer_forwarding haproxy)
 backend be
     server s1 127.0.0.1:$UP
 EOF
-setsid haproxy -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+setsid "${PROXY_CPU[@]}" haproxy -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HP_PID=$!
 wait_port "$WC_PORT" 300
@@ -101,17 +115,17 @@ if command -v perf >/dev/null && perf stat -e 'syscalls:sys_enter_write' -- true
     PERF=1
 fi
 
-printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | waited for a core | upstream CPU / request | wrk CPU / request |\n'
-printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+printf '| round | proxy | req/s | voluntary / request | involuntary / request | CPU per request | proxy busy (share of a core) | waited for a core | upstream CPU / request | wrk CPU / request |\n'
+printf '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for round in $(seq 1 "$ROUNDS"); do
     for which in webcluster haproxy; do
         target "$which"
         url="http://127.0.0.1:$port/$SIZE"
-        timeout -k 5 30 wrk -t1 -c50 -d2s "$url" >/dev/null
+        timeout -k 5 30 "${GEN[@]}" wrk -t1 -c50 -d2s "$url" >/dev/null
         read -r v0 n0 r0 w0 < <(counters "$pid")
         read -r _ _ u0 _ < <(counters "$UP_WORKER")
         out=$(/usr/bin/time -f '%U %S' -o "$WORK/wrk.time" \
-            timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
+            timeout -k 5 $((SECONDS_EACH + 30)) "${GEN[@]}" wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
         read -r v1 n1 r1 w1 < <(counters "$pid")
         read -r _ _ u1 _ < <(counters "$UP_WORKER")
         read -r wu ws <"$WORK/wrk.time"
@@ -121,8 +135,8 @@ import sys
 rnd, which, reqs, secs, v, n, run, wait, up, wu, ws = sys.argv[1:]
 reqs, secs, v, n, run, wait, up = int(reqs), float(secs), int(v), int(n), int(run), int(wait), int(up)
 wrk = (float(wu) + float(ws)) * 1e6
-print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f ms | %.2f µs | %.2f µs |" % (
-    rnd, which, reqs / secs, v / reqs, n / reqs, run / 1000.0 / reqs, wait / 1e6,
+print("| %s | %s | %.0f | %.3f | %.3f | %.2f µs | %.0f%% | %.0f ms | %.2f µs | %.2f µs |" % (
+    rnd, which, reqs / secs, v / reqs, n / reqs, run / 1000.0 / reqs, run / 1e9 / secs * 100, wait / 1e6,
     up / 1000.0 / reqs, wrk / reqs))
 PY
     done
@@ -137,7 +151,7 @@ if ((PERF)); then
         perf stat -x, -e 'syscalls:sys_enter_*' -p "$pid" -o "$WORK/syscalls.$which" \
             -- sleep $((SECONDS_EACH + 1)) >/dev/null 2>&1 &
         perf_pid=$!
-        out=$(timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
+        out=$(timeout -k 5 $((SECONDS_EACH + 30)) "${GEN[@]}" wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url")
         # perf counts a second longer than wrk runs: the calls of that
         # second are the idle proxy's (a handful).
         wait "$perf_pid" || true
@@ -190,7 +204,7 @@ if ((SCHED)); then
     for which in webcluster haproxy; do
         target "$which"
         url="http://127.0.0.1:$port/$SIZE"
-        timeout -k 5 $((SECONDS_EACH + 30)) wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url" >"$WORK/sched-wrk.$which" &
+        timeout -k 5 $((SECONDS_EACH + 30)) "${GEN[@]}" wrk -t1 -c50 -d"${SECONDS_EACH}s" "$url" >"$WORK/sched-wrk.$which" &
         wrk_pid=$!
         sleep 1
         perf sched record -o "$WORK/sched.$which" -- sleep 1 >/dev/null 2>&1 || true
