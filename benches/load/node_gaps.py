@@ -19,38 +19,15 @@ a worker could have worked. Prints the gaps' count, mean and percentiles,
 and how many requests came on a new connection (%k = 0).
 """
 
-import os
 import sys
 
-
-def epoch_seconds(field):
-    n = int(field)
-    return n / 1e6 if n > 10**14 else n / 1000.0
-
-
-def requests(run_dir):
-    """(node, port, start, end, kept) of every visitor request."""
-    out = []
-    for node in sorted(os.listdir(run_dir)):
-        path = os.path.join(run_dir, node, "logs", "access.log")
-        if not os.path.isfile(path):
-            continue
-        for line in open(path, errors="replace"):
-            if '"openloop"' not in line:
-                continue
-            f = line.split()
-            try:
-                start = epoch_seconds(f[-1])
-                out.append((node, f[1], start, start + int(f[-4]) / 1e6, f[-3]))
-            except (IndexError, ValueError):
-                continue
-    return out
+from nodelogs import visitor_requests
 
 
 def main():
     run_dir = sys.argv[1]
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    reqs = requests(run_dir)
+    reqs = visitor_requests(run_dir)
     if not reqs:
         print("no visitor requests in the nodes' logs under %s" % run_dir)
         return

@@ -19,15 +19,15 @@ import collections
 import os
 import sys
 
+from nodelogs import epoch_seconds
+
 
 def node_buckets(path, res):
     busy, new = collections.Counter(), collections.Counter()
     for line in open(path, errors="replace"):
         fields = line.split()
         try:
-            start = int(fields[-1])
-            # Microseconds since the epoch (milliseconds in older logs).
-            start = start / 1e6 if start > 10**14 else start / 1000.0
+            start = epoch_seconds(fields[-1])
             dur = int(fields[-4]) / 1e6
             kept = fields[-3]
         except (IndexError, ValueError):

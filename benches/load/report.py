@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from nodelogs import visitor_requests
+
 BEGIN = "<!-- BEGIN RESULTS: written by benches/load/report.py, do not edit by hand -->"
 END = "<!-- END RESULTS -->"
 
@@ -906,14 +908,6 @@ def plot_svg(scen, plot_dir, handler_ms):
     return "latency.svg"
 
 
-def epoch_seconds(field):
-    """A node log's start time (microseconds since the epoch, or
-    milliseconds in logs written before the thirteenth session) in
-    seconds."""
-    n = int(field)
-    return n / 1e6 if n > 10**14 else n / 1000.0
-
-
 def burst_goodput(run_dir, seconds):
     """Visitors' requests the nodes completed per second during the first
     `seconds` of load (from the first visitor request any node began), by
@@ -921,20 +915,7 @@ def burst_goodput(run_dir, seconds):
     microseconds fourth from the end, the start last): the
     goodput while the burst of q-overload lasts, whichever order a proxy
     serves its queue in. None without the logs."""
-    spans = []
-    for node in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-        path = os.path.join(run_dir, node, "logs", "access.log")
-        if not os.path.isfile(path):
-            continue
-        for line in open(path, errors="replace"):
-            if '"openloop"' not in line:
-                continue
-            f = line.split()
-            try:
-                start = epoch_seconds(f[-1])
-                spans.append((start, start + int(f[-4]) / 1e6))
-            except (IndexError, ValueError):
-                continue
+    spans = [(start, end) for _, _, start, end, _ in visitor_requests(run_dir)]
     if not spans:
         return None
     t0 = min(s for s, _ in spans)
