@@ -117,11 +117,7 @@ fn descriptors_set_up_at_start(wc: &Webcluster) {
         assert_eq!(soft, hard, "{limits}");
     }
     let soft: u64 = soft.parse().expect("soft limit");
-    let table: u64 = proc_file("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("FDSize");
+    let table = webcluster::descriptors::table_size(&proc_file("status")).expect("FDSize");
     let reserved = webcluster::descriptors::reserve_for(soft);
     assert!(
         table >= reserved,

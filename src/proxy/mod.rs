@@ -75,8 +75,7 @@ use crate::config::{AffinityMode, Timeouts, UpstreamKeepalive};
 use crate::metrics::{code_class, Metrics};
 use crate::tls::{Terminator, Terminators};
 use http1::{
-    io_error, Body, Fields, Framing, HeadError, Io, Known, Limits, Outgoing, Recode, RequestHead,
-    Version,
+    io_error, Body, Framing, HeadError, Io, Limits, Outgoing, Recode, RequestHead, Version,
 };
 use pool::Pool;
 use respond::{is_timeout, status_for_error};
@@ -1391,24 +1390,14 @@ impl Proxy {
                 version: req.version.as_str(),
                 status,
                 body_bytes: ctx.body_sent as usize,
-                referer: first_str(&req.fields, Known::Referer),
-                user_agent: first_str(&req.fields, Known::UserAgent),
+                referer: req.fields.get_str("referer").unwrap_or(""),
+                user_agent: req.fields.get_str("user-agent").unwrap_or(""),
                 node: (node != "-").then_some((group, node)),
                 upstream_time: ctx.upstream_time,
                 total_time: elapsed,
             });
         }
     }
-}
-
-/// The first `known` line's value for the access log, when it is UTF-8
-/// (else empty, logged as `-`). Found by its mark: no walk over the lines
-/// when the head has none.
-fn first_str(fields: &Fields, known: Known) -> &str {
-    fields
-        .first(known)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("")
 }
 
 impl ServerApp for Proxy {

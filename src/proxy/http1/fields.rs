@@ -293,7 +293,7 @@ impl Fields {
         self.seen & known.bit() != 0
     }
 
-    /// The values of every line named `name` (ASCII lower case). A
+    /// The values of every line named `name` (any case). A
     /// [`Known`] name is found by its mark, and not looked for at all when
     /// no line has it.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -348,11 +348,16 @@ impl Fields {
             .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 
-    /// The first value of `name`.
+    /// The first value of `name` (any case); a [`Known`] name by its mark,
+    /// as [`Fields::get_all`].
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        match Known::of(name.as_bytes()) {
+            Known::Other => self
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v),
+            known => self.first(known),
+        }
     }
 
     /// The first value of `name`, when it is UTF-8.
