@@ -32,6 +32,9 @@
 //!    together they never hold more than one connection per instance over
 //!    a node's workers (the last free worker each may take until the next
 //!    page: `cluster::limit`), so at most those wait in its backlog.
+//! 9. a node whose status page went stale keeps the limit its last page
+//!    gave: a burst of queued requests still never holds more connections
+//!    to it than its workers.
 //!
 //! No assertion is about a duration: waits are polls with generous bounds,
 //! and every loop is bounded in count and time.
@@ -407,6 +410,46 @@ fn short_requests_get_every_worker_and_the_page_is_read_over_the_proxys_connecti
             node.name()
         );
     }
+}
+
+#[test]
+fn a_status_page_gone_stale_still_bounds_its_node() {
+    // The node's page stops being readable (here: the proxy is reloaded to
+    // read it at a path that answers 404; on a busy node, a page that times
+    // out does the same) and goes stale. The limit it last gave still holds:
+    // a burst of queued requests does not all go to the node at once, into
+    // its accept backlog. (`fall` is high so that the failed reads do not
+    // mark the node down meanwhile.)
+    let a = node("a");
+    let extra = "queue_timeout = \"30s\"\nfall = 1000";
+    let config = |listen, admin, status: &str| {
+        base_config(listen, admin, "") + &group_config("web", extra, &[("a", a.addr(), status)])
+    };
+    let wc = proxy(extra, &[&a], "");
+    let before = wc.status()["config"]["reloads_ok"].as_u64();
+    let gone = format!("status_url = \"http://{}/no-such-status?auto\"", a.addr());
+    std::fs::write(&wc.config_path, config(wc.listen, wc.admin, &gone)).expect("write config");
+    wc.signal(nix::sys::signal::Signal::SIGHUP);
+    wc.wait_status("the reload", |s| {
+        s["config"]["reloads_ok"].as_u64() != before
+    });
+    let s = wc.wait_status("the node's status to go stale", |s| {
+        support::webcluster::node(s, "a")["state"] == "stale"
+    });
+    let limit = support::webcluster::node(&s, "a")["limit"].as_u64();
+    assert!(
+        limit.is_some_and(|l| (1..=u64::from(WORKERS)).contains(&l)),
+        "a stale node keeps a limit within its workers: {limit:?}"
+    );
+    let sampler = Sampler::start(vec![a.addr().port()]);
+    let n = (WORKERS * 20) as usize;
+    let handles: Vec<_> = (0..n)
+        .map(|i| get(wc.listen, &format!("/sleep?ms=20&id={i}"), &[]))
+        .collect();
+    all_served_none_overfilled(handles, sampler, &["a"], WORKERS);
+    let s = wc.status();
+    assert_eq!(support::webcluster::node(&s, "a")["state"], "stale");
+    assert!(group(&s)["queue"]["queued_total"].as_u64().unwrap_or(0) > 0);
 }
 
 #[test]

@@ -66,9 +66,18 @@
 //! counted by the instance that sent it, not on the page) loses the extra.
 //! While a group's requests wait in its queue, the scraper reads its nodes'
 //! pages every 100 ms instead of every `scrape_interval`, so that the
-//! shares follow the load within a fraction of a second. For a page that
-//! does not count workers (nginx `stub_status`), for stale or missing
-//! status, the limit is the configured `max_conns`, or none.
+//! shares follow the load within a fraction of a second.
+//!
+//! **A page gone stale** (not read for `stale_after` intervals: the node's
+//! status page times out under load, or was taken away) still bounds the
+//! node by the last page read: the node has no more workers than it showed,
+//! and nothing newer says that others freed any. Dropping the limit then
+//! would send every queued request to the node at once, into its accept
+//! backlog, at the moment it is busiest. The limit is at least one while
+//! the page is stale, so that a node whose page stopped answering still
+//! serves (a share of nothing seen long ago is not a reason to starve it).
+//! For a page that does not count workers (nginx `stub_status`), or no page
+//! yet, the limit is the configured `max_conns`, or none.
 
 /// What a fresh status page says of a node's workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +97,8 @@ pub struct PageWorkers {
     pub held_at_scrape: u64,
     /// Requests wait in this proxy's queue for the node's group now.
     pub wanting: bool,
+    /// The page is older than `stale_after` intervals.
+    pub stale: bool,
 }
 
 /// The limit of concurrent requests from this proxy to a node: None when
@@ -112,6 +123,11 @@ pub fn limit(page: Option<PageWorkers>, max_conns: Option<u32>) -> Option<u32> {
         };
         shared.min(own)
     });
+    // A stale page keeps its limit, but never shuts the node out.
+    let from_page = match (from_page, page) {
+        (Some(l), Some(p)) if p.stale => Some(l.max(1)),
+        (l, _) => l,
+    };
     match (from_page, max_conns) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -181,12 +197,18 @@ mod tests {
             status: 1,
             held_at_scrape,
             wanting: false,
+            stale: false,
         })
     }
 
     /// The page with requests waiting in this proxy's queue.
     fn wanting(page: Option<PageWorkers>) -> Option<PageWorkers> {
         page.map(|p| PageWorkers { wanting: true, ..p })
+    }
+
+    /// The page gone stale.
+    fn stale(page: Option<PageWorkers>) -> Option<PageWorkers> {
+        page.map(|p| PageWorkers { stale: true, ..p })
     }
 
     #[test]
@@ -231,7 +253,15 @@ mod tests {
             // max_conns caps it
             (page(8, 0, 0), Some(3), Some(3)),
             (page(8, 4, 0), Some(3), Some(1)),
-            // no page (nginx, stale, not scraped): max_conns or none
+            // a stale page keeps its limit (not none: the queue would
+            // empty into the node's backlog) ...
+            (stale(page(8, 0, 0)), None, Some(7)),
+            (stale(page(16, 4, 2)), None, Some(7)),
+            (stale(page(8, 4, 0)), Some(3), Some(1)),
+            // ... but leaves at least one request to a node it shut out
+            (stale(page(8, 7, 0)), None, Some(1)),
+            (stale(page(8, 12, 0)), None, Some(1)),
+            // no page (nginx, not scraped yet): max_conns or none
             (None, Some(10), Some(10)),
             (None, None, None),
             // a held count beyond u32 saturates

@@ -930,7 +930,10 @@ impl LiveState {
         now: Instant,
         wanting: impl FnOnce() -> bool,
     ) -> Option<u32> {
-        let page = self.fresh(group, now).and_then(|sample| {
+        // A stale page still bounds the node (`cluster::limit`).
+        let last = self.last.as_ref().filter(|_| group.scrape.enabled);
+        let stale = self.fresh(group, now).is_none();
+        let page = last.and_then(|sample| {
             let r = &sample.report;
             // Only a page that counts workers (Apache's scoreboard; not
             // nginx's connections) bounds what a node can take.
@@ -951,6 +954,7 @@ impl LiveState {
                 )),
                 held_at_scrape: inflight + idle,
                 wanting: false,
+                stale,
             })
         });
         // Whether requests wait in the queue is read only where it counts
@@ -1361,6 +1365,37 @@ mod tests {
         live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
         assert_eq!(live.holding(group, node, now()).idle, 0);
         assert_eq!(live.limit(group, node, now()), Some(3));
+    }
+
+    #[test]
+    fn a_stale_page_keeps_the_limit_it_gave() {
+        let cfg = config();
+        let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
+        let live = Arc::new(NodeLive::new(false));
+        // A node of 4, idle but for the scraper's own worker: 3 are this
+        // proxy's.
+        let mut r = report(Some("prefork"), 1, 4);
+        r.idle_workers = Some(3);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
+        let read = Instant::now();
+        let stale =
+            read + group.scrape.interval * group.scrape.stale_after + Duration::from_millis(1);
+        assert_eq!(live.limit(group, node, read), Some(3));
+        // No page since: the node is stale, and still takes no more than
+        // its workers (the queue does not empty into its backlog).
+        let s = live.snapshot(group, node, 0, stale);
+        assert_eq!((s.state, s.limit), (NodeState::Stale, Some(3)));
+        assert_eq!(live.limit(group, node, stale), Some(3));
+        // A page that left this proxy nothing (others held every worker):
+        // once stale, one request at a time still goes.
+        let mut r = report(Some("prefork"), 4, 4);
+        r.idle_workers = Some(0);
+        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
+        let read = Instant::now();
+        let stale =
+            read + group.scrape.interval * group.scrape.stale_after + Duration::from_millis(1);
+        assert_eq!(live.limit(group, node, read), Some(0));
+        assert_eq!(live.limit(group, node, stale), Some(1));
     }
 
     #[test]

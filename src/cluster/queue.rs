@@ -41,7 +41,8 @@
 //! passed) leaves the queue at once ([`Waiter`]'s `Drop`); a slot handed to
 //! it in the same instant goes back and is handed on. The scraper also
 //! calls `dispatch` on each of its ticks, for room that comes with time
-//! alone (a status that went stale leaves only the configured limit).
+//! alone (a node back from a hold-back, a stale page's limit of at least
+//! one).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};

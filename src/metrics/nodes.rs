@@ -192,7 +192,7 @@ pub static NODE_METRICS: &[NodeMetric] = &[
     NodeMetric {
         name: "webcluster_node_limit",
         help: "How many requests this proxy may have at the node at once: its free workers by its status page, capped by max_conns.",
-        doc_note: "Requests over it wait in the group's queue (`webcluster_queue_length`). No series while there is no limit (no fresh worker count, no `max_conns`).",
+        doc_note: "Requests over it wait in the group's queue (`webcluster_queue_length`). A stale node keeps the limit of its last page (at least 1). No series while there is no limit (no worker count read yet, no `max_conns`).",
         kind: Kind::Gauge,
         unit: "requests",
         read: Read::Value(|n| n.limit.map(f64::from)),

@@ -87,7 +87,7 @@ impl Scraper {
                 }
                 node.live.observe(&group.config, &node.config, now);
             }
-            // Room that came with time alone (a status gone stale, a node
+            // Room that came with time alone (a page gone stale, a node
             // back from a hold-back) goes to the requests waiting for it.
             group.queue.dispatch();
         }
