@@ -35,6 +35,9 @@
 //! 9. a node whose status page went stale keeps the limit its last page
 //!    gave: a burst of queued requests still never holds more connections
 //!    to it than its workers.
+//! 10. requests that stop being short (the page read over the proxy's own
+//!     connections until then): the scraper's own connection comes back
+//!     without ever waiting in the node's backlog.
 //!
 //! No assertion is about a duration: waits are polls with generous bounds,
 //! and every loop is bounded in count and time.
@@ -196,7 +199,7 @@ impl Sampler {
                 for (i, &p) in ports.iter().enumerate() {
                     let (e, b) = ss_sample(p);
                     run[i] = if b > 0 { run[i] + 1 } else { 0 };
-                    if run[i] > 1 && seen.is_empty() {
+                    if (run[i] > 1 || e > WORKERS) && seen.is_empty() {
                         // What was open at the node then, for the message.
                         let filter = format!("( dport = :{p} or sport = :{p} )");
                         let o = Command::new("ss").args(["-tnp", &filter]).output();
@@ -218,7 +221,7 @@ impl Sampler {
 
     /// The most seen for each port (connections; samples in a row with a
     /// connection in the accept queue), and what `ss` showed the first time
-    /// a connection waited there.
+    /// a connection waited there or more were open than [`WORKERS`].
     fn finish(self) -> (Vec<Most>, String) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("sampler")
@@ -302,7 +305,7 @@ fn all_served_none_overfilled(
         } = *m;
         assert!(
             established <= workers,
-            "node {node}: {established} connections open to it at once (scrapers' included), more than its {workers} workers"
+            "node {node}: {established} connections open to it at once (scrapers' included), more than its {workers} workers:\n{seen}"
         );
         assert!(
             backlog_run <= 1,
@@ -410,6 +413,38 @@ fn short_requests_get_every_worker_and_the_page_is_read_over_the_proxys_connecti
             node.name()
         );
     }
+}
+
+#[test]
+fn when_requests_stop_being_short_the_scrapers_connection_waits_for_a_worker() {
+    // Short requests first, many at once: the page is read over the proxy's
+    // own connections and the limit leaves no worker for the scraper. Then
+    // long ones, queued behind them: once the node's usual response time is
+    // long, the page is read over the scraper's own connection again, but
+    // only when a worker is free for it (else over the next connection a
+    // request gives back); never by a connection that waits in the node's
+    // backlog while this proxy's requests hold every worker.
+    let a = node("a");
+    let wc = proxy("queue_timeout = \"30s\"", &[&a], "");
+    let sampler = Sampler::start(vec![a.addr().port()]);
+    let short = (WORKERS * 30) as usize;
+    let mut handles: Vec<_> = (0..short)
+        .map(|i| get(wc.listen, &format!("/sleep?ms=5&id={i}"), &[]))
+        .collect();
+    wc.wait_status("the short requests to arrive", |s| {
+        arrived(s) >= short as u64
+    });
+    handles.extend(
+        (0..WORKERS * 4).map(|i| get(wc.listen, &format!("/sleep?ms=300&id=long{i}"), &[])),
+    );
+    all_served_none_overfilled(handles, sampler, &["a"], WORKERS);
+    // The page was read while the long requests ran (not only before).
+    let access = a.access_log();
+    let first_long = access.find("id=long").expect("a long request in the log");
+    assert!(
+        access[first_long..].contains("GET /server-status"),
+        "no status page read after the long requests began:\n{access}"
+    );
 }
 
 #[test]

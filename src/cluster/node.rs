@@ -333,6 +333,12 @@ impl NodeLive {
         InflightGuard(Arc::clone(self))
     }
 
+    /// Set the node's usual response time.
+    #[cfg(test)]
+    pub fn set_usual_head_for_test(&self, usual: Duration) {
+        self.lock().usual_head = Some(usual);
+    }
+
     /// Change the in-flight count by `-n` without telling the queue (room
     /// that comes without a slot given back, as when a status goes stale).
     #[cfg(test)]
@@ -543,17 +549,40 @@ impl NodeLive {
     /// (they come back well within a page's freshness: twice the usual
     /// response time and 10 ms is the wait), and it answers. None: the
     /// scraper's own connection.
-    pub fn status_over_visitor_conn(&self) -> Option<Duration> {
+    ///
+    /// `Some(ZERO)`: the hand-over with no wait, where a new connection of
+    /// the scraper's could find every worker taken by this proxy's requests
+    /// and wait in the node's accept backlog (over its workers): the
+    /// scraper's worker is set aside at once, and the page is read over a
+    /// new connection of its own only if a worker is free for it, else over
+    /// an idle pooled connection or the next one a request gives back
+    /// (`status::scraper`). That is the case when requests stopped being
+    /// short with no kept connection of the scraper's (the last page was
+    /// read over a visitor's connection, or the one before could not be
+    /// read), and for a `probe` (the node looks stalled:
+    /// [`Self::check_stall`]): while this proxy's requests hold every
+    /// worker, a connection of the scraper's could not be answered before
+    /// one of them ends anyway. A node held back, down or not checked yet
+    /// is read over the scraper's own connection.
+    pub fn status_over_visitor_conn(&self, probe: bool) -> Option<Duration> {
         let pooled = self.lend.pooled_since() || self.idle_pooled() > 0;
         let holds = self.inflight() + self.idle_pooled() > 0;
         let s = self.lock();
-        let usual = s.usual_head.filter(|&u| u <= LEND_WHEN_USUAL_UNDER)?;
-        (pooled
-            && holds
-            && s.worker_per_connection()
-            && s.stalled.is_none()
-            && matches!(s.health, Health::Up))
-        .then(|| usual * 2 + Duration::from_millis(10))
+        if !holds || !s.worker_per_connection() {
+            return None;
+        }
+        if probe {
+            return Some(Duration::ZERO);
+        }
+        if s.stalled.is_some() || !matches!(s.health, Health::Up) {
+            return None;
+        }
+        match s.usual_head.filter(|&u| u <= LEND_WHEN_USUAL_UNDER) {
+            Some(usual) if pooled => Some(usual * 2 + Duration::from_millis(10)),
+            // The scraper's kept connection holds a worker for the read.
+            _ if s.status_conn == (StatusConn::Own { kept: true }) => None,
+            _ => Some(Duration::ZERO),
+        }
     }
 
     /// The next page is read over the scraper's own connection after one
@@ -1365,6 +1394,52 @@ mod tests {
         live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
         assert_eq!(live.holding(group, node, now()).idle, 0);
         assert_eq!(live.limit(group, node, now()), Some(3));
+    }
+
+    #[test]
+    fn the_page_goes_over_a_visitors_connection_while_requests_are_short() {
+        let cfg = config();
+        let group = &cfg.groups[0];
+        let live = Arc::new(NodeLive::new(false));
+        let mut r = report(Some("prefork"), 1, 4);
+        r.idle_workers = Some(3);
+        let read = |conn| live.record_scrape(group, r.clone(), Duration::ZERO, conn);
+        read(StatusConn::Own { kept: true });
+        // Nothing held, no usual time yet: the scraper's own connection.
+        assert_eq!(live.status_over_visitor_conn(false), None);
+        let _busy = live.begin_request();
+        let _idle = live.hold_idle();
+        assert_eq!(live.status_over_visitor_conn(false), None, "no usual time");
+        // Short requests: wait twice the usual time and 10 ms for one.
+        live.set_usual_head_for_test(Duration::from_millis(20));
+        assert_eq!(
+            live.status_over_visitor_conn(false),
+            Some(Duration::from_millis(50))
+        );
+        // Long ones: after a page read over the scraper's own connection,
+        // kept open (it holds a worker), that connection again ...
+        live.set_usual_head_for_test(Duration::from_millis(300));
+        assert_eq!(live.status_over_visitor_conn(false), None);
+        // ... but after one over a visitor's connection, the hand-over with
+        // no wait (this proxy may hold every worker: a new connection of
+        // the scraper's would wait in the backlog) ...
+        read(StatusConn::Visitor { own_closed: true });
+        assert_eq!(live.status_over_visitor_conn(false), Some(Duration::ZERO));
+        // ... as long as the scraper keeps no connection of its own.
+        live.reserve_status_worker();
+        assert_eq!(live.status_over_visitor_conn(false), Some(Duration::ZERO));
+        read(StatusConn::Own { kept: false });
+        assert_eq!(live.status_over_visitor_conn(false), Some(Duration::ZERO));
+        read(StatusConn::Own { kept: true });
+        assert_eq!(live.status_over_visitor_conn(false), None);
+        // A node held back is read over the scraper's own connection.
+        read(StatusConn::Visitor { own_closed: true });
+        live.set_usual_head_for_test(Duration::from_millis(20));
+        live.record_scrape_failure(group, "timed out".into(), Duration::ZERO, true);
+        assert_eq!(live.status_over_visitor_conn(false), None);
+        // A probe of a node this proxy holds connections to: the hand-over
+        // with no wait (a free worker, or the next connection given back).
+        assert_eq!(live.status_over_visitor_conn(true), Some(Duration::ZERO));
     }
 
     #[test]

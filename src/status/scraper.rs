@@ -22,8 +22,13 @@
 //! serves visitors, and a read takes one for a fraction of a millisecond.
 //! When no connection comes back within a few of the node's usual response
 //! times, the worker is set aside again and the page is read over the
-//! scraper's own connection (which gets a worker when the next of the
-//! proxy's connections over the new limit closes). Nodes added by a reload
+//! scraper's own connection, if a worker is free for it; if this proxy
+//! holds them all, over the next connection a request gives back (a
+//! connection opened then would wait in the node's accept backlog, over
+//! its workers), and the page is not read this time if none does within
+//! the timeout (the worker stays set aside: the next request to end frees
+//! it). The same goes for the first read after one over a visitor's
+//! connection once the requests stopped being short. Nodes added by a reload
 //! are picked up on the next tick; removed ones are forgotten.
 
 use std::collections::{HashMap, HashSet};
@@ -127,7 +132,8 @@ impl Scraper {
                     node: node.config.clone(),
                     group: group.config.clone(),
                     // A node that looks stalled is read over the scraper's
-                    // own connection: none of the proxy's may come back.
+                    // own connection (none of the proxy's may come back),
+                    // unless this proxy's requests hold every worker.
                     probe,
                     pool: Arc::clone(&self.pool),
                     own: Arc::clone(&self.own),
@@ -180,12 +186,23 @@ struct Job {
 /// whether in time.
 type Read = Result<(Vec<u8>, StatusConn), (String, bool)>;
 
+/// What [`Job::borrow`] found for a status read.
+enum Borrowed {
+    /// One of the proxy's connections to the node.
+    Lent(Lent),
+    /// None: the page is read over the scraper's own connection.
+    Own,
+    /// None came back before the read's time was up, and no worker was
+    /// free for the scraper's own connection.
+    NoneInTime,
+}
+
 impl Job {
     async fn run(self) {
         let started = Instant::now();
         let timeout = self.group.scrape.timeout;
-        let lend_wait = (!self.probe && self.node.status.address == self.node.address)
-            .then(|| self.live.status_over_visitor_conn())
+        let lend_wait = (self.node.status.address == self.node.address)
+            .then(|| self.live.status_over_visitor_conn(self.probe))
             .flatten();
         if let Some(wait) = lend_wait {
             if self.over_a_visitors_conn(wait, started).await {
@@ -232,28 +249,55 @@ impl Job {
     }
 
     /// Read the page over one of the proxy's connections to the node: an
-    /// idle pooled one, else the next one a request gives back within
-    /// `wait`, and record it (or its failure); false when none came (or it
-    /// was closed under the read before any answer): a worker is then set
-    /// aside for the scraper's own connection again. The page is recorded
-    /// before the connection goes back to the pool and stops counting as in
+    /// idle pooled one, else the next one a request gives back
+    /// ([`Job::borrow`]), and record it (or its failure); false when the
+    /// page is to be read over the scraper's own connection instead (none
+    /// came back in time while a worker is free for it, or the one lent was
+    /// closed under the read before any answer): a worker is then set aside
+    /// for the scraper's own connection again. The page is recorded before
+    /// the connection goes back to the pool and stops counting as in
     /// flight.
     async fn over_a_visitors_conn(&self, wait: Duration, started: Instant) -> bool {
         let timeout = self.group.scrape.timeout;
-        let Some(Lent {
+        let lent = match self.borrow(wait.min(timeout), started + timeout).await {
+            Borrowed::Lent(lent) => lent,
+            Borrowed::Own => {
+                tracing::debug!(
+                    node = %self.node.name,
+                    "no connection came back within {wait:?}: status read over the scraper's own"
+                );
+                self.live.reserve_status_worker();
+                return false;
+            }
+            Borrowed::NoneInTime if self.probe => {
+                // The node looked stalled, and none of the requests that
+                // hold its workers ended since: it does not answer.
+                let why = format!(
+                    "no answer within {timeout:?} (none of this proxy's requests holding its workers ended)"
+                );
+                self.record(Err((why, true)), started);
+                return true;
+            }
+            Borrowed::NoneInTime => {
+                // Not a fault of the node's: this proxy's own requests hold
+                // every worker, and none ended within the timeout. The page
+                // is not read this time (a node that stopped answering is
+                // told by its visitors' requests: `NodeLive::check_stall`).
+                // Its worker stays set aside, so the next request to end
+                // frees one for the next read.
+                tracing::debug!(
+                    node = %self.node.name,
+                    "status not read: every worker busy with this proxy's requests for {timeout:?}"
+                );
+                return true;
+            }
+        };
+        let Lent {
             stream,
             thread,
             max_idle,
             guard,
-        }) = self.borrow(wait.min(timeout)).await
-        else {
-            tracing::debug!(
-                node = %self.node.name,
-                "no connection came back within {wait:?}: status read over the scraper's own"
-            );
-            self.live.reserve_status_worker();
-            return false;
-        };
+        } = lent;
         // The scraper's own connection would hold a worker for nothing.
         let own_closed = self.own.shed(self.node.status.address, u64::MAX) > 0;
         self.live.scrape_sent();
@@ -268,7 +312,8 @@ impl Job {
                 before_response: true,
                 ..
             })) => {
-                // The node closed it as it was lent (the keep-alive race).
+                // The node closed it as it was lent (the keep-alive race):
+                // its worker is free for the scraper's own connection.
                 drop(guard);
                 self.live.reserve_status_worker();
                 return false;
@@ -301,7 +346,15 @@ impl Job {
     /// let in meanwhile to reuse it then has room for a new connection.
     /// At the limit, a connection a request gives back was never counted
     /// idle, so no request was let in to reuse it.
-    async fn borrow(&self, wait: Duration) -> Option<Lent> {
+    ///
+    /// When none comes back within `wait`, a worker is set aside for the
+    /// scraper's own connection from then on. If this proxy holds more
+    /// workers than the new limit leaves it, none is free for that
+    /// connection, which would wait in the node's accept backlog (one
+    /// connection over the node's workers) until one of this proxy's
+    /// requests ends; the connection that request gives back carries the
+    /// read instead, until `deadline`.
+    async fn borrow(&self, wait: Duration, deadline: Instant) -> Borrowed {
         let guard = self.live.begin_status_read();
         let h = self.live.holding(&self.group, &self.node, Instant::now());
         let room = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
@@ -309,7 +362,7 @@ impl Job {
             if let Some((stream, thread, max_idle)) =
                 self.pool.take_any(self.node.address, Duration::MAX)
             {
-                return Some(Lent {
+                return Borrowed::Lent(Lent {
                     stream,
                     thread,
                     max_idle,
@@ -320,12 +373,23 @@ impl Job {
         drop(guard);
         let mut given = self.live.lend.ask();
         tokio::select! {
-            lent = &mut given => return lent.ok(),
+            lent = &mut given => return lent.map_or(Borrowed::Own, Borrowed::Lent),
             _ = tokio::time::sleep(wait) => {}
+        }
+        self.live.reserve_status_worker();
+        let h = self.live.holding(&self.group, &self.node, Instant::now());
+        let free = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
+        let mut none = Borrowed::Own;
+        if !free {
+            none = Borrowed::NoneInTime;
+            tokio::select! {
+                lent = &mut given => return lent.map_or(Borrowed::Own, Borrowed::Lent),
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
         }
         self.live.lend.cancel();
         // One handed over as the wait ended is used all the same.
-        given.try_recv().ok()
+        given.try_recv().map_or(none, Borrowed::Lent)
     }
 
     /// Read the page over the scraper's own connection: the kept one, or a
