@@ -1447,14 +1447,18 @@ mod tests {
         let cfg = config();
         let (group, node) = (&cfg.groups[0], &cfg.groups[0].nodes[0]);
         let live = Arc::new(NodeLive::new(false));
-        // A node of 4, idle but for the scraper's own worker: 3 are this
-        // proxy's.
-        let mut r = report(Some("prefork"), 1, 4);
-        r.idle_workers = Some(3);
-        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
-        let read = Instant::now();
-        let stale =
-            read + group.scrape.interval * group.scrape.stale_after + Duration::from_millis(1);
+        // A page of a node of 4 with `busy` workers busy (the status
+        // request's among them): (when it was read, when it is stale).
+        let page = |busy: u32| {
+            let mut r = report(Some("prefork"), busy, 4);
+            r.idle_workers = Some(4 - busy);
+            live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
+            let read = Instant::now();
+            let ages = group.scrape.interval * group.scrape.stale_after;
+            (read, read + ages + Duration::from_millis(1))
+        };
+        // Idle but for the scraper's own worker: 3 are this proxy's.
+        let (read, stale) = page(1);
         assert_eq!(live.limit(group, node, read), Some(3));
         // No page since: the node is stale, and still takes no more than
         // its workers (the queue does not empty into its backlog).
@@ -1463,12 +1467,7 @@ mod tests {
         assert_eq!(live.limit(group, node, stale), Some(3));
         // A page that left this proxy nothing (others held every worker):
         // once stale, one request at a time still goes.
-        let mut r = report(Some("prefork"), 4, 4);
-        r.idle_workers = Some(0);
-        live.record_scrape(group, r, Duration::ZERO, StatusConn::Own { kept: true });
-        let read = Instant::now();
-        let stale =
-            read + group.scrape.interval * group.scrape.stale_after + Duration::from_millis(1);
+        let (read, stale) = page(4);
         assert_eq!(live.limit(group, node, read), Some(0));
         assert_eq!(live.limit(group, node, stale), Some(1));
     }
