@@ -388,7 +388,7 @@ fn node_row(n: &NodeSnapshot) -> Markup {
                     div.sub.nowrap { (worker_text(n)) }
                 }
                 @if let Some(limit) = n.limit {
-                    div.sub.nowrap title="How many requests this proxy may have at the node at once: its free workers by its status page (less those others hold), at most max_conns; more wait in the group's queue" {
+                    div.sub.nowrap title="How many requests this proxy may have at the node at once: its free workers by its status page (less those others hold), at most max_conns; more wait in the group's queue. A stale page keeps the limit it gave (at least 1)." {
                         "limit " (limit) @if n.idle_pooled > 0 { " · " (n.idle_pooled) " idle conn." }
                     }
                 }
