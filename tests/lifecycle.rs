@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::demo::DemoNodes;
-use support::webcluster::{binary, group_config, lost_port_race, node, nodes, Webcluster};
+use support::webcluster::{
+    binary, group_config, lost_port_race, node, nodes, reload_counts, Webcluster,
+};
 use support::{http_get, wait_until, KeepAliveClient};
 
 // ---------------------------------------------------------------------------
@@ -46,23 +48,6 @@ fn server_config(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
 /// A round-robin `[[group]]` named `web` with (name, address, extra keys) nodes.
 fn web_group(nodes: &[(&str, SocketAddr, &str)]) -> String {
     group_config("web", "balance = \"round_robin\"", nodes)
-}
-
-/// Replace the config file of `wc` with `text` and send SIGHUP; waits until
-/// the reload counters moved (ok or failed) and returns the status then.
-fn reload_with(wc: &Webcluster, text: &str) -> serde_json::Value {
-    let before = reload_counts(&wc.status());
-    std::fs::write(&wc.config_path, text).expect("write config");
-    wc.signal(Signal::SIGHUP);
-    wc.wait_status("the reload to be counted", |s| reload_counts(s) != before)
-}
-
-/// (reloads_ok, reloads_failed) of a status JSON.
-fn reload_counts(s: &serde_json::Value) -> (u64, u64) {
-    (
-        s["config"]["reloads_ok"].as_u64().unwrap_or(u64::MAX),
-        s["config"]["reloads_failed"].as_u64().unwrap_or(u64::MAX),
-    )
 }
 
 fn node_names(s: &serde_json::Value) -> Vec<String> {
@@ -383,7 +368,7 @@ fn reload_adds_removes_and_reweights_nodes() {
     // b removed, c added, a's weight 1 -> 3
     let text = server_config(wc.listen, wc.admin, "")
         + &web_group(&[("a", a, "weight = 3"), ("c", c, "weight = 1")]);
-    let s = reload_with(&wc, &text);
+    let s = wc.reload_with(&text);
     assert_eq!(reload_counts(&s), (1, 0), "{s:#}");
     assert_eq!(node_names(&s), ["a", "c"], "{s:#}");
     assert_eq!(node(&s, "a")["weight"], 3, "{s:#}");
@@ -471,7 +456,7 @@ fn broken_config_on_reload_keeps_the_old_one_serving() {
     let broken = server_config(wc.listen, wc.admin, "")
         + &web_group(&[("a", a, "colour = \"red\""), ("b", b, "")]);
     let line = line_of(&broken, "colour");
-    let s = reload_with(&wc, &broken);
+    let s = wc.reload_with(&broken);
     assert_eq!(reload_counts(&s), (0, 1), "{s:#}");
     assert_eq!(s["config"]["hash"], hash, "the old config stays: {s:#}");
     assert_eq!(node_names(&s), ["a", "b"], "{s:#}");
@@ -512,7 +497,7 @@ fn broken_config_on_reload_keeps_the_old_one_serving() {
     // 2. a duplicate node name
     let dup = server_config(wc.listen, wc.admin, "")
         + &web_group(&[("a", a, ""), ("b", b, ""), ("a", b, "")]);
-    let s = reload_with(&wc, &dup);
+    let s = wc.reload_with(&dup);
     assert_eq!(reload_counts(&s), (0, 2), "{s:#}");
     assert_eq!(s["config"]["hash"], hash, "{s:#}");
     let error = s["config"]["last_reload_error"]
@@ -527,7 +512,7 @@ fn broken_config_on_reload_keeps_the_old_one_serving() {
     // 3. fixed again: the reload goes through and the error is cleared
     let fixed = server_config(wc.listen, wc.admin, "")
         + &web_group(&[("a", a, "weight = 2"), ("b", b, "")]);
-    let s = reload_with(&wc, &fixed);
+    let s = wc.reload_with(&fixed);
     assert_eq!(reload_counts(&s), (1, 2), "{s:#}");
     assert_ne!(s["config"]["hash"], hash, "{s:#}");
     assert_eq!(s["config"]["last_reload_error"], serde_json::Value::Null);
@@ -675,7 +660,7 @@ fn changed_listener_is_kept_with_a_warning_and_the_rest_applies() {
         .replace("grace_period = \"30s\"", "grace_period = \"1s\"")
         .replace("log_level = \"info\"", "log_level = \"debug\"")
         + &web_group(&[("a", a, "weight = 4")]);
-    let s = reload_with(&wc, &text);
+    let s = wc.reload_with(&text);
     assert_eq!(reload_counts(&s), (1, 0), "{s:#}");
     assert_eq!(node_names(&s), ["a"], "{s:#}");
     assert_eq!(node(&s, "a")["weight"], 4, "{s:#}");
@@ -724,7 +709,7 @@ fn removed_node_finishes_its_requests_in_flight() {
         node(s, "a")["inflight"] == 1 && node(s, "b")["inflight"] == 1
     });
     let text = server_config(wc.listen, wc.admin, "") + &web_group(&[("a", a, "")]);
-    let s = reload_with(&wc, &text);
+    let s = wc.reload_with(&text);
     assert_eq!(node_names(&s), ["a"], "{s:#}");
     let mut answered: Vec<String> = requests
         .into_iter()
@@ -761,7 +746,7 @@ fn repeated_reloads_under_load_lose_no_request() {
     let fresh = Load::start_closing(wc.listen, 1, 3000, Duration::from_secs(60), 1);
     load.wait_more(100);
     for i in 0..RELOADS {
-        let s = reload_with(&wc, &configs[i % 2]);
+        let s = wc.reload_with(&configs[i % 2]);
         assert_eq!(reload_counts(&s), (i as u64 + 1, 0), "{s:#}");
         load.wait_more(40);
     }

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Response;
-use support::webcluster::{base_config, group_config, Webcluster};
+use support::webcluster::{base_config, group_config, reload_counts, Webcluster};
 use support::{http_get, ApacheNode, ApacheOpts};
 
 /// Workers of each node.
@@ -69,20 +69,36 @@ fn node(name: &str) -> ApacheNode {
     ApacheNode::start(opts)
 }
 
-fn proxy(group_extra: &str, nodes: &[&ApacheNode], node_extra: &str) -> Webcluster {
-    let nodes: Vec<(String, SocketAddr)> = nodes
+/// The config of a proxy on `listen` and `admin` in front of `nodes`, one
+/// group `web` with `group_extra`, each node with `node_extra`.
+fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    group_extra: &str,
+    nodes: &[(String, SocketAddr)],
+    node_extra: &str,
+) -> String {
+    let list: Vec<(&str, SocketAddr, &str)> = nodes
+        .iter()
+        .map(|(n, a)| (n.as_str(), *a, node_extra))
+        .collect();
+    base_config(listen, admin, "") + &group_config("web", group_extra, &list)
+}
+
+/// (name, address) of each node, for [`config`].
+fn named(nodes: &[&ApacheNode]) -> Vec<(String, SocketAddr)> {
+    nodes
         .iter()
         .map(|n| (n.name().to_string(), n.addr()))
-        .collect();
+        .collect()
+}
+
+fn proxy(group_extra: &str, nodes: &[&ApacheNode], node_extra: &str) -> Webcluster {
+    let nodes = named(nodes);
     let extra = group_extra.to_string();
     let node_extra = node_extra.to_string();
-    let wc = Webcluster::start(move |listen, admin| {
-        let list: Vec<(&str, SocketAddr, &str)> = nodes
-            .iter()
-            .map(|(n, a)| (n.as_str(), *a, node_extra.as_str()))
-            .collect();
-        base_config(listen, admin, "") + &group_config("web", &extra, &list)
-    });
+    let wc =
+        Webcluster::start(move |listen, admin| config(listen, admin, &extra, &nodes, &node_extra));
     wc.wait_all_up();
     // Every node's limit is known (its status was read) before any request.
     wc.wait_status("every node has a limit", |s| {
@@ -457,17 +473,10 @@ fn a_status_page_gone_stale_still_bounds_its_node() {
     // mark the node down meanwhile.)
     let a = node("a");
     let extra = "queue_timeout = \"30s\"\nfall = 1000";
-    let config = |listen, admin, status: &str| {
-        base_config(listen, admin, "") + &group_config("web", extra, &[("a", a.addr(), status)])
-    };
     let wc = proxy(extra, &[&a], "");
-    let before = wc.status()["config"]["reloads_ok"].as_u64();
     let gone = format!("status_url = \"http://{}/no-such-status?auto\"", a.addr());
-    std::fs::write(&wc.config_path, config(wc.listen, wc.admin, &gone)).expect("write config");
-    wc.signal(nix::sys::signal::Signal::SIGHUP);
-    wc.wait_status("the reload", |s| {
-        s["config"]["reloads_ok"].as_u64() != before
-    });
+    let s = wc.reload_with(&config(wc.listen, wc.admin, extra, &named(&[&a]), &gone));
+    assert_eq!(reload_counts(&s), (1, 0), "the reload: {s:#}");
     let s = wc.wait_status("the node's status to go stale", |s| {
         support::webcluster::node(s, "a")["state"] == "stale"
     });

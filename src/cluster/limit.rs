@@ -163,6 +163,15 @@ pub fn has_room(limit: Option<u32>, inflight: u64, idle: u64) -> bool {
     }
 }
 
+/// Whether what this proxy holds of a node (`inflight + idle`) is within
+/// `limit`: with the status read's own connection counted in `inflight`,
+/// whether the node has room for it; with the scraper's worker set aside
+/// by the limit, whether that worker is free for the scraper's own
+/// connection.
+pub fn within(limit: Option<u32>, inflight: u64, idle: u64) -> bool {
+    limit.is_none_or(|l| inflight + idle <= u64::from(l))
+}
+
 /// Whether a connection to a node that holds a worker per connection may be
 /// kept idle in the pool after its request: what this proxy then holds
 /// (`inflight` other requests, `idle` connections already pooled, and this
@@ -304,6 +313,23 @@ mod tests {
         ];
         for (i, (l, inflight, idle, want)) in table.into_iter().enumerate() {
             assert_eq!(has_room(l, inflight, idle), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn what_is_held_is_within_the_limit_up_to_it() {
+        // (limit, inflight, idle, within)
+        let table = [
+            (None, 1000, 1000, true),
+            (Some(0), 0, 0, true),
+            (Some(0), 1, 0, false),
+            (Some(4), 2, 2, true),
+            (Some(4), 4, 0, true),
+            (Some(4), 3, 2, false),
+            (Some(4), 0, 5, false),
+        ];
+        for (i, (l, inflight, idle, want)) in table.into_iter().enumerate() {
+            assert_eq!(within(l, inflight, idle), want, "row {i}");
         }
     }
 

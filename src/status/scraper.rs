@@ -40,6 +40,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::cluster::lend::Lent;
+use crate::cluster::limit;
 use crate::cluster::node::{NodeLive, StatusConn};
 use crate::cluster::Cluster;
 use crate::config::{GroupConfig, NodeConfig};
@@ -357,7 +358,7 @@ impl Job {
     async fn borrow(&self, wait: Duration, deadline: Instant) -> Borrowed {
         let guard = self.live.begin_status_read();
         let h = self.live.holding(&self.group, &self.node, Instant::now());
-        let room = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
+        let room = limit::within(h.limit, h.inflight, h.idle);
         if room {
             if let Some((stream, thread, max_idle)) =
                 self.pool.take_any(self.node.address, Duration::MAX)
@@ -378,7 +379,7 @@ impl Job {
         }
         self.live.reserve_status_worker();
         let h = self.live.holding(&self.group, &self.node, Instant::now());
-        let free = h.limit.is_none_or(|l| h.inflight + h.idle <= u64::from(l));
+        let free = limit::within(h.limit, h.inflight, h.idle);
         let mut none = Borrowed::Own;
         if !free {
             none = Borrowed::NoneInTime;

@@ -229,6 +229,15 @@ impl Webcluster {
         })
     }
 
+    /// Replace the config file with `text` and send SIGHUP; waits until the
+    /// reload counters moved (ok or failed) and returns the status then.
+    pub fn reload_with(&self, text: &str) -> serde_json::Value {
+        let before = reload_counts(&self.status());
+        fs::write(&self.config_path, text).expect("write config");
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        self.wait_status("the reload to be counted", |s| reload_counts(s) != before)
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
     }
@@ -265,6 +274,14 @@ impl Drop for Webcluster {
 }
 
 /// Every node object of a status JSON, all groups.
+/// (reloads_ok, reloads_failed) of a status JSON.
+pub fn reload_counts(s: &serde_json::Value) -> (u64, u64) {
+    (
+        s["config"]["reloads_ok"].as_u64().unwrap_or(u64::MAX),
+        s["config"]["reloads_failed"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
 pub fn nodes(status: &serde_json::Value) -> Vec<serde_json::Value> {
     status["groups"]
         .as_array()
