@@ -216,6 +216,7 @@ def overhead_section(rows, machine=None):
                     "p99_ng": r["p99"] / ng["p99"] if ng and ng["p99"] and r["p99"] else None,
                     "p99_hp": r["p99"] / hp["p99"] if hp and hp["p99"] and r["p99"] else None,
                 }
+        lines.extend(cores_note([r for r in ov if r["size"] == size]))
         for mode, new, old in (("bare", "webcluster", "baseline"), ("everything on", "webcluster-full", "baseline-full")):
             for n in sorted({c["threads"] for c in sc}):
                 a = next((c for c in sc if c["proxy"] == new and c["threads"] == n), None)
@@ -237,6 +238,35 @@ def overhead_section(rows, machine=None):
     else:
         lines.insert(1, "Each case ran once.")
     return lines, summary
+
+
+def cores_note(rows):
+    """A sentence on where each worker count's processes ran (run.sh's PIN):
+    "PROXY-CPUS/GENERATOR-CPUS" or "shared" per row; runs before the
+    fifteenth session recorded none."""
+    by = {}
+    for r in rows:
+        if r["proxy"] != "direct" and "cores" in r:
+            by.setdefault(r["threads"], set()).add(r["cores"])
+    parts = []
+    for n in sorted(by):
+        cores = sorted(by[n])
+        if cores == ["shared"]:
+            parts.append("%d worker(s): the proxy, wrk and the upstream share all cores" % n)
+        elif len(cores) == 1:
+            proxy, gen = cores[0].split("/")
+            parts.append("%d worker(s): the proxy on CPU %s, wrk and the upstream on CPU %s "
+                         "(the direct row: wrk and the upstream on CPU %s)" % (n, proxy, gen, gen))
+        else:
+            parts.append("%d worker(s): mixed (%s)" % (n, ", ".join(cores)))
+    if not parts:
+        return []
+    note = "Cores (`PIN`): " + "; ".join(parts) + "."
+    polls = sorted({r.get("halt_poll_ns") for r in rows if r.get("halt_poll_ns")})
+    if polls:
+        note += (" Idle vCPUs polled for %s ns before halting (`guest_halt_poll_ns`, `HALT_POLL_NS`)."
+                 % " / ".join(polls))
+    return ["", note]
 
 
 def idle_section(rows, machine=None):

@@ -6,10 +6,12 @@
 #   DURATION=5 BAL_DURATION=8 BAL_REPEAT=5 bash benches/load/run.sh
 #                                       # what benches/README.md's results used
 #
-# Part 1, "overhead": an upstream nginx (1 worker) serves a small and a
-# 64 KiB response; nginx, HAProxy and webcluster proxy to it with 1 and 2
-# worker processes/threads, each loaded in turn by `wrk -t1 -c50 --latency`
-# (keep-alive); the direct figure (no proxy) is the ceiling.
+# Part 1, "overhead": an upstream nginx (1 worker; upstream.sh) answers a
+# small and a 64 KiB response; nginx, HAProxy and webcluster proxy to it
+# with 1 and 2 worker processes/threads, each loaded in turn by `wrk -t1
+# -c50 --latency` (keep-alive); the direct figure (no proxy) is the
+# ceiling. Where there are cores to spare the proxy gets its own (PIN),
+# and idle vCPUs poll before they halt (HALT_POLL_NS).
 # webcluster runs twice in each case: bare (round_robin, no status scrape, no
 # access log) and "full" (webcluster-full: busyness balancing with the
 # upstream's stub_status scraped every second, the status-path guard and the
@@ -56,6 +58,23 @@
 #   REPEAT       runs of each overhead case, interleaved; the report shows
 #                the median and the range [3]
 #   CONNS        wrk connections [50]
+#   PIN          the overhead part's cores [auto]. auto: when the machine
+#                has more cores than a proxy has workers, the proxy runs on
+#                the last cores, one per worker, and wrk and the upstream on
+#                the others (taskset), so that the load generator does not
+#                take the proxy's core; with fewer cores all share them.
+#                The direct row is measured the way the one-worker cases
+#                are: the ceiling of the generator's cores. 0: no pinning
+#   HALT_POLL_NS the overhead part's idle-core polling on a KVM guest
+#                [200000]. Where the guest's cpuidle driver is haltpoll
+#                (/sys/module/haltpoll/parameters/guest_halt_poll_ns, as on
+#                Firecracker VMs), an idle vCPU halts at once when that is 0,
+#                and waking it (a process the proxy has just sent to) waits
+#                for the host to run the vCPU again, up to milliseconds:
+#                stalls in every proxy's tail latency that belong to the VM,
+#                not to the proxy. The part sets it to this many ns for its
+#                run (as root) and puts the old value back after; the report
+#                records it. Empty: leave the machine as it is
 #   THREADS_LIST worker threads/processes per proxy ["1 2"]
 #   PROXIES      proxies in the overhead part ["nginx haproxy webcluster
 #                webcluster-full"]; with BASELINE, "baseline baseline-full"
@@ -167,6 +186,8 @@ trap 'printf "[%s] ERROR: command failed (exit %s) at line %s: %s\n" "$(date +%T
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # peer_forwarding
 source "$HERE/peers.sh"
+# nginx_upstream_conf: the upstream of the overhead, idle and tls parts
+source "$HERE/upstream.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 
 PARTS=${PARTS:-"overhead idle instructions balancing"}
@@ -174,6 +195,11 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 REPEAT=${REPEAT:-3}
 CONNS=${CONNS:-50}
+PIN=${PIN:-auto}
+HALT_POLL_NS=${HALT_POLL_NS-200000}
+HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_OLD="" HALT_POLL_NOW=""
+PROXY_PIN=() GEN_PIN=() PIN_LABEL=shared
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 PROXIES=${PROXIES:-"nginx haproxy webcluster webcluster-full"}
 IDLE_PROXIES=${IDLE_PROXIES:-"nginx haproxy webcluster"}
@@ -249,8 +275,8 @@ done
 need_tools() {
     local missing=() pkgs=() t
     declare -A pkg=([nginx]=nginx [haproxy]=haproxy [apache2]=apache2 [wrk]=wrk
-                    [python3]=python3 [setsid]=util-linux [timeout]=coreutils)
-    for t in nginx haproxy apache2 wrk python3 setsid timeout; do
+                    [python3]=python3 [setsid]=util-linux [taskset]=util-linux [timeout]=coreutils)
+    for t in nginx haproxy apache2 wrk python3 setsid taskset timeout; do
         command -v "$t" >/dev/null 2>&1 || { missing+=("$t"); pkgs+=("${pkg[$t]}"); }
     done
     if [[ ! -e /usr/lib/apache2/modules/mod_lua.so || ! -e /usr/lib/apache2/modules/mod_mpm_prefork.so ]]; then
@@ -261,7 +287,7 @@ need_tools() {
             log "installing missing tools: ${missing[*]} (apt-get install ${pkgs[*]})"
             DEBIAN_FRONTEND=noninteractive apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-            for t in nginx haproxy apache2 wrk python3 setsid timeout; do
+            for t in nginx haproxy apache2 wrk python3 setsid taskset timeout; do
                 command -v "$t" >/dev/null 2>&1 || die "still missing after apt-get: $t"
             done
         else
@@ -303,6 +329,7 @@ WORK=""
 cleanup() {
     local rc=$? pg
     trap - EXIT INT TERM
+    halt_poll_restore
     for pg in "${GROUPS_STARTED[@]}"; do
         kill -TERM -- "-$pg" 2>/dev/null || true
     done
@@ -405,34 +432,6 @@ jsonl() { printf '%s\n' "$1" >>"$WORK/results.jsonl"; }
 
 # ---------------------------------------------------------------------------
 # Configs
-
-nginx_upstream_conf() { # DIR PORT
-    local d=$1 port=$2
-    mkdir -p "$d/logs" "$d/html"
-    printf 'node up\n%087d\n' 0 >"$d/html/small"        # 96 bytes
-    head -c 65536 /dev/zero | tr '\0' 'x' >"$d/html/64k"
-    cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-error_log $d/logs/error.log warn;
-pid $d/nginx.pid;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    default_type text/plain;
-    server {
-        listen 127.0.0.1:$port backlog=4096;
-        root $d/html;
-        location / { }
-        # For webcluster-full's status scrape.
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-}
 
 nginx_proxy_conf() { # DIR PORT WORKERS BALANCE UPSTREAM_PORTS...
     local d=$1 port=$2 workers=$3 balance=$4; shift 4
@@ -552,16 +551,16 @@ start_proxy() {
     case $kind in
         nginx)
             nginx_proxy_conf "$d" "$port" "$workers" "$balance" "$@"
-            start nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' ;;
+            start nginx "$d/out.log" "${PROXY_PIN[@]}" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' ;;
         haproxy)
             haproxy_conf "$d" "$port" "$workers" "$balance" "$@"
             haproxy -c -q -f "$d/haproxy.cfg" >/dev/null || die "haproxy refused $d/haproxy.cfg"
-            start haproxy "$d/out.log" haproxy -db -f "$d/haproxy.cfg" ;;
+            start haproxy "$d/out.log" "${PROXY_PIN[@]}" haproxy -db -f "$d/haproxy.cfg" ;;
         webcluster)
             local spec
             IFS=: read -r -a spec <<<"$balance"
             webcluster_conf "$d" "$port" "${WC_ADMIN_PORT:-0}" "$workers" "${spec[0]}" "${spec[1]}" "${spec[2]:-}" "$@"
-            start webcluster "$d/out.log" "${WC_BIN:-$WEBCLUSTER}" run -c "$d/webcluster.toml" ;;
+            start webcluster "$d/out.log" "${PROXY_PIN[@]}" "${WC_BIN:-$WEBCLUSTER}" run -c "$d/webcluster.toml" ;;
         webcluster-full|baseline|baseline-full)
             # webcluster-full: the webcluster build as users run it;
             # baseline[-full]: the BASELINE build, bare or full.
@@ -584,11 +583,39 @@ proxy_pids() { # KIND PID
 # ---------------------------------------------------------------------------
 # Part 1: proxy overhead
 
+# cpu_range FIRST LAST: a CPU list for taskset ("1", or "2-3").
+cpu_range() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
+
+# pin_cores WORKERS: the cores of an overhead case (PIN). Sets PROXY_PIN
+# and GEN_PIN, each empty or a `taskset -c LIST` command prefix, and
+# PIN_LABEL ("PROXY-CPUS/GENERATOR-CPUS", or "shared").
+pin_cores() {
+    local n=$1 cores
+    cores=$(nproc)
+    PROXY_PIN=() GEN_PIN=() PIN_LABEL=shared
+    [[ $PIN == auto ]] || return 0
+    ((cores > n)) || return 0
+    local gen proxy
+    gen=$(cpu_range 0 $((cores - n - 1))) proxy=$(cpu_range $((cores - n)) $((cores - 1)))
+    PROXY_PIN=(taskset -c "$proxy") GEN_PIN=(taskset -c "$gen") PIN_LABEL="$proxy/$gen"
+}
+
+# pin_upstream: move the running upstream (UP_MASTER and its workers, every
+# thread) to GEN_PIN's cores, or to all of them when GEN_PIN is empty.
+pin_upstream() {
+    local cpus=0-$(($(nproc) - 1)) p
+    ((${#GEN_PIN[@]})) && cpus=${GEN_PIN[2]}
+    for p in "$UP_MASTER" $(pgrep -P "$UP_MASTER" || true); do
+        taskset -a -p -c "$cpus" "$p" >/dev/null
+    done
+}
+
 run_wrk() { # URL OUTFILE SECONDS [WRK-ARGS...]
     # In the background and waited for, so that a signal to this script is
     # handled at once (bash runs traps only between foreground commands).
+    # GEN_PIN (overhead part) pins it.
     local url=$1 out=$2 secs=$3; shift 3
-    timeout -k 5 $((secs + 30)) wrk -t1 -c"$CONNS" -d"$secs"s --latency "$@" "$url" >"$out" 2>&1 &
+    timeout -k 5 $((secs + 30)) "${GEN_PIN[@]}" wrk -t1 -c"$CONNS" -d"$secs"s --latency "$@" "$url" >"$out" 2>&1 &
     wait $! || true
 }
 
@@ -597,6 +624,8 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     port=$(free_ports 1)
     d="$WORK/overhead/$kind-$n-$size-$rep"
     mkdir -p "$d"
+    pin_cores "$n"
+    pin_upstream
     case $kind in
         direct) port=$up ;;
         nginx) start_proxy nginx "$d" "$port" "$n" "" "$up" ;;
@@ -622,19 +651,47 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     # shellcheck disable=SC2086
     rss=$(rss_kb $pids)
     grep -E 'Requests/sec|^ +(50|99)%' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
-    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"$HALT_POLL_NOW\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     [[ $kind == direct ]] || stop "$PROXY_PID"
+    PROXY_PIN=() GEN_PIN=()
+}
+
+# halt_poll_set: HALT_POLL_NS into the haltpoll driver's setting, when
+# there is one and it can be written; the old value is kept for
+# halt_poll_restore. Sets HALT_POLL_NOW to the value in force ("" when the
+# machine has no such setting).
+halt_poll_set() {
+    HALT_POLL_NOW=""
+    [[ -r $HALT_POLL_FILE ]] || return 0
+    HALT_POLL_NOW=$(cat "$HALT_POLL_FILE")
+    [[ -n $HALT_POLL_NS && $HALT_POLL_NS != "$HALT_POLL_NOW" ]] || return 0
+    if [[ -w $HALT_POLL_FILE ]] && { HALT_POLL_OLD=$HALT_POLL_NOW; echo "$HALT_POLL_NS" >"$HALT_POLL_FILE"; } 2>/dev/null; then
+        HALT_POLL_NOW=$HALT_POLL_NS
+        log "guest_halt_poll_ns: $HALT_POLL_OLD -> $HALT_POLL_NS for the overhead part"
+    else
+        HALT_POLL_OLD=""
+        log "guest_halt_poll_ns stays $HALT_POLL_NOW (not writable; run as root to set HALT_POLL_NS)"
+    fi
+}
+
+halt_poll_restore() {
+    [[ -n $HALT_POLL_OLD ]] || return 0
+    echo "$HALT_POLL_OLD" >"$HALT_POLL_FILE" 2>/dev/null || true
+    log "guest_halt_poll_ns: back to $HALT_POLL_OLD"
+    HALT_POLL_OLD=""
 }
 
 part_overhead() {
     local up size n kind d
+    halt_poll_set
     up=$(free_ports 1)
     d="$WORK/overhead/upstream"
     nginx_upstream_conf "$d" "$up"
-    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf"
     local master=$STARTED_PID
     wait_http "$up" /small "$master"
     UP_PID=$(pgrep -P "$master" | head -1)
+    UP_MASTER=$master
     local rep
     for rep in $(seq 1 "$REPEAT"); do
         for size in $SIZES; do
@@ -647,6 +704,7 @@ part_overhead() {
         done
     done
     stop "$master"
+    halt_poll_restore
 }
 
 # Part 1b: memory with many idle keep-alive visitors.
@@ -689,7 +747,7 @@ part_idle() {
     up=$(free_ports 1)
     d="$WORK/idle/upstream"
     nginx_upstream_conf "$d" "$up"
-    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf"
     master=$STARTED_PID
     wait_http "$up" /small "$master"
     for kind in $IDLE_PROXIES; do
@@ -888,7 +946,7 @@ part_tls() {
     up=$(free_ports 1)
     d="$WORK/tls/upstream"
     nginx_upstream_conf "$d" "$up"
-    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    start upstream-nginx "$d/out.log" nginx -p "$d" -c "$d/nginx.conf"
     master=$STARTED_PID
     wait_http "$up" /small "$master"
     for rep in $(seq 1 "$REPEAT"); do
