@@ -205,7 +205,7 @@ def overhead_section(rows, machine=None):
                 fmt_ms(r["p99"]), pair("p99"),
                 "%.1f MiB" % r["rss_mib"] if r["rss_mib"] else "—",
                 pair("rss_mib"),
-                "%.0f µs" % r["cpu_us_per_req"] if r["cpu_us_per_req"] else "—",
+                "%.1f µs" % r["cpu_us_per_req"] if r["cpu_us_per_req"] else "—",
                 "%d" % instr if instr is not None else "—",
                 r["errors"],
             ))
