@@ -199,7 +199,7 @@ PIN=${PIN:-auto}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 HALT_POLL_OLD="" HALT_POLL_NOW=""
-PROXY_PIN=() GEN_PIN=() PIN_LABEL=shared
+PROXY_PIN=() GEN_PIN=() GEN_CPUS="" PIN_LABEL=shared
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 PROXIES=${PROXIES:-"nginx haproxy webcluster webcluster-full"}
 IDLE_PROXIES=${IDLE_PROXIES:-"nginx haproxy webcluster"}
@@ -586,25 +586,25 @@ proxy_pids() { # KIND PID
 # cpu_range FIRST LAST: a CPU list for taskset ("1", or "2-3").
 cpu_range() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
 
-# pin_cores WORKERS: the cores of an overhead case (PIN). Sets PROXY_PIN
-# and GEN_PIN, each empty or a `taskset -c LIST` command prefix, and
-# PIN_LABEL ("PROXY-CPUS/GENERATOR-CPUS", or "shared").
+# pin_cores WORKERS: the cores of an overhead case (PIN). Sets GEN_CPUS
+# (wrk's and the upstream's CPU list, empty when nothing is pinned),
+# PROXY_PIN and GEN_PIN, each empty or a `taskset -c LIST` command prefix,
+# and PIN_LABEL ("PROXY-CPUS/GENERATOR-CPUS", or "shared").
 pin_cores() {
     local n=$1 cores
     cores=$(nproc)
-    PROXY_PIN=() GEN_PIN=() PIN_LABEL=shared
+    PROXY_PIN=() GEN_PIN=() GEN_CPUS="" PIN_LABEL=shared
     [[ $PIN == auto ]] || return 0
     ((cores > n)) || return 0
-    local gen proxy
-    gen=$(cpu_range 0 $((cores - n - 1))) proxy=$(cpu_range $((cores - n)) $((cores - 1)))
-    PROXY_PIN=(taskset -c "$proxy") GEN_PIN=(taskset -c "$gen") PIN_LABEL="$proxy/$gen"
+    local proxy
+    GEN_CPUS=$(cpu_range 0 $((cores - n - 1))) proxy=$(cpu_range $((cores - n)) $((cores - 1)))
+    PROXY_PIN=(taskset -c "$proxy") GEN_PIN=(taskset -c "$GEN_CPUS") PIN_LABEL="$proxy/$GEN_CPUS"
 }
 
 # pin_upstream: move the running upstream (UP_MASTER and its workers, every
-# thread) to GEN_PIN's cores, or to all of them when GEN_PIN is empty.
+# thread) to GEN_CPUS, or to all cores when it is empty.
 pin_upstream() {
-    local cpus=0-$(($(nproc) - 1)) p
-    ((${#GEN_PIN[@]})) && cpus=${GEN_PIN[2]}
+    local cpus=${GEN_CPUS:-0-$(($(nproc) - 1))} p
     for p in "$UP_MASTER" $(pgrep -P "$UP_MASTER" || true); do
         taskset -a -p -c "$cpus" "$p" >/dev/null
     done

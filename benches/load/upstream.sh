@@ -67,7 +67,6 @@ nginx_upstream_conf() {
     # nginx's worker runs as nobody when started as root: mktemp's 0700
     # would make every response a 403.
     chmod 755 "$d" "$d/html"
-    printf 'node up\n%087d\n' 0 >"$d/html/small"        # 96 bytes
     head -c 65536 /dev/zero | tr '\0' 'x' >"$d/html/64k"
     cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
@@ -92,7 +91,7 @@ http {
             add_header Last-Modified "Sun, 06 Dec 2026 00:00:00 GMT";
             add_header ETag '"69337200-60"';
             add_header Accept-Ranges bytes;
-            return 200 "node up\n$(printf '%087d' 0)\n";
+            return 200 "node up\n$(printf '%087d' 0)\n";   # 96 bytes
         }
         location = /nginx_status { stub_status; }
     }
