@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::webcluster::{base_config, binary, group_config, node, Webcluster};
+use support::webcluster::{base_config, binary, group_config, node, reload_counts, Webcluster};
 use support::{http_get, http_request, ApacheNode, ApacheOpts};
 
 const TOKEN: &str = "tok-8c1f2e";
@@ -255,9 +255,8 @@ fn states_outlive_a_reload_and_a_restart_with_the_state_file() {
         1,
     );
     assert_ne!(changed, text);
-    std::fs::write(&wc.config_path, changed).expect("config");
-    wc.signal(Signal::SIGHUP);
-    let s = wc.wait_status("the reload", |s| s["config"]["reloads_ok"] == 1);
+    let s = wc.reload_with(&changed);
+    assert_eq!(reload_counts(&s), (1, 0), "the reload: {s:#}");
     assert_eq!(node(&s, "ctl4")["operator_state"], "drain");
     assert_eq!(node(&s, "ctl3")["operator_weight"], 3);
     assert_eq!(node(&s, "ctl3")["weight"], 2);

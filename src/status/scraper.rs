@@ -379,15 +379,15 @@ impl Job {
         }
         self.live.reserve_status_worker();
         let h = self.live.holding(&self.group, &self.node, Instant::now());
-        let free = limit::within(h.limit, h.inflight, h.idle);
-        let mut none = Borrowed::Own;
-        if !free {
-            none = Borrowed::NoneInTime;
+        let none = if limit::within(h.limit, h.inflight, h.idle) {
+            Borrowed::Own
+        } else {
             tokio::select! {
                 lent = &mut given => return lent.map_or(Borrowed::Own, Borrowed::Lent),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-        }
+            Borrowed::NoneInTime
+        };
         self.live.lend.cancel();
         // One handed over as the wait ended is used all the same.
         given.try_recv().map_or(none, Borrowed::Lent)

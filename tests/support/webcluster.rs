@@ -273,7 +273,6 @@ impl Drop for Webcluster {
     }
 }
 
-/// Every node object of a status JSON, all groups.
 /// (reloads_ok, reloads_failed) of a status JSON.
 pub fn reload_counts(s: &serde_json::Value) -> (u64, u64) {
     (
@@ -282,6 +281,7 @@ pub fn reload_counts(s: &serde_json::Value) -> (u64, u64) {
     )
 }
 
+/// Every node object of a status JSON, all groups.
 pub fn nodes(status: &serde_json::Value) -> Vec<serde_json::Value> {
     status["groups"]
         .as_array()
