@@ -21,10 +21,12 @@
 //! - [`listener`]: the visitor listeners and their accept loop;
 //! - [`tls`]: HTTPS listeners: certificates by SNI, handshakes, reload;
 //! - [`reload`], [`server`]: SIGHUP reload, process lifecycle;
-//! - [`demo`], [`demo_node`]: the embedded demo cluster.
+//! - [`demo`], [`demo_node`]: the embedded demo cluster;
+//! - [`alloc`]: the global allocator the binary uses (mimalloc).
 
 pub mod access_log;
 pub mod admin;
+pub mod alloc;
 pub mod balance;
 pub mod cluster;
 pub mod config;

@@ -19,10 +19,10 @@ use webcluster::server::{self, RunOptions};
 /// glibc malloc, and the same memory per idle connection (14.5 vs 14 KiB)
 /// once the visitor read buffer is off. The `system-allocator` feature
 /// leaves it out, for heap profilers that see only malloc (heaptrack; see
-/// benches/README.md).
+/// benches/README.md). How it is called: `webcluster::alloc`.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: webcluster::alloc::Mimalloc = webcluster::alloc::Mimalloc;
 
 const DEFAULT_CONFIG: &str = "conf/webcluster.toml";
 
