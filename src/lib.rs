@@ -14,6 +14,7 @@
 //! - [`cluster`]: groups, nodes and their live state behind one atomic pointer;
 //! - [`status`]: parsing the nodes' status pages and polling them;
 //! - [`balance`]: choosing a node among the usable ones;
+//! - [`clock`]: the request path's time, read once per poll of a connection;
 //! - [`proxy`]: the path of a request (its own HTTP/1 framing and request loop,
 //!   run as a pingora service), the connection pool to the nodes;
 //! - [`admin`]: status page, JSON, `?auto`, metrics and the node control API
@@ -28,6 +29,7 @@ pub mod access_log;
 pub mod admin;
 pub mod alloc;
 pub mod balance;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -306,7 +306,9 @@ impl Workers {
         };
         let app = Arc::clone(app);
         let shutdown = shutdown.clone();
-        worker.handle.spawn(async move {
+        // Clocked: the request path reads the clock once per poll
+        // (`crate::clock`).
+        worker.handle.spawn(crate::clock::clocked(async move {
             let _serving = serving;
             let tcp = match socket {
                 Socket::Registered(tcp) => tcp,
@@ -335,7 +337,7 @@ impl Workers {
             while let Some(s) = app.process_new(stream, &shutdown).await {
                 stream = s;
             }
-        });
+        }));
     }
 
     fn least_loaded(&self) -> usize {

@@ -22,6 +22,7 @@ pub mod router;
 pub mod snapshot;
 pub mod stats;
 
+use crate::clock;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -281,7 +282,7 @@ impl Cluster {
         let dns = crate::discovery::Book::new(config);
         Cluster {
             state: ArcSwap::from_pointee(ClusterState::build(dns.expanded(), None)),
-            started: Instant::now(),
+            started: clock::now(),
             reloads: Mutex::new(ReloadStats::default()),
             retired: Mutex::new((0, 0)),
             dns,
@@ -391,7 +392,7 @@ impl Cluster {
     }
 
     pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
+        clock::since(self.started)
     }
 
     /// Everything the admin side shows, as plain data.
@@ -401,7 +402,7 @@ impl Cluster {
             let r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
             (self.state(), (r.ok, r.failed, r.last_error.clone()))
         };
-        let now = Instant::now();
+        let now = clock::now();
         let groups: Vec<GroupSnapshot> = state
             .groups
             .iter()
@@ -446,7 +447,7 @@ impl Cluster {
         ClusterSnapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
             time_unix: unix_now(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            uptime_seconds: clock::since(self.started).as_secs_f64(),
             config: ConfigInfo {
                 path: state.config.source.display().to_string(),
                 hash: state.config.hash.clone(),

@@ -7,6 +7,7 @@
 //! records scrapes, the balancer reads `load()`, the admin side reads
 //! `snapshot()`.
 
+use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -256,7 +257,7 @@ impl NodeLive {
     /// Fresh state for a node seen for the first time. `added_by_reload`
     /// nodes ramp up through slow start once they are first seen healthy.
     pub fn new(added_by_reload: bool) -> NodeLive {
-        let now = Instant::now();
+        let now = clock::now();
         NodeLive {
             inflight: AtomicU64::new(0),
             proxied: AtomicU64::new(0),
@@ -405,7 +406,7 @@ impl NodeLive {
         if group.max_fails == 0 {
             return None;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut s = self.lock();
         let window_open = s
             .passive_window_start
@@ -439,7 +440,7 @@ impl NodeLive {
         let mut s = self.lock();
         let id = s.next_wait;
         s.next_wait += 1;
-        s.waiting.push_back((id, Instant::now()));
+        s.waiting.push_back((id, clock::now()));
         HeadWait {
             live: Arc::clone(self),
             id,
@@ -450,7 +451,7 @@ impl NodeLive {
     /// passive failure count starts again, a hold-back ends), and how long
     /// it took feeds its usual response time.
     pub fn record_head(&self, wait: HeadWait) -> Option<NodeEvent> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut s = self.lock();
         s.passive_fails = 0;
         s.passive_window_start = None;
@@ -605,7 +606,7 @@ impl NodeLive {
         conn: StatusConn,
     ) -> Vec<NodeEvent> {
         let mut events = Vec::new();
-        let now = Instant::now();
+        let now = clock::now();
         let full = report.idle_workers == Some(0)
             || report
                 .capacity(None)
@@ -700,7 +701,7 @@ impl NodeLive {
         took: Duration,
         timed_out: bool,
     ) -> Option<NodeEvent> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut event = None;
         let mut s = self.lock();
         if timed_out && s.stalled.is_none() && !matches!(s.health, Health::Down { .. }) {

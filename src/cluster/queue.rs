@@ -44,6 +44,7 @@
 //! alone (a node back from a hold-back, a stale page's limit of at least
 //! one).
 
+use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -386,7 +387,7 @@ impl GroupQueue {
         target: Target,
         max_queue: u32,
     ) -> Admit {
-        let now = Instant::now();
+        let now = clock::now();
         let mut cache = RoomCache::default();
         let mut handed = Vec::new();
         let admitted = {
@@ -479,7 +480,7 @@ impl GroupQueue {
                 return;
             }
             let mut cache = RoomCache::default();
-            self.dispatch_locked(&mut inner, &mut cache, &mut handed, Instant::now());
+            self.dispatch_locked(&mut inner, &mut cache, &mut handed, clock::now());
         }
         // Grants whose waiter had gone give their slot back here, outside
         // the lock (their `Drop` dispatches again).

@@ -4,6 +4,7 @@
 //! the proxy adds on every request (one relaxed atomic add in the common
 //! case), the admin side sums on render.
 
+use crate::clock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ impl Default for RecentCounter {
 impl RecentCounter {
     pub fn new() -> RecentCounter {
         RecentCounter {
-            origin: Instant::now(),
+            origin: clock::now(),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -36,7 +37,7 @@ impl RecentCounter {
     }
 
     pub fn add(&self, n: u32) {
-        self.add_at(Instant::now(), n)
+        self.add_at(clock::now(), n)
     }
 
     fn add_at(&self, now: Instant, n: u32) {
@@ -59,7 +60,7 @@ impl RecentCounter {
 
     /// Events in the last 60 seconds (the current second included).
     pub fn sum(&self) -> u64 {
-        self.sum_at(Instant::now())
+        self.sum_at(clock::now())
     }
 
     fn sum_at(&self, now: Instant) -> u64 {

@@ -11,6 +11,7 @@
 //! snapshot reads it ([`NodeStats::read`]). Counters are atomics; the few
 //! things that need a lock (history, state tracking) take their own.
 
+use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -109,7 +110,7 @@ impl NodeStats {
     /// served while this proxy ran (nodes present at start, whose counters
     /// make up the cluster's totals from the first scrape).
     pub fn new(baseline_first: bool) -> NodeStats {
-        let now = Instant::now();
+        let now = clock::now();
         NodeStats {
             responses_4xx: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),

@@ -4,6 +4,7 @@
 //! proxy's own cookie), everything else to the group's balancer. Also the
 //! cookies that keep sessions on their node.
 
+use crate::clock;
 use std::time::Instant;
 
 use super::http1::{RequestHead, ResponseHead};
@@ -33,7 +34,7 @@ impl Proxy {
         group: &Group,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<Option<usize>, String> {
-        let now = Instant::now();
+        let now = clock::now();
         if ctx.retried_404 > 0 {
             // Looking for the file on the other nodes: any node will do.
             return Ok(group.pick(&ctx.tried, now));

@@ -5,7 +5,8 @@
 //! hop-by-hop headers, with the connection's fate said and the session
 //! cookies added.
 
-use std::time::{Duration, Instant};
+use crate::clock;
+use std::time::Duration;
 
 use pingora::protocols::Stream;
 
@@ -149,8 +150,8 @@ pub async fn read_head(
             if io.unread().len() > limits.max_head {
                 return Err(HeadError::TooLarge);
             }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + read);
-            deadline.saturating_duration_since(Instant::now())
+            let deadline = *deadline.get_or_insert_with(|| clock::now() + read);
+            deadline.saturating_duration_since(clock::now())
         };
         match io.fill(timeout).await {
             Ok(0) | Err(_) => return Ok(false),

@@ -32,6 +32,7 @@ mod arrival;
 pub use arrival::Arrival;
 mod choose;
 mod https;
+use crate::clock;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
 use downstream::{read_head, Downstream, Idle, Shape};
@@ -219,7 +220,7 @@ impl RequestCtx {
     ) -> RequestCtx {
         RequestCtx {
             _active: ActiveGuard::new(active),
-            started: Instant::now(),
+            started: clock::now(),
             state,
             keep,
             body: Body::new(body),
@@ -800,7 +801,7 @@ impl Proxy {
         if let Some(route) = route {
             if let Some(primary) = write_target(route, group, req) {
                 let st = &group.stats;
-                if group.node_available(primary, &[], Instant::now()) {
+                if group.node_available(primary, &[], clock::now()) {
                     st.primary_request();
                     ctx.primary = Some(primary);
                 } else if route.primary_fallback {
@@ -847,7 +848,7 @@ impl Proxy {
             let node = &state.groups[ctx.group].nodes[index];
             ctx.tried.push(index);
             ctx.current = Some(slot);
-            ctx.upstream_started = Some(Instant::now());
+            ctx.upstream_started = Some(clock::now());
             let t = state.config.timeouts;
             let group = &state.groups[ctx.group];
             let pool = (!ctx.fresh_only && !private_connections(group)).then_some(&*self.pool);
@@ -857,9 +858,7 @@ impl Proxy {
                 // worker waits for a request); closed and replaced, its
                 // worker would go back to the node's accept queue only
                 // after the new connection got there.
-                let h = node
-                    .live
-                    .holding(&group.config, &node.config, Instant::now());
+                let h = node.live.holding(&group.config, &node.config, clock::now());
                 if pool.is_some() && limit::idle_over(h.limit, h.inflight, h.idle) > 0 {
                     return self.pool.take_elsewhere(node.config.address, t.idle);
                 }
@@ -1026,11 +1025,11 @@ impl Proxy {
             event.log(group.name(), &node.config.name);
         }
         if let Some(t) = ctx.upstream_started {
-            ctx.upstream_time = Some(t.elapsed());
+            ctx.upstream_time = Some(clock::since(t));
         }
         let status = resp.status;
         if ctx.retry_on_404 {
-            if status == 404 && group.any_available(&ctx.tried, Instant::now()) {
+            if status == 404 && group.any_available(&ctx.tried, clock::now()) {
                 ctx.retried_404 += 1;
                 ctx.current = None;
                 group.stats.retried_404();
@@ -1132,7 +1131,7 @@ impl Proxy {
             .map_err(|e| (e, reused))?;
         // The node's part is over: its connection (and on a prefork node,
         // its worker) is free before the visitor has taken the response.
-        ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
+        ctx.upstream_time = ctx.upstream_started.map(clock::since);
         let node_keeps = down.resp.keeps_connection()
             && framing != Framing::UntilClose
             && node_io.unread().is_empty()
@@ -1361,7 +1360,7 @@ impl Proxy {
         let status = ctx.status.unwrap_or(0);
         let group = ctx.group_name();
         let node = ctx.node_name();
-        let elapsed = ctx.started.elapsed();
+        let elapsed = clock::since(ctx.started);
         if status != 0 {
             self.metrics.record_protocol(down.head.version.as_str());
             match ctx.node_live() {
@@ -1722,13 +1721,13 @@ async fn read_proxy_header(
     Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     proxy_protocol::BadHeader,
 > {
-    let deadline = Instant::now() + timeout;
+    let deadline = clock::now() + timeout;
     loop {
         if let Some((n, addrs)) = proxy_protocol::parse(io.unread())? {
             io.consume(n);
             return Ok(addrs);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(clock::now());
         match io.fill(left).await {
             Ok(0) => {
                 return Err(proxy_protocol::BadHeader(
@@ -1802,9 +1801,7 @@ fn pool_for(
         UpstreamKeepalive::Off => None,
         UpstreamKeepalive::On => (!node_is_full(group, node)).then_some(idle),
         UpstreamKeepalive::Auto => {
-            let h = node
-                .live
-                .holding(&group.config, &node.config, Instant::now());
+            let h = node.live.holding(&group.config, &node.config, clock::now());
             if !h.worker_per_connection {
                 return Some(idle);
             }
@@ -1830,7 +1827,7 @@ fn pool_for(
 /// current one counted): some of them then wait in its backlog.
 fn node_is_full(group: &Group, node: &crate::cluster::node::Node) -> bool {
     node.live
-        .worker_node_load(&group.config, &node.config, Instant::now())
+        .worker_node_load(&group.config, &node.config, clock::now())
         .is_some_and(|load| load.capacity.is_some_and(|c| load.busy > f64::from(c)))
 }
 

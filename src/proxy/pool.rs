@@ -16,6 +16,7 @@
 //! a thread opens a new connection to it: one idle connection another
 //! thread keeps is closed ([`Pool::close_one_elsewhere`]).
 
+use crate::clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -103,7 +104,7 @@ impl Pool {
     /// An idle connection to `addr` that is still open and has been idle for
     /// less than `max_idle`, if there is one.
     pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut closed = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -156,7 +157,7 @@ impl Pool {
         max_idle: Duration,
         on: impl Fn(ThreadId) -> bool,
     ) -> Option<(TcpStream, ThreadId, Duration)> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut closed = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +228,7 @@ impl Pool {
             let list = idle.entry(key).or_default();
             list.push(Idle {
                 stream,
-                since: Instant::now(),
+                since: clock::now(),
                 max_idle,
                 _hold: hold,
             });
@@ -280,7 +281,7 @@ impl Pool {
     /// Close the connections idle for `max_idle` or longer, and those the
     /// node closed.
     pub fn sweep(&self, max_idle: Duration) {
-        let now = Instant::now();
+        let now = clock::now();
         let mut closed = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,7 +354,7 @@ impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(SHED_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_sweep = Instant::now();
+        let mut last_sweep = clock::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -361,8 +362,8 @@ impl BackgroundService for Sweeper {
                     for (addr, n) in (self.over_limit)() {
                         self.pool.shed(addr, n);
                     }
-                    if last_sweep.elapsed() >= SWEEP_EVERY {
-                        last_sweep = Instant::now();
+                    if clock::since(last_sweep) >= SWEEP_EVERY {
+                        last_sweep = clock::now();
                         self.pool.sweep((self.max_idle)());
                     }
                 }

@@ -385,10 +385,10 @@ impl Proxy {
                         let guard = StreamGuard::new(&shared, &self.cluster);
                         let proxy = Arc::clone(self);
                         let shutdown = shutdown.clone();
-                        tokio::spawn(async move {
+                        tokio::spawn(crate::clock::clocked(async move {
                             proxy.serve_stream(req, respond, &guard.0, shutdown).await;
                             drop(guard);
-                        });
+                        }));
                     }
                 },
                 () = &mut timer => {
