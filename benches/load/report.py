@@ -266,6 +266,9 @@ def cores_note(rows):
     if polls:
         note += (" Idle vCPUs polled for %s ns before halting (`guest_halt_poll_ns`, `HALT_POLL_NS`)."
                  % " / ".join(polls))
+    ccs = sorted({r.get("tcp_cc") for r in rows if r.get("tcp_cc")})
+    if ccs:
+        note += " TCP congestion control: %s (`TCP_CC`)." % " / ".join(ccs)
     return ["", note]
 
 

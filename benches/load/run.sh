@@ -75,6 +75,17 @@
 #                not to the proxy. The part sets it to this many ns for its
 #                run (as root) and puts the old value back after; the report
 #                records it. Empty: leave the machine as it is
+#   TCP_CC       the overhead part's TCP congestion control [cubic, the
+#                kernel's and Debian's default]. With BBR (this project's VMs
+#                set it) and no fq qdisc, the upstream paces what it sends
+#                with the kernel's own timers once a connection leaves
+#                BBR's startup; on loopback that raised the upstream
+#                nginx's CPU per 64 KiB response by half after 5-10 s of
+#                load, and its core (shared with wrk) became the limit
+#                instead of the proxy (benches/README.md, "Sixteenth
+#                session"). The part sets net.ipv4.tcp_congestion_control
+#                for its run (as root), puts the old value back after, and
+#                the report records it. Empty: leave the machine as it is
 #   THREADS_LIST worker threads/processes per proxy ["1 2"]
 #   PROXIES      proxies in the overhead part ["nginx haproxy webcluster
 #                webcluster-full"]; with BASELINE, "baseline baseline-full"
@@ -199,6 +210,9 @@ PIN=${PIN:-auto}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 HALT_POLL_OLD="" HALT_POLL_NOW=""
+TCP_CC=${TCP_CC-cubic}
+TCP_CC_FILE=/proc/sys/net/ipv4/tcp_congestion_control
+TCP_CC_OLD="" TCP_CC_NOW=""
 PROXY_PIN=() GEN_PIN=() GEN_CPUS="" PIN_LABEL=shared
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 PROXIES=${PROXIES:-"nginx haproxy webcluster webcluster-full"}
@@ -330,6 +344,7 @@ cleanup() {
     local rc=$? pg
     trap - EXIT INT TERM
     halt_poll_restore
+    tcp_cc_restore
     for pg in "${GROUPS_STARTED[@]}"; do
         kill -TERM -- "-$pg" 2>/dev/null || true
     done
@@ -651,7 +666,7 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     # shellcheck disable=SC2086
     rss=$(rss_kb $pids)
     grep -E 'Requests/sec|^ +(50|99)%' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
-    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"$HALT_POLL_NOW\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"$HALT_POLL_NOW\",\"tcp_cc\":\"$TCP_CC_NOW\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     [[ $kind == direct ]] || stop "$PROXY_PID"
     PROXY_PIN=() GEN_PIN=()
 }
@@ -681,9 +696,34 @@ halt_poll_restore() {
     HALT_POLL_OLD=""
 }
 
+# tcp_cc_set: TCP_CC as the kernel's congestion control for new
+# connections, kept as halt_poll_set keeps its setting (TCP_CC_NOW: the
+# one in force).
+tcp_cc_set() {
+    TCP_CC_NOW=""
+    [[ -r $TCP_CC_FILE ]] || return 0
+    TCP_CC_NOW=$(cat "$TCP_CC_FILE")
+    [[ -n $TCP_CC && $TCP_CC != "$TCP_CC_NOW" ]] || return 0
+    if [[ -w $TCP_CC_FILE ]] && { TCP_CC_OLD=$TCP_CC_NOW; echo "$TCP_CC" >"$TCP_CC_FILE"; } 2>/dev/null; then
+        TCP_CC_NOW=$TCP_CC
+        log "tcp_congestion_control: $TCP_CC_OLD -> $TCP_CC for the overhead part"
+    else
+        TCP_CC_OLD=""
+        log "tcp_congestion_control stays $TCP_CC_NOW (not writable, or no $TCP_CC in this kernel; run as root to set TCP_CC)"
+    fi
+}
+
+tcp_cc_restore() {
+    [[ -n $TCP_CC_OLD ]] || return 0
+    echo "$TCP_CC_OLD" >"$TCP_CC_FILE" 2>/dev/null || true
+    log "tcp_congestion_control: back to $TCP_CC_OLD"
+    TCP_CC_OLD=""
+}
+
 part_overhead() {
     local up size n kind d
     halt_poll_set
+    tcp_cc_set
     up=$(free_ports 1)
     d="$WORK/overhead/upstream"
     nginx_upstream_conf "$d" "$up"
@@ -705,6 +745,7 @@ part_overhead() {
     done
     stop "$master"
     halt_poll_restore
+    tcp_cc_restore
 }
 
 # Part 1b: memory with many idle keep-alive visitors.
