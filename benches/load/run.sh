@@ -209,10 +209,10 @@ CONNS=${CONNS:-50}
 PIN=${PIN:-auto}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
-HALT_POLL_OLD="" HALT_POLL_NOW=""
 TCP_CC=${TCP_CC-cubic}
 TCP_CC_FILE=/proc/sys/net/ipv4/tcp_congestion_control
-TCP_CC_OLD="" TCP_CC_NOW=""
+# The kernel settings the overhead part changes for its run (kernel_set).
+declare -A KERNEL_NOW=() KERNEL_OLD=() KERNEL_FILE=()
 PROXY_PIN=() GEN_PIN=() GEN_CPUS="" PIN_LABEL=shared
 THREADS_LIST=${THREADS_LIST:-"1 2"}
 PROXIES=${PROXIES:-"nginx haproxy webcluster webcluster-full"}
@@ -343,8 +343,7 @@ WORK=""
 cleanup() {
     local rc=$? pg
     trap - EXIT INT TERM
-    halt_poll_restore
-    tcp_cc_restore
+    kernel_restore
     for pg in "${GROUPS_STARTED[@]}"; do
         kill -TERM -- "-$pg" 2>/dev/null || true
     done
@@ -666,64 +665,44 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     # shellcheck disable=SC2086
     rss=$(rss_kb $pids)
     grep -E 'Requests/sec|^ +(50|99)%' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
-    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"$HALT_POLL_NOW\",\"tcp_cc\":\"$TCP_CC_NOW\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"${KERNEL_NOW[guest_halt_poll_ns]-}\",\"tcp_cc\":\"${KERNEL_NOW[tcp_congestion_control]-}\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     [[ $kind == direct ]] || stop "$PROXY_PID"
     PROXY_PIN=() GEN_PIN=()
 }
 
-# halt_poll_set: HALT_POLL_NS into the haltpoll driver's setting, when
-# there is one and it can be written; the old value is kept for
-# halt_poll_restore. Sets HALT_POLL_NOW to the value in force ("" when the
-# machine has no such setting).
-halt_poll_set() {
-    HALT_POLL_NOW=""
-    [[ -r $HALT_POLL_FILE ]] || return 0
-    HALT_POLL_NOW=$(cat "$HALT_POLL_FILE")
-    [[ -n $HALT_POLL_NS && $HALT_POLL_NS != "$HALT_POLL_NOW" ]] || return 0
-    if [[ -w $HALT_POLL_FILE ]] && { HALT_POLL_OLD=$HALT_POLL_NOW; echo "$HALT_POLL_NS" >"$HALT_POLL_FILE"; } 2>/dev/null; then
-        HALT_POLL_NOW=$HALT_POLL_NS
-        log "guest_halt_poll_ns: $HALT_POLL_OLD -> $HALT_POLL_NS for the overhead part"
+# kernel_set NAME FILE VALUE: VALUE into the kernel setting FILE (sysfs or
+# procfs) for the overhead part, when FILE exists, VALUE is not empty and
+# the kernel takes it (as root); the old value is kept for kernel_restore
+# (also run on error or Ctrl-C). KERNEL_NOW[NAME]: the value in force, ""
+# when the machine has no such setting.
+kernel_set() {
+    local name=$1 file=$2 want=$3 now
+    KERNEL_NOW[$name]=""
+    [[ -r $file ]] || return 0
+    now=$(cat "$file")
+    KERNEL_NOW[$name]=$now
+    [[ -n $want && $want != "$now" ]] || return 0
+    if [[ -w $file ]] && { echo "$want" >"$file"; } 2>/dev/null; then
+        KERNEL_OLD[$name]=$now KERNEL_FILE[$name]=$file KERNEL_NOW[$name]=$want
+        log "$name: $now -> $want for the overhead part"
     else
-        HALT_POLL_OLD=""
-        log "guest_halt_poll_ns stays $HALT_POLL_NOW (not writable; run as root to set HALT_POLL_NS)"
+        log "$name stays $now (not writable, or not taken; run as root to set it)"
     fi
 }
 
-halt_poll_restore() {
-    [[ -n $HALT_POLL_OLD ]] || return 0
-    echo "$HALT_POLL_OLD" >"$HALT_POLL_FILE" 2>/dev/null || true
-    log "guest_halt_poll_ns: back to $HALT_POLL_OLD"
-    HALT_POLL_OLD=""
-}
-
-# tcp_cc_set: TCP_CC as the kernel's congestion control for new
-# connections, kept as halt_poll_set keeps its setting (TCP_CC_NOW: the
-# one in force).
-tcp_cc_set() {
-    TCP_CC_NOW=""
-    [[ -r $TCP_CC_FILE ]] || return 0
-    TCP_CC_NOW=$(cat "$TCP_CC_FILE")
-    [[ -n $TCP_CC && $TCP_CC != "$TCP_CC_NOW" ]] || return 0
-    if [[ -w $TCP_CC_FILE ]] && { TCP_CC_OLD=$TCP_CC_NOW; echo "$TCP_CC" >"$TCP_CC_FILE"; } 2>/dev/null; then
-        TCP_CC_NOW=$TCP_CC
-        log "tcp_congestion_control: $TCP_CC_OLD -> $TCP_CC for the overhead part"
-    else
-        TCP_CC_OLD=""
-        log "tcp_congestion_control stays $TCP_CC_NOW (not writable, or no $TCP_CC in this kernel; run as root to set TCP_CC)"
-    fi
-}
-
-tcp_cc_restore() {
-    [[ -n $TCP_CC_OLD ]] || return 0
-    echo "$TCP_CC_OLD" >"$TCP_CC_FILE" 2>/dev/null || true
-    log "tcp_congestion_control: back to $TCP_CC_OLD"
-    TCP_CC_OLD=""
+kernel_restore() {
+    local name
+    for name in "${!KERNEL_OLD[@]}"; do
+        echo "${KERNEL_OLD[$name]}" >"${KERNEL_FILE[$name]}" 2>/dev/null || true
+        log "$name: back to ${KERNEL_OLD[$name]}"
+        unset "KERNEL_OLD[$name]"
+    done
 }
 
 part_overhead() {
     local up size n kind d
-    halt_poll_set
-    tcp_cc_set
+    kernel_set guest_halt_poll_ns "$HALT_POLL_FILE" "$HALT_POLL_NS"
+    kernel_set tcp_congestion_control "$TCP_CC_FILE" "$TCP_CC"
     up=$(free_ports 1)
     d="$WORK/overhead/upstream"
     nginx_upstream_conf "$d" "$up"
@@ -744,8 +723,7 @@ part_overhead() {
         done
     done
     stop "$master"
-    halt_poll_restore
-    tcp_cc_restore
+    kernel_restore
 }
 
 # Part 1b: memory with many idle keep-alive visitors.
