@@ -22,7 +22,6 @@ pub mod router;
 pub mod snapshot;
 pub mod stats;
 
-use crate::clock;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -30,6 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::clock;
 use crate::config::Config;
 use crate::proxy::guard::StatusGuard;
 use group::Group;

@@ -7,12 +7,12 @@
 //! records scrapes, the balancer reads `load()`, the admin side reads
 //! `snapshot()`.
 
-use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::cluster::lend::LendSlot;
 use crate::cluster::limit::{self, PageWorkers};
 use crate::cluster::queue::GroupQueue;

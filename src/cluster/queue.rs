@@ -44,7 +44,6 @@
 //! alone (a node back from a hold-back, a stale page's limit of at least
 //! one).
 
-use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::clock;
 use crate::cluster::node::{InflightGuard, NodeLive};
 use crate::cluster::ClusterState;
 use crate::config::QueueOrder;

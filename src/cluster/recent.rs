@@ -4,9 +4,10 @@
 //! the proxy adds on every request (one relaxed atomic add in the common
 //! case), the admin side sums on render.
 
-use crate::clock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use crate::clock;
 
 const SLOTS: usize = 60;
 

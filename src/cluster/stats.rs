@@ -11,7 +11,6 @@
 //! snapshot reads it ([`NodeStats::read`]). Counters are atomics; the few
 //! things that need a lock (history, state tracking) take their own.
 
-use crate::clock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock;
 use crate::cluster::snapshot::NodeState;
 
 /// Upper bounds of the response time buckets, seconds (the last bucket is

@@ -4,12 +4,12 @@
 //! proxy's own cookie), everything else to the group's balancer. Also the
 //! cookies that keep sessions on their node.
 
-use crate::clock;
 use std::time::Instant;
 
 use super::http1::{RequestHead, ResponseHead};
 
 use super::{Proxy, RequestCtx};
+use crate::clock;
 use crate::cluster::affinity::SwitchReason;
 use crate::cluster::group::Group;
 use crate::config::{AffinityMode, RouteConfig};

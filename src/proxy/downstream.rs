@@ -5,7 +5,6 @@
 //! hop-by-hop headers, with the connection's fate said and the session
 //! cookies added.
 
-use crate::clock;
 use std::time::Duration;
 
 use pingora::protocols::Stream;
@@ -16,6 +15,7 @@ use super::http1::{
 };
 use super::request::VisitorIo;
 use super::upstream::Visitor;
+use crate::clock;
 
 /// One visitor request's side: its HTTP/1 connection (kept from one
 /// request to the next) or HTTP/2 stream, the current request's head, the

@@ -32,7 +32,6 @@ mod arrival;
 pub use arrival::Arrival;
 mod choose;
 mod https;
-use crate::clock;
 use choose::{cookie_value, pin_cookie, primary_down_body, session_key, write_target, SessionKey};
 mod downstream;
 use downstream::{read_head, Downstream, Idle, Shape};
@@ -67,6 +66,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::clock;
 use crate::cluster::group::Group;
 use crate::cluster::lend::Lent;
 use crate::cluster::limit;

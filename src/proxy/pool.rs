@@ -16,7 +16,6 @@
 //! a thread opens a new connection to it: one idle connection another
 //! thread keeps is closed ([`Pool::close_one_elsewhere`]).
 
-use crate::clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,6 +30,7 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::clock;
 use crate::cluster::node::IdleHold;
 
 /// Idle connections kept per node and worker thread: enough for the
