@@ -18,11 +18,21 @@
 //! [`now`] is `Instant::now()`. Durations across polls (a node's response
 //! time, a request's) are exact to within one poll's work; a deadline set
 //! during a poll starts at most that much early.
+//!
+//! The clock is tokio's (`tokio::time::Instant::now`): the same reading as
+//! `Instant::now()` in a build, and the runtime's paused clock in tests
+//! that pause it, so that deadlines set from [`now`] and tokio's timers
+//! agree there too. A clocked task also keeps one timer for all its
+//! deadlines ([`within`]).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::task::Context;
 use std::time::{Duration, Instant};
+
+mod within;
+
+pub use within::{within, Elapsed, Within};
 
 /// This thread's clock while a clocked poll runs.
 #[derive(Clone, Copy)]
@@ -45,12 +55,18 @@ pub fn now() -> Instant {
     STATE.with(|s| match s.get() {
         State::Read(t) => t,
         State::Unread => {
-            let t = Instant::now();
+            let t = read();
             s.set(State::Read(t));
             t
         }
-        State::Off => Instant::now(),
+        State::Off => read(),
     })
+}
+
+/// The clock itself (see the module's doc).
+#[inline]
+fn read() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// How long ago `earlier` was, by [`now`] (zero if it is later).
@@ -59,9 +75,10 @@ pub fn since(earlier: Instant) -> Duration {
     now().saturating_duration_since(earlier)
 }
 
-/// `fut`, with each of its polls clocked (see the module's doc).
+/// `fut`, with each of its polls clocked and one timer for its deadlines
+/// (see the module's doc).
 pub fn clocked<F: Future>(fut: F) -> Clocked<F> {
-    Clocked { fut }
+    Clocked { fut, timer: None }
 }
 
 pin_project_lite::pin_project! {
@@ -72,6 +89,9 @@ pin_project_lite::pin_project! {
     pub struct Clocked<F> {
         #[pin]
         fut: F,
+        // The timer of every `within` the task polls.
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
     }
 }
 
@@ -79,8 +99,10 @@ impl<F: Future> Future for Clocked<F> {
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
         let _poll = Poll::enter();
-        self.project().fut.poll(cx)
+        let _timer = within::Enter::new(this.timer);
+        this.fut.poll(cx)
     }
 }
 
@@ -144,11 +166,11 @@ mod tests {
         STATE.with(|s| assert!(matches!(s.get(), State::Off)));
     }
 
-    /// Clocking a task's future costs it no room: a connection's task
-    /// is as large as before (an `async fn` wrapper would hold the future
-    /// twice).
+    /// Clocking a task's future costs it the task's timer and no more:
+    /// a connection's task does not hold its future twice (as an
+    /// `async fn` wrapper would).
     #[test]
-    fn a_clocked_future_is_as_large_as_its_future() {
+    fn a_clocked_future_is_its_future_and_a_timer() {
         let fut = async {
             let buf = [7u8; 256];
             tokio::task::yield_now().await;
@@ -156,7 +178,10 @@ mod tests {
         };
         let alone = std::mem::size_of_val(&fut);
         assert!(alone >= 256);
-        assert_eq!(std::mem::size_of_val(&clocked(fut)), alone);
+        assert_eq!(
+            std::mem::size_of_val(&clocked(fut)),
+            alone + std::mem::size_of::<Option<tokio::time::Sleep>>()
+        );
     }
 
     /// A poll that panics leaves the thread's clock as it found it.

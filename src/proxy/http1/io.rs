@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::clock;
+
 /// Reads of at most this many bytes into an [`Io`] that holds no buffer go
 /// to a scratch buffer of the thread's first (see [`Io::fill_with`]).
 const SCRATCH_READ: usize = 4096;
@@ -70,21 +72,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 
     /// [`Io::fill`] for a connection waiting for its next message, with the
-    /// timeout's result as it is (`Err`: nothing came in `timeout`): the
-    /// smallest future that waits, a timer around one read into the
-    /// thread's scratch buffer (see [`Io::fill_with`]; an idle keep-alive
-    /// connection holds this future, where `Io::fill`'s has room for
-    /// both of its kinds of read).
+    /// deadline's result as it is (`Err`: nothing came in `timeout`): the
+    /// smallest future that waits, one read into the thread's scratch
+    /// buffer (see [`Io::fill_with`]) and its deadline (an idle keep-alive
+    /// connection holds this future, where `Io::fill`'s has room for both
+    /// of its kinds of read).
     pub fn wait(
         &mut self,
         timeout: Duration,
-    ) -> tokio::time::Timeout<impl std::future::Future<Output = io::Result<usize>> + '_> {
+    ) -> clock::Within<impl std::future::Future<Output = io::Result<usize>> + '_> {
         // One reference held, not one per field.
         let read = std::future::poll_fn(move |cx| {
             let want = self.chunk.min(SCRATCH_READ);
             poll_read_via_scratch(&mut self.io, cx, want, &mut self.buf)
         });
-        tokio::time::timeout(timeout, read)
+        clock::within(timeout, read)
     }
 
     /// [`Io::fill`], asking for `want` bytes at most.
@@ -98,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if self.buf.capacity() == 0 && want <= SCRATCH_READ {
             let (io, buf) = (&mut self.io, &mut self.buf);
             let read = std::future::poll_fn(|cx| poll_read_via_scratch(io, cx, want, buf));
-            return timed_out(tokio::time::timeout(timeout, read).await);
+            return bounded(read, timeout).await;
         }
         if self.buf.capacity() - self.buf.len() < want / 2 {
             if self.buf.is_empty() {
@@ -114,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 self.buf.reserve(want);
             }
         }
-        timed_out(tokio::time::timeout(timeout, self.io.read_buf(&mut self.buf)).await)
+        bounded(self.io.read_buf(&mut self.buf), timeout).await
     }
 
     /// Write all of `data`; `io::ErrorKind::TimedOut` when that takes
@@ -158,33 +160,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 }
 
-/// What `tokio::time::timeout` gave, with running out of time as an
-/// `io::ErrorKind::TimedOut` error.
-///
-/// Applied to the awaited result rather than wrapping the future in an
-/// `async fn`: that would keep the future it was given in its state beside
-/// the `Timeout` holding it, in every waiting connection's future.
-fn timed_out<T>(r: Result<io::Result<T>, tokio::time::error::Elapsed>) -> io::Result<T> {
-    r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+/// `op` bounded by `timeout` ([`clock::within`]: counted from its first
+/// poll, on the clocked task's timer; none when `op` finishes at that
+/// poll), running out of time as an `io::ErrorKind::TimedOut` error. (A future of its own rather than an `async fn`, which
+/// would keep `op` twice in its state.)
+fn bounded<T, F: std::future::Future<Output = io::Result<T>>>(
+    op: F,
+    timeout: Duration,
+) -> Bounded<F> {
+    Bounded {
+        op: clock::within(timeout, op),
+    }
 }
 
-/// `op` bounded by `timeout`, with the timer set only when `op` does not
-/// finish at its first poll: a write the socket takes at once (the usual
-/// case for a head or a small body) then costs no clock read, no timer
-/// entry and no runtime handle, which `tokio::time::timeout` takes as it
-/// is called, before the operation is first polled. The time allowed
-/// starts from that first poll, which did not wait.
-async fn bounded<T>(
-    op: impl std::future::Future<Output = io::Result<T>>,
-    timeout: Duration,
-) -> io::Result<T> {
-    let mut op = std::pin::pin!(op);
-    if let Poll::Ready(r) =
-        std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(op.as_mut(), cx))).await
-    {
-        return r;
+pin_project_lite::pin_project! {
+    /// See [`bounded`].
+    struct Bounded<F> {
+        #[pin]
+        op: clock::Within<F>,
     }
-    timed_out(tokio::time::timeout(timeout, op).await)
+}
+
+impl<T, F: std::future::Future<Output = io::Result<T>>> std::future::Future for Bounded<F> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        self.project()
+            .op
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|clock::Elapsed| Err(io::ErrorKind::TimedOut.into())))
+    }
 }
 
 /// One read of at most `want` bytes into the thread's scratch buffer; what
