@@ -27,6 +27,8 @@ struct Route {
 pub struct Router {
     routes: Vec<Route>,
     default: usize,
+    /// Whether a route names a host (else a request's Host is not read).
+    by_host: bool,
 }
 
 impl Router {
@@ -56,24 +58,40 @@ impl Router {
                     index,
                 })
             })
-            .collect();
-        Router { routes, default }
+            .collect::<Vec<_>>();
+        let by_host = routes.iter().any(|r| r.host != HostMatch::Any);
+        Router {
+            routes,
+            default,
+            by_host,
+        }
     }
 
     /// The group index for a request with this Host header value (port and
     /// case are ignored) and path.
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
-        let host = host.map(normalise_host);
-        self.routes
-            .iter()
-            .find(|r| host_matches(&r.host, host.as_deref()) && path.starts_with(&r.prefix))
-            .map_or(self.default, |r| r.group)
+        self.route_with_index(|| host, || path).0
     }
 
     /// The group index and, when a route matched, that route's index in
-    /// `Config::routes` (for its per-route settings).
-    pub fn route_with_index(&self, host: Option<&str>, path: &str) -> (usize, Option<usize>) {
-        let host = host.map(normalise_host);
+    /// `Config::routes` (for its per-route settings). The request's host
+    /// and path are asked for only when a route needs them: with no routes
+    /// neither (every request goes to the default group), with no route
+    /// naming a host only the path.
+    pub fn route_with_index<'a>(
+        &self,
+        host: impl FnOnce() -> Option<&'a str>,
+        path: impl FnOnce() -> &'a str,
+    ) -> (usize, Option<usize>) {
+        if self.routes.is_empty() {
+            return (self.default, None);
+        }
+        let host = if self.by_host {
+            host().map(normalise_host)
+        } else {
+            None
+        };
+        let path = path();
         self.routes
             .iter()
             .find(|r| host_matches(&r.host, host.as_deref()) && path.starts_with(&r.prefix))
@@ -103,6 +121,8 @@ fn normalise_host(host: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
 
     fn route(host: Option<&str>, path: &str, group: &str) -> RouteConfig {
@@ -146,8 +166,44 @@ mod tests {
         assert_eq!(r.route(Some("shop.example"), "/"), 0);
         assert_eq!(r.route(Some("www.example.com"), "/apix"), 0);
         assert_eq!(r.route(None, "/"), 0);
-        assert_eq!(r.route_with_index(None, "/api/v1"), (2, Some(1)));
-        assert_eq!(r.route_with_index(None, "/"), (0, None));
+        assert_eq!(r.route_with_index(|| None, || "/api/v1"), (2, Some(1)));
+        assert_eq!(r.route_with_index(|| None, || "/"), (0, None));
+    }
+
+    /// What a router asks of a request: with no routes nothing, with
+    /// routes by path only the path, with a route by host both.
+    #[test]
+    fn a_request_is_read_only_as_far_as_the_routes_need() {
+        let names = ["web", "api"];
+        let index = |n: &str| names.iter().position(|g| *g == n);
+        let asked = |r: &Router, path: &str| {
+            let (host_asked, path_asked) = (Cell::new(false), Cell::new(false));
+            let got = r.route_with_index(
+                || {
+                    host_asked.set(true);
+                    Some("api.example.com")
+                },
+                || {
+                    path_asked.set(true);
+                    path
+                },
+            );
+            (got, host_asked.get(), path_asked.get())
+        };
+        let none = Router::new(&[], 0, index);
+        assert_eq!(asked(&none, "/api/x"), ((0, None), false, false));
+        let by_path = Router::new(&[route(None, "/api/", "api")], 0, index);
+        assert_eq!(asked(&by_path, "/api/x"), ((1, Some(0)), false, true));
+        assert_eq!(asked(&by_path, "/x"), ((0, None), false, true));
+        let by_host = Router::new(
+            &[
+                route(None, "/static/", "web"),
+                route(Some("api.example.com"), "/", "api"),
+            ],
+            0,
+            index,
+        );
+        assert_eq!(asked(&by_host, "/x"), ((1, Some(1)), true, true));
     }
 
     #[test]

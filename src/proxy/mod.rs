@@ -768,7 +768,7 @@ impl Proxy {
             self.metrics.denied_status_paths.inc();
             return Admission::Answer(403, respond::plain_body(403).into(), true);
         }
-        let (group, route) = state.router.route_with_index(req.host(), req.path());
+        let (group, route) = state.router.route_with_index(|| req.host(), || req.path());
         ctx.group = group;
         ctx.route = route;
         let https_redirect = route
