@@ -94,29 +94,34 @@ impl Router {
         let path = path();
         self.routes
             .iter()
-            .find(|r| host_matches(&r.host, host.as_deref()) && path.starts_with(&r.prefix))
+            .find(|r| host_matches(&r.host, host) && path.starts_with(&r.prefix))
             .map_or((self.default, None), |r| (r.group, Some(r.index)))
     }
 }
 
+/// Whether `host` (normalised, any case) is what `m` asks for (any case).
 fn host_matches(m: &HostMatch, host: Option<&str>) -> bool {
     match (m, host) {
         (HostMatch::Any, _) => true,
-        (HostMatch::Exact(want), Some(h)) => h == want,
-        (HostMatch::Subdomain(suffix), Some(h)) => h.len() > suffix.len() && h.ends_with(suffix),
+        (HostMatch::Exact(want), Some(h)) => h.eq_ignore_ascii_case(want),
+        (HostMatch::Subdomain(suffix), Some(h)) => {
+            let (h, suffix) = (h.as_bytes(), suffix.as_bytes());
+            h.len() > suffix.len() && h[h.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
         (_, None) => false,
     }
 }
 
-/// Lower-case, without port and trailing dot. IPv6 literals keep brackets.
-fn normalise_host(host: &str) -> String {
+/// Without port and trailing dot (compared in any case, not copied to
+/// lower case). IPv6 literals keep brackets.
+fn normalise_host(host: &str) -> &str {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    without_port.trim_end_matches('.')
 }
 
 #[cfg(test)]
@@ -146,7 +151,7 @@ mod tests {
         let names = ["web", "static", "api", "shop"];
         Router::new(
             &[
-                route(Some("static.example.com"), "/", "static"),
+                route(Some("Static.Example.com"), "/", "static"),
                 route(None, "/api/", "api"),
                 route(Some("*.shop.example"), "/", "shop"),
             ],
@@ -163,6 +168,10 @@ mod tests {
         assert_eq!(r.route(Some("www.example.com"), "/api/v1"), 2);
         assert_eq!(r.route(None, "/api/v1"), 2);
         assert_eq!(r.route(Some("a.shop.example"), "/"), 3);
+        assert_eq!(r.route(Some("A.SHOP.Example."), "/"), 3);
+        // Compared as bytes: no panic on a non-ASCII host.
+        assert_eq!(r.route(Some("é.shop.example"), "/"), 3);
+        assert_eq!(r.route(Some("éé"), "/"), 0);
         assert_eq!(r.route(Some("shop.example"), "/"), 0);
         assert_eq!(r.route(Some("www.example.com"), "/apix"), 0);
         assert_eq!(r.route(None, "/"), 0);
@@ -208,7 +217,7 @@ mod tests {
 
     #[test]
     fn host_normalisation() {
-        assert_eq!(normalise_host("Example.COM:80"), "example.com");
+        assert_eq!(normalise_host("Example.COM:80"), "Example.COM");
         assert_eq!(normalise_host("example.com."), "example.com");
         assert_eq!(normalise_host("[::1]:8080"), "[::1]");
         assert_eq!(normalise_host("[::1]"), "[::1]");
