@@ -49,6 +49,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 
+use crate::config::CpuAffinity;
+
+mod affinity;
 mod timer_floor;
 
 /// The listen backlog (pingora's own for its listeners).
@@ -66,11 +69,13 @@ pub struct Listening<A> {
     tls: usize,
     app: Option<Arc<A>>,
     threads: usize,
+    cpu_affinity: CpuAffinity,
 }
 
 impl<A> Listening<A> {
     /// `threads`: the worker threads of the service (the server's
-    /// `threads`); `plain`, `tls`: where to listen, as `ip:port`. The app
+    /// `threads`), on the CPUs `cpu_affinity` gives them; `plain`, `tls`:
+    /// where to listen, as `ip:port`. The app
     /// gets a TLS listener's connections as pingora's TCP stream (which its
     /// TLS acceptor takes), the others as an [`Accepted`].
     pub fn new(
@@ -79,6 +84,7 @@ impl<A> Listening<A> {
         plain: Vec<String>,
         tls: Vec<String>,
         threads: usize,
+        cpu_affinity: CpuAffinity,
     ) -> Listening<A> {
         let n_tls = tls.len();
         Listening {
@@ -87,6 +93,7 @@ impl<A> Listening<A> {
             tls: n_tls,
             app: Some(Arc::new(app)),
             threads: threads.max(1),
+            cpu_affinity,
         }
     }
 }
@@ -104,6 +111,7 @@ impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Listen
             return;
         };
         let workers = Arc::new(Workers::discover(self.threads).await);
+        workers.pin(&self.cpu_affinity).await;
         for w in &workers.workers {
             w.handle.spawn(timer_floor::keep(shutdown.clone()));
         }
@@ -269,6 +277,26 @@ impl Workers {
                     conns: Padded(AtomicUsize::new(0)),
                 })
                 .collect(),
+        }
+    }
+
+    /// Put each worker thread on its CPU (see [`affinity`]); one that
+    /// cannot be is logged and left where it is.
+    async fn pin(&self, cpu_affinity: &CpuAffinity) {
+        let cpus = affinity::plan(cpu_affinity, self.workers.len(), &affinity::allowed());
+        for (i, (w, cpu)) in self.workers.iter().zip(cpus).enumerate() {
+            let Some(cpu) = cpu else { continue };
+            match w
+                .handle
+                .spawn(async move { affinity::pin_this_thread(cpu) })
+                .await
+            {
+                Ok(Ok(())) => tracing::info!("proxy worker thread {i} runs on CPU {cpu}"),
+                Ok(Err(e)) => {
+                    tracing::warn!("proxy worker thread {i}: cannot run it on CPU {cpu}: {e}")
+                }
+                Err(e) => tracing::warn!("proxy worker thread {i}: not pinned: {e}"),
+            }
         }
     }
 

@@ -85,6 +85,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     let ServerSettings {
         listen,
         threads,
+        cpu_affinity,
         grace_period,
         log_level,
         log_format,
@@ -101,6 +102,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     let o = &old.server;
     keep(&mut kept, "proxy listeners", &o.listen, listen);
     keep(&mut kept, "threads", &o.threads, threads);
+    keep(&mut kept, "cpu_affinity", &o.cpu_affinity, cpu_affinity);
     keep(&mut kept, "grace_period", &o.grace_period, grace_period);
     keep(&mut kept, "log_level", &o.log_level, log_level);
     keep(&mut kept, "log_format", &o.log_format, log_format);
@@ -289,7 +291,7 @@ mod tests {
     fn fixed_settings_are_kept_and_said_others_change() {
         let old = config("[server]\nlisten = [\"127.0.0.1:8080\"]\nthreads = 1\n");
         let mut new = config(
-            "[server]\nlisten = [\"127.0.0.1:9090\"]\nthreads = 2\n\
+            "[server]\nlisten = [\"127.0.0.1:9090\"]\nthreads = 2\ncpu_affinity = \"auto\"\n\
              [timeouts]\nconnect = \"7s\"\n[access_log]\ntarget = \"stdout\"\n",
         );
         let kept = keep_fixed_settings(&old, &mut new);
@@ -301,6 +303,7 @@ mod tests {
             [
                 "proxy listeners [127.0.0.1:8080] -> [127.0.0.1:9090]",
                 "threads 1 -> 2",
+                "cpu_affinity Off -> Auto",
                 "access_log Off -> Stdout",
             ]
         );

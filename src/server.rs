@@ -91,6 +91,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
     let source = config.source.clone();
     let listen = config.server.listen.clone();
     let threads = config.server.threads;
+    let cpu_affinity = config.server.cpu_affinity.clone();
     let tls =
         Arc::new(Terminators::new(&config).context("cannot set up TLS for the TLS listeners")?);
     let tls_listen: Vec<_> = config.tls.iter().flat_map(|t| t.listen.clone()).collect();
@@ -122,6 +123,7 @@ pub fn build(config: Config, opts: &RunOptions) -> anyhow::Result<(Server, Share
         // runs the handshake itself (`crate::tls`), on the same workers.
         tls_listen.iter().map(|a| a.to_string()).collect(),
         threads,
+        cpu_affinity,
     );
     server.add_service(proxy);
 

@@ -621,6 +621,19 @@ fn threads_zero() {
 }
 
 #[test]
+fn bad_cpu_affinity() {
+    for (value, what) in [
+        ("\"on\"", "\"on\" is not a CPU number"),
+        ("\"3-1\"", "the range 3-1 runs backwards"),
+        ("\"0,4096\"", "CPU 4096 is past the last one"),
+        ("\"\"", "must not be empty"),
+    ] {
+        let text = format!("[server]\nthreads = 2\ncpu_affinity = {value}\n{MINIMAL}");
+        assert_error(&text, 3, "cpu_affinity", what);
+    }
+}
+
+#[test]
 fn fall_or_rise_zero() {
     for key in ["fall", "rise", "stale_after"] {
         let text = MINIMAL.replace("name = \"web\"\n", &format!("name = \"web\"\n{key} = 0\n"));

@@ -851,6 +851,61 @@ fn the_json_log_format_writes_one_object_per_line() {
     assert!(lines >= 2, "{log}");
 }
 
+/// A CPU list as the kernel writes it (`0-1,3`).
+fn cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for item in text.trim().split(',').filter(|i| !i.is_empty()) {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+        cpus.extend(a..=b);
+    }
+    cpus
+}
+
+/// `Cpus_allowed_list` of a task (a process or one of its threads).
+fn cpus_allowed(task: &Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(task.join("status")).expect("status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    cpu_list(line)
+}
+
+/// `cpu_affinity = "auto"`: each of the two proxy worker threads runs on
+/// a CPU of its own, the first two this process may use (the kernel's own
+/// record of each thread), and serves requests there; the other threads
+/// keep every CPU.
+#[test]
+fn cpu_affinity_auto_puts_each_worker_on_a_cpu_of_its_own() {
+    let allowed = cpus_allowed(Path::new("/proc/self"));
+    let nodes = start_nodes(&["a"], Duration::ZERO);
+    let a = nodes.addr(0);
+    let wc = Webcluster::start(|l, adm| {
+        server_config(l, adm, "cpu_affinity = \"auto\"") + &web_group(&[("a", a, "")])
+    });
+    wc.wait_all_up();
+    wait_log(&wc, "proxy worker thread 1 runs on CPU");
+    let mut workers = Vec::new();
+    let mut others = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", wc.pid())).expect("tasks");
+    for task in tasks {
+        let task = task.expect("task").path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == "webcluster prox" {
+            workers.push(cpus_allowed(&task));
+        } else {
+            others.push(cpus_allowed(&task));
+        }
+    }
+    workers.sort();
+    let mut want = vec![vec![allowed[0]], vec![allowed[1 % allowed.len()]]];
+    want.sort();
+    assert_eq!(workers, want, "{}", wc.log());
+    assert!(others.iter().all(|o| *o == allowed), "{others:?}");
+    assert_eq!(tally(wc.listen, 4).get("a"), Some(&4));
+}
+
 #[test]
 fn binary_upgrade_under_load_loses_no_request() {
     let nodes = start_nodes(&["a", "b"], Duration::from_millis(3));

@@ -20,10 +20,10 @@ use serde_spanned::Spanned;
 
 use super::error::ConfigError;
 use super::model::{
-    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config, Discovery,
-    GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion, QueueOrder, Retries,
-    RouteConfig, ScrapeSettings, ServerKind, ServerSettings, SrvNodes, StatusKind, StatusUrl,
-    Timeouts, TlsListener, TlsVersion, UpstreamKeepalive,
+    AccessLog, AdminSettings, Affinity, AffinityMode, BalanceMethod, Buffering, Config,
+    CpuAffinity, Discovery, GroupConfig, Hsts, Limits, LogFormat, NodeConfig, ProxyVersion,
+    QueueOrder, Retries, RouteConfig, ScrapeSettings, ServerKind, ServerSettings, SrvNodes,
+    StatusKind, StatusUrl, Timeouts, TlsListener, TlsVersion, UpstreamKeepalive,
 };
 
 // ---------------------------------------------------------------------------
@@ -150,6 +150,7 @@ pub struct CertificateFile {
 pub struct ServerFile {
     pub listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub threads: Option<Spanned<usize>>,
+    pub cpu_affinity: Option<Spanned<String>>,
     pub grace_period: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
@@ -646,6 +647,12 @@ impl ServerFile {
             }
         };
         let threads = cx.at_least_one(&self.threads, DEFAULT_THREADS, CX, "threads")?;
+        let cpu_affinity = match &self.cpu_affinity {
+            None => CpuAffinity::Off,
+            Some(v) => {
+                parse_cpu_affinity(v.get_ref()).map_err(|e| cx.bad(v, CX, "cpu_affinity", e))?
+            }
+        };
         let grace_period =
             cx.duration(&self.grace_period, DEFAULT_GRACE_PERIOD, CX, "grace_period")?;
         let log_level = match self.log_level {
@@ -700,6 +707,7 @@ impl ServerFile {
             state_file,
             listen,
             threads,
+            cpu_affinity,
             grace_period,
             log_level,
             log_format,
@@ -1606,6 +1614,50 @@ fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddr, String> {
 }
 
 /// A network like `10.0.0.0/8`, or a bare IP taken as a single host.
+/// The most CPUs a list may name (the kernel's default `CONFIG_NR_CPUS`
+/// on x86-64 is 8192; `sched_setaffinity`'s usual set holds 1024).
+const MAX_CPU: usize = 1023;
+
+/// `"off"`, `"auto"`, or a CPU list as `taskset -c` and systemd's
+/// `CPUAffinity=` take it: numbers and ranges, comma-separated
+/// (`"0-3,6"`), in the order the workers take them.
+pub fn parse_cpu_affinity(text: &str) -> std::result::Result<CpuAffinity, String> {
+    match text.trim() {
+        "off" => return Ok(CpuAffinity::Off),
+        "auto" => return Ok(CpuAffinity::Auto),
+        "" => {
+            return Err("must not be empty: write \"off\", \"auto\" or CPUs such as \"0-3\"".into())
+        }
+        _ => {}
+    }
+    let cpu = |t: &str| -> std::result::Result<usize, String> {
+        let t = t.trim();
+        match t.parse::<usize>() {
+            Ok(n) if n <= MAX_CPU => Ok(n),
+            Ok(_) => Err(format!(
+                "CPU {t} is past the last one a list may name ({MAX_CPU})"
+            )),
+            Err(_) => Err(format!(
+                "{t:?} is not a CPU number: write \"off\", \"auto\" or CPUs such as \"0-3,6\""
+            )),
+        }
+    };
+    let mut cpus = Vec::new();
+    for item in text.split(',') {
+        match item.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (cpu(first)?, cpu(last)?);
+                if first > last {
+                    return Err(format!("the range {} runs backwards", item.trim()));
+                }
+                cpus.extend(first..=last);
+            }
+            None => cpus.push(cpu(item)?),
+        }
+    }
+    Ok(CpuAffinity::Cpus(cpus))
+}
+
 pub fn parse_cidr(text: &str) -> std::result::Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
@@ -1873,6 +1925,22 @@ mod tests {
             .contains("neither"));
         assert!(parse_address("").is_err());
         assert!(parse_address(":80").is_err());
+    }
+
+    #[test]
+    fn cpu_affinity_lists() {
+        let cpus = |v: &[usize]| Ok(CpuAffinity::Cpus(v.to_vec()));
+        assert_eq!(parse_cpu_affinity("off"), Ok(CpuAffinity::Off));
+        assert_eq!(parse_cpu_affinity(" auto "), Ok(CpuAffinity::Auto));
+        assert_eq!(parse_cpu_affinity("3"), cpus(&[3]));
+        assert_eq!(parse_cpu_affinity("0-3, 6"), cpus(&[0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_affinity("5,1-2"), cpus(&[5, 1, 2]));
+        assert_eq!(parse_cpu_affinity("1023"), cpus(&[1023]));
+        for bad in [
+            "", " ", "on", "0-", "-1", "3-1", "1024", "0,,1", "0-2-4", "0x1",
+        ] {
+            assert!(parse_cpu_affinity(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Which CPUs the worker threads run on.
+    pub cpu_affinity: CpuAffinity,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub grace_period: Duration,
     /// Default log filter (overridden by `RUST_LOG`).
@@ -130,6 +132,19 @@ pub struct ServerSettings {
     /// Plain listeners take HTTP/2 with prior knowledge (h2c): a connection
     /// that starts with the HTTP/2 preface is served as HTTP/2.
     pub h2c: bool,
+}
+
+/// Which CPUs the proxy's worker threads run on (`[server]
+/// cpu_affinity`): nginx's `worker_cpu_affinity`, HAProxy's `cpu-map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// Wherever the kernel puts them (the default, as nginx's).
+    Off,
+    /// Worker `i` on the `i`-th of the CPUs the process may run on, over
+    /// again when there are more workers than CPUs (nginx's `auto`).
+    Auto,
+    /// Worker `i` on CPU `cpus[i % cpus.len()]` (never empty).
+    Cpus(Vec<usize>),
 }
 
 /// How log lines are written (`[server] log_format`).
