@@ -241,18 +241,28 @@ def overhead_section(rows, machine=None):
 
 
 def cores_note(rows):
-    """A sentence on where each worker count's processes ran (run.sh's PIN):
-    "PROXY-CPUS/GENERATOR-CPUS" or "shared" per row; runs before the
-    fifteenth session recorded none."""
+    """A sentence on where each worker count's processes ran (run.sh's PIN
+    and AFFINITY): "PROXY-CPUS/GENERATOR-CPUS" or "shared" per row, and
+    whether the workers were pinned one per core; runs before the
+    fifteenth (seventeenth) session recorded none."""
     by = {}
+    pinned = {}
     for r in rows:
         if r["proxy"] != "direct" and "cores" in r:
             by.setdefault(r["threads"], set()).add(r["cores"])
+            pinned.setdefault(r["threads"], set()).add(r.get("affinity", 0))
     parts = []
     for n in sorted(by):
         cores = sorted(by[n])
         if cores == ["shared"]:
-            parts.append("%d worker(s): the proxy, wrk and the upstream share all cores" % n)
+            part = "%d worker(s): the proxy, wrk and the upstream share all cores" % n
+            if pinned[n] == {1}:
+                part += (", each proxy's workers one per core by its own setting (`AFFINITY`: "
+                         "nginx `worker_cpu_affinity auto`, HAProxy `cpu-map`, webcluster "
+                         "`cpu_affinity = \"auto\"`)")
+            elif 1 in pinned[n]:
+                part += ", some runs with each proxy's workers one per core (`AFFINITY`)"
+            parts.append(part)
         elif len(cores) == 1:
             proxy, gen = cores[0].split("/")
             parts.append("%d worker(s): the proxy on CPU %s, wrk and the upstream on CPU %s "

@@ -86,6 +86,18 @@
 #                session"). The part sets net.ipv4.tcp_congestion_control
 #                for its run (as root), puts the old value back after, and
 #                the report records it. Empty: leave the machine as it is
+#   AFFINITY     the overhead part's worker affinity where the proxy
+#                shares the cores with wrk and the upstream (PIN gave it no
+#                cores of its own) and has two workers or more [auto]. auto:
+#                every proxy puts its workers one per core with its own
+#                setting (nginx `worker_cpu_affinity auto`, HAProxy
+#                `cpu-map auto:1/1-N 0-(N-1)`, webcluster `cpu_affinity =
+#                "auto"`; a BASELINE build without that key has its worker
+#                threads pinned the same way with taskset); otherwise the
+#                kernel sometimes leaves two workers of one proxy on one core,
+#                and that run's p99 is three times the next's, whichever
+#                proxy it is (benches/README.md, "Seventeenth session").
+#                off: the kernel places them
 #   THREADS_LIST worker threads/processes per proxy ["1 2"]
 #   PROXIES      proxies in the overhead part ["nginx haproxy webcluster
 #                webcluster-full"]; with BASELINE, "baseline baseline-full"
@@ -210,6 +222,9 @@ PIN=${PIN:-auto}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 TCP_CC=${TCP_CC-cubic}
+AFFINITY=${AFFINITY:-auto}
+# 1 while an overhead case pins its proxy's workers (AFFINITY).
+AFFINITY_NOW=0
 TCP_CC_FILE=/proc/sys/net/ipv4/tcp_congestion_control
 # The kernel settings the overhead part changes for its run (kernel_set).
 declare -A KERNEL_NOW=() KERNEL_OLD=() KERNEL_FILE=()
@@ -454,6 +469,7 @@ nginx_proxy_conf() { # DIR PORT WORKERS BALANCE UPSTREAM_PORTS...
     mkdir -p "$d/logs"
     cat >"$d/nginx.conf" <<EOF
 worker_processes $workers;
+$( ((AFFINITY_NOW)) && echo "worker_cpu_affinity auto;")
 error_log $d/logs/error.log warn;
 pid $d/nginx.pid;
 events { worker_connections 16384; }
@@ -493,6 +509,7 @@ haproxy_conf() { # DIR PORT THREADS BALANCE UPSTREAM_PORTS...
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread $threads
+$( ((AFFINITY_NOW)) && echo "    cpu-map auto:1/1-$threads 0-$((threads - 1))")
     maxconn $([[ ${IDLE:-0} == 1 ]] && echo $((IDLE_CONNS + 10)) || echo 9000)
     ulimit-n $(ulimit -Hn)
 defaults
@@ -521,6 +538,7 @@ webcluster_conf() { # DIR PORT ADMIN_PORT THREADS BALANCE SCRAPE KEEPALIVE UPSTR
 [server]
 listen = ["127.0.0.1:$port"]
 threads = $threads
+$( ((AFFINITY_NOW)) && [[ ${WC_AFFINITY_KEY:-1} == 1 ]] && echo 'cpu_affinity = "auto"')
 log_level = "warn"
 upgrade_sock = "$d/upgrade.sock"
 
@@ -573,8 +591,17 @@ start_proxy() {
         webcluster)
             local spec
             IFS=: read -r -a spec <<<"$balance"
-            webcluster_conf "$d" "$port" "${WC_ADMIN_PORT:-0}" "$workers" "${spec[0]}" "${spec[1]}" "${spec[2]:-}" "$@"
-            start webcluster "$d/out.log" "${PROXY_PIN[@]}" "${WC_BIN:-$WEBCLUSTER}" run -c "$d/webcluster.toml" ;;
+            # A build from before `cpu_affinity` (a BASELINE) refuses the
+            # key: its worker threads are pinned from outside instead.
+            local outside=0
+            if ((AFFINITY_NOW)) && ! "${WC_BIN:-$WEBCLUSTER}" check -c /dev/stdin \
+                <<<$'[server]\ncpu_affinity = "auto"\n[[group]]\nname = "g"\n[[group.node]]\nname = "n"\naddress = "127.0.0.1:1"' \
+                >/dev/null 2>&1; then
+                outside=1
+            fi
+            WC_AFFINITY_KEY=$((1 - outside)) webcluster_conf "$d" "$port" "${WC_ADMIN_PORT:-0}" "$workers" "${spec[0]}" "${spec[1]}" "${spec[2]:-}" "$@"
+            start webcluster "$d/out.log" "${PROXY_PIN[@]}" "${WC_BIN:-$WEBCLUSTER}" run -c "$d/webcluster.toml"
+            ((outside)) && pin_workers_outside "$STARTED_PID" "$workers" ;;
         webcluster-full|baseline|baseline-full)
             # webcluster-full: the webcluster build as users run it;
             # baseline[-full]: the BASELINE build, bare or full.
@@ -587,6 +614,26 @@ start_proxy() {
         *) die "unknown proxy $kind" ;;
     esac
     PROXY_PID=$STARTED_PID
+}
+
+# pin_workers_outside PID WORKERS: webcluster's worker threads ("webcluster
+# prox"), one per core in thread-id order, with taskset: what `cpu_affinity
+# = "auto"` does, for a build without it. Waits (bounded) for the threads.
+pin_workers_outside() {
+    local pid=$1 n=$2 tries t i found
+    for ((tries = 0; tries < 100; tries++)); do
+        found=()
+        for t in /proc/"$pid"/task/*; do
+            [[ $(cat "$t/comm" 2>/dev/null) == "webcluster prox" ]] && found+=("${t##*/}")
+        done
+        ((${#found[@]} >= n)) && break
+        sleep 0.05
+    done
+    i=0
+    for t in $(printf '%s\n' "${found[@]}" | sort -n); do
+        taskset -p -c $((i % $(nproc))) "$t" >/dev/null
+        i=$((i + 1))
+    done
 }
 
 # Processes whose peak RSS counts: nginx's workers, the process otherwise.
@@ -640,6 +687,8 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     mkdir -p "$d"
     pin_cores "$n"
     pin_upstream
+    AFFINITY_NOW=0
+    [[ $AFFINITY == auto && $PIN_LABEL == shared ]] && ((n > 1)) && AFFINITY_NOW=1
     case $kind in
         direct) port=$up ;;
         nginx) start_proxy nginx "$d" "$port" "$n" "" "$up" ;;
@@ -665,9 +714,9 @@ overhead_case() { # PROXY THREADS SIZE UPPORT REP
     # shellcheck disable=SC2086
     rss=$(rss_kb $pids)
     grep -E 'Requests/sec|^ +(50|99)%' "$d/wrk.txt" | tr -s ' ' | tr '\n' ' ' >&2; echo >&2
-    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"halt_poll_ns\":\"${KERNEL_NOW[guest_halt_poll_ns]-}\",\"tcp_cc\":\"${KERNEL_NOW[tcp_congestion_control]-}\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+    jsonl "{\"part\":\"overhead\",\"rep\":$rep,\"proxy\":\"$kind\",\"threads\":$n,\"cores\":\"$PIN_LABEL\",\"affinity\":$AFFINITY_NOW,\"halt_poll_ns\":\"${KERNEL_NOW[guest_halt_poll_ns]-}\",\"tcp_cc\":\"${KERNEL_NOW[tcp_congestion_control]-}\",\"size\":\"$size\",\"wrk\":\"$d/wrk.txt\",\"rss_kb\":$rss,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$(getconf CLK_TCK),\"duration\":$DURATION,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
     [[ $kind == direct ]] || stop "$PROXY_PID"
-    PROXY_PIN=() GEN_PIN=()
+    PROXY_PIN=() GEN_PIN=() AFFINITY_NOW=0
 }
 
 # kernel_set NAME FILE VALUE: VALUE into the kernel setting FILE (sysfs or
