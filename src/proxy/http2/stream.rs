@@ -20,6 +20,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, SET_COOKIE};
 
+use crate::clock;
 use crate::proxy::downstream::{visitor_gets, Shape};
 use crate::proxy::http1::{consume, ConnectionNamed, Known, Outgoing, ResponseHead};
 use crate::proxy::request::Answer;
@@ -150,9 +151,9 @@ impl StreamIo {
             return Ok(0);
         }
         loop {
-            let next = tokio::time::timeout(timeout, self.body.data())
+            let next = clock::within(timeout, self.body.data())
                 .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+                .map_err(|clock::Elapsed| io::Error::from(io::ErrorKind::TimedOut))?;
             let before = self.buf.len();
             match next {
                 None => {
@@ -329,9 +330,9 @@ impl StreamIo {
                 }
             }
         });
-        let sent = tokio::time::timeout(timeout, wait)
+        let sent = clock::within(timeout, wait)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+            .unwrap_or_else(|clock::Elapsed| Err(io::ErrorKind::TimedOut.into()))?;
         if let Some(left) = &mut self.left {
             *left = left.saturating_sub(sent as u64);
         }
