@@ -50,6 +50,14 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
+/// An `io::ErrorKind::TimedOut` error (as tokio's own `Elapsed`), for
+/// reads and writes bounded by [`within`].
+impl From<Elapsed> for std::io::Error {
+    fn from(_: Elapsed) -> std::io::Error {
+        std::io::ErrorKind::TimedOut.into()
+    }
+}
+
 /// `op`, or [`Elapsed`] when it has not finished `timeout` after it
 /// first had to wait. `op` is polled first: one that is ready at once
 /// (the usual write, a read of bytes already there) costs no deadline and

@@ -162,8 +162,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
 /// `op` bounded by `timeout` ([`clock::within`]: counted from its first
 /// poll, on the clocked task's timer; none when `op` finishes at that
-/// poll), running out of time as an `io::ErrorKind::TimedOut` error. (A future of its own rather than an `async fn`, which
-/// would keep `op` twice in its state.)
+/// poll), running out of time as an `io::ErrorKind::TimedOut` error. A
+/// future of its own rather than an `async fn`, which would keep `op`
+/// twice in its state.
 fn bounded<T, F: std::future::Future<Output = io::Result<T>>>(
     op: F,
     timeout: Duration,
@@ -188,7 +189,7 @@ impl<T, F: std::future::Future<Output = io::Result<T>>> std::future::Future for 
         self.project()
             .op
             .poll(cx)
-            .map(|r| r.unwrap_or_else(|clock::Elapsed| Err(io::ErrorKind::TimedOut.into())))
+            .map(|r| r.unwrap_or_else(|elapsed| Err(elapsed.into())))
     }
 }
 

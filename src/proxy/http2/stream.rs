@@ -153,7 +153,7 @@ impl StreamIo {
         loop {
             let next = clock::within(timeout, self.body.data())
                 .await
-                .map_err(|clock::Elapsed| io::Error::from(io::ErrorKind::TimedOut))?;
+                .map_err(io::Error::from)?;
             let before = self.buf.len();
             match next {
                 None => {
@@ -332,7 +332,7 @@ impl StreamIo {
         });
         let sent = clock::within(timeout, wait)
             .await
-            .unwrap_or_else(|clock::Elapsed| Err(io::ErrorKind::TimedOut.into()))?;
+            .unwrap_or_else(|elapsed| Err(elapsed.into()))?;
         if let Some(left) = &mut self.left {
             *left = left.saturating_sub(sent as u64);
         }
