@@ -1389,8 +1389,8 @@ impl Proxy {
                 version: req.version.as_str(),
                 status,
                 body_bytes: ctx.body_sent as usize,
-                referer: logged_field(req, http1::Known::Referer),
-                user_agent: logged_field(req, http1::Known::UserAgent),
+                referer: req.fields.first_str(http1::Known::Referer).unwrap_or(""),
+                user_agent: req.fields.first_str(http1::Known::UserAgent).unwrap_or(""),
                 node: (node != "-").then_some((group, node)),
                 upstream_time: ctx.upstream_time,
                 total_time: elapsed,
@@ -1649,15 +1649,6 @@ async fn flush_spool(
         let n = front.len();
         spool.consume(n);
     }
-}
-
-/// A request header's first value for the access log ("" when it has none
-/// or it is not UTF-8), found by its mark rather than by its name.
-fn logged_field(req: &RequestHead, known: http1::Known) -> &str {
-    req.fields
-        .first(known)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("")
 }
 
 /// Read more of the visitor's request body; an error when it closed the

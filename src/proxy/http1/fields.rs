@@ -365,6 +365,12 @@ impl Fields {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The first value of `known`, when it is UTF-8 ([`Fields::get_str`]
+    /// for a name recognised already: the lines are not read by name).
+    pub fn first_str(&self, known: Known) -> Option<&str> {
+        self.first(known).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
     /// The values of `name` as UTF-8 strings (others are skipped).
     pub fn get_all_str<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.get_all(name)
