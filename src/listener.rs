@@ -75,9 +75,9 @@ pub struct Listening<A> {
 impl<A> Listening<A> {
     /// `threads`: the worker threads of the service (the server's
     /// `threads`), on the CPUs `cpu_affinity` gives them; `plain`, `tls`:
-    /// where to listen, as `ip:port`. The app
-    /// gets a TLS listener's connections as pingora's TCP stream (which its
-    /// TLS acceptor takes), the others as an [`Accepted`].
+    /// where to listen, as `ip:port`. The app gets a TLS listener's
+    /// connections as pingora's TCP stream (which its TLS acceptor takes),
+    /// the others as an [`Accepted`].
     pub fn new(
         name: &str,
         app: A,

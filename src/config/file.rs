@@ -1613,7 +1613,6 @@ fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
-/// A network like `10.0.0.0/8`, or a bare IP taken as a single host.
 /// The most CPUs a list may name (the kernel's default `CONFIG_NR_CPUS`
 /// on x86-64 is 8192; `sched_setaffinity`'s usual set holds 1024).
 const MAX_CPU: usize = 1023;
@@ -1658,6 +1657,7 @@ pub fn parse_cpu_affinity(text: &str) -> std::result::Result<CpuAffinity, String
     Ok(CpuAffinity::Cpus(cpus))
 }
 
+/// A network like `10.0.0.0/8`, or a bare IP taken as a single host.
 pub fn parse_cidr(text: &str) -> std::result::Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
